@@ -1,0 +1,358 @@
+"""SPICA configuration: the one owner of the TOML model, its discovery and validation.
+
+Lookup order (first found wins): ``--config FILE``, ``$SPICA_CONFIG``, ``./spica.toml``, the
+user config dir (``spica.toml`` there). ``$SPICA_DB_URL`` overrides the db URL of whichever
+file is used. With no file at all the embedded default applies: a SQLite dbspica in the user
+data dir and no nodes. Relative paths in a file are relative to that file's directory.
+
+Every error names the file, the key and what was expected, and never shows a password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from spica_core.errors import ConfigError, InvalidName
+from spica_core.names import validate_name
+
+CONFIG_FILENAME = "spica.toml"
+ENV_CONFIG = "SPICA_CONFIG"
+ENV_DB_URL = "SPICA_DB_URL"
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?i?B?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from an int or a string like ``"650 GB"`` / ``"1.5TiB"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size in bytes or a string like '650 GB'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            number, unit = float(m.group(1)), m.group(2).upper()
+            base = unit[:1] if unit[:1] in _UNITS else ""
+            factor = 1024 ** "KMGTP".index(base) * 1024 if "I" in unit and base else _UNITS[base]
+            return int(number * factor)
+    raise ValueError(f"expected a size in bytes or a string like '650 GB', got {value!r}")
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def mask_url(url: str) -> str:
+    """A database URL fit to print: any password replaced by ``***``."""
+    return re.sub(r"(?<=://)([^:/@]*):([^@/]*)@", r"\1:***@", url)
+
+
+def _checked_name(value: str, kind: str) -> str:
+    try:
+        return validate_name(value, kind)
+    except InvalidName as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Model):
+    url: str = Field(description="SQLAlchemy URL of dbspica")
+    echo: bool = False
+    connect_timeout: float = Field(5.0, gt=0)
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+
+class PartitionConfig(_Model):
+    name: str
+    #: Virtual capacity: when set, the node reports total = capacity and
+    #: used = bytes under the partition (the demo's realistic disks).
+    capacity: Size | None = None
+    #: Kept free for outputs: "virtual free" = free - reserved (the seed's DataTransfer).
+    reserved: Size = 0
+    #: Free space the daemon requires before it claims a stack here.
+    min_free: Size = 0
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked_name(v, "partition")
+
+
+class NodeConfig(_Model):
+    name: str
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None
+    root: str = Field(description="the node's spica root directory")
+    cpus: int | None = Field(None, ge=1)
+    ram_gb: float | None = Field(None, gt=0)
+    partitions: list[PartitionConfig] = Field(
+        default_factory=lambda: [PartitionConfig(name="raid1"), PartitionConfig(name="raid2")]
+    )
+    #: Command that starts the node agent over SSH.
+    agent_command: str = "spica node serve"
+    #: Per node override of the client keys.
+    client_keys: list[str] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked_name(v, "node")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", v):
+            raise ValueError("expected a host name or an IP address")
+        return v
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", v):
+            raise ValueError("expected a POSIX user name")
+        return v
+
+
+class SshConfig(_Model):
+    #: Host keys are always verified against this file; there is no switch to turn it off.
+    known_hosts: str = "~/.ssh/known_hosts"
+    client_keys: list[str] = Field(default_factory=list)
+    connect_timeout: float = Field(5.0, gt=0)
+    call_timeout: float = Field(10.0, gt=0)
+    #: Cap of the exponential reconnect backoff, in seconds.
+    max_backoff: float = Field(60.0, gt=0)
+
+
+class SmtpConfig(_Model):
+    host: str = "localhost"
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "spica@localhost"
+    #: The Teraop list: who receives failure mail.
+    operators: list[str] = Field(default_factory=list)
+    timeout: float = Field(10.0, gt=0)
+
+
+class ApplicationConfig(_Model):
+    name: str
+    binary: str
+    version: str | None = None
+    config_files: list[str] = Field(default_factory=list)
+
+
+class ReleaseConfig(_Model):
+    name: str = "T0001"
+    applications: list[ApplicationConfig] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked_name(v, "release")
+
+
+class RulesConfig(_Model):
+    """Stack selection rules (the seed's filtering rules)."""
+
+    filters: list[str] = Field(default_factory=lambda: ["u", "g", "r", "i", "z"])
+    grades: list[str] = Field(default_factory=lambda: ["A", "B"])
+    max_seeing: float = Field(1.3, gt=0)
+    min_exptime: float = Field(0.0, ge=0)
+    min_skyprobe: float | None = None
+    min_images: int = Field(1, ge=1)
+
+
+class DaemonConfig(_Model):
+    #: Stacks run at once per node; default: the node's CPU count.
+    slots: int | None = Field(None, ge=1)
+    poll_interval: float = Field(2.0, gt=0)
+    heartbeat_interval: float = Field(5.0, gt=0)
+    #: What a crashed claim becomes when the daemon restarts.
+    recover: Literal["pending", "failed"] = "pending"
+    #: Seconds a running line gets to finish after SIGTERM before it is killed.
+    stop_grace: float = Field(30.0, ge=0)
+    journal: str = "journal/dbspica.jsonl"
+
+
+class ConsoleConfig(_Model):
+    refresh_interval: float = Field(2.0, gt=0)
+    #: Remapped keys: action name -> key (e.g. ``requeue = "R"``).
+    keys: dict[str, str] = Field(default_factory=dict)
+    theme: str | None = None
+
+
+class SpicaConfig(_Model):
+    cluster: str = "spica"
+    db: DatabaseConfig
+    ssh: SshConfig = SshConfig()
+    nodes: list[NodeConfig] = Field(default_factory=list)
+    smtp: SmtpConfig = SmtpConfig()
+    release: ReleaseConfig = ReleaseConfig()
+    rules: RulesConfig = RulesConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    #: Where this configuration came from (a file path, or "embedded default").
+    _source: str = PrivateAttr("embedded default")
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> SpicaConfig:
+        seen: set[str] = set()
+        for node in self.nodes:
+            if node.name in seen:
+                raise ValueError(f"node {node.name!r} is defined twice")
+            seen.add(node.name)
+        return self
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def refresh_interval(self) -> float:
+        return self.console.refresh_interval
+
+    def node(self, name: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise ConfigError(f"{self.source}: no node named {name!r} in [[nodes]]")
+
+
+def user_config_path() -> Path:
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("spica")) / CONFIG_FILENAME
+
+
+def default_db_url() -> str:
+    from platformdirs import user_data_dir
+
+    return f"sqlite:///{Path(user_data_dir('spica')) / 'dbspica.sqlite'}"
+
+
+def discover(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to use, or None for the embedded default.
+
+    An explicitly named file (``--config`` or ``$SPICA_CONFIG``) must exist.
+    """
+    for given, origin in ((explicit, "--config"), (os.environ.get(ENV_CONFIG), ENV_CONFIG)):
+        if given:
+            path = Path(given).expanduser()
+            if not path.is_file():
+                what = "does not exist" if not path.exists() else "is not a file"
+                raise ConfigError(f"{path}: configuration file {what} (given by {origin})")
+            return path
+    for candidate in (Path.cwd() / CONFIG_FILENAME, user_config_path()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "expected")
+    value = err.get("input")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        if isinstance(value, dict | list) or "password" in _loc(err["loc"]):
+            return msg
+        return f"{msg}, got {value!r}"
+    return msg
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative file paths (SQLite file, known_hosts, keys) relative to the file's dir."""
+    db = raw.get("db")
+    if isinstance(db, dict) and isinstance(db.get("url"), str):
+        url = db["url"]
+        m = re.match(r"^(sqlite(?:\+\w+)?:///)(?!/)(.+)$", url)
+        if m and not m.group(2).startswith(":memory:"):
+            db["url"] = f"{m.group(1)}{(base / m.group(2)).resolve()}"
+    ssh = raw.get("ssh")
+    if isinstance(ssh, dict):
+        if isinstance(ssh.get("known_hosts"), str):
+            ssh["known_hosts"] = _rel(ssh["known_hosts"], base)
+        if isinstance(ssh.get("client_keys"), list):
+            ssh["client_keys"] = [_rel(k, base) for k in ssh["client_keys"] if isinstance(k, str)]
+    for node in raw.get("nodes") or []:
+        if isinstance(node, dict) and isinstance(node.get("client_keys"), list):
+            node["client_keys"] = [_rel(k, base) for k in node["client_keys"] if isinstance(k, str)]
+    return raw
+
+
+def _rel(path: str, base: Path) -> str:
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def parse_config(text: str, source: str, base: Path | None = None) -> SpicaConfig:
+    """Validate TOML text; ``source`` names the file in every message."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    if base is not None:
+        raw = _resolve_paths(raw, base)
+    db = raw.setdefault("db", {})
+    if isinstance(db, dict):
+        if os.environ.get(ENV_DB_URL):
+            db["url"] = os.environ[ENV_DB_URL]
+        db.setdefault("url", default_db_url())
+    try:
+        config = SpicaConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: key {_loc(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+    config._source = source
+    return config
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> SpicaConfig:
+    """Find, read and validate the configuration (see the module docstring for the order)."""
+    path = discover(explicit)
+    if path is None:
+        return parse_config("", "embedded default")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    return parse_config(text, str(path), path.parent.resolve())

@@ -1,0 +1,1 @@
+"""dbspica: the pipeline's memory (DESIGN §4)."""

@@ -1,0 +1,105 @@
+"""Engines and sessions for dbspica, with unreachable databases turned into typed errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from spica_core.config import DatabaseConfig, mask_url
+from spica_core.errors import DatabaseUnavailable
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file behind a SQLite URL (None for other engines and in-memory databases)."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
+        return None
+    return Path(url.database)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # WAL lets the console read while a daemon writes; foreign keys are off by default.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(db: DatabaseConfig, *, create: bool = False) -> Engine:
+    """An engine for dbspica. A missing SQLite file is created only when ``create``.
+
+    Raises DatabaseUnavailable (URL masked) when the URL is unusable.
+    """
+    masked = mask_url(db.url)
+    try:
+        url = make_url(db.url)
+    except Exception as exc:  # sqlalchemy raises ArgumentError with the raw URL in it
+        raise DatabaseUnavailable(masked, f"not a database URL ({type(exc).__name__})") from None
+    backend = url.get_backend_name()
+    connect_args: dict[str, object] = {}
+    if backend == "sqlite":
+        path = sqlite_path(url)
+        if path is not None:
+            if not path.exists() and not create:
+                raise DatabaseUnavailable(
+                    masked, f"no dbspica file at {path} (run `spica db init`)"
+                )
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {"timeout": 30, "check_same_thread": False}
+    elif backend in ("mysql", "mariadb"):
+        connect_args = {"connect_timeout": max(1, int(db.connect_timeout))}
+        if "charset" not in url.query:
+            connect_args["charset"] = "utf8mb4"
+    try:
+        engine = create_engine(
+            url, echo=db.echo, connect_args=connect_args, pool_pre_ping=backend != "sqlite"
+        )
+    except Exception as exc:  # a missing driver or an unknown dialect
+        raise DatabaseUnavailable(masked, f"{type(exc).__name__}: {exc}") from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """A one-line reason from a driver error, without the SQL or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    args = getattr(orig, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+
+
+def check_reachable(engine: Engine) -> None:
+    """Open one connection, or raise DatabaseUnavailable with a masked URL."""
+    try:
+        with engine.connect():
+            pass
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise DatabaseUnavailable(
+            mask_url(engine.url.render_as_string(hide_password=False)), describe_db_error(exc)
+        ) from None
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

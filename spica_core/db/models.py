@@ -1,0 +1,349 @@
+"""dbspica tables as SQLAlchemy 2.0 typed models (DESIGN §4; seed names in brackets).
+
+The Alembic migrations in ``sql/migrations`` and ``sql/dbspica.mysql.sql`` are derived from
+these models; tests fail when either drifts. Indexes follow the console's queries: stacks by
+state / node / runid / time, problems newest first, runs per stack.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from spica_core.db.types import UtcDateTime, utcnow
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME = 128  # stack, node, partition names (spica_core.names)
+SHORT = 32
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UtcDateTime(),
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
+
+
+class Node(Base):
+    """[ClusterNode] A processing host; ``status`` mirrors the last liveness transition."""
+
+    __tablename__ = "node"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=22)
+    user: Mapped[str | None] = mapped_column(String(64))
+    root: Mapped[str] = mapped_column(String(1024))
+    cpus: Mapped[int | None] = mapped_column(Integer)
+    ram_gb: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(SHORT), default="unknown", index=True)
+    last_seen: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    disks: Mapped[list[NodeDisk]] = relationship(
+        back_populates="node", cascade="all, delete-orphan"
+    )
+
+
+class NodeDisk(Base):
+    """One raid partition of a node; virtual free = free - reserved (DataTransfer)."""
+
+    __tablename__ = "node_disk"
+    __table_args__ = (UniqueConstraint("node_id", "partition"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("node.id", ondelete="CASCADE"))
+    partition: Mapped[str] = mapped_column(String(NAME))
+    total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    free_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    node: Mapped[Node] = relationship(back_populates="disks")
+
+    @property
+    def virtual_free_bytes(self) -> int:
+        return max(0, self.free_bytes - self.reserved_bytes)
+
+
+class Application(Base):
+    """[Application] A frozen application binary of a release; nodes must match it."""
+
+    __tablename__ = "application"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    binary: Mapped[str] = mapped_column(String(1024))
+    version: Mapped[str] = mapped_column(String(64))
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    config_files: Mapped[list[Any]] = mapped_column(default=list)
+    installed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NodeApplication(Base):
+    """What a node really has installed, as last checked."""
+
+    __tablename__ = "node_application"
+    __table_args__ = (UniqueConstraint("node_id", "application_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("node.id", ondelete="CASCADE"))
+    application_id: Mapped[int] = mapped_column(ForeignKey("application.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1024))
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Runid(Base):
+    """A CFHT observing run and its DataTransfer status."""
+
+    __tablename__ = "runid"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(SHORT), unique=True)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    transfer_mode: Mapped[str] = mapped_column(String(SHORT), default="automatic")
+    transfer_status: Mapped[str] = mapped_column(String(SHORT), default="waiting")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Image(Base):
+    """One raw exposure (MEF) with its header metadata and QFin results."""
+
+    __tablename__ = "image"
+    __table_args__ = (Index(None, "runid_id", "filter"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(NAME), unique=True)
+    runid_id: Mapped[int | None] = mapped_column(ForeignKey("runid.id", ondelete="SET NULL"))
+    filter: Mapped[str | None] = mapped_column(String(SHORT))
+    object: Mapped[str | None] = mapped_column(String(NAME))
+    ra: Mapped[float | None] = mapped_column(Float)
+    dec: Mapped[float | None] = mapped_column(Float)
+    exptime: Mapped[float | None] = mapped_column(Float)
+    date_obs: Mapped[datetime | None]
+    airmass: Mapped[float | None] = mapped_column(Float)
+    seeing: Mapped[float | None] = mapped_column(Float)
+    skyprobe: Mapped[float | None] = mapped_column(Float)
+    grade: Mapped[str | None] = mapped_column(String(8))
+    node_id: Mapped[int | None] = mapped_column(
+        ForeignKey("node.id", ondelete="SET NULL"), index=True
+    )
+    path: Mapped[str | None] = mapped_column(String(1024))
+    qf_status: Mapped[str] = mapped_column(String(SHORT), default="new")
+    #: Raw exposures are never deleted by ``remove --purge-inputs``.
+    raw: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Stack(Base):
+    """[Auto_status] A unit of pipeline work; ``state`` mirrors the node's queue file."""
+
+    __tablename__ = "stack"
+    __table_args__ = (
+        Index(None, "state", "priority"),
+        Index(None, "node_id", "state"),
+        Index(None, "runid"),
+        Index(None, "updated_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME), unique=True)
+    step: Mapped[str] = mapped_column(String(SHORT), default="stack")
+    survey: Mapped[str | None] = mapped_column(String(SHORT))
+    filter: Mapped[str | None] = mapped_column(String(SHORT))
+    release: Mapped[str | None] = mapped_column(String(SHORT))
+    runid: Mapped[str | None] = mapped_column(String(SHORT))
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("node.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(SHORT), default="planned")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    ranking: Mapped[str | None] = mapped_column(String(8))
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    #: Index of the last line that succeeded (the resume point), as last reported.
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    launched_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    failed_line: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    node: Mapped[Node | None] = relationship()
+    files: Mapped[list[StackFile]] = relationship(
+        back_populates="stack", cascade="all, delete-orphan"
+    )
+    runs: Mapped[list[StackRun]] = relationship(
+        back_populates="stack", cascade="all, delete-orphan", order_by="StackRun.id"
+    )
+    apps: Mapped[list[StackApp]] = relationship(cascade="all, delete-orphan")
+
+
+class StackFile(Base):
+    """[Auto_file] An image used by a stack, and for what (scamp / swarp)."""
+
+    __tablename__ = "stack_file"
+    __table_args__ = (UniqueConstraint("stack_id", "image_id", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stack.id", ondelete="CASCADE"))
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(SHORT))
+
+    stack: Mapped[Stack] = relationship(back_populates="files")
+    image: Mapped[Image] = relationship()
+
+
+class StackApp(Base):
+    """[Auto_job] An application and the version a stack used."""
+
+    __tablename__ = "stack_app"
+    __table_args__ = (UniqueConstraint("stack_id", "application_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stack.id", ondelete="CASCADE"))
+    application_id: Mapped[int] = mapped_column(
+        ForeignKey("application.id", ondelete="CASCADE"), index=True
+    )
+    version: Mapped[str] = mapped_column(String(64))
+
+    application: Mapped[Application] = relationship()
+
+
+class StackRun(Base):
+    """[Auto_run] One execution of one command line.
+
+    ``(stack_id, line, attempt)`` is unique so a journal replay can never write a run twice.
+    """
+
+    __tablename__ = "stack_run"
+    __table_args__ = (UniqueConstraint("stack_id", "line", "attempt"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stack.id", ondelete="CASCADE"))
+    line: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    command: Mapped[str] = mapped_column(Text)
+    node: Mapped[str | None] = mapped_column(String(NAME))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+
+    stack: Mapped[Stack] = relationship(back_populates="runs")
+
+
+class Problem(Base):
+    """A software failure or a hardware (liveness) event, as on the seed's problem page.
+
+    Names are kept as text, not keys: a problem outlives the stack it was about.
+    """
+
+    __tablename__ = "problem"
+    __table_args__ = (Index(None, "created_at"), Index(None, "resolved", "kind"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(SHORT))
+    node: Mapped[str | None] = mapped_column(String(NAME), index=True)
+    stack: Mapped[str | None] = mapped_column(String(NAME), index=True)
+    runid: Mapped[str | None] = mapped_column(String(SHORT))
+    filter: Mapped[str | None] = mapped_column(String(SHORT))
+    release: Mapped[str | None] = mapped_column(String(SHORT))
+    message: Mapped[str] = mapped_column(Text)
+    resolved: Mapped[bool] = mapped_column(Boolean, default=False)
+    resolved_at: Mapped[datetime | None]
+
+
+class Transfer(Base):
+    """A DataTransfer move of one file to a processing node."""
+
+    __tablename__ = "transfer"
+    __table_args__ = (Index(None, "state"), Index(None, "runid"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(NAME))
+    runid: Mapped[str | None] = mapped_column(String(SHORT))
+    source: Mapped[str] = mapped_column(String(1024))
+    destination_node: Mapped[str] = mapped_column(String(NAME))
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    checksum: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(SHORT), default="planned")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class OperatorAction(Base):
+    """Audit: every applied, refused or dry-run operator request."""
+
+    __tablename__ = "operator_action"
+    __table_args__ = (Index(None, "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    user: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(SHORT))
+    targets: Mapped[list[Any]] = mapped_column(default=list)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    plan: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(String(SHORT))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Viewer(Base):
+    """[Auto_view] A PI's read-only access to their own runids."""
+
+    __tablename__ = "viewer"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    runids: Mapped[list[Any]] = mapped_column(default=list)
+    email: Mapped[str | None] = mapped_column(String(255))
+
+
+ALL_MODELS: tuple[type[Base], ...] = (
+    Node,
+    NodeDisk,
+    Application,
+    NodeApplication,
+    Runid,
+    Image,
+    Stack,
+    StackFile,
+    StackApp,
+    StackRun,
+    Problem,
+    Transfer,
+    OperatorAction,
+    Viewer,
+)

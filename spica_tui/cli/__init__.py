@@ -1,0 +1,74 @@
+"""The ``spica`` command line (DESIGN §9): thin typer commands over ``spica_core``.
+
+Data goes to stdout, diagnostics to stderr. Exit codes: 0 done; 1 an operation failed or
+only partly applied; 2 usage or configuration error; 3 dbspica or a node unreachable.
+Heavy libraries (textual, astropy, asyncssh, even sqlalchemy) are imported by the commands
+that need them, never at start-up.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from spica_tui.cli import db_cmds, report_cmds
+from spica_tui.cli.context import state
+
+app = typer.Typer(
+    name="spica",
+    help="SPICA: operations console and engine for astronomical image-processing clusters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from spica_core import __version__
+
+        typer.echo(f"spica {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="FILE",
+            help="Configuration file (else $SPICA_CONFIG, ./spica.toml, the user config dir).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    state(ctx).config_path = config
+
+
+app.add_typer(db_cmds.app, name="db")
+report_cmds.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turns the engine's typed errors into a message and an exit code."""
+    from spica_core.errors import SpicaError
+
+    try:
+        app(args=argv, prog_name="spica")
+    except SpicaError as exc:
+        from spica_tui.cli.output import error
+
+        error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,82 @@
+"""``spica db init | upgrade | status | ddl``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from spica_tui.cli.context import state
+from spica_tui.cli.output import emit_json, note, stdout, table
+
+app = typer.Typer(help="Create, migrate and inspect dbspica.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+def _migrate(ctx: typer.Context, verb: str, as_json: bool) -> None:
+    from spica_core.db.registry import register_nodes
+    from spica_core.db.schema import upgrade
+
+    st = state(ctx)
+    engine = st.engine(create=verb == "init", require_schema=False)
+    before, after = upgrade(engine)
+    reg = register_nodes(engine, st.config)
+    result = {
+        "url": st.config.db.masked_url,
+        "revision_before": before,
+        "revision": after,
+        "nodes_added": reg.added,
+        "nodes_updated": reg.updated,
+    }
+    if as_json:
+        emit_json(result)
+        return
+    if before == after:
+        note(f"dbspica at {result['url']} is already at revision {after}")
+    else:
+        note(f"dbspica at {result['url']}: revision {before or '(empty)'} -> {after}")
+    if reg.added or reg.updated:
+        note(f"nodes registered: {len(reg.added)} added, {len(reg.updated)} updated")
+
+
+@app.command()
+def init(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Create dbspica (the SQLite file too) at the current schema revision; idempotent."""
+    _migrate(ctx, "init", as_json)
+
+
+@app.command("upgrade")
+def upgrade_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Migrate an existing dbspica to the schema revision of this SPICA."""
+    _migrate(ctx, "upgrade", as_json)
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Print the schema revision and the row count of every table."""
+    from spica_core.db.schema import status as schema_status
+
+    st = schema_status(state(ctx).engine(require_schema=False))
+    if as_json:
+        emit_json(st.to_json())
+    else:
+        stdout.print(f"dbspica   {st.url}")
+        stdout.print(
+            f"revision  {st.revision or '(none: run spica db init)'}"
+            + ("" if st.up_to_date else f"  (this SPICA expects {st.expected})")
+        )
+        t = table("table", "rows")
+        for name, count in st.counts.items():
+            t.add_row(name, str(count))
+        stdout.print(t)
+    if not st.up_to_date:
+        raise typer.Exit(3)
+
+
+@app.command()
+def ddl() -> None:
+    """Print the MySQL/MariaDB DDL generated from the models (sql/dbspica.mysql.sql)."""
+    from spica_core.db.ddl import mysql_ddl
+
+    typer.echo(mysql_ddl(), nl=False)

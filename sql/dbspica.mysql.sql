@@ -1,0 +1,244 @@
+-- dbspica schema for MySQL/MariaDB, generated from spica_core/db/models.py.
+-- Do not edit: regenerate with `spica db ddl > sql/dbspica.mysql.sql`.
+-- Schema revision 0001 (Alembic); `spica db init` also stamps it.
+
+SET NAMES utf8mb4;
+
+CREATE TABLE application (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	name VARCHAR(64) NOT NULL,
+	`binary` VARCHAR(1024) NOT NULL,
+	version VARCHAR(64) NOT NULL,
+	checksum VARCHAR(64),
+	config_files JSON NOT NULL,
+	installed_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_application PRIMARY KEY (id),
+	CONSTRAINT uq_application_name_version UNIQUE (name, version)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE node (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	name VARCHAR(128) NOT NULL,
+	host VARCHAR(255) NOT NULL,
+	port INTEGER NOT NULL,
+	user VARCHAR(64),
+	root VARCHAR(1024) NOT NULL,
+	cpus INTEGER,
+	ram_gb FLOAT,
+	status VARCHAR(32) NOT NULL,
+	last_seen DATETIME(6),
+	last_error TEXT,
+	created_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_node PRIMARY KEY (id),
+	CONSTRAINT uq_node_name UNIQUE (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_node_status ON node (status);
+
+CREATE TABLE operator_action (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	created_at DATETIME(6) NOT NULL,
+	user VARCHAR(64) NOT NULL,
+	action VARCHAR(32) NOT NULL,
+	targets JSON NOT NULL,
+	dry_run BOOL NOT NULL,
+	plan TEXT,
+	result VARCHAR(32) NOT NULL,
+	detail JSON NOT NULL,
+	CONSTRAINT pk_operator_action PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_operator_action_created_at ON operator_action (created_at);
+
+CREATE TABLE problem (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	created_at DATETIME(6) NOT NULL,
+	kind VARCHAR(32) NOT NULL,
+	node VARCHAR(128),
+	stack VARCHAR(128),
+	runid VARCHAR(32),
+	filter VARCHAR(32),
+	`release` VARCHAR(32),
+	message TEXT NOT NULL,
+	resolved BOOL NOT NULL,
+	resolved_at DATETIME(6),
+	CONSTRAINT pk_problem PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_problem_created_at ON problem (created_at);
+CREATE INDEX ix_problem_node ON problem (node);
+CREATE INDEX ix_problem_resolved_kind ON problem (resolved, kind);
+CREATE INDEX ix_problem_stack ON problem (stack);
+
+CREATE TABLE runid (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	name VARCHAR(32) NOT NULL,
+	images INTEGER NOT NULL,
+	bytes BIGINT NOT NULL,
+	transfer_mode VARCHAR(32) NOT NULL,
+	transfer_status VARCHAR(32) NOT NULL,
+	updated_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_runid PRIMARY KEY (id),
+	CONSTRAINT uq_runid_name UNIQUE (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE transfer (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	filename VARCHAR(128) NOT NULL,
+	runid VARCHAR(32),
+	source VARCHAR(1024) NOT NULL,
+	destination_node VARCHAR(128) NOT NULL,
+	bytes BIGINT NOT NULL,
+	checksum VARCHAR(64),
+	state VARCHAR(32) NOT NULL,
+	created_at DATETIME(6) NOT NULL,
+	started_at DATETIME(6),
+	finished_at DATETIME(6),
+	error TEXT,
+	CONSTRAINT pk_transfer PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_transfer_runid ON transfer (runid);
+CREATE INDEX ix_transfer_state ON transfer (state);
+
+CREATE TABLE viewer (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	login VARCHAR(64) NOT NULL,
+	password_hash VARCHAR(255) NOT NULL,
+	runids JSON NOT NULL,
+	email VARCHAR(255),
+	CONSTRAINT pk_viewer PRIMARY KEY (id),
+	CONSTRAINT uq_viewer_login UNIQUE (login)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE image (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	filename VARCHAR(128) NOT NULL,
+	runid_id INTEGER,
+	filter VARCHAR(32),
+	object VARCHAR(128),
+	ra FLOAT,
+	`dec` FLOAT,
+	exptime FLOAT,
+	date_obs DATETIME(6),
+	airmass FLOAT,
+	seeing FLOAT,
+	skyprobe FLOAT,
+	grade VARCHAR(8),
+	node_id INTEGER,
+	path VARCHAR(1024),
+	qf_status VARCHAR(32) NOT NULL,
+	raw BOOL NOT NULL,
+	CONSTRAINT pk_image PRIMARY KEY (id),
+	CONSTRAINT uq_image_filename UNIQUE (filename),
+	CONSTRAINT fk_image_runid_id_runid FOREIGN KEY(runid_id) REFERENCES runid (id) ON DELETE SET NULL,
+	CONSTRAINT fk_image_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE SET NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_image_node_id ON image (node_id);
+CREATE INDEX ix_image_runid_id_filter ON image (runid_id, filter);
+
+CREATE TABLE node_application (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	node_id INTEGER NOT NULL,
+	application_id INTEGER NOT NULL,
+	path VARCHAR(1024) NOT NULL,
+	checksum VARCHAR(64),
+	checked_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_node_application PRIMARY KEY (id),
+	CONSTRAINT uq_node_application_node_id_application_id UNIQUE (node_id, application_id),
+	CONSTRAINT fk_node_application_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE CASCADE,
+	CONSTRAINT fk_node_application_application_id_application FOREIGN KEY(application_id) REFERENCES application (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE node_disk (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	node_id INTEGER NOT NULL,
+	`partition` VARCHAR(128) NOT NULL,
+	total_bytes BIGINT NOT NULL,
+	free_bytes BIGINT NOT NULL,
+	reserved_bytes BIGINT NOT NULL,
+	updated_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_node_disk PRIMARY KEY (id),
+	CONSTRAINT uq_node_disk_node_id_partition UNIQUE (node_id, `partition`),
+	CONSTRAINT fk_node_disk_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE stack (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	name VARCHAR(128) NOT NULL,
+	step VARCHAR(32) NOT NULL,
+	survey VARCHAR(32),
+	filter VARCHAR(32),
+	`release` VARCHAR(32),
+	runid VARCHAR(32),
+	node_id INTEGER,
+	state VARCHAR(32) NOT NULL,
+	priority INTEGER NOT NULL,
+	ranking VARCHAR(8),
+	`lines` INTEGER NOT NULL,
+	progress INTEGER NOT NULL,
+	created_at DATETIME(6) NOT NULL,
+	launched_at DATETIME(6),
+	started_at DATETIME(6),
+	finished_at DATETIME(6),
+	updated_at DATETIME(6) NOT NULL,
+	failed_line INTEGER,
+	exit_code INTEGER,
+	error TEXT,
+	CONSTRAINT pk_stack PRIMARY KEY (id),
+	CONSTRAINT uq_stack_name UNIQUE (name),
+	CONSTRAINT fk_stack_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE SET NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_stack_node_id_state ON stack (node_id, state);
+CREATE INDEX ix_stack_runid ON stack (runid);
+CREATE INDEX ix_stack_state_priority ON stack (state, priority);
+CREATE INDEX ix_stack_updated_at ON stack (updated_at);
+
+CREATE TABLE stack_app (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	stack_id INTEGER NOT NULL,
+	application_id INTEGER NOT NULL,
+	version VARCHAR(64) NOT NULL,
+	CONSTRAINT pk_stack_app PRIMARY KEY (id),
+	CONSTRAINT uq_stack_app_stack_id_application_id UNIQUE (stack_id, application_id),
+	CONSTRAINT fk_stack_app_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE,
+	CONSTRAINT fk_stack_app_application_id_application FOREIGN KEY(application_id) REFERENCES application (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_stack_app_application_id ON stack_app (application_id);
+
+CREATE TABLE stack_file (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	stack_id INTEGER NOT NULL,
+	image_id INTEGER NOT NULL,
+	`role` VARCHAR(32) NOT NULL,
+	CONSTRAINT pk_stack_file PRIMARY KEY (id),
+	CONSTRAINT uq_stack_file_stack_id_image_id_role UNIQUE (stack_id, image_id, `role`),
+	CONSTRAINT fk_stack_file_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE,
+	CONSTRAINT fk_stack_file_image_id_image FOREIGN KEY(image_id) REFERENCES image (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_stack_file_image_id ON stack_file (image_id);
+
+CREATE TABLE stack_run (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	stack_id INTEGER NOT NULL,
+	line INTEGER NOT NULL,
+	attempt INTEGER NOT NULL,
+	command TEXT NOT NULL,
+	node VARCHAR(128),
+	started_at DATETIME(6) NOT NULL,
+	ended_at DATETIME(6),
+	exit_code INTEGER,
+	CONSTRAINT pk_stack_run PRIMARY KEY (id),
+	CONSTRAINT uq_stack_run_stack_id_line_attempt UNIQUE (stack_id, line, attempt),
+	CONSTRAINT fk_stack_run_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE alembic_version (
+	version_num VARCHAR(32) NOT NULL,
+	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+INSERT INTO alembic_version (version_num) VALUES ('0001');
