@@ -1,0 +1,172 @@
+"""Configuration: discovery order, validation messages, masking, and bad files via the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from spica_core.config import ConfigError, load_config, mask_url, parse_config, parse_size
+from spica_core.resources import example_config
+from tests.conftest import run_spica
+
+GOOD = """
+cluster = "terapix"
+[db]
+url = "sqlite:///dbspica.sqlite"
+[[nodes]]
+name = "mix1"
+host = "127.0.0.1"
+root = "/data/mix1"
+[[nodes.partitions]]
+name = "raid1"
+capacity = "652 GB"
+reserved = "50 GB"
+"""
+
+
+def test_example_config_documents_and_validates_every_section() -> None:
+    cfg = load_config(example_config())
+    assert cfg.nodes[0].name == "mix1"
+    assert cfg.nodes[0].partitions[0].reserved == 50 * 10**9
+    text = example_config().read_text()
+    for section in (
+        "[db]",
+        "[ssh]",
+        "[[nodes]]",
+        "[smtp]",
+        "[release]",
+        "[rules]",
+        "[daemon]",
+        "[console]",
+        "known_hosts",
+        "refresh_interval",
+    ):
+        assert section in text
+
+
+def test_embedded_default_is_sqlite_in_user_data_dir(isolated_env: Path) -> None:
+    cfg = load_config()
+    assert cfg.source == "embedded default"
+    assert cfg.db.url.startswith("sqlite:///")
+    assert cfg.db.url.endswith("dbspica.sqlite")
+    assert str(Path(os.environ["HOME"])) in cfg.db.url
+    assert cfg.nodes == []
+
+
+def test_lookup_order(isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    user = Path(os.environ["XDG_CONFIG_HOME"]) / "spica" / "spica.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text('cluster = "user"\n')
+    assert load_config().cluster == "user"
+    (isolated_env / "spica.toml").write_text('cluster = "cwd"\n')
+    assert load_config().cluster == "cwd"
+    env_file = tmp_path / "env.toml"
+    env_file.write_text('cluster = "env"\n')
+    monkeypatch.setenv("SPICA_CONFIG", str(env_file))
+    assert load_config().cluster == "env"
+    explicit = tmp_path / "explicit.toml"
+    explicit.write_text('cluster = "explicit"\n')
+    assert load_config(explicit).cluster == "explicit"
+
+
+def test_db_url_env_overrides_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text(GOOD)
+    monkeypatch.setenv("SPICA_DB_URL", "mysql+pymysql://spica:pw@db/dbspica")
+    assert load_config(f).db.url == "mysql+pymysql://spica:pw@db/dbspica"
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    f = tmp_path / "conf" / "spica.toml"
+    f.parent.mkdir()
+    f.write_text(GOOD + '\n[ssh]\nknown_hosts = "kh"\nclient_keys = ["keys/id"]\n')
+    cfg = load_config(f)
+    assert cfg.db.url == f"sqlite:///{tmp_path / 'conf' / 'dbspica.sqlite'}"
+    assert cfg.ssh.known_hosts == str(tmp_path / "conf" / "kh")
+    assert cfg.ssh.client_keys == [str(tmp_path / "conf" / "keys" / "id")]
+
+
+def test_sizes() -> None:
+    assert parse_size("652 GB") == 652 * 10**9
+    assert parse_size("1.5TiB") == int(1.5 * 2**40)
+    assert parse_size(123) == 123
+    for bad in ("lots", -1, True, "12 parsecs"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+
+
+def test_mask_url() -> None:
+    assert (
+        mask_url("mysql+pymysql://spica:s3cr3t@db:3306/x") == "mysql+pymysql://spica:***@db:3306/x"
+    )
+    assert mask_url("sqlite:////tmp/x.sqlite") == "sqlite:////tmp/x.sqlite"
+    assert mask_url("mysql+pymysql://root@db/x") == "mysql+pymysql://root@db/x"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[db\nurl = 1", "invalid TOML"),
+        ("colour = 'red'", "key colour: unknown key"),
+        ("[[nodes]]\nname = 'mix1'\nhost = 'h'\nroot = '/r'\nport = 'ssh'", "key nodes[0].port"),
+        ("[[nodes]]\nname = 'mix1'\nhost = 'h'", "key nodes[0].root: required key is missing"),
+        (
+            "[[nodes]]\nname = 'x;y'\nhost = 'h'\nroot = '/r'",
+            "key nodes[0].name: invalid node name",
+        ),
+        ("[console]\nrefresh_interval = -1", "key console.refresh_interval"),
+        ("[daemon]\nrecover = 'maybe'", "key daemon.recover: expected 'pending' or 'failed'"),
+        (GOOD + GOOD.split("\n", 4)[4], "node 'mix1' is defined twice"),
+    ],
+)
+def test_validation_messages_name_file_and_key(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "/etc/spica/spica.toml")
+    assert str(info.value).startswith("/etc/spica/spica.toml:")
+    assert expected in str(info.value)
+
+
+def test_smtp_password_is_never_shown(tmp_path: Path) -> None:
+    cfg = parse_config("[smtp]\npassword = 'hunter2'\n", "f.toml")
+    assert "hunter2" not in repr(cfg)
+    assert cfg.smtp.password is not None and cfg.smtp.password.get_secret_value() == "hunter2"
+
+
+BAD_FILES = {
+    "syntax": ("[db\n", "invalid TOML"),
+    "unknown-key": ("[db]\nurl = 'sqlite:///x.sqlite'\nuser = 'x'\n", "key db.user: unknown key"),
+    "wrong-type": ("[console]\nrefresh_interval = 'soon'\n", "key console.refresh_interval"),
+}
+
+
+@pytest.mark.parametrize("case", [*BAD_FILES, "missing"])
+@pytest.mark.parametrize("command", [["stacks"], ["db", "init"]])
+def test_bad_config_exits_2_and_writes_nothing(
+    case: str, command: list[str], tmp_path: Path
+) -> None:
+    work = tmp_path / "bad"
+    work.mkdir()
+    conf = work / "spica.toml"
+    if case == "missing":
+        conf = work / "nowhere.toml"
+        expected = "does not exist"
+    else:
+        text, expected = BAD_FILES[case]
+        conf.write_text(text)
+    before = sorted(p.name for p in work.iterdir())
+    result = run_spica("--config", str(conf), *command, cwd=work)
+    assert result.returncode == 2, result.stderr
+    assert str(conf) in result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert sorted(p.name for p in work.iterdir()) == before
+    assert not any(p.suffix == ".sqlite" for p in Path(os.environ["HOME"]).rglob("*"))
+
+
+def test_spica_config_env_pointing_nowhere_is_an_error(tmp_path: Path) -> None:
+    result = run_spica("stacks", env={"SPICA_CONFIG": str(tmp_path / "gone.toml")})
+    assert result.returncode == 2
+    assert "gone.toml" in result.stderr and "SPICA_CONFIG" in result.stderr
