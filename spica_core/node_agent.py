@@ -1,0 +1,435 @@
+"""The node agent, ``spica node serve``: answers the console over an SSH channel (DESIGN §5).
+
+Synchronous on purpose: the client pipelines nothing it needs answered out of order (one
+request, one response, in order), and a blocking loop has no state to get wrong. Whatever a
+request holds, the agent answers it with exactly one JSON line and keeps serving; a traceback
+never reaches stdout (that is the wire), only stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from spica_core import __version__
+from spica_core import node_protocol as proto
+from spica_core.errors import InvalidName
+from spica_core.names import validate_name
+from spica_core.node_protocol import ErrorCode, ProtocolError, Request, Verb
+from spica_core.node_queue import (
+    ErrorRecord,
+    NodeLayout,
+    OutsideRoot,
+    StatCache,
+    boot_id,
+    discover_partitions,
+    hostname,
+    iso_utc,
+    list_qfin_locks,
+    list_queue,
+    parse_log_file_name,
+    partition_usage,
+    read_heartbeat,
+    read_record,
+    tree_bytes,
+)
+from spica_core.states import StackState
+
+#: A virtual partition's tree walk is reused this long: status comes every 2 s and a raid
+#: partition may hold hundreds of thousands of files.
+VIRTUAL_USAGE_TTL = 5.0
+#: Bounds of ``versions``: how many applications, how long a binary path.
+MAX_APPLICATIONS = 256
+MAX_BINARY_CHARS = 4096
+_READ_CHUNK = 1 << 16
+_HASH_CHUNK = 1 << 20
+
+
+class Agent:
+    """One agent session over a spica root: dispatches requests, holds the session's caches."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.layout = NodeLayout(self.root)
+        self._line_cache = StatCache()
+        self._hash_cache = StatCache(max_entries=512)
+        self._virtual_used: dict[str, tuple[float, int]] = {}
+        self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            Verb.PING: self.ping,
+            Verb.STATUS: self.status,
+            Verb.TAIL: self.tail,
+            Verb.VERSIONS: self.versions,
+        }
+
+    def hello(self) -> dict[str, Any]:
+        return proto.hello(
+            __version__, str(self.root), host=hostname(), pid=os.getpid(), boot_id=boot_id()
+        )
+
+    def respond(self, line: bytes) -> dict[str, Any]:
+        """The response to one request line (without its newline); never raises."""
+        request_id: int | str | None = None
+        try:
+            request = proto.decode_request(line)
+            request_id = request.id
+            return proto.ok(request_id, self.handle(request))
+        except ProtocolError as exc:
+            if request_id is None:
+                request_id = _salvage_id(line)
+            return proto.fail(request_id, exc.code, exc.message)
+        except InvalidName as exc:
+            return proto.fail(request_id, ErrorCode.BAD_NAME, str(exc))
+        except OutsideRoot as exc:
+            return proto.fail(request_id, ErrorCode.OUTSIDE_ROOT, str(exc))
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+            return proto.fail(request_id, ErrorCode.INTERNAL, message)
+
+    def handle(self, request: Request) -> Any:
+        handler = self._handlers.get(request.verb)
+        if handler is None:
+            known = ", ".join(sorted(self._handlers))
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_VERB, f"unknown verb {request.verb!r:.60} (known: {known})"
+            )
+        return handler(request.args)
+
+    # ------------------------------------------------------------------- verbs
+
+    def ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"time": iso_utc()}
+
+    def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Everything a console poll needs from this node, in one round trip."""
+        partitions = _partition_args(args.get("partitions"))
+        if partitions is None:
+            partitions = [(name, None) for name in discover_partitions(self.root)]
+        states = _state_args(args.get("states"))
+        now = time.time()
+        heartbeat = read_heartbeat(self.root, now)
+        return {
+            "root": str(self.root),
+            "host": hostname(),
+            "boot_id": boot_id(),
+            "time": iso_utc(now),
+            "load": _load(),
+            "partitions": [
+                partition_usage(self.root, name, capacity, used_of=self._virtual_used_of).to_wire()
+                for name, capacity in partitions
+            ],
+            "queue": [
+                entry.to_wire()
+                for entry in list_queue(self.root, states=states, line_cache=self._line_cache)
+            ],
+            "heartbeat": heartbeat.to_wire() if heartbeat else None,
+            "qfin_locks": [lock.to_wire() for lock in list_qfin_locks(self.root)],
+        }
+
+    def tail(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The end of one command line's log, read from the end: logs can be gigabytes."""
+        stack = args.get("stack")
+        if not isinstance(stack, str):
+            raise ProtocolError(ErrorCode.BAD_ARGS, "tail needs a 'stack' string")
+        validate_name(stack)
+        line = _int_arg(args, "line", 1, 10**9)
+        n_lines = _int_arg(args, "lines", 1, proto.MAX_TAIL_LINES)
+        n_bytes = _int_arg(args, "bytes", 1, proto.MAX_TAIL_BYTES)
+        if n_lines is not None and n_bytes is not None:
+            raise ProtocolError(ErrorCode.BAD_ARGS, "give 'lines' or 'bytes', not both")
+        if n_lines is None and n_bytes is None:
+            n_lines = proto.DEFAULT_TAIL_LINES
+        stack_dir = self.layout.stack_dir(stack)
+        if not stack_dir.is_dir():
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no stack directory for {stack} on this node")
+        logs_dir = self.layout.logs_dir(stack)
+        if line is None:
+            line = self._default_log_line(stack, logs_dir)
+        path = self.layout.log_file(stack, line)
+        try:
+            text, size, truncated = read_tail(path, lines=n_lines, nbytes=n_bytes)
+        except FileNotFoundError:
+            raise ProtocolError(
+                ErrorCode.NOT_FOUND, f"no log for line {line} of stack {stack}"
+            ) from None
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"log of line {line}: {exc}") from None
+        return {
+            "stack": stack,
+            "line": line,
+            "path": self.layout.relative(path),
+            "size": size,
+            "text": text.decode("utf-8", errors="replace"),
+            "truncated": truncated,
+        }
+
+    def versions(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """What each application binary really is on this node (path, size, sha256)."""
+        apps = args.get("applications")
+        if not isinstance(apps, list) or len(apps) > MAX_APPLICATIONS:
+            raise ProtocolError(
+                ErrorCode.BAD_ARGS,
+                f"versions needs 'applications': a list of at most {MAX_APPLICATIONS} objects",
+            )
+        checked: list[tuple[str, str]] = []
+        for app in apps:
+            if not isinstance(app, dict):
+                raise ProtocolError(ErrorCode.BAD_ARGS, "each application is an object")
+            name, binary = app.get("name"), app.get("binary")
+            if not isinstance(name, str) or not isinstance(binary, str):
+                raise ProtocolError(
+                    ErrorCode.BAD_ARGS, "each application needs 'name' and 'binary' strings"
+                )
+            validate_name(name, "application")
+            if not binary or len(binary) > MAX_BINARY_CHARS or "\x00" in binary:
+                raise ProtocolError(ErrorCode.BAD_ARGS, f"bad binary for {name}")
+            if "/" in binary and not os.path.isabs(binary):
+                raise ProtocolError(
+                    ErrorCode.BAD_ARGS,
+                    f"binary of {name} must be an absolute path or a bare command name",
+                )
+            checked.append((name, binary))
+        return [self._version_of(name, binary) for name, binary in checked]
+
+    # ------------------------------------------------------------------- helpers
+
+    def _default_log_line(self, stack: str, logs_dir: Path) -> int:
+        """The failed line when the stack failed and its log exists, else the latest log."""
+        try:
+            error_file = self.layout.queue_file(stack, StackState.FAILED)
+        except OutsideRoot:
+            error_file = None  # a planted symlink: ignore it, fall back to the latest log
+        if error_file is not None:
+            record, _ = read_record(error_file, ErrorRecord)
+            if record is not None and record.line is not None and record.line >= 1:
+                failed_log = self.layout.log_file(stack, record.line)
+                if failed_log.is_file():
+                    return record.line
+        numbers: list[int] = []
+        try:
+            with os.scandir(logs_dir) as scan:
+                for dirent in scan:
+                    number = parse_log_file_name(dirent.name)
+                    if number is not None:
+                        numbers.append(number)
+        except FileNotFoundError:
+            pass
+        if not numbers:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"stack {stack} has no log yet")
+        return max(numbers)
+
+    def _virtual_used_of(self, path: Path) -> int:
+        now = time.monotonic()
+        hit = self._virtual_used.get(str(path))
+        if hit is not None and now - hit[0] < VIRTUAL_USAGE_TTL:
+            return hit[1]
+        used = tree_bytes(path)
+        self._virtual_used[str(path)] = (now, used)
+        return used
+
+    def _version_of(self, name: str, binary: str) -> dict[str, Any]:
+        found = binary if os.path.isabs(binary) else shutil.which(binary)
+        result: dict[str, Any] = {
+            "name": name,
+            "binary": binary,
+            "path": None,
+            "exists": False,
+            "size": None,
+            "sha256": None,
+        }
+        if found is None:
+            return result
+        result["path"] = os.path.abspath(found)
+        path = Path(os.path.realpath(found))  # what really runs, and a stable cache key
+        try:
+            st = os.stat(path)
+        except OSError:
+            return result
+        if not stat.S_ISREG(st.st_mode):
+            return result
+        result["exists"] = True
+        result["size"] = st.st_size
+        with contextlib.suppress(OSError, ValueError):  # unreadable: exists, no checksum
+            result["sha256"] = self._hash_cache.get(path, sha256_file)
+        return result
+
+
+# ----------------------------------------------------------------------- file reading
+
+
+def read_tail(
+    path: Path, *, lines: int | None = None, nbytes: int | None = None
+) -> tuple[bytes, int, bool]:
+    """``(data, file size, truncated)``: the last ``lines`` lines or ``nbytes`` bytes.
+
+    Reads backwards from the end in chunks and never more than MAX_TAIL_BYTES, so a huge
+    log costs no more than its tail. ``truncated`` says the file holds more before ``data``.
+    Raises FileNotFoundError, or ValueError when the path is not a regular file (a FIFO
+    would block the agent forever).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        size = st.st_size
+        if nbytes is not None:
+            start = max(0, size - min(nbytes, proto.MAX_TAIL_BYTES))
+            f.seek(start)
+            return f.read(size - start), size, start > 0
+        wanted = lines if lines is not None else proto.DEFAULT_TAIL_LINES
+        pos, buf = size, b""
+        while pos > 0 and len(buf) < proto.MAX_TAIL_BYTES:
+            step = min(_READ_CHUNK, pos, proto.MAX_TAIL_BYTES - len(buf))
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + buf
+            # A final newline ends the last line; it does not start another one.
+            if buf.count(b"\n") - buf.endswith(b"\n") >= wanted:
+                break
+        parts = buf.splitlines(keepends=True)
+        kept = parts[-wanted:]
+        return b"".join(kept), size, pos > 0 or len(kept) < len(parts)
+
+
+def sha256_file(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------- arguments
+
+
+def _int_arg(args: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(ErrorCode.BAD_ARGS, f"{key!r} must be an integer")
+    if not low <= value <= high:
+        raise ProtocolError(ErrorCode.BAD_ARGS, f"{key!r} must be between {low} and {high}")
+    return value
+
+
+def _partition_args(value: Any) -> list[tuple[str, int | None]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ProtocolError(ErrorCode.BAD_ARGS, "'partitions' must be a list of objects")
+    out: list[tuple[str, int | None]] = []
+    seen: set[str] = set()
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ProtocolError(
+                ErrorCode.BAD_ARGS, "each partition is an object with a 'name' string"
+            )
+        name = validate_name(item["name"], "partition")
+        capacity = item.get("capacity")
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0
+        ):
+            raise ProtocolError(
+                ErrorCode.BAD_ARGS, f"capacity of {name} must be a byte count or null"
+            )
+        if name not in seen:  # the same tree is never walked twice in one poll
+            seen.add(name)
+            out.append((name, capacity))
+    return out
+
+
+def _state_args(value: Any) -> list[StackState] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError(ErrorCode.BAD_ARGS, "'states' must be a list of state names")
+    try:
+        return [StackState(v) for v in value]
+    except ValueError:
+        known = ", ".join(s.value for s in StackState)
+        raise ProtocolError(
+            ErrorCode.BAD_ARGS, f"'states' holds an unknown state ({known})"
+        ) from None
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _salvage_id(line: bytes) -> int | str | None:
+    """The id of a request refused for its args, so the client can still match the answer."""
+    if len(line) > proto.MAX_REQUEST_BYTES:
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    rid = message.get("id") if isinstance(message, dict) else None
+    return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
+
+
+# ----------------------------------------------------------------------- the loop
+
+
+def _read_request_line(stdin: BinaryIO) -> tuple[bytes, bool] | None:
+    """``(line, too_large)``, or None at EOF; memory stays bounded whatever the client sends."""
+    line = stdin.readline(proto.MAX_REQUEST_BYTES + 1)
+    if not line:
+        return None
+    if line.endswith(b"\n") or len(line) <= proto.MAX_REQUEST_BYTES:
+        return line.rstrip(b"\r\n"), False
+    # Over the limit: drop the rest of this line without keeping it.
+    while True:
+        rest = stdin.readline(_READ_CHUNK)
+        if not rest or rest.endswith(b"\n"):
+            return b"", True
+
+
+def _encode(response: dict[str, Any]) -> bytes:
+    try:
+        return proto.encode(response)
+    except (TypeError, ValueError) as exc:  # a result JSON cannot carry: still one answer
+        traceback.print_exc(file=sys.stderr)
+        message = f"unencodable result: {' '.join(str(exc).split())[:300]}"
+        return proto.encode(proto.fail(response.get("id"), ErrorCode.INTERNAL, message))
+
+
+def serve(root: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """Greet, then answer each request line with one response line until EOF (returns 0)."""
+    agent = Agent(root)
+    try:
+        stdout.write(proto.encode(agent.hello()))
+        stdout.flush()
+        while (read := _read_request_line(stdin)) is not None:
+            line, too_large = read
+            if too_large:
+                response = proto.fail(
+                    None,
+                    ErrorCode.TOO_LARGE,
+                    f"request line over {proto.MAX_REQUEST_BYTES} bytes, not read",
+                )
+            else:
+                response = agent.respond(line)
+            stdout.write(_encode(response))
+            stdout.flush()
+    except BrokenPipeError:
+        pass  # the client went away: nothing left to answer
+    return 0

@@ -1,0 +1,745 @@
+"""The on-node layout of a spica root (DESIGN §3), shared by the node agent and the daemon.
+
+Everything a node process touches lives under its spica root::
+
+    queue/<stack>.<suffix>          the stack's state (spica_core.states.SUFFIX)
+    stacks/<stack>/commands.sh      one shell command per line
+    stacks/<stack>/progress         the last line that succeeded (resume point)
+    stacks/<stack>/logs/NNN.log     output of command line NNN (1-based, at least 3 digits)
+    locks/<partition>.qfin.lock     the QFin lock of a raid partition
+    daemon.heartbeat                rewritten by the daemon to prove it alive
+    raid*/                          data partitions
+
+Names reach this module from the network, so every path is built through
+:func:`resolve_inside`, which refuses anything (``..``, absolute parts, symlinks) that would
+lead out of the root. Queue records are small JSON documents written by other processes,
+possibly half-written or hand-edited: the readers report them as malformed, never crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from functools import cache, lru_cache
+from pathlib import Path
+from types import NoneType
+from typing import Any, TypeVar, get_args, get_type_hints
+
+from spica_core.errors import InvalidName, UsageError
+from spica_core.names import validate_name
+from spica_core.states import SUFFIX, StackState, parse_queue_file_name
+
+QUEUE_DIR = "queue"
+STACKS_DIR = "stacks"
+LOCKS_DIR = "locks"
+LOGS_DIR = "logs"
+COMMANDS_FILE = "commands.sh"
+PROGRESS_FILE = "progress"
+HEARTBEAT_FILE = "daemon.heartbeat"
+QFIN_LOCK_SUFFIX = ".qfin.lock"
+#: Directories directly under the root whose name starts with this are data partitions.
+PARTITION_PREFIX = "raid"
+#: Queue records, locks and heartbeats are a few hundred bytes; a bigger file is refused
+#: (reported as malformed) rather than read, so a runaway writer cannot slow every status.
+MAX_RECORD_BYTES = 256 * 1024
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+class OutsideRoot(UsageError):
+    """A path that would leave the spica root (``..``, absolute, or through a symlink)."""
+
+    def __init__(self, root: str, path: str, reason: str) -> None:
+        self.root = root
+        self.path = path
+        self.reason = reason
+        super().__init__(f"path {path!r} is outside the spica root {root}: {reason}")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def resolve_inside(root: Path | str, *parts: str) -> Path:
+    """The real path of ``root/parts…``, or :class:`OutsideRoot` when it is not under root.
+
+    Parts may hold ``/`` separators; each component is checked before touching the disk, then
+    the joined path's realpath (symlinks resolved; missing tails allowed) must stay under the
+    root's realpath. Callers open the returned real path, so a symlink checked here is not
+    followed again later.
+    """
+    root_real = Path(os.path.realpath(root))
+    shown = "/".join(str(p) for p in parts)
+    components: list[str] = []
+    for part in parts:
+        if not isinstance(part, str):
+            raise OutsideRoot(str(root_real), repr(part), "not a string")
+        if "\x00" in part:
+            raise OutsideRoot(str(root_real), shown, "contains a NUL byte")
+        if os.path.isabs(part):
+            raise OutsideRoot(str(root_real), shown, "absolute path")
+        for comp in part.split("/"):
+            if comp == "..":
+                raise OutsideRoot(str(root_real), shown, "'..' component")
+            if comp not in ("", "."):
+                components.append(comp)
+    real = Path(os.path.realpath(root_real.joinpath(*components)))
+    if real != root_real and root_real not in real.parents:
+        raise OutsideRoot(str(root_real), shown, f"resolves to {real}")
+    return real
+
+
+def log_file_name(line: int) -> str:
+    """``NNN.log``: zero-padded to 3 digits so listings sort, wider past line 999."""
+    if line < 1:
+        raise ValueError(f"command lines are numbered from 1, got {line}")
+    return f"{line:03d}.log"
+
+
+def parse_log_file_name(name: str) -> int | None:
+    """The line number of a ``NNN.log`` file name, None for anything else."""
+    stem, dot, ext = name.partition(".")
+    if dot and ext == "log" and stem.isascii() and stem.isdigit() and int(stem) >= 1:
+        return int(stem)
+    return None
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    """Where things are under one spica root; every method validates names and confines."""
+
+    root: Path
+
+    def resolve(self, *parts: str) -> Path:
+        return resolve_inside(self.root, *parts)
+
+    def queue_dir(self) -> Path:
+        return self.resolve(QUEUE_DIR)
+
+    def queue_file(self, stack: str, state: StackState) -> Path:
+        return self.resolve(QUEUE_DIR, f"{validate_name(stack)}.{SUFFIX[state]}")
+
+    def stack_dir(self, stack: str) -> Path:
+        return self.resolve(STACKS_DIR, validate_name(stack))
+
+    def commands_file(self, stack: str) -> Path:
+        return self.resolve(STACKS_DIR, validate_name(stack), COMMANDS_FILE)
+
+    def progress_file(self, stack: str) -> Path:
+        return self.resolve(STACKS_DIR, validate_name(stack), PROGRESS_FILE)
+
+    def logs_dir(self, stack: str) -> Path:
+        return self.resolve(STACKS_DIR, validate_name(stack), LOGS_DIR)
+
+    def log_file(self, stack: str, line: int) -> Path:
+        return self.resolve(STACKS_DIR, validate_name(stack), LOGS_DIR, log_file_name(line))
+
+    def locks_dir(self) -> Path:
+        return self.resolve(LOCKS_DIR)
+
+    def qfin_lock(self, partition: str) -> Path:
+        return self.resolve(LOCKS_DIR, validate_name(partition, "partition") + QFIN_LOCK_SUFFIX)
+
+    def heartbeat_file(self) -> Path:
+        return self.resolve(HEARTBEAT_FILE)
+
+    def partition_dir(self, partition: str) -> Path:
+        return self.resolve(validate_name(partition, "partition"))
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the root's realpath, for messages and the wire."""
+        return str(path.relative_to(os.path.realpath(self.root)))
+
+
+# --------------------------------------------------------------------------- host identity
+
+
+def iso_utc(timestamp: float | None = None) -> str:
+    """ISO 8601 UTC with a ``Z``, to the millisecond: the one time format on the wire."""
+    moment = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+@lru_cache(maxsize=1)
+def boot_id() -> str:
+    """This boot's id: a pid recorded before a reboot must never be taken for a live one."""
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def pid_alive(pid: Any, host: Any, boot: Any) -> bool:
+    """Whether ``pid`` recorded on ``host`` during boot ``boot`` still runs.
+
+    A pid from another host or another boot may have been reused, so it counts as dead;
+    EPERM means the process exists under another user.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    if host != hostname() or boot != boot_id():
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OSError, OverflowError):
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- records
+
+R = TypeVar("R", bound="_Record")
+
+
+@cache
+def _field_types(cls: type) -> dict[str, tuple[tuple[type, ...], bool]]:
+    """Field name -> (accepted JSON types, may be null), from the dataclass annotations."""
+    hints = get_type_hints(cls)
+    out: dict[str, tuple[tuple[type, ...], bool]] = {}
+    for f in fields(cls):
+        args = get_args(hints[f.name]) or (hints[f.name],)
+        out[f.name] = (tuple(a for a in args if a is not NoneType), NoneType in args)
+    return out
+
+
+class _Record:
+    """A JSON queue record: typed fields, tolerant parsing, atomic writing."""
+
+    @classmethod
+    def from_dict(cls: type[R], data: Any) -> R:
+        """Build from parsed JSON, or raise ValueError naming the first bad field."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        values: dict[str, Any] = {}
+        for name, (accepted, optional) in _field_types(cls).items():
+            value = data.get(name)
+            if value is None:
+                if not optional:
+                    raise ValueError(f"missing {name!r}")
+            elif isinstance(value, bool) or not isinstance(value, accepted):
+                raise ValueError(f"{name!r} has the wrong type ({type(value).__name__})")
+            values[name] = value
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass(frozen=True)
+class LaunchRecord(_Record):
+    """Content of ``<stack>.spica``; legacy launchers leave the file empty."""
+
+    stack: str
+    priority: int
+    launched_at: str
+    by: str
+
+
+@dataclass(frozen=True)
+class ClaimRecord(_Record):
+    """Content of ``<stack>.processing``: who runs it, so a stale claim can be told apart."""
+
+    pid: int
+    host: str
+    boot_id: str
+    started_at: str
+    daemon_pid: int | None = None
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.host, self.boot_id)
+
+    def daemon_alive(self) -> bool | None:
+        if self.daemon_pid is None:
+            return None
+        return pid_alive(self.daemon_pid, self.host, self.boot_id)
+
+
+@dataclass(frozen=True)
+class ErrorRecord(_Record):
+    """Content of ``<stack>.error``: where a requeue resumes and what the operator sees."""
+
+    line: int | None
+    exit_code: int | None
+    message: str
+    log_tail: str | None = None
+
+
+@dataclass(frozen=True)
+class LockRecord(_Record):
+    """Content of ``locks/<partition>.qfin.lock``; legacy locks are empty files."""
+
+    pid: int
+    host: str
+    boot_id: str
+    acquired_at: str | None = None
+    stack: str | None = None
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.host, self.boot_id)
+
+
+@dataclass(frozen=True)
+class HeartbeatRecord(_Record):
+    """Content of ``daemon.heartbeat``; its freshness is the file's mtime, not ``time``."""
+
+    pid: int
+    host: str
+    time: str
+
+
+def read_small(path: Path, limit: int = MAX_RECORD_BYTES) -> bytes:
+    """The whole of a small regular file, without following a final symlink or blocking.
+
+    Raises OSError (FileNotFoundError when absent) or ValueError when it is not a regular
+    file or is over ``limit`` bytes.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"over {limit} bytes")
+    return data
+
+
+def read_record(
+    path: Path, kind: type[R], *, empty_ok: bool = False
+) -> tuple[R | None, str | None]:
+    """``(record, None)``, ``(None, None)`` for an allowed empty file, or ``(None, why)``.
+
+    Never raises for bad content; a missing file is ``(None, "missing")`` since callers only
+    read files they have just listed (the daemon may have renamed it meanwhile).
+    """
+    try:
+        data = read_small(path)
+    except FileNotFoundError:
+        return None, "missing"
+    except (OSError, ValueError) as exc:
+        return None, _one_line(exc)
+    if not data.strip():
+        return None, (None if empty_ok else "empty file")
+    try:
+        return kind.from_dict(json.loads(data)), None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, "not JSON"
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` by a complete JSON document: readers see the old or the new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_record(path: Path, record: _Record) -> None:
+    write_json_atomic(path, record.to_dict())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return " ".join(text.split())[:300]
+
+
+def read_progress(path: Path) -> tuple[int | None, str | None]:
+    """The last line that succeeded: ``(n, None)``, ``(None, None)`` if absent, or a reason."""
+    try:
+        data = read_small(path, 4096)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, f"progress: {_one_line(exc)}"
+    text = data.decode("ascii", errors="replace").strip()
+    if not text:
+        return 0, None
+    if not text.isdigit():
+        return None, "progress: not an integer"
+    return int(text), None
+
+
+def count_lines(path: Path) -> int:
+    """Physical lines of a file (a last line without newline counts), read in chunks.
+
+    Line numbers in logs and ``progress`` are these physical line numbers.
+    """
+    count = 0
+    last = b"\n"
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        while chunk := f.read(1 << 16):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (0 if last == b"\n" else 1)
+
+
+class StatCache:
+    """Memoise a per-file computation until the file's (inode, size, mtime) changes.
+
+    Status is polled every few seconds, so counting ``commands.sh`` lines or hashing a binary
+    again each time would be waste; a rewritten file changes its stat signature.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
+        self._max = max_entries
+
+    def get(self, path: Path, compute: Callable[[Path], Any]) -> Any:
+        st = os.stat(path, follow_symlinks=False)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        hit = self._entries.get(str(path))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        value = compute(path)
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        self._entries[str(path)] = (key, value)
+        return value
+
+
+# --------------------------------------------------------------------------- listings
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One queue file as found on disk; ``malformed`` says what could not be read."""
+
+    stack: str
+    state: StackState
+    mtime: float
+    launch: LaunchRecord | None = None
+    claim: ClaimRecord | None = None
+    alive: bool | None = None
+    daemon_alive: bool | None = None
+    error: ErrorRecord | None = None
+    malformed: str | None = None
+    progress: int | None = None
+    lines: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        claim = None
+        if self.claim is not None:
+            claim = {**self.claim.to_dict(), "alive": self.alive, "daemon_alive": self.daemon_alive}
+        return {
+            "stack": self.stack,
+            "state": self.state.value,
+            "mtime": iso_utc(self.mtime),
+            "launch": self.launch.to_dict() if self.launch else None,
+            "claim": claim,
+            "error": self.error.to_dict() if self.error else None,
+            "malformed": self.malformed,
+            "progress": self.progress,
+            "lines": self.lines,
+        }
+
+
+def list_queue(
+    root: Path,
+    *,
+    states: Iterable[StackState] | None = None,
+    line_cache: StatCache | None = None,
+) -> list[QueueEntry]:
+    """Every queue file of ``states`` (default all), sorted by stack then state.
+
+    Files whose name is not ``<valid stack>.<suffix>`` are ignored; a queue file that is not a
+    regular file is listed as malformed and never opened. Completed stacks are only stat'ed:
+    they pile up by thousands and their content does not matter to a status poll.
+    """
+    layout = NodeLayout(root)
+    wanted = set(states) if states is not None else set(StackState)
+    try:
+        queue_dir = layout.queue_dir()
+        scan = os.scandir(queue_dir)
+    except FileNotFoundError:
+        return []
+    entries: list[QueueEntry] = []
+    with scan:
+        for dirent in scan:
+            parsed = parse_queue_file_name(dirent.name)
+            if parsed is None:
+                continue
+            stack, state = parsed
+            if state not in wanted:
+                continue
+            try:
+                validate_name(stack)
+                st = dirent.stat(follow_symlinks=False)
+            except (InvalidName, OSError):
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                entries.append(
+                    QueueEntry(stack, state, st.st_mtime, malformed="not a regular file")
+                )
+                continue
+            entries.append(_read_entry(layout, Path(dirent.path), stack, state, st, line_cache))
+    entries.sort(key=lambda e: (e.stack, list(StackState).index(e.state)))
+    return entries
+
+
+def _read_entry(
+    layout: NodeLayout,
+    path: Path,
+    stack: str,
+    state: StackState,
+    st: os.stat_result,
+    line_cache: StatCache | None,
+) -> QueueEntry:
+    notes: list[str] = []
+    launch = claim = error = None
+    alive = daemon_alive = None
+    progress = lines = None
+    if state is StackState.PENDING:
+        launch, why = read_record(path, LaunchRecord, empty_ok=True)
+        if why:
+            notes.append(why)
+    elif state is StackState.FAILED:
+        error, why = read_record(path, ErrorRecord)
+        if why:
+            notes.append(why)
+    elif state is StackState.RUNNING:
+        claim, why = read_record(path, ClaimRecord)
+        if why:
+            notes.append(why)
+            alive = False
+        else:
+            assert claim is not None
+            alive, daemon_alive = claim.alive(), claim.daemon_alive()
+        progress, lines, why = _progress_of(layout, stack, line_cache)
+        if why:
+            notes.append(why)
+    return QueueEntry(
+        stack,
+        state,
+        st.st_mtime,
+        launch=launch,
+        claim=claim,
+        alive=alive,
+        daemon_alive=daemon_alive,
+        error=error,
+        malformed="; ".join(notes) or None,
+        progress=progress,
+        lines=lines,
+    )
+
+
+def _progress_of(
+    layout: NodeLayout, stack: str, line_cache: StatCache | None
+) -> tuple[int | None, int | None, str | None]:
+    try:
+        progress_path = layout.progress_file(stack)
+        commands_path = layout.commands_file(stack)
+    except OutsideRoot as exc:
+        return None, None, f"stack directory: {exc.reason}"
+    progress, why = read_progress(progress_path)
+    lines: int | None = None
+    try:
+        lines = (
+            line_cache.get(commands_path, count_lines) if line_cache else count_lines(commands_path)
+        )
+    except FileNotFoundError:
+        why = "; ".join(filter(None, [why, "commands.sh missing"]))
+    except (OSError, ValueError) as exc:
+        why = "; ".join(filter(None, [why, f"commands.sh: {_one_line(exc)}"]))
+    return progress, lines, why
+
+
+@dataclass(frozen=True)
+class QfinLock:
+    partition: str
+    holder: LockRecord | None
+    alive: bool
+    malformed: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition,
+            "holder": self.holder.to_dict() if self.holder else None,
+            "alive": self.alive,
+            "malformed": self.malformed,
+        }
+
+
+def list_qfin_locks(root: Path) -> list[QfinLock]:
+    """Every QFin lock file; an empty (legacy) lock has no holder and counts as not alive."""
+    layout = NodeLayout(root)
+    try:
+        scan = os.scandir(layout.locks_dir())
+    except FileNotFoundError:
+        return []
+    locks: list[QfinLock] = []
+    with scan:
+        for dirent in scan:
+            if not dirent.name.endswith(QFIN_LOCK_SUFFIX):
+                continue
+            partition = dirent.name[: -len(QFIN_LOCK_SUFFIX)]
+            try:
+                validate_name(partition, "partition")
+            except InvalidName:
+                continue
+            holder, why = read_record(Path(dirent.path), LockRecord, empty_ok=True)
+            if holder is None and why is None:
+                why = "empty lock file (no holder recorded)"
+            alive = holder.alive() if holder else False
+            locks.append(QfinLock(partition, holder, alive, why))
+    locks.sort(key=lambda lock: lock.partition)
+    return locks
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    pid: int | None
+    host: str | None
+    time: str | None
+    age_seconds: float
+    malformed: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_heartbeat(root: Path, now: float | None = None) -> Heartbeat | None:
+    """The daemon heartbeat, None when there is none; a garbled one still has an age."""
+    try:
+        path = NodeLayout(root).heartbeat_file()
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    age = round((now if now is not None else datetime.now(UTC).timestamp()) - st.st_mtime, 3)
+    record, why = read_record(path, HeartbeatRecord)
+    if record is None:
+        return Heartbeat(None, None, None, age, why)
+    return Heartbeat(record.pid, record.host, record.time, age, None)
+
+
+def write_heartbeat(root: Path, pid: int | None = None) -> None:
+    """Refresh the heartbeat (the daemon calls this on a timer)."""
+    record = HeartbeatRecord(pid if pid is not None else os.getpid(), hostname(), iso_utc())
+    write_record(NodeLayout(root).heartbeat_file(), record)
+
+
+# --------------------------------------------------------------------------- partitions
+
+
+@dataclass(frozen=True)
+class PartitionUsage:
+    """Disk figures of a partition; the byte counts are None when it cannot be measured."""
+
+    name: str
+    total_bytes: int | None
+    free_bytes: int | None
+    used_bytes: int | None
+    virtual: bool
+    exists: bool
+    error: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def discover_partitions(root: Path) -> list[str]:
+    """Names of the entries directly under root that look like data partitions (``raid*``)."""
+    names: list[str] = []
+    try:
+        scan = os.scandir(root)
+    except OSError:
+        return names
+    with scan:
+        for dirent in scan:
+            if not dirent.name.startswith(PARTITION_PREFIX):
+                continue
+            try:
+                validate_name(dirent.name, "partition")
+                if not dirent.is_dir(follow_symlinks=True):
+                    continue
+            except (InvalidName, OSError):
+                continue
+            names.append(dirent.name)
+    return sorted(names)
+
+
+def tree_bytes(path: Path) -> int:
+    """Total size of the regular files under ``path``; symlinks are neither followed nor counted."""
+    total = 0
+    pending = [os.fspath(path)]
+    while pending:
+        try:
+            scan = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with scan:
+            for dirent in scan:
+                try:
+                    if dirent.is_dir(follow_symlinks=False):
+                        pending.append(dirent.path)
+                    elif dirent.is_file(follow_symlinks=False):
+                        total += dirent.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+    return total
+
+
+def partition_usage(
+    root: Path,
+    name: str,
+    capacity: int | None = None,
+    *,
+    used_of: Callable[[Path], int] = tree_bytes,
+) -> PartitionUsage:
+    """Disk usage of partition ``name``; raises InvalidName for a bad name.
+
+    With a ``capacity`` the partition is virtual (the demo's disks share one real filesystem):
+    total = capacity, used = bytes of the files under it. Otherwise the filesystem's own
+    figures (statvfs; free is what an unprivileged writer may use). ``used_of`` lets a caller
+    put a cache in front of the tree walk.
+    """
+    validate_name(name, "partition")
+    virtual = capacity is not None
+    try:
+        path = NodeLayout(root).partition_dir(name)
+    except OutsideRoot as exc:
+        return PartitionUsage(name, None, None, None, virtual, False, f"outside_root: {exc.reason}")
+    if not path.is_dir():
+        return PartitionUsage(name, None, None, None, virtual, False)
+    if capacity is not None:
+        used = used_of(path)
+        return PartitionUsage(name, capacity, max(0, capacity - used), used, True, True)
+    try:
+        vfs = os.statvfs(path)
+    except OSError as exc:
+        return PartitionUsage(name, None, None, None, False, True, _one_line(exc))
+    total = vfs.f_blocks * vfs.f_frsize
+    return PartitionUsage(
+        name,
+        total,
+        vfs.f_bavail * vfs.f_frsize,
+        total - vfs.f_bfree * vfs.f_frsize,
+        False,
+        True,
+    )
