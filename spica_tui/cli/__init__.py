@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from spica_tui.cli import db_cmds, report_cmds
+from spica_tui.cli import db_cmds, demo_cmds, node_cmds, report_cmds
 from spica_tui.cli.context import state
 
 app = typer.Typer(
@@ -56,6 +56,8 @@ def _root(
 
 
 app.add_typer(db_cmds.app, name="db")
+app.add_typer(demo_cmds.app, name="demo")
+app.add_typer(node_cmds.app, name="node")
 report_cmds.register(app)
 
 

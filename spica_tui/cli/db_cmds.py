@@ -15,29 +15,24 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 
 
 def _migrate(ctx: typer.Context, verb: str, as_json: bool) -> None:
-    from spica_core.db.registry import register_nodes
-    from spica_core.db.schema import upgrade
+    from spica_core.db.setup import prepare_database
 
-    st = state(ctx)
-    engine = st.engine(create=verb == "init", require_schema=False)
-    before, after = upgrade(engine)
-    reg = register_nodes(engine, st.config)
-    result = {
-        "url": st.config.db.masked_url,
-        "revision_before": before,
-        "revision": after,
-        "nodes_added": reg.added,
-        "nodes_updated": reg.updated,
-    }
+    result = prepare_database(state(ctx).config, create=verb == "init")
     if as_json:
-        emit_json(result)
+        emit_json(result.to_json())
         return
-    if before == after:
-        note(f"dbspica at {result['url']} is already at revision {after}")
+    if result.revision_before == result.revision:
+        note(f"dbspica at {result.url} is already at revision {result.revision}")
     else:
-        note(f"dbspica at {result['url']}: revision {before or '(empty)'} -> {after}")
-    if reg.added or reg.updated:
-        note(f"nodes registered: {len(reg.added)} added, {len(reg.updated)} updated")
+        note(
+            f"dbspica at {result.url}: revision {result.revision_before or '(empty)'}"
+            f" -> {result.revision}"
+        )
+    if result.nodes_added or result.nodes_updated:
+        note(
+            f"nodes registered: {len(result.nodes_added)} added, "
+            f"{len(result.nodes_updated)} updated"
+        )
 
 
 @app.command()

@@ -1,0 +1,128 @@
+"""``spica demo up | down | status``: the embedded demo cluster alone, in the background.
+
+Thin: parse, call :mod:`spica_core.demo`, render. The engine's errors (``DemoNotFound``,
+``DemoLayoutError``, ``DemoStartError``) become messages and exit codes in ``spica_tui.cli``.
+``status`` exits 0 when every node is up, 3 when one is down, 1 when there is no cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from spica_tui.cli.output import emit_json, escape, note, stdout, table
+
+if TYPE_CHECKING:
+    from spica_core.demo import DemoStatus
+
+app = typer.Typer(
+    help="The embedded demo cluster: one SSH server per node on 127.0.0.1.",
+    no_args_is_help=True,
+)
+
+DirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--dir",
+        "-d",
+        metavar="DIR",
+        help="The demo directory (keys, known_hosts, spica.toml, node roots, logs).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+DEFAULT_DIR = Path(".spica-demo")
+
+
+def _print_status(status: DemoStatus) -> None:
+    t = table("node", "port", "pid", "state", "started", "root")
+    for node in status.nodes:
+        t.add_row(
+            node.name,
+            str(node.port),
+            str(node.pid) if node.pid else "-",
+            "up" if node.alive else "[red]down[/]",
+            node.started or "-",
+            escape(str(node.root)),
+        )
+    stdout.print(t)
+
+
+@app.command()
+def up(
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            "--nodes",
+            "-n",
+            min=1,
+            help="Number of nodes (default: the existing cluster's, else 8).",
+        ),
+    ] = None,
+    directory: DirOpt = DEFAULT_DIR,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds to wait for every node to accept SSH.")
+    ] = 20.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the demo cluster (idempotent: restarts only the nodes that are down)."""
+    from spica_core.config import load_config
+    from spica_core.db.setup import prepare_database
+    from spica_core.demo import DemoCluster
+
+    result = DemoCluster(directory).up(nodes, timeout=timeout)
+    status = result.status
+    db = prepare_database(load_config(status.config_path), create=True)
+    if as_json:
+        emit_json({**result.to_json(), "db": db.to_json()})
+        return
+    if result.created:
+        note(f"demo cluster created in {status.directory}: {len(status.nodes)} nodes")
+    elif result.already_running:
+        restarted = ", ".join(result.started) if result.started else "none needed"
+        note(f"demo cluster already running in {status.directory} (restarted: {restarted})")
+    else:
+        note(f"demo cluster started in {status.directory}: {len(status.nodes)} nodes")
+    for name in result.new_ports:
+        node = next(n for n in status.nodes if n.name == name)
+        note(f"{name}: its old port was taken, now on port {node.port} (spica.toml rewritten)")
+    _print_status(status)
+    note(f"dbspica: {db.url} (revision {db.revision})")
+    note(f"configuration: {status.config_path}")
+    note(f"try: spica --config {status.config_path} nodes")
+
+
+@app.command()
+def down(
+    directory: DirOpt = DEFAULT_DIR,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the demo directory (keys, roots, db).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop the demo cluster's servers; keys, node roots and dbspica stay unless --purge."""
+    from spica_core.demo import DemoCluster
+
+    cluster = DemoCluster(directory)
+    stopped = cluster.down(purge=purge)
+    if as_json:
+        emit_json({"directory": str(cluster.directory), "stopped": stopped, "purged": purge})
+        return
+    what = f"stopped {len(stopped)} node server(s)" if stopped else "no node server was running"
+    note(f"demo cluster in {cluster.directory}: {what}" + ("; directory deleted" if purge else ""))
+
+
+@app.command()
+def status(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
+    """Show each node's port, pid and liveness; exit 3 if a node is down."""
+    from spica_core.demo import DemoCluster
+
+    st = DemoCluster(directory).status()
+    if as_json:
+        emit_json(st.to_json())
+    else:
+        _print_status(st)
+        note(f"{st.alive_count}/{len(st.nodes)} nodes up; configuration: {st.config_path}")
+    if not st.all_alive:
+        raise typer.Exit(3)

@@ -1,0 +1,329 @@
+"""The embedded demo cluster: real SSH servers on loopback, real keys, real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from spica_core.config import load_config
+from spica_core.demo import (
+    DemoCluster,
+    DemoLayoutError,
+    DemoNotFound,
+    client_options,
+    demo_node_names,
+)
+from spica_core.errors import UsageError
+from tests.conftest import run_spica
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[DemoCluster]:
+    demo = DemoCluster(tmp_path / "demo")
+    demo.up(3)
+    try:
+        yield demo
+    finally:
+        with contextlib.suppress(DemoNotFound):
+            demo.down()
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` is no process (or only a zombie nobody reaped)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return text.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def _run(
+    demo: DemoCluster, port: int, command: str, **kwargs
+) -> asyncssh.SSHCompletedProcess:
+    async with asyncssh.connect("127.0.0.1", port, **client_options(demo.paths)) as conn:
+        return await asyncio.wait_for(conn.run(command, **kwargs), 20)
+
+
+async def _assert_nodes_answer(demo: DemoCluster) -> None:
+    status = demo.status()
+    results = await asyncio.gather(
+        *(_run(demo, n.port, 'echo hello; pwd; echo "$SPICA_NODE"') for n in status.nodes)
+    )
+    for node, result in zip(status.nodes, results, strict=True):
+        assert result.exit_status == 0, result.stderr
+        assert result.stdout.splitlines() == ["hello", str(node.root), node.name]
+
+
+def test_node_names_follow_the_seed() -> None:
+    assert demo_node_names(3) == ["mix1", "mix2", "mix3"]
+    assert demo_node_names(8) == [f"mix{i}" for i in range(1, 7)] + ["pix1", "pix2"]
+    names = demo_node_names(17)
+    assert names[14:] == ["pix9", "node16", "node17"] and len(set(names)) == 17
+    with pytest.raises(UsageError):
+        demo_node_names(0)
+
+
+async def test_every_node_runs_commands_over_verified_ssh(cluster: DemoCluster) -> None:
+    await _assert_nodes_answer(cluster)
+    node = cluster.status().nodes[0]
+    result = await _run(cluster, node.port, "command -v spica; echo $HOME")
+    assert result.stdout.splitlines() == [
+        str(Path(sys.executable).parent / "spica"),
+        str(node.root),
+    ]
+
+
+async def test_stdin_stdout_stderr_and_exit_status(cluster: DemoCluster) -> None:
+    port = cluster.status().nodes[1].port
+    payload = bytes(range(256)) * 4096  # 1 MiB of every byte value
+    result = await _run(cluster, port, "cat; echo oops >&2; exit 7", input=payload, encoding=None)
+    assert result.stdout == payload
+    assert result.stderr == b"oops\n"
+    assert result.exit_status == 7
+    killed = await _run(cluster, port, "kill -TERM $$")
+    assert killed.exit_signal is not None and killed.exit_signal[0] == "TERM"
+
+
+async def test_closing_the_channel_ends_the_command(cluster: DemoCluster) -> None:
+    port = cluster.status().nodes[0].port
+    async with asyncssh.connect("127.0.0.1", port, **client_options(cluster.paths)) as conn:
+        proc = await conn.create_process("echo $$; exec sleep 60")
+        pid = int((await asyncio.wait_for(proc.stdout.readline(), 10)).strip())
+        assert not _gone(pid)
+        proc.close()
+        await asyncio.to_thread(_wait_gone, pid)
+    assert _gone(pid)
+
+
+async def test_interactive_shell_is_refused(cluster: DemoCluster) -> None:
+    port = cluster.status().nodes[0].port
+    async with asyncssh.connect("127.0.0.1", port, **client_options(cluster.paths)) as conn:
+        result = await asyncio.wait_for(conn.run(), 10)  # no command: a shell request
+    assert result.exit_status != 0
+    assert "shells" in result.stderr
+
+
+async def test_wrong_host_key_is_refused(cluster: DemoCluster, tmp_path: Path) -> None:
+    port = cluster.status().nodes[0].port
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {impostor}")
+    options = {**client_options(cluster.paths), "known_hosts": str(known_hosts)}
+    with pytest.raises(asyncssh.HostKeyNotVerifiable):
+        await asyncssh.connect("127.0.0.1", port, **options)
+
+
+async def test_unknown_client_key_and_other_user_are_refused(
+    cluster: DemoCluster, tmp_path: Path
+) -> None:
+    port = cluster.status().nodes[0].port
+    stranger = tmp_path / "stranger_ed25519"
+    stranger.write_bytes(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
+    options = {**client_options(cluster.paths), "client_keys": [str(stranger)]}
+    with pytest.raises(asyncssh.PermissionDenied):
+        await asyncssh.connect("127.0.0.1", port, **options)
+    options = {**client_options(cluster.paths), "username": "somebody-else"}
+    with pytest.raises(asyncssh.PermissionDenied):
+        await asyncssh.connect("127.0.0.1", port, **options)
+
+
+def test_files_modes_and_generated_config(cluster: DemoCluster) -> None:
+    d = cluster.directory
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    private = [cluster.client_key_path, cluster.config_path]
+    private += [d / "keys" / f"{n}_host_ed25519" for n in ("mix1", "mix2", "mix3")]
+    for path in private:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    status = cluster.status()
+    lines = (d / "known_hosts").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == [f"[127.0.0.1]:{n.port}" for n in status.nodes]
+    assert all(line.split()[1] == "ssh-ed25519" for line in lines)
+
+    cfg = load_config(cluster.config_path)
+    assert cfg.cluster == "spica-demo"
+    assert cfg.db.url == f"sqlite:///{d / 'dbspica.sqlite'}"
+    assert cfg.ssh.known_hosts == str(d / "known_hosts")
+    assert cfg.ssh.client_keys == [str(cluster.client_key_path)]
+    assert cfg.console.refresh_interval == 2.0
+    assert [(n.name, n.host, n.port) for n in cfg.nodes] == [
+        (n.name, "127.0.0.1", n.port) for n in status.nodes
+    ]
+    mix1 = cfg.node("mix1")
+    assert mix1.root == str(status.nodes[0].root) and mix1.cpus == 2
+    assert mix1.agent_command == f"{Path(sys.executable).parent / 'spica'} node serve"
+    assert [(p.name, p.capacity) for p in mix1.partitions] == [
+        ("raid1", 652_036_000_000),
+        ("raid2", 652_036_000_000),
+    ]
+    for sub in ("queue", "stacks", "locks", "raid1", "raid2"):
+        assert (status.nodes[0].root / sub).is_dir()
+    state = json.loads((d / "demo.json").read_text())
+    assert [(n["name"], n["port"], n["pid"]) for n in state["nodes"]] == [
+        (n.name, n.port, n.pid) for n in status.nodes
+    ]
+
+
+def test_up_twice_starts_nothing_new(cluster: DemoCluster) -> None:
+    before = cluster.node_pids()
+    again = cluster.up()
+    assert again.already_running and again.started == ()
+    assert cluster.node_pids() == before
+    assert cluster.up(3).started == ()
+    with pytest.raises(DemoLayoutError, match="down"):
+        cluster.up(4)
+    assert cluster.node_pids() == before
+
+
+async def test_a_killed_node_is_restarted_alone_on_its_port(cluster: DemoCluster) -> None:
+    before = cluster.status()
+    victim = before.nodes[1]
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while cluster.status().nodes[1].alive and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    status = cluster.status()
+    assert not status.nodes[1].alive and not status.all_alive
+
+    result = cluster.up()
+    assert result.started == (victim.name,) and result.already_running
+    after = cluster.status()
+    assert after.all_alive
+    assert [n.port for n in after.nodes] == [n.port for n in before.nodes]
+    assert after.nodes[1].pid != victim.pid
+    assert [after.nodes[i].pid for i in (0, 2)] == [before.nodes[i].pid for i in (0, 2)]
+    await _assert_nodes_answer(cluster)
+
+
+async def test_stopping_a_node_kills_its_running_commands(cluster: DemoCluster) -> None:
+    node = cluster.status().nodes[2]
+    async with asyncssh.connect("127.0.0.1", node.port, **client_options(cluster.paths)) as conn:
+        proc = await conn.create_process("echo $$; exec sleep 60")
+        pid = int((await asyncio.wait_for(proc.stdout.readline(), 10)).strip())
+        assert await asyncio.to_thread(cluster.stop_node, node.name)
+        assert await asyncio.to_thread(_wait_gone, pid)
+        await asyncio.wait_for(proc.wait_closed(), 10)
+    assert proc.exit_signal is not None and proc.exit_signal[0] == "TERM"
+
+
+def test_stop_and_start_one_node(cluster: DemoCluster) -> None:
+    pid = cluster.node_pids()["mix3"]
+    assert pid is not None
+    assert cluster.stop_node("mix3") is True
+    assert _gone(pid) and cluster.node_pids()["mix3"] is None
+    assert cluster.stop_node("mix3") is False
+    assert cluster.start_node("mix3") is True
+    assert cluster.start_node("mix3") is False
+    assert cluster.status().all_alive
+
+
+def test_down_stops_every_server_and_keeps_the_files(cluster: DemoCluster) -> None:
+    pids = [p for p in cluster.node_pids().values() if p]
+    assert len(pids) == 3
+    assert sorted(cluster.down()) == ["mix1", "mix2", "mix3"]
+    assert all(_gone(pid) for pid in pids)
+    status = cluster.status()
+    assert status.alive_count == 0 and all(n.pid is None for n in status.nodes)
+    assert cluster.config_path.exists() and cluster.client_key_path.exists()
+    # Now (and only now) the cluster may change size; kept nodes keep their ports.
+    ports = {n.name: n.port for n in status.nodes}
+    grown = cluster.up(4)
+    assert [n.name for n in grown.status.nodes] == ["mix1", "mix2", "mix3", "mix4"]
+    assert {n.name: n.port for n in grown.status.nodes[:3]} == ports
+    assert len(load_config(cluster.config_path).nodes) == 4
+    cluster.down(purge=True)
+    assert not cluster.directory.exists()
+
+
+def test_down_never_signals_a_pid_that_is_not_its_server(tmp_path: Path) -> None:
+    demo = DemoCluster(tmp_path / "demo")
+    demo.up(1)
+    state_path = demo.directory / "demo.json"
+    real = json.loads(state_path.read_text())
+    try:
+        bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            fake = {**real, "nodes": [{**real["nodes"][0], "pid": bystander.pid}]}
+            state_path.write_text(json.dumps(fake))
+            assert demo.status().alive_count == 0
+            assert demo.down() == []
+            assert bystander.poll() is None
+        finally:
+            bystander.kill()
+            bystander.wait()
+    finally:
+        state_path.write_text(json.dumps(real))
+        demo.down()
+
+
+def test_refuses_a_directory_that_is_not_a_demo(tmp_path: Path) -> None:
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "precious.txt").write_text("keep me")
+    with pytest.raises(DemoLayoutError, match="not a demo directory"):
+        DemoCluster(d).up(1)
+    assert [p.name for p in d.iterdir()] == ["precious.txt"]
+    with pytest.raises(DemoNotFound):
+        DemoCluster(tmp_path / "nothing").status()
+
+
+async def test_cli_up_status_down(tmp_path: Path) -> None:
+    d = tmp_path / "cli-demo"
+    up = await asyncio.to_thread(run_spica, "demo", "up", "--nodes", "3", "--dir", str(d))
+    demo = DemoCluster(d)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "mix3" in up.stdout
+        await _assert_nodes_answer(demo)
+
+        status = run_spica("demo", "status", "--dir", str(d), "--json")
+        assert status.returncode == 0, status.stderr
+        data = json.loads(status.stdout)
+        assert data["alive"] == data["total"] == 3
+        assert [n["name"] for n in data["nodes"]] == ["mix1", "mix2", "mix3"]
+
+        again = run_spica("demo", "up", "--dir", str(d))
+        assert again.returncode == 0 and "already running" in again.stderr
+        assert demo.node_pids() == {n["name"]: n["pid"] for n in data["nodes"]}
+        wrong = run_spica("demo", "up", "--nodes", "5", "--dir", str(d))
+        assert wrong.returncode == 2 and "down" in wrong.stderr
+
+        pid = data["nodes"][0]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(_wait_gone, pid)
+        assert run_spica("demo", "status", "--dir", str(d)).returncode == 3
+
+        down = run_spica("demo", "down", "--dir", str(d), "--json")
+        assert down.returncode == 0, down.stderr
+        assert sorted(json.loads(down.stdout)["stopped"]) == ["mix2", "mix3"]
+        assert all(_wait_gone(n["pid"], 5) for n in data["nodes"])
+        assert run_spica("demo", "status", "--dir", str(d)).returncode == 3
+
+        purge = run_spica("demo", "down", "--purge", "--dir", str(d))
+        assert purge.returncode == 0 and not d.exists()
+        missing = run_spica("demo", "status", "--dir", str(d))
+        assert missing.returncode == 1 and "no demo cluster" in missing.stderr
+    finally:
+        with contextlib.suppress(DemoNotFound):
+            demo.down()
