@@ -149,7 +149,7 @@ def test_db_init_registers_configured_nodes(tmp_path) -> None:
         'root = "/data/mix1"\n[[nodes.partitions]]\nname = "raid1"\ncapacity = "652 GB"\n'
     )
     assert run_spica("--config", str(conf), "db", "init").returncode == 0
-    nodes = json.loads(run_spica("--config", str(conf), "nodes", "--json").stdout)
+    nodes = json.loads(run_spica("--config", str(conf), "nodes", "--recorded", "--json").stdout)
     assert [n["name"] for n in nodes] == ["mix1"]
     assert nodes[0]["disks"][0]["total_bytes"] == 652 * 10**9
 
@@ -203,7 +203,7 @@ def test_problems_newest_first_and_since(populated) -> None:
 
 
 def test_nodes_from_dbspica(populated) -> None:
-    rows = json.loads(spica(url_of(populated), "nodes", "--json").stdout)
+    rows = json.loads(spica(url_of(populated), "nodes", "--recorded", "--json").stdout)
     assert [(n["name"], n["status"]) for n in rows] == [("mix4", "up"), ("pix9", "down")]
     disk = rows[0]["disks"][0]
     assert disk["virtual_free_bytes"] == 433_107_000_000 - 10**9

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from spica_tui.cli.context import state
-from spica_tui.cli.output import age, emit_json, human_bytes, stdout, table, when
+from spica_tui.cli.output import age, emit_json, human_bytes, note, stdout, table, when
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 STATES = ["planned", "pending", "running", "completed", "failed"]
@@ -129,14 +129,96 @@ def stack_show(
         stdout.print(t)
 
 
-def nodes(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Nodes as dbspica last recorded them (status, last seen, disks)."""
-    from spica_core.reports import list_nodes
+def nodes(
+    ctx: typer.Context,
+    recorded: Annotated[
+        bool, typer.Option("--recorded", help="What dbspica last recorded, without polling.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Poll every node over SSH: liveness, disks, queue counts, heartbeat, last error.
 
-    rows = list_nodes(state(ctx).engine())
-    if as_json:
-        emit_json(rows)
+    Exit code 3 when any node is unreachable (the report is printed all the same).
+    """
+    if recorded:
+        from spica_core.reports import list_nodes
+
+        rows = list_nodes(state(ctx).engine())
+        if as_json:
+            emit_json(rows)
+        else:
+            _print_recorded(rows)
         return
+    snapshot = _poll_once(state(ctx))
+    if as_json:
+        emit_json([n.to_json() for n in snapshot.nodes])
+    else:
+        _print_live(snapshot)
+    if snapshot.unreachable:
+        raise typer.Exit(3)
+
+
+def _poll_once(st):  # type: ignore[no-untyped-def]
+    """One refresh of the pool, mirrored into dbspica when it answers (best effort)."""
+    import asyncio
+
+    from spica_core.node_pool import NodePool
+
+    async def poll():  # type: ignore[no-untyped-def]
+        async with NodePool(st.config) as pool:
+            return await pool.refresh()
+
+    snapshot = asyncio.run(poll())
+    try:
+        from spica_core.liveness import LivenessRecorder, record_quietly
+
+        problem = record_quietly(LivenessRecorder(st.engine()), snapshot)
+    except Exception as exc:  # dbspica down must not hide the live view
+        problem = str(exc)
+    if problem:
+        note(f"warning: liveness not recorded in dbspica: {problem}")
+    return snapshot
+
+
+def _print_live(snapshot) -> None:  # type: ignore[no-untyped-def]
+    t = table(
+        "node",
+        "status",
+        "load",
+        "disks used (free)",
+        "pend",
+        "run",
+        "done",
+        "fail",
+        "heartbeat",
+        "last seen",
+        "last error",
+    )
+    styles = {"up": "green", "down": "bold red", "agent-missing": "yellow", "unknown": "dim"}
+    for n in snapshot.nodes:
+        counts = n.queue_counts()
+        disks = "  ".join(
+            f"{p.name} {p.used_fraction:.0%} ({human_bytes(p.virtual_free_bytes)})"
+            for p in n.partitions
+        )
+        hb = "-" if n.heartbeat_age is None else f"{n.heartbeat_age:.0f}s"
+        t.add_row(
+            n.name,
+            f"[{styles[n.liveness.value]}]{n.liveness.value}[/]",
+            " ".join(f"{x:.2f}" for x in n.load) if n.load else "-",
+            disks or "-",
+            str(counts["pending"]),
+            str(counts["running"]),
+            str(counts["completed"]),
+            str(counts["failed"]),
+            hb,
+            age(n.last_seen),
+            n.last_error or "",
+        )
+    stdout.print(t)
+
+
+def _print_recorded(rows: list[dict]) -> None:
     t = table("node", "host", "status", "last seen", "disks (free / total)", "last error")
     for n in rows:
         disks = "  ".join(

@@ -1,0 +1,197 @@
+"""What the faces see of the cluster: typed, immutable snapshots built from agent answers.
+
+A snapshot is never silently fresh: every node carries the time of its last good answer and,
+when the last poll failed, the error; the console shows stale data as stale from these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from spica_core.states import StackState
+
+
+class Liveness(StrEnum):
+    UNKNOWN = "unknown"  # never polled yet
+    UP = "up"  # the agent answers
+    AGENT_MISSING = "agent-missing"  # SSH works, spica is not installed: df/loadavg only
+    DOWN = "down"  # no SSH connection
+
+    @property
+    def reachable(self) -> bool:
+        return self in (Liveness.UP, Liveness.AGENT_MISSING)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    name: str
+    total_bytes: int
+    free_bytes: int
+    used_bytes: int
+    reserved_bytes: int = 0
+    virtual: bool = False
+
+    @property
+    def virtual_free_bytes(self) -> int:
+        """The seed's DataTransfer figure: free space left once the reserve is kept."""
+        return max(0, self.free_bytes - self.reserved_bytes)
+
+    @property
+    def used_fraction(self) -> float:
+        return self.used_bytes / self.total_bytes if self.total_bytes else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "total_bytes": self.total_bytes,
+            "free_bytes": self.free_bytes,
+            "used_bytes": self.used_bytes,
+            "reserved_bytes": self.reserved_bytes,
+            "virtual_free_bytes": self.virtual_free_bytes,
+            "virtual": self.virtual,
+        }
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    stack: str
+    state: StackState
+    mtime: datetime | None
+    #: For running stacks: the claim record (pid, host, started_at…) and whether the pid lives.
+    claim: dict[str, Any] | None = None
+    claim_alive: bool | None = None
+    #: For failed stacks: the error record (line, exit_code, message).
+    error: dict[str, Any] | None = None
+    progress: int | None = None
+    lines: int | None = None
+    malformed: str | None = None
+
+    @classmethod
+    def from_agent(cls, raw: dict[str, Any]) -> QueueEntry:
+        claim = raw.get("claim") if isinstance(raw.get("claim"), dict) else None
+        return cls(
+            stack=str(raw["stack"]),
+            state=StackState(raw["state"]),
+            mtime=_parse_time(raw.get("mtime")),
+            claim=claim,
+            claim_alive=None if claim is None else bool(claim.get("alive")),
+            error=raw.get("error") if isinstance(raw.get("error"), dict) else None,
+            progress=raw.get("progress"),
+            lines=raw.get("lines"),
+            malformed=raw.get("malformed"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "state": self.state.value,
+            "mtime": _iso(self.mtime),
+            "claim": self.claim,
+            "claim_alive": self.claim_alive,
+            "error": self.error,
+            "progress": self.progress,
+            "lines": self.lines,
+            "malformed": self.malformed,
+        }
+
+
+QUEUE_STATES = (StackState.PENDING, StackState.RUNNING, StackState.COMPLETED, StackState.FAILED)
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    name: str
+    host: str
+    port: int
+    liveness: Liveness = Liveness.UNKNOWN
+    #: Time of the last good answer (None: never); data below is as of then.
+    last_seen: datetime | None = None
+    #: Why the last poll failed (None when it succeeded).
+    last_error: str | None = None
+    polled_at: datetime | None = None
+    partitions: tuple[PartitionStatus, ...] = ()
+    queue: tuple[QueueEntry, ...] = ()
+    heartbeat_age: float | None = None
+    heartbeat_pid: int | None = None
+    load: tuple[float, float, float] | None = None
+    agent_version: str | None = None
+    boot_id: str | None = None
+
+    @property
+    def stale(self) -> bool:
+        """True when what this snapshot shows is older than its last poll."""
+        return self.last_error is not None or self.liveness is not Liveness.UP
+
+    def queue_counts(self) -> dict[str, int]:
+        counts = {s.value: 0 for s in QUEUE_STATES}
+        for entry in self.queue:
+            counts[entry.state.value] += 1
+        return counts
+
+    def running(self) -> list[QueueEntry]:
+        return [e for e in self.queue if e.state is StackState.RUNNING]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "host": self.host,
+            "port": self.port,
+            "status": self.liveness.value,
+            "last_seen": _iso(self.last_seen),
+            "last_error": self.last_error,
+            "polled_at": _iso(self.polled_at),
+            "load": list(self.load) if self.load else None,
+            "heartbeat_age": self.heartbeat_age,
+            "heartbeat_pid": self.heartbeat_pid,
+            "agent_version": self.agent_version,
+            "partitions": [p.to_json() for p in self.partitions],
+            "queue_counts": self.queue_counts(),
+            "running": [
+                {
+                    "stack": e.stack,
+                    "progress": e.progress,
+                    "lines": e.lines,
+                    "pid": (e.claim or {}).get("pid"),
+                    "alive": e.claim_alive,
+                }
+                for e in self.running()
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class ClusterSnapshot:
+    taken_at: datetime
+    nodes: tuple[NodeSnapshot, ...] = field(default_factory=tuple)
+
+    def node(self, name: str) -> NodeSnapshot:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def unreachable(self) -> list[str]:
+        return [n.name for n in self.nodes if not n.liveness.reachable]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"taken_at": _iso(self.taken_at), "nodes": [n.to_json() for n in self.nodes]}

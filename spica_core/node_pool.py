@@ -1,0 +1,351 @@
+"""NodePool: one persistent SSH connection per node, polled concurrently.
+
+Each node gets one asyncssh connection and one long-lived agent channel (``spica node
+serve``), so a refresh of N nodes costs one round trip on N channels at once, not N new SSH
+handshakes. Host keys are always checked against the configured known_hosts file; there is
+no switch to turn that off. A node that fails is retried with capped exponential backoff;
+while it waits, polls report it down at once instead of waiting on it.
+
+A node where SSH works but the agent does not start (spica not installed) is still polled
+with plain POSIX commands (``df -P``, ``/proc/loadavg``) and reported ``agent-missing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spica_core import node_protocol as proto
+from spica_core.cluster_snapshot import (
+    ClusterSnapshot,
+    Liveness,
+    NodeSnapshot,
+    PartitionStatus,
+    QueueEntry,
+)
+from spica_core.config import NodeConfig, SpicaConfig, SshConfig
+from spica_core.errors import ConfigError, NodeUnreachable
+
+if TYPE_CHECKING:
+    import asyncssh
+
+log = logging.getLogger(__name__)
+
+#: Seconds before a failed agent start is retried on a live connection.
+AGENT_RETRY_SECONDS = 60.0
+BACKOFF_BASE = 0.5
+
+
+class HostKeyMismatch(NodeUnreachable):
+    """The node's host key is not the one in known_hosts: never connected, loudly reported."""
+
+
+class AgentMissing(Exception):
+    """SSH works but ``spica node serve`` did not greet us."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(exc: BaseException) -> str:
+    import asyncssh
+
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return f"host key verification failed: {exc.reason}"
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return f"permission denied (client key refused): {exc.reason}"
+    if isinstance(exc, asyncssh.DisconnectError):
+        return f"disconnected: {exc.reason}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, proto.ProtocolError):
+        return f"agent error {exc.code}: {exc.message}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    next_attempt: float = 0.0
+
+    def failed(self, cap: float) -> None:
+        self.failures += 1
+        delay = min(cap, BACKOFF_BASE * 2 ** (self.failures - 1))
+        self.next_attempt = time.monotonic() + delay
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.next_attempt = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return time.monotonic() < self.next_attempt
+
+
+class NodeLink:
+    """The connection to one node, its agent channel, and what was last seen of it."""
+
+    def __init__(self, node: NodeConfig, ssh: SshConfig) -> None:
+        self.node = node
+        self.ssh = ssh
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._agent: asyncssh.SSHClientProcess[bytes] | None = None
+        self._agent_failed_at: float | None = None
+        self._lock = asyncio.Lock()
+        self._ids = 0
+        self.backoff = _Backoff()
+        self.hello: dict[str, Any] | None = None
+        self.snapshot = NodeSnapshot(name=node.name, host=node.host, port=node.port)
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        import asyncssh
+
+        known_hosts = Path(self.ssh.known_hosts).expanduser()
+        if not known_hosts.is_file():
+            raise ConfigError(
+                f"known_hosts file {known_hosts} does not exist: host keys are always "
+                "verified (add the nodes' keys to it)"
+            )
+        keys = self.node.client_keys or self.ssh.client_keys or None
+        try:
+            return await asyncssh.connect(
+                self.node.host,
+                port=self.node.port,
+                username=self.node.user or None,
+                known_hosts=str(known_hosts),
+                client_keys=keys or (),
+                agent_path=None if keys else (),
+                connect_timeout=self.ssh.connect_timeout,
+                keepalive_interval=max(5.0, self.ssh.call_timeout),
+                keepalive_count_max=2,
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise HostKeyMismatch(
+                self.node.name,
+                f"host key of {self.node.host}:{self.node.port} does not match "
+                f"{known_hosts} ({exc.reason}); refusing to connect",
+            ) from None
+
+    async def _start_agent(self) -> None:
+        assert self._conn is not None
+        command = f"{self.node.agent_command} --root {shlex.quote(self.node.root)}"
+        proc = await self._conn.create_process(command, encoding=None)
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), self.ssh.call_timeout)
+            hello = proto.check_hello(json.loads(line)) if line else None
+        except (ValueError, proto.ProtocolError, TimeoutError) as exc:
+            proc.close()
+            raise AgentMissing(f"agent did not greet: {_describe(exc)}") from None
+        if hello is None:
+            proc.close()
+            status = proc.exit_status
+            raise AgentMissing(f"`{self.node.agent_command}` exited (status {status})")
+        self._agent, self.hello = proc, hello
+
+    async def close(self) -> None:
+        if self._agent is not None:
+            self._agent.close()
+            self._agent = None
+        if self._conn is not None:
+            self._conn.close()
+            with contextlib.suppress(Exception):  # closing a dead link must not raise
+                await asyncio.wait_for(self._conn.wait_closed(), 2)
+            self._conn = None
+
+    async def _ensure(self) -> None:
+        if self._conn is None:
+            self._conn = await self._connect()
+            self._agent_failed_at = None
+        if self._agent is None and (
+            self._agent_failed_at is None
+            or time.monotonic() - self._agent_failed_at > AGENT_RETRY_SECONDS
+        ):
+            try:
+                await self._start_agent()
+            except AgentMissing:
+                self._agent_failed_at = time.monotonic()
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def call(self, verb: str, args: dict[str, Any] | None = None) -> Any:
+        """One agent request; raises ProtocolError for agent errors, NodeUnreachable else.
+
+        A timeout or a broken channel closes the link: a late answer must never be taken
+        for the next request's.
+        """
+        async with self._lock:
+            try:
+                await self._ensure()
+                if self._agent is None:
+                    raise AgentMissing("spica agent not available on this node")
+                self._ids += 1
+                request = proto.Request(self._ids, verb, args or {})
+                self._agent.stdin.write(request.encode())
+                line = await asyncio.wait_for(self._agent.stdout.readline(), self.ssh.call_timeout)
+                if not line:
+                    raise ConnectionError("agent channel closed")
+                message = proto.decode_response(line)
+                if message.get("id") != request.id:
+                    raise ConnectionError(
+                        f"answer to request {message.get('id')}, not {request.id}"
+                    )
+            except (proto.ProtocolError, AgentMissing, HostKeyMismatch, ConfigError):
+                raise
+            except Exception as exc:
+                await self.close()
+                raise NodeUnreachable(self.node.name, _describe(exc)) from exc
+        return proto.result_of(message)
+
+    async def _plain_status(self) -> dict[str, Any]:
+        """df -P and loadavg through plain commands, for a node without the agent."""
+        assert self._conn is not None
+        paths = [f"{self.node.root.rstrip('/')}/{p.name}" for p in self.node.partitions]
+        df = await asyncio.wait_for(
+            self._conn.run(shlex.join(["df", "-P", "-k", "--", *paths]), check=False),
+            self.ssh.call_timeout,
+        )
+        load = await asyncio.wait_for(
+            self._conn.run("cat /proc/loadavg", check=False), self.ssh.call_timeout
+        )
+        partitions = []
+        rows = str(df.stdout or "").splitlines()[1:]
+        for part, row in zip(self.node.partitions, rows, strict=False):
+            cols = row.split()
+            if len(cols) >= 4 and cols[1].isdigit():
+                total, used, free = (int(c) * 1024 for c in cols[1:4])
+                partitions.append(
+                    {
+                        "name": part.name,
+                        "total_bytes": total,
+                        "free_bytes": free,
+                        "used_bytes": used,
+                        "virtual": False,
+                    }
+                )
+        try:
+            loadavg = [float(x) for x in str(load.stdout or "").split()[:3]]
+        except ValueError:
+            loadavg = []
+        return {"partitions": partitions, "load": loadavg or None, "queue": []}
+
+    def _status_args(self) -> dict[str, Any]:
+        return {
+            "partitions": [{"name": p.name, "capacity": p.capacity} for p in self.node.partitions]
+        }
+
+    async def poll(self) -> NodeSnapshot:
+        """Refresh this node's snapshot; never raises for node trouble (it is in the snapshot)."""
+        now = _now()
+        prev = self.snapshot
+        if self.backoff.waiting:
+            self.snapshot = replace(prev, polled_at=now, liveness=Liveness.DOWN)
+            return self.snapshot
+        try:
+            try:
+                result = await self.call(proto.Verb.STATUS, self._status_args())
+                liveness = Liveness.UP
+            except AgentMissing as missing:
+                async with self._lock:
+                    try:
+                        await self._ensure()
+                        result = await self._plain_status()
+                    except Exception as exc:
+                        await self.close()
+                        raise NodeUnreachable(self.node.name, _describe(exc)) from exc
+                liveness = Liveness.AGENT_MISSING
+                result["agent_error"] = str(missing)
+        except (NodeUnreachable, ConfigError, proto.ProtocolError) as exc:
+            self.backoff.failed(self.ssh.max_backoff)
+            reason = exc.reason if isinstance(exc, NodeUnreachable) else str(exc)
+            self.snapshot = replace(prev, liveness=Liveness.DOWN, last_error=reason, polled_at=now)
+            return self.snapshot
+        self.backoff.succeeded()
+        self.snapshot = self._snapshot_from(result, liveness, now)
+        return self.snapshot
+
+    def _snapshot_from(self, r: dict[str, Any], liveness: Liveness, now: datetime) -> NodeSnapshot:
+        reserved = {p.name: p.reserved for p in self.node.partitions}
+        partitions = tuple(
+            PartitionStatus(
+                name=p["name"],
+                total_bytes=int(p.get("total_bytes") or 0),
+                free_bytes=int(p.get("free_bytes") or 0),
+                used_bytes=int(p.get("used_bytes") or 0),
+                reserved_bytes=reserved.get(p["name"], 0),
+                virtual=bool(p.get("virtual")),
+            )
+            for p in r.get("partitions") or []
+        )
+        queue = tuple(QueueEntry.from_agent(q) for q in r.get("queue") or [])
+        hb = r.get("heartbeat") or {}
+        load = r.get("load")
+        return NodeSnapshot(
+            name=self.node.name,
+            host=self.node.host,
+            port=self.node.port,
+            liveness=liveness,
+            last_seen=now,
+            last_error=r.get("agent_error"),
+            polled_at=now,
+            partitions=partitions,
+            queue=queue,
+            heartbeat_age=hb.get("age_seconds"),
+            heartbeat_pid=hb.get("pid"),
+            load=tuple(load[:3]) if load and len(load) >= 3 else None,  # type: ignore[arg-type]
+            agent_version=(self.hello or {}).get("version") if liveness is Liveness.UP else None,
+            boot_id=r.get("boot_id"),
+        )
+
+
+class NodePool:
+    """All configured nodes; ``refresh()`` polls them concurrently into a ClusterSnapshot.
+
+    Use as ``async with NodePool(config) as pool: snap = await pool.refresh()``.
+    """
+
+    def __init__(self, config: SpicaConfig, nodes: Sequence[str] | None = None) -> None:
+        chosen = [n for n in config.nodes if nodes is None or n.name in nodes]
+        self.config = config
+        self.links = {n.name: NodeLink(n, config.ssh) for n in chosen}
+        self.snapshot = ClusterSnapshot(
+            taken_at=_now(), nodes=tuple(link.snapshot for link in self.links.values())
+        )
+
+    async def __aenter__(self) -> NodePool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def link(self, name: str) -> NodeLink:
+        try:
+            return self.links[name]
+        except KeyError:
+            raise ConfigError(f"{self.config.source}: no node named {name!r}") from None
+
+    async def refresh(self) -> ClusterSnapshot:
+        """Poll every node at once; one slow node costs at most its call timeout."""
+        snaps = await asyncio.gather(*(link.poll() for link in self.links.values()))
+        self.snapshot = ClusterSnapshot(taken_at=_now(), nodes=tuple(snaps))
+        return self.snapshot
+
+    async def call(self, node: str, verb: str, args: dict[str, Any] | None = None) -> Any:
+        return await self.link(node).call(verb, args)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(link.close() for link in self.links.values()))
