@@ -129,7 +129,10 @@ class NodeSnapshot:
     last_error: str | None = None
     polled_at: datetime | None = None
     partitions: tuple[PartitionStatus, ...] = ()
+    #: Queue entries of the polled states (pending, running, failed by default).
     queue: tuple[QueueEntry, ...] = ()
+    #: Queue files per state as counted by the agent (all states, completed included).
+    counts: dict[str, int] | None = None
     heartbeat_age: float | None = None
     heartbeat_pid: int | None = None
     load: tuple[float, float, float] | None = None
@@ -142,6 +145,8 @@ class NodeSnapshot:
         return self.last_error is not None or self.liveness is not Liveness.UP
 
     def queue_counts(self) -> dict[str, int]:
+        if self.counts is not None:
+            return {s.value: int(self.counts.get(s.value, 0)) for s in QUEUE_STATES}
         counts = {s.value: 0 for s in QUEUE_STATES}
         for entry in self.queue:
             counts[entry.state.value] += 1

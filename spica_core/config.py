@@ -198,6 +198,10 @@ class DaemonConfig(_Model):
     #: Seconds a running line gets to finish after SIGTERM before it is killed.
     stop_grace: float = Field(30.0, ge=0)
     journal: str = "journal/dbspica.jsonl"
+    #: Seconds before a stack whose preflight check failed is checked again; doubles at
+    #: each further failure, up to ``check_backoff_max`` (a failing check never spins).
+    check_backoff: float = Field(10.0, gt=0)
+    check_backoff_max: float = Field(600.0, gt=0)
 
 
 class ConsoleConfig(_Model):

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from spica_core import __version__
+from spica_core import __version__, node_actions
 from spica_core import node_protocol as proto
 from spica_core.errors import InvalidName
 from spica_core.names import validate_name
@@ -32,6 +33,7 @@ from spica_core.node_queue import (
     OutsideRoot,
     StatCache,
     boot_id,
+    count_queue,
     discover_partitions,
     hostname,
     iso_utc,
@@ -69,6 +71,12 @@ class Agent:
             Verb.STATUS: self.status,
             Verb.TAIL: self.tail,
             Verb.VERSIONS: self.versions,
+            Verb.STAGE: self.stage,
+            Verb.LAUNCH: self.launch,
+            Verb.REQUEUE: self.requeue,
+            Verb.UNLOCK: self.unlock,
+            Verb.UNLOCK_QFIN: self.unlock_qfin,
+            Verb.REMOVE: self.remove,
         }
 
     def hello(self) -> dict[str, Any]:
@@ -107,6 +115,50 @@ class Agent:
 
     # ------------------------------------------------------------------- verbs
 
+    # Operator actions: argument checking here, the moves in spica_core.node_actions.
+
+    def stage(self, args: dict[str, Any]) -> dict[str, Any]:
+        inputs = _str_list(args, "inputs")
+        return node_actions.stage(
+            self.layout, _stack(args), _str(args, "commands"), inputs, dry_run=_dry(args)
+        )
+
+    def launch(self, args: dict[str, Any]) -> dict[str, Any]:
+        return node_actions.launch(
+            self.layout, _stack(args), _int(args, "priority"), _by(args), dry_run=_dry(args)
+        )
+
+    def requeue(self, args: dict[str, Any]) -> dict[str, Any]:
+        return node_actions.requeue(
+            self.layout,
+            _stack(args),
+            _int(args, "priority"),
+            _by(args),
+            _bool(args, "from_start"),
+            dry_run=_dry(args),
+        )
+
+    def unlock(self, args: dict[str, Any]) -> dict[str, Any]:
+        to = args.get("to", "failed")
+        if to not in ("failed", "pending"):
+            raise ProtocolError(ErrorCode.BAD_ARGS, "to must be 'failed' or 'pending'")
+        return node_actions.unlock(
+            self.layout,
+            _stack(args),
+            StackState(to),
+            _by(args),
+            _int(args, "priority"),
+            dry_run=_dry(args),
+        )
+
+    def unlock_qfin(self, args: dict[str, Any]) -> dict[str, Any]:
+        partition = validate_name(_str(args, "partition"), "partition")
+        return node_actions.unlock_qfin(self.layout, partition, _by(args), dry_run=_dry(args))
+
+    def remove(self, args: dict[str, Any]) -> dict[str, Any]:
+        purge = _str_list(args, "purge") or []
+        return node_actions.remove(self.layout, _stack(args), purge, dry_run=_dry(args))
+
     def ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"time": iso_utc()}
 
@@ -132,6 +184,8 @@ class Agent:
                 entry.to_wire()
                 for entry in list_queue(self.root, states=states, line_cache=self._line_cache)
             ],
+            # Every queue file by state, whatever ``states`` selected for the entries above.
+            "counts": count_queue(self.root),
             "heartbeat": heartbeat.to_wire() if heartbeat else None,
             "qfin_locks": [lock.to_wire() for lock in list_qfin_locks(self.root)],
         }
@@ -433,3 +487,57 @@ def serve(root: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
     except BrokenPipeError:
         pass  # the client went away: nothing left to answer
     return 0
+
+
+# ------------------------------------------------------------------- action arguments
+
+_BY_RE = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
+
+
+def _bad(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_ARGS, message)
+
+
+def _str(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str):
+        raise _bad(f"{key} must be a string")
+    return value
+
+
+def _stack(args: dict[str, Any]) -> str:
+    return validate_name(_str(args, "stack"), "stack")
+
+
+def _by(args: dict[str, Any]) -> str:
+    by = _str(args, "by")
+    if not _BY_RE.fullmatch(by):
+        raise _bad("by must be an operator name (letters, digits, _ . @ + -)")
+    return by
+
+
+def _int(args: dict[str, Any], key: str) -> int:
+    value = args.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > 10**6:
+        raise _bad(f"{key} must be an integer")
+    return value
+
+
+def _bool(args: dict[str, Any], key: str) -> bool:
+    value = args.get(key, False)
+    if not isinstance(value, bool):
+        raise _bad(f"{key} must be true or false")
+    return value
+
+
+def _dry(args: dict[str, Any]) -> bool:
+    return _bool(args, "dry_run")
+
+
+def _str_list(args: dict[str, Any], key: str) -> list[str] | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(f"{key} must be a list of strings")
+    return value

@@ -36,7 +36,13 @@ class Verb(StrEnum):
     STATUS = "status"
     TAIL = "tail"
     VERSIONS = "versions"
-    # Operations (issue: operations) join here: launch, requeue, unlock, remove.
+    # Operator actions (spica_core.node_actions); each takes "dry_run".
+    STAGE = "stage"  # {stack, commands, inputs?}: write commands.sh of a planned stack
+    LAUNCH = "launch"  # {stack, priority, by}: planned -> pending
+    REQUEUE = "requeue"  # {stack, priority, by, from_start}: failed -> pending
+    UNLOCK = "unlock"  # {stack, to: failed|pending, by}: stale running -> to
+    UNLOCK_QFIN = "unlock_qfin"  # {partition, by}: remove a dead holder's QFin lock
+    REMOVE = "remove"  # {stack, purge: [paths]}: queue file, stack dir, listed inputs
 
 
 class ErrorCode(StrEnum):
@@ -47,6 +53,7 @@ class ErrorCode(StrEnum):
     BAD_NAME = "bad_name"  # a stack/partition name outside spica_core.names
     OUTSIDE_ROOT = "outside_root"  # a path (or symlink) leading out of the spica root
     NOT_FOUND = "not_found"
+    WRONG_STATE = "wrong_state"  # the stack is not (or no longer) where the action needs it
     INTERNAL = "internal"  # an unexpected failure, described in one line
 
 

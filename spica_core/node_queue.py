@@ -33,7 +33,7 @@ from types import NoneType
 from typing import Any, TypeVar, get_args, get_type_hints
 
 from spica_core.errors import InvalidName, UsageError
-from spica_core.names import validate_name
+from spica_core.names import is_valid_name, validate_name
 from spica_core.states import SUFFIX, StackState, parse_queue_file_name
 
 QUEUE_DIR = "queue"
@@ -256,6 +256,13 @@ class ClaimRecord(_Record):
     boot_id: str
     started_at: str
     daemon_pid: int | None = None
+    #: The daemon's claim counter of this stack: ``stack_run.attempt`` of the lines it runs.
+    attempt: int | None = None
+    #: The launch it claimed (priority, time, by whom), so releasing or recovering the claim
+    #: can put the same ``.spica`` back.
+    priority: int | None = None
+    launched_at: str | None = None
+    launched_by: str | None = None
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.host, self.boot_id)
@@ -458,6 +465,21 @@ class QueueEntry:
             "progress": self.progress,
             "lines": self.lines,
         }
+
+
+def count_queue(root: Path) -> dict[str, int]:
+    """Queue files per state, from their names alone (no stat, no read): cheap enough for
+    every poll even with thousands of completed stacks."""
+    counts = {state.value: 0 for state in SUFFIX}
+    try:
+        names = os.listdir(NodeLayout(root).queue_dir())
+    except FileNotFoundError:
+        return counts
+    for name in names:
+        parsed = parse_queue_file_name(name)
+        if parsed is not None and is_valid_name(parsed[0]):
+            counts[parsed[1].value] += 1
+    return counts
 
 
 def list_queue(

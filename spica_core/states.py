@@ -108,7 +108,7 @@ def check_transition(
     """
     source, target, actor = StackState(source), StackState(target), Actor(actor)
     action = Action(action) if action is not None else None
-    wanted = f"{action or 'move'} to {target} as {actor}"
+    wanted = f"{action} (as {actor})" if action else f"move to {target} (as {actor})"
     candidates = [
         t
         for t in TRANSITIONS

@@ -1,6 +1,6 @@
 -- dbspica schema for MySQL/MariaDB, generated from spica_core/db/models.py.
 -- Do not edit: regenerate with `spica db ddl > sql/dbspica.mysql.sql`.
--- Schema revision 0001 (Alembic); `spica db init` also stamps it.
+-- Schema revision 0002 (Alembic); `spica db init` also stamps it.
 
 SET NAMES utf8mb4;
 
@@ -15,6 +15,18 @@ CREATE TABLE application (
 	CONSTRAINT pk_application PRIMARY KEY (id),
 	CONSTRAINT uq_application_name_version UNIQUE (name, version)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE daemon_journal (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	journal_id VARCHAR(32) NOT NULL,
+	node VARCHAR(128) NOT NULL,
+	applied_seq BIGINT NOT NULL,
+	updated_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_daemon_journal PRIMARY KEY (id),
+	CONSTRAINT uq_daemon_journal_journal_id UNIQUE (journal_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_daemon_journal_node ON daemon_journal (node);
 
 CREATE TABLE node (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -241,4 +253,4 @@ CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL,
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO alembic_version (version_num) VALUES ('0001');
+INSERT INTO alembic_version (version_num) VALUES ('0002');

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image, Node, NodeDisk, Problem, Stack, StackFile, StackRun
+from spica_core.db.schema import SCHEMA_REVISION
 from tests.conftest import run_spica
 
 NOW = datetime.now(UTC)
@@ -132,13 +133,13 @@ def url_of(engine) -> str:
 def test_db_init_status_json_on_both_engines(db_url: str) -> None:
     init = spica(db_url, "db", "init", "--json")
     assert init.returncode == 0, init.stderr
-    assert json.loads(init.stdout)["revision"] == "0001"
+    assert json.loads(init.stdout)["revision"] == SCHEMA_REVISION
     again = spica(db_url, "db", "init")
-    assert again.returncode == 0 and "already at revision 0001" in again.stderr
+    assert again.returncode == 0 and f"already at revision {SCHEMA_REVISION}" in again.stderr
     status = spica(db_url, "db", "status", "--json")
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
-    assert data["revision"] == "0001" and data["up_to_date"] is True
+    assert data["revision"] == SCHEMA_REVISION and data["up_to_date"] is True
     assert data["tables"]["stack"] == 0 and "problem" in data["tables"]
 
 

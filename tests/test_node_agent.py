@@ -318,6 +318,14 @@ def test_status_of_an_empty_root_and_missing_partition(tmp_path: Path):
 def test_status_states_filter(root: Path):
     status = result(root, "status", {"states": ["running"], "partitions": []})
     assert {e["state"] for e in status["queue"]} == {"running"}
+    # The counts cover every queue file, whatever the filter kept.
+    everything = result(root, "status", {"partitions": []})["queue"]
+    expected = {
+        s: sum(e["state"] == s for e in everything)
+        for s in ("pending", "running", "completed", "failed")
+    }
+    assert status["counts"] == expected
+    assert sum(expected.values()) == len(everything) > len(status["queue"])
 
 
 def test_status_in_the_real_agent_tracks_the_disk(agent: AgentProcess, root: Path):

@@ -319,6 +319,24 @@ class OperatorAction(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class DaemonJournal(Base):
+    """How far dbspica has applied one node daemon journal (exactly-once replay).
+
+    A daemon appends every dbspica write to a local journal first, each entry numbered
+    ``seq``; the replay applies entries and advances ``applied_seq`` in one transaction, so
+    an entry is applied once whatever crashes or outages happen between. Keyed by the
+    journal's own id: a node whose journal was recreated starts a new row, never skipping.
+    """
+
+    __tablename__ = "daemon_journal"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    journal_id: Mapped[str] = mapped_column(String(SHORT), unique=True)
+    node: Mapped[str] = mapped_column(String(NAME), index=True)
+    applied_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Viewer(Base):
     """[Auto_view] A PI's read-only access to their own runids."""
 
@@ -346,4 +364,5 @@ ALL_MODELS: tuple[type[Base], ...] = (
     Transfer,
     OperatorAction,
     Viewer,
+    DaemonJournal,
 )

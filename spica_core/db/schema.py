@@ -17,7 +17,7 @@ from spica_core.db.engine import describe_db_error
 from spica_core.db.models import ALL_MODELS
 from spica_core.errors import DatabaseUnavailable, SchemaError
 
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 def _masked(engine: Engine) -> str:

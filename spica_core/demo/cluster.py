@@ -8,9 +8,15 @@ known_hosts and a SPICA configuration for them, starts one server process per no
 host-key-verified SSH login. The servers are detached: they outlive the command that started
 them until ``down`` stops exactly the pids recorded in ``demo.json``.
 
+Each node can also run its daemon (``spica daemon --node NAME``, a process of its own, pid
+in ``demo.json``), so stacks queued on a demo node run: ``up(daemons=True)`` — what ``spica
+demo up`` does — starts the dead daemons, ``down`` stops them (SIGTERM: running lines get the
+daemon's stop grace) before the servers.
+
 Idempotence: ``up`` on a running cluster starts nothing twice; it restarts only the nodes whose
-server is dead, on the same port with the same keys. The layout (node count) changes only
-when nothing runs. ``up``, ``down``, ``start_node`` and ``stop_node`` hold ``D/.lock``.
+server is dead, on the same port with the same keys, and the daemons that are dead. The layout
+(node count) changes only when nothing runs. ``up``, ``down``, ``start_node`` and
+``stop_node`` hold ``D/.lock``.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any, TypeVar
 
 from spica_core.demo.layout import (
     CLUSTER_NAME,
+    DAEMON_MODULE,
     DEFAULT_DIR,
     DEFAULT_NODES,
     HOST,
@@ -104,6 +111,9 @@ class DemoNodeStatus:
     log: Path
     #: When its server was last started (ISO 8601, UTC), None once stopped.
     started: str | None
+    #: The node's daemon (``spica daemon``): its pid, and whether it runs.
+    daemon_pid: int | None = None
+    daemon_alive: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +125,8 @@ class DemoNodeStatus:
             "root": str(self.root),
             "log": str(self.log),
             "started": self.started,
+            "daemon_pid": self.daemon_pid,
+            "daemon_alive": self.daemon_alive,
         }
 
 
@@ -156,6 +168,8 @@ class DemoUpResult:
     created: bool
     #: Nodes moved to a new port because their old one was taken by something else.
     new_ports: tuple[str, ...] = ()
+    #: Nodes whose daemon this call started.
+    daemons_started: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -164,6 +178,7 @@ class DemoUpResult:
             "already_running": self.already_running,
             "created": self.created,
             "new_ports": list(self.new_ports),
+            "daemons_started": list(self.daemons_started),
         }
 
 
@@ -173,6 +188,7 @@ class _NodeState:
     port: int
     pid: int | None = None
     started: str | None = None
+    daemon_pid: int | None = None
 
 
 @dataclass
@@ -192,6 +208,8 @@ class _State:
 #: before a liveness check so that a dead child is not mistaken for a live one while it is a
 #: zombie, nor a live one for a dead one while it is still exec()ing (empty cmdline).
 _SPAWNED: dict[int, tuple[subprocess.Popen[bytes], tuple[Path, str]]] = {}
+#: The same for the node daemons this process started.
+_SPAWNED_DAEMONS: dict[int, tuple[subprocess.Popen[bytes], tuple[Path, str]]] = {}
 
 
 class DemoCluster:
@@ -230,8 +248,14 @@ class DemoCluster:
 
     # -- operations --------------------------------------------------------------------------
 
-    def up(self, nodes: int | None = None, *, timeout: float = READY_TIMEOUT) -> DemoUpResult:
-        """Create the cluster if needed, start every dead node, wait until all accept SSH.
+    def up(
+        self, nodes: int | None = None, *, timeout: float = READY_TIMEOUT, daemons: bool = False
+    ) -> DemoUpResult:
+        """Create the cluster if needed, start every dead node, wait until all accept SSH;
+        with ``daemons`` (what ``spica demo up`` does), start every dead node daemon too.
+
+        Without, the nodes are passive (tests that stage queue files by hand rely on it);
+        daemons already running are left alone either way.
 
         ``nodes`` None keeps the existing cluster's size (default 8 for a new one). On a
         failure the servers this call started are stopped again and :class:`DemoStartError`
@@ -270,12 +294,17 @@ class DemoCluster:
             except BaseException:
                 self._abandon(state, dead)
                 raise
+            no_daemon = [n for n in state.nodes if not self._daemon_alive(n)] if daemons else []
+            for node in no_daemon:
+                self._spawn_daemon(node)
+            self._write_state(state)
             return DemoUpResult(
                 status=self._status(state),
                 started=tuple(n.name for n in dead),
                 already_running=already_running,
                 created=created,
                 new_ports=tuple(new_ports),
+                daemons_started=tuple(n.name for n in no_daemon),
             )
 
     def down(self, *, purge: bool = False, timeout: float = STOP_TIMEOUT) -> list[str]:
@@ -289,9 +318,10 @@ class DemoCluster:
             raise DemoNotFound(self.directory)
         with self._locked():
             state = self._read_state() or state
+            self._stop_daemons(state.nodes, timeout)
             stopped = self._stop(state.nodes, timeout, signal.SIGTERM)
             for node in state.nodes:
-                node.pid = node.started = None
+                node.pid = node.started = node.daemon_pid = None
             self._write_state(state)
             if purge:
                 shutil.rmtree(self.directory)
@@ -366,6 +396,7 @@ class DemoCluster:
                         port=int(n["port"]),
                         pid=int(n["pid"]) if n.get("pid") else None,
                         started=n.get("started"),
+                        daemon_pid=int(n["daemon_pid"]) if n.get("daemon_pid") else None,
                     )
                     for n in raw["nodes"]
                 ],
@@ -387,6 +418,7 @@ class DemoCluster:
                     "port": n.port,
                     "pid": n.pid,
                     "started": n.started,
+                    "daemon_pid": n.daemon_pid,
                     "root": str(self.paths.root(n.name)),
                 }
                 for n in state.nodes
@@ -408,6 +440,8 @@ class DemoCluster:
                     root=self.paths.root(n.name),
                     log=self.paths.log(n.name),
                     started=n.started,
+                    daemon_pid=n.daemon_pid,
+                    daemon_alive=self._daemon_alive(n),
                 )
                 for n in state.nodes
             ),
@@ -518,6 +552,56 @@ class DemoCluster:
         _SPAWNED[proc.pid] = (proc, (self.directory, node.name))
         node.pid = proc.pid
         node.started = _now()
+
+    def _daemon_alive(self, node: _NodeState) -> bool:
+        return node.daemon_pid is not None and _is_daemon(
+            node.daemon_pid, self.paths.config, node.name
+        )
+
+    def _spawn_daemon(self, node: _NodeState) -> None:
+        """Start the node's daemon, detached; its output goes to ``logs/<node>.daemon.log``."""
+        argv = [
+            sys.executable,
+            "-m",
+            DAEMON_MODULE,
+            "--config",
+            str(self.paths.config),
+            "daemon",
+            "--node",
+            node.name,
+        ]
+        with open(self.paths.daemon_log(node.name), "ab") as logfile:
+            os.fchmod(logfile.fileno(), 0o600)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                start_new_session=True,
+                close_fds=True,
+            )
+        _SPAWNED_DAEMONS[proc.pid] = (proc, (self.paths.config, node.name))
+        node.daemon_pid = proc.pid
+
+    def _stop_daemons(self, nodes: list[_NodeState], timeout: float) -> None:
+        """SIGTERM the live daemons of ``nodes`` (their running lines get the daemon's stop
+        grace, then are killed and their stacks left pending); SIGKILL after ``timeout``."""
+        targets = [n for n in nodes if self._daemon_alive(n)]
+        for node in targets:
+            assert node.daemon_pid is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.daemon_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(self._daemon_alive(n) for n in targets):
+            time.sleep(0.05)
+        for node in targets:
+            if self._daemon_alive(node):
+                assert node.daemon_pid is not None
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node.daemon_pid, signal.SIGKILL)
+        for node in nodes:
+            node.daemon_pid = None
 
     def _abandon(self, state: _State, started: list[_NodeState]) -> None:
         """Undo a failed start: stop what this call started, record it as stopped. The
@@ -632,6 +716,13 @@ def render_config(paths: DemoPaths, nodes: list[tuple[str, int]]) -> str:
         "",
         "[console]",
         "refresh_interval = 2.0",
+        "",
+        "[daemon]",
+        "# Short intervals so the demo feels live.",
+        "poll_interval = 0.5",
+        "heartbeat_interval = 1.0",
+        "stop_grace = 5.0",
+        "check_backoff = 5.0",
     ]
     agent = agent_command()
     for name, port in nodes:
@@ -828,6 +919,26 @@ def _is_server(pid: int, directory: Path, name: str) -> bool:
         SERVER_MODULE in argv
         and _arg(argv, "--node") == name
         and _arg(argv, "--dir") == str(directory)
+    )
+
+
+def _is_daemon(pid: int, config: Path, name: str) -> bool:
+    """Whether ``pid`` is, right now, the daemon of node ``name`` started with ``config``."""
+    spawned = _SPAWNED_DAEMONS.get(pid)
+    if spawned is not None:
+        proc, node = spawned
+        if proc.poll() is None:
+            return node == (config, name)
+        del _SPAWNED_DAEMONS[pid]
+        return False
+    argv = _cmdline(pid)
+    if not argv:
+        return False
+    return (
+        DAEMON_MODULE in argv
+        and "daemon" in argv
+        and _arg(argv, "--node") == name
+        and _arg(argv, "--config") == str(config)
     )
 
 

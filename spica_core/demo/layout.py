@@ -11,6 +11,7 @@ Layout of a demo directory ``D`` (created 0700)::
     D/keys/client_ed25519(.pub)   the one client key every node accepts (private: 0600)
     D/keys/<node>_host_ed25519    each node's host key (0600)
     D/logs/<node>.log             each server's stdout and stderr
+    D/logs/<node>.daemon.log      each node daemon's log
     D/nodes/<node>/               each node's spica root: queue/ stacks/ locks/ raid1/ raid2/
     D/.lock                       serialises up / down / start / stop
 """
@@ -30,6 +31,8 @@ CLUSTER_NAME = "spica-demo"
 HOST = "127.0.0.1"
 #: The module the node servers run as (``python -m``); also how ``down`` recognises them.
 SERVER_MODULE = "spica_core.demo.server"
+#: The module the node daemons run as (``python -m spica_tui … daemon``).
+DAEMON_MODULE = "spica_tui"
 PARTITIONS = ("raid1", "raid2")
 NODE_SUBDIRS = ("queue", "stacks", "locks", *PARTITIONS)
 
@@ -113,6 +116,9 @@ class DemoPaths:
 
     def log(self, node: str) -> Path:
         return self.logs / f"{node}.log"
+
+    def daemon_log(self, node: str) -> Path:
+        return self.logs / f"{node}.daemon.log"
 
     @property
     def nodes(self) -> Path:

@@ -13,7 +13,14 @@ from typing import Annotated
 
 import typer
 
-from spica_tui.cli import db_cmds, demo_cmds, node_cmds, report_cmds
+from spica_tui.cli import (
+    daemon_cmds,
+    db_cmds,
+    demo_cmds,
+    node_cmds,
+    ops_cmds,
+    report_cmds,
+)
 from spica_tui.cli.context import state
 
 app = typer.Typer(
@@ -59,6 +66,8 @@ app.add_typer(db_cmds.app, name="db")
 app.add_typer(demo_cmds.app, name="demo")
 app.add_typer(node_cmds.app, name="node")
 report_cmds.register(app)
+daemon_cmds.register(app)
+ops_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

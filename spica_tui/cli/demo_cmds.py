@@ -36,13 +36,14 @@ DEFAULT_DIR = Path(".spica-demo")
 
 
 def _print_status(status: DemoStatus) -> None:
-    t = table("node", "port", "pid", "state", "started", "root")
+    t = table("node", "port", "pid", "state", "daemon", "started", "root")
     for node in status.nodes:
         t.add_row(
             node.name,
             str(node.port),
             str(node.pid) if node.pid else "-",
             "up" if node.alive else "[red]down[/]",
+            f"pid {node.daemon_pid}" if node.daemon_alive else "[yellow]stopped[/]",
             node.started or "-",
             escape(str(node.root)),
         )
@@ -64,14 +65,20 @@ def up(
     timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for every node to accept SSH.")
     ] = 20.0,
+    daemons: Annotated[
+        bool,
+        typer.Option(
+            "--daemons/--no-daemons", help="Run each node's daemon (spica daemon) as well."
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the demo cluster (idempotent: restarts only the nodes that are down)."""
+    """Start the demo cluster and its node daemons (idempotent: restarts only what is down)."""
     from spica_core.config import load_config
     from spica_core.db.setup import prepare_database
     from spica_core.demo import DemoCluster
 
-    result = DemoCluster(directory).up(nodes, timeout=timeout)
+    result = DemoCluster(directory).up(nodes, timeout=timeout, daemons=daemons)
     status = result.status
     db = prepare_database(load_config(status.config_path), create=True)
     if as_json:
@@ -101,7 +108,8 @@ def down(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop the demo cluster's servers; keys, node roots and dbspica stay unless --purge."""
+    """Stop the demo cluster's daemons and servers; keys, node roots and dbspica stay unless
+    --purge."""
     from spica_core.demo import DemoCluster
 
     cluster = DemoCluster(directory)

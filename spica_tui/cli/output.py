@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +11,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-stdout = Console(highlight=False, soft_wrap=False)
+
+def _width() -> int | None:
+    """The terminal's width; wide when piped, so tables and plans are not folded at 80."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit():
+        return int(columns)
+    return None if sys.stdout.isatty() else 200
+
+
+stdout = Console(highlight=False, soft_wrap=False, width=_width())
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

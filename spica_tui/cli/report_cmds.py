@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from spica_tui.cli.context import state
-from spica_tui.cli.output import age, emit_json, human_bytes, note, stdout, table, when
+from spica_tui.cli.output import (
+    age,
+    emit_json,
+    escape,
+    human_bytes,
+    note,
+    stdout,
+    table,
+    when,
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 STATES = ["planned", "pending", "running", "completed", "failed"]
@@ -53,11 +62,15 @@ def stacks(
     if as_json:
         emit_json([r.to_json() for r in rows])
         return
-    t = table("stack", "state", "node", "step", "runid", "filter", "prio", "line", "updated")
+    t = table(
+        "stack", "state", "node", "step", "runid", "filter", "prio", "line", "updated", "note"
+    )
     for r in rows:
         line = f"{r.progress}/{r.lines}" if r.lines else "-"
         if r.state == "failed" and r.failed_line:
             line = f"failed@{r.failed_line}/{r.lines}"
+        # Why a failed stack failed, or why a pending one waits ("check: ...").
+        shown = " ".join((r.error or "").split())
         t.add_row(
             r.name,
             r.state,
@@ -68,6 +81,7 @@ def stacks(
             str(r.priority),
             line,
             age(r.updated_at),
+            escape(shown if len(shown) <= 70 else shown[:69] + "…"),
         )
     stdout.print(t)
     stdout.print(f"{len(rows)} stack(s)", style="dim")

@@ -1,0 +1,385 @@
+"""Every move the daemon makes in its node's ``queue/``, each one an atomic rename.
+
+The claim is ``<stack>.spica`` → ``<stack>.processing``: of two daemons on one root only one
+rename can succeed (the loser finds no source), so a stack never runs twice at once. The
+winner then writes its :class:`ClaimRecord` into the ``.processing`` (write_json_atomic). For
+that moment the file holds no claim, so a ``.processing`` without a valid claim is stale only
+once its ctime (which rename and replace update) is older than :data:`CLAIM_GRACE`; the
+same holds whenever a daemon rewrites a ``.processing`` before renaming it away.
+
+Every move asks :func:`spica_core.states.check_transition` first. Moving a claim this daemon
+does not own (recovering a dead daemon's claim) happens under the node lock
+``locks/daemon.lock``, after checking again that it is stale, so two daemons never recover
+the same claim, and the orphan line of a dead daemon is killed before the stack moves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from spica_core.daemon.stack_files import (
+    StackFileError,
+    clear_running,
+    kill_orphan_line,
+    next_attempt,
+    read_stack_progress,
+)
+from spica_core.errors import InvalidName
+from spica_core.names import validate_name
+from spica_core.node_queue import (
+    ClaimRecord,
+    ErrorRecord,
+    LaunchRecord,
+    NodeLayout,
+    boot_id,
+    hostname,
+    iso_utc,
+    read_record,
+    read_small,
+    write_record,
+)
+from spica_core.states import (
+    SUFFIX,
+    Action,
+    Actor,
+    StackState,
+    check_transition,
+    parse_queue_file_name,
+)
+
+log = logging.getLogger("spica.daemon")
+
+#: Seconds a ``.processing`` may hold no valid claim before it counts as stale.
+CLAIM_GRACE = 10.0
+#: Seconds a ``.spica`` that holds no launch record is left alone: it may be being written
+#: (a requeue renames ``.error`` to ``.spica``, then writes the launch). After that, garbage
+#: is rejected and any other JSON object is taken as a legacy launch.
+SETTLE_GRACE = 2.0
+NODE_LOCK = "daemon.lock"
+#: ``by`` of the launch record put back for a legacy (empty) ``.spica``.
+LEGACY_LAUNCHER = "legacy"
+
+P, R, C, F = StackState.PENDING, StackState.RUNNING, StackState.COMPLETED, StackState.FAILED
+
+
+@dataclass(frozen=True)
+class PendingStack:
+    """A ``.spica`` waiting in the queue; ``malformed`` says why its record is unusable."""
+
+    stack: str
+    priority: int
+    mtime: float
+    launch: LaunchRecord
+    #: ``inode:mtime_ns`` of the file: a new launch or a requeue is a new identity.
+    identity: str
+    malformed: str | None = None
+    #: Seconds since the file last changed (mtime or ctime).
+    age: float = 0.0
+    #: Its content is JSON but no launch record: wait SETTLE_GRACE before taking it.
+    unsettled: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A stack this daemon owns: its ``.processing`` holds ``record``."""
+
+    stack: str
+    attempt: int
+    record: ClaimRecord
+    launch: LaunchRecord
+
+
+@dataclass(frozen=True)
+class StaleClaim:
+    stack: str
+    claim: ClaimRecord | None
+    why: str
+
+
+@dataclass(frozen=True)
+class Recovered:
+    stack: str
+    state: StackState
+    #: The line that was running (the resume point), and the dead claim's attempt.
+    line: int
+    attempt: int | None
+    message: str
+    killed_pid: int | None
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def list_pending(layout: NodeLayout, now: float | None = None) -> list[PendingStack]:
+    """Every ``.spica`` of the queue, by priority (highest first), then age (oldest first)."""
+    now = time.time() if now is None else now
+    pending: list[PendingStack] = []
+    try:
+        scan = os.scandir(layout.queue_dir())
+    except FileNotFoundError:
+        return pending
+    with scan:
+        for dirent in scan:
+            parsed = parse_queue_file_name(dirent.name)
+            if parsed is None or parsed[1] is not P:
+                continue
+            try:
+                stack = validate_name(parsed[0])
+                st = dirent.stat(follow_symlinks=False)
+            except (InvalidName, OSError):
+                continue
+            pending.append(_pending_entry(layout, stack, Path(dirent.path), st, now))
+    pending.sort(key=lambda p: (-p.priority, p.mtime, p.stack))
+    return pending
+
+
+def _pending_entry(
+    layout: NodeLayout, stack: str, path: Path, st: os.stat_result, now: float
+) -> PendingStack:
+    """A ``.spica`` is malformed only when it is not a small regular file holding a JSON
+    object (or nothing). Any other JSON object is taken as a legacy launch once it has
+    settled: the seed's manual requeue renames ``.error`` back to ``.spica``, error record
+    and all."""
+    identity = f"{st.st_ino}:{st.st_mtime_ns}"
+    age = now - max(st.st_mtime, st.st_ctime)
+    legacy = LaunchRecord(stack, 0, iso_utc(st.st_mtime), LEGACY_LAUNCHER)
+
+    def bad(why: str) -> PendingStack:
+        return PendingStack(stack, 0, st.st_mtime, legacy, identity, why, age)
+
+    if not stat.S_ISREG(st.st_mode):
+        return bad("not a regular file")
+    try:
+        data = read_small(path)
+    except FileNotFoundError:
+        return bad("vanished")  # claimed meanwhile: the claim fails quietly, age says wait
+    except (OSError, ValueError) as exc:
+        return bad(str(exc))
+    if not data.strip():
+        return PendingStack(stack, 0, st.st_mtime, legacy, identity, None, age)
+    try:
+        content = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return bad("not JSON")
+    if not isinstance(content, dict):
+        return bad("not a JSON object")
+    unsettled = False
+    try:
+        launch = LaunchRecord.from_dict(content)
+    except ValueError:
+        priority = content.get("priority")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            priority = 0
+        launch = replace(legacy, priority=priority)
+        unsettled = True
+    if launch.stack != stack:
+        launch = replace(launch, stack=stack)
+    return PendingStack(stack, launch.priority, st.st_mtime, launch, identity, None, age, unsettled)
+
+
+def other_queue_files(layout: NodeLayout, stack: str, state: StackState) -> list[str]:
+    """The stack's queue files in states other than ``state`` (normally none: drift)."""
+    return [
+        layout.queue_file(stack, other).name
+        for other in SUFFIX
+        if other is not state and layout.queue_file(stack, other).exists()
+    ]
+
+
+# --------------------------------------------------------------------------- own moves
+
+
+def claim(layout: NodeLayout, pending: PendingStack) -> Claim | None:
+    """Claim ``pending`` for this process; None when another daemon's rename won.
+
+    Refuses (None, logged) to rename over a ``.processing`` that already exists.
+    """
+    stack = pending.stack
+    check_transition(stack, P, R, Actor.DAEMON, Action.CLAIM)
+    source, target = layout.queue_file(stack, P), layout.queue_file(stack, R)
+    if target.exists():
+        if source.exists():  # else: another daemon's claim won the race, nothing to say
+            log.warning("%s: not claimed: %s already exists", stack, target.name)
+        return None
+    try:
+        os.rename(source, target)  # the commit point: only one daemon's rename succeeds
+    except FileNotFoundError:
+        return None
+    try:
+        attempt = next_attempt(layout, stack)
+        record = ClaimRecord(
+            pid=os.getpid(),
+            host=hostname(),
+            boot_id=boot_id(),
+            started_at=iso_utc(),
+            daemon_pid=os.getpid(),
+            attempt=attempt,
+            priority=pending.launch.priority,
+            launched_at=pending.launch.launched_at,
+            launched_by=pending.launch.by,
+        )
+        write_record(target, record)
+    except (OSError, StackFileError):
+        # Put the launch back rather than leave a claim nobody runs.
+        with contextlib.suppress(OSError):
+            write_record(target, pending.launch)
+            os.rename(target, source)
+        raise
+    return Claim(stack, attempt, record, pending.launch)
+
+
+def complete(layout: NodeLayout, owned: Claim) -> None:
+    """running → completed; the ``.processed`` keeps the claim (who ran it, when)."""
+    check_transition(owned.stack, R, C, Actor.DAEMON, Action.COMPLETE)
+    os.rename(layout.queue_file(owned.stack, R), layout.queue_file(owned.stack, C))
+
+
+def fail(layout: NodeLayout, owned: Claim, error: ErrorRecord) -> None:
+    """running → failed: the error record is written, then the file renamed to ``.error``."""
+    check_transition(owned.stack, R, F, Actor.DAEMON, Action.FAIL)
+    running = layout.queue_file(owned.stack, R)
+    write_record(running, error)
+    os.rename(running, layout.queue_file(owned.stack, F))
+
+
+def release(layout: NodeLayout, owned: Claim) -> None:
+    """running → pending, as the daemon stops: the same launch is put back, resumable.
+
+    The owner ending its own claim is the stale case by definition (its process is about to
+    exit), hence ``stale=True`` for the RECOVER transition.
+    """
+    check_transition(owned.stack, R, P, Actor.DAEMON, Action.RECOVER, stale=True)
+    running = layout.queue_file(owned.stack, R)
+    write_record(running, owned.launch)
+    os.rename(running, layout.queue_file(owned.stack, P))
+
+
+def reject(layout: NodeLayout, pending: PendingStack, message: str) -> bool:
+    """pending → failed for a stack whose files cannot run; False if it was claimed first."""
+    check_transition(pending.stack, P, F, Actor.DAEMON, Action.REJECT)
+    failed = layout.queue_file(pending.stack, F)
+    try:
+        os.rename(layout.queue_file(pending.stack, P), failed)
+    except FileNotFoundError:
+        return False
+    write_record(failed, ErrorRecord(line=None, exit_code=None, message=message))
+    return True
+
+
+# --------------------------------------------------------------------------- recovery
+
+
+@contextlib.contextmanager
+def node_lock(layout: NodeLayout) -> Iterator[None]:
+    """Serialise the moves of claims no process owns among the daemons of one root."""
+    locks = layout.locks_dir()
+    locks.mkdir(parents=True, exist_ok=True)
+    fd = os.open(locks / NODE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def stale_reason(
+    layout: NodeLayout, stack: str, grace: float = CLAIM_GRACE, now: float | None = None
+) -> StaleClaim | None:
+    """Why the ``.processing`` of ``stack`` is stale, or None (alive, fresh, or gone)."""
+    path = layout.queue_file(stack, R)
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    record, why = read_record(path, ClaimRecord)
+    if record is not None:
+        if record.alive():
+            return None
+        where = f"pid {record.pid} on {record.host}"
+        if record.host == hostname() and record.boot_id != boot_id():
+            where += " before a reboot"
+        return StaleClaim(stack, record, f"its daemon ({where}) is dead")
+    age = (time.time() if now is None else now) - max(st.st_mtime, st.st_ctime)
+    if age < grace:
+        return None
+    return StaleClaim(stack, None, f"it holds no valid claim ({why}) for {age:.0f} s")
+
+
+def find_stale(
+    layout: NodeLayout, grace: float = CLAIM_GRACE, now: float | None = None
+) -> list[StaleClaim]:
+    """The stale ``.processing`` files of the queue (dead pid, other boot, no claim)."""
+    stale: list[StaleClaim] = []
+    try:
+        names = os.listdir(layout.queue_dir())
+    except FileNotFoundError:
+        return stale
+    for name in sorted(names):
+        parsed = parse_queue_file_name(name)
+        if parsed is None or parsed[1] is not R:
+            continue
+        try:
+            validate_name(parsed[0])
+        except InvalidName:
+            continue
+        found = stale_reason(layout, parsed[0], grace, now)
+        if found is not None:
+            stale.append(found)
+    return stale
+
+
+def recover(
+    layout: NodeLayout, found: StaleClaim, to: StackState, grace: float = CLAIM_GRACE
+) -> Recovered | None:
+    """Move a stale claim to pending (resumable) or failed; None if it is no longer stale.
+
+    Under the node lock: staleness is checked again, the dead daemon's orphan line (if any
+    still runs) is killed, then the file is rewritten and renamed.
+    """
+    stack = found.stack
+    with node_lock(layout):
+        again = stale_reason(layout, stack, grace)
+        if again is None:
+            return None
+        check_transition(stack, R, to, Actor.DAEMON, Action.RECOVER, stale=True)
+        target = layout.queue_file(stack, to)
+        if target.exists():
+            log.warning("%s: stale claim not recovered: %s already exists", stack, target.name)
+            return None
+        killed = kill_orphan_line(layout, stack)
+        clear_running(layout, stack)
+        try:
+            line = read_stack_progress(layout, stack) + 1
+        except StackFileError:
+            line = 1
+        claim_record = again.claim
+        attempt = claim_record.attempt if claim_record else None
+        message = f"stack {stack} recovered as {to.value}: {again.why} while at line {line}"
+        running = layout.queue_file(stack, R)
+        if to is P:
+            write_record(running, launch_of(stack, claim_record))
+        else:
+            write_record(running, ErrorRecord(line=line, exit_code=None, message=message))
+        os.rename(running, target)
+        return Recovered(stack, to, line, attempt, message, killed)
+
+
+def launch_of(stack: str, record: ClaimRecord | None) -> LaunchRecord:
+    """The launch a claim was made from (priority, time, by), as recorded in the claim."""
+    if record is None:
+        return LaunchRecord(stack, 0, iso_utc(), "recovered")
+    return LaunchRecord(
+        stack,
+        record.priority or 0,
+        record.launched_at or record.started_at,
+        record.launched_by or "recovered",
+    )

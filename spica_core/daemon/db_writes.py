@@ -1,0 +1,542 @@
+"""The daemon's dbspica writes: journal first, then applied in order, exactly once.
+
+Each write is one journal entry (a ``kind`` and its fields), appended and fsynced before the
+caller goes on (:mod:`spica_core.daemon.journal`). A replay thread applies the entries to
+dbspica in seq order, many per transaction, and advances ``daemon_journal.applied_seq`` in
+the same transaction: whatever crashes, outages or concurrent replays happen (the other
+daemon of the same root replays the same file), an entry is applied once and none is
+skipped. While dbspica does not answer, entries simply wait in the journal: the runner never
+touches the database, so an outage needs no special path and never slows a stack down.
+
+The replay serialises on the ``daemon_journal`` row: its first statement updates the row,
+which takes the row lock (MariaDB) or the write lock (SQLite) before ``applied_seq`` is read.
+An entry dbspica refuses for good (not an outage: a constraint or a bug) is kept in
+``<journal>.rejected`` with the reason and skipped, so one bad entry cannot stall the node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from spica_core.config import DatabaseConfig
+from spica_core.daemon.journal import Journal
+from spica_core.errors import DatabaseUnavailable
+from spica_core.node_queue import iso_utc
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from spica_core.db.models import Stack
+
+log = logging.getLogger("spica.daemon")
+
+#: Entries applied per transaction at most.
+BATCH = 200
+#: Seconds between two replay attempts while dbspica does not answer, at most.
+RETRY_MAX = 5.0
+#: Seconds between two looks at the journal when nothing woke the replay (entries appended
+#: by the other daemon of the same root, or left by a dead one).
+IDLE_RESCAN = 5.0
+#: Seconds the application table read for preflight is reused.
+APPLICATIONS_TTL = 60.0
+#: Seconds the replay lets entries gather after a wake: one transaction for a burst of lines
+#: instead of one each, and the runners' threads are not fighting the ORM for the GIL.
+COALESCE = 0.05
+
+
+class _Unavailable(Exception):
+    """dbspica did not answer, or answered that it cannot take writes now: retry later."""
+
+
+@dataclass(frozen=True)
+class ApplicationRow:
+    name: str
+    version: str
+    binary: str
+    checksum: str | None
+    installed_at: datetime | None
+
+
+class DaemonDb:
+    """One daemon's dbspica writer: :meth:`record` journals, a thread applies."""
+
+    def __init__(self, db: DatabaseConfig, journal: Journal, node: str) -> None:
+        self.db = db
+        self.journal = journal
+        self.node = node
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._journal_id = ""
+        self._row_ready = ""
+        self._applied = 0
+        self._pending: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._closing = False
+        self._flushing = False
+        self._thread: threading.Thread | None = None
+        self._down_reason: str | None = None
+        self._apps: list[ApplicationRow] | None = None
+        self._apps_at = 0.0
+        self._apps_lock = threading.Lock()
+
+    # ------------------------------------------------------------------- the writes
+
+    def record(self, kind: str, **fields: Any) -> int:
+        """Journal one write (durable on return) and wake the replay; its seq."""
+        entry = {"kind": kind, "node": self.node, "at": iso_utc(), **fields}
+        seq = self.journal.append(entry)
+        self._wake.set()
+        return seq
+
+    # ------------------------------------------------------------------- the replay
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="spica-db-replay", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Apply what can be applied within ``timeout``, stop the thread; whether all was.
+        What is left stays in the journal for the next start."""
+        done = self.flush(timeout)
+        with self._cond:
+            self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(1.0, timeout))
+        if self._engine is not None:
+            self._engine.dispose()
+        return done
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every entry this process knows of is applied; whether it was."""
+        target = self.journal.last_seq
+        self._flushing = True
+        self._wake.set()
+        try:
+            with self._cond:
+                return self._cond.wait_for(
+                    lambda: self._applied >= target or self._closing, timeout=timeout
+                ) and (self._applied >= target)
+        finally:
+            self._flushing = False
+
+    @property
+    def applied_seq(self) -> int:
+        return self._applied
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why dbspica did not answer the last replay, None when it did."""
+        return self._down_reason
+
+    def _run(self) -> None:
+        delay = 0.0
+        while True:
+            if self._wake.wait(timeout=delay or IDLE_RESCAN) and not self._flushing:
+                time.sleep(COALESCE)
+            self._wake.clear()
+            with self._cond:
+                if self._closing:
+                    return
+            try:
+                self.replay()
+            except _Unavailable as exc:
+                delay = min(max(0.2, delay * 2), RETRY_MAX)
+                if self._down_reason is None:
+                    log.warning(
+                        "dbspica unreachable (%s): writes wait in the journal %s",
+                        exc,
+                        self.journal.path,
+                    )
+                self._down_reason = str(exc)
+                continue
+            except Exception:  # a bug must not kill the replay thread silently
+                log.exception("journal replay failed; retrying")
+                delay = RETRY_MAX
+                continue
+            delay = 0.0
+            if self._down_reason is not None:
+                log.info("dbspica answers again: journal replayed up to seq %d", self._applied)
+                self._down_reason = None
+
+    def replay(self) -> int:
+        """Apply every pending journal entry now; the applied seq. Raises _Unavailable."""
+        batch = self.journal.read_new()
+        if batch.journal_id and batch.journal_id != self._journal_id:
+            if self._pending:
+                log.warning(
+                    "journal %s was replaced: %d unapplied entries of journal %s dropped",
+                    self.journal.path,
+                    len(self._pending),
+                    self._journal_id,
+                )
+            self._journal_id, self._applied, self._pending = batch.journal_id, 0, []
+        self._pending.extend(batch.entries)
+        while self._pending:
+            chunk = self._pending[:BATCH]
+            applied = self._apply_chunk(chunk)
+            with self._cond:
+                self._applied = max(self._applied, applied)
+                self._pending = [e for e in self._pending if e["seq"] > self._applied]
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+        with contextlib.suppress(OSError):
+            self.journal.compact(self._applied)
+        return self._applied
+
+    def _apply_chunk(self, chunk: list[dict[str, Any]]) -> int:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return self._transaction(lambda s, applied: _apply_all(s, chunk, applied, self.node))
+        except _Unavailable:
+            raise
+        except (SQLAlchemyError, KeyError, ValueError, TypeError) as exc:
+            if len(chunk) > 1:  # find the one entry that dbspica refuses
+                applied = 0
+                for entry in chunk:
+                    applied = self._apply_chunk([entry])
+                return applied
+            entry = chunk[0]
+            reason = _describe(exc)
+            log.error("journal entry %s refused by dbspica, kept aside: %s", entry["seq"], reason)
+            self.journal.reject(entry, reason)
+            return self._transaction(lambda s, applied: max(applied, entry["seq"]))
+
+    def _transaction(self, body: Callable[[Session, int], int]) -> int:
+        """Run ``body(session, applied_seq)`` in one transaction holding the journal row;
+        ``applied_seq`` becomes what it returns, in the same commit."""
+        from sqlalchemy import select, update
+        from sqlalchemy.orm import Session
+
+        from spica_core.db.models import DaemonJournal
+        from spica_core.db.types import utcnow
+
+        engine = self._get_engine()
+        row = DaemonJournal.journal_id == self._journal_id
+        try:
+            self._ensure_row(engine)
+            with Session(engine) as session, session.begin():
+                # A write first: it takes the row (or database) lock before the read below.
+                touched = session.execute(
+                    update(DaemonJournal).where(row).values(updated_at=utcnow())
+                )
+                if touched.rowcount != 1:  # type: ignore[attr-defined]
+                    self._row_ready = ""
+                    raise _Unavailable("the daemon_journal row disappeared; creating it again")
+                applied = session.scalar(select(DaemonJournal.applied_seq).where(row)) or 0
+                done = body(session, applied)
+                if done != applied:
+                    session.execute(update(DaemonJournal).where(row).values(applied_seq=done))
+                return done
+        except _Unavailable:
+            raise
+        except Exception as exc:
+            if _transient(exc):
+                raise _Unavailable(_describe(exc)) from None
+            raise
+        finally:
+            if engine.dialect.name == "sqlite":
+                # A new connection each time: a dbspica file moved or replaced is noticed.
+                engine.dispose()
+
+    def _ensure_row(self, engine: Engine) -> None:
+        """Create this journal's ``daemon_journal`` row once (the other replay may race)."""
+        from sqlalchemy import select
+        from sqlalchemy.exc import IntegrityError
+        from sqlalchemy.orm import Session
+
+        from spica_core.db.models import DaemonJournal
+
+        if self._row_ready == self._journal_id:
+            return
+        try:
+            with Session(engine) as session, session.begin():
+                found = session.scalar(
+                    select(DaemonJournal.journal_id).where(
+                        DaemonJournal.journal_id == self._journal_id
+                    )
+                )
+                if found is None:
+                    session.add(
+                        DaemonJournal(journal_id=self._journal_id, node=self.node, applied_seq=0)
+                    )
+        except IntegrityError:
+            pass  # created by the other daemon of this root meanwhile
+        self._row_ready = self._journal_id
+
+    def _get_engine(self) -> Engine:
+        from spica_core.db.engine import make_engine, sqlite_path
+
+        with self._engine_lock:  # the replay and the preflight's reads share it
+            if self._engine is None:
+                try:
+                    self._engine = make_engine(self.db)
+                except DatabaseUnavailable as exc:
+                    raise _Unavailable(exc.reason) from None
+        path = sqlite_path(self._engine.url)
+        if path is not None and not path.exists():
+            # sqlite3 would quietly create an empty database there.
+            raise _Unavailable(f"no dbspica file at {path}")
+        return self._engine
+
+    # ------------------------------------------------------------------- reads
+
+    def applications(self) -> list[ApplicationRow] | None:
+        """The application table (for preflight), reused for a minute; the last copy read
+        when dbspica does not answer, None when it never did."""
+        with self._apps_lock:
+            if self._apps is not None and time.monotonic() - self._apps_at < APPLICATIONS_TTL:
+                return self._apps
+            try:
+                self._apps = read_applications(self._get_engine())
+                self._apps_at = time.monotonic()
+            except _Unavailable:
+                pass
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+            return self._apps
+
+
+def read_applications(engine: Engine) -> list[ApplicationRow]:
+    """Every row of the application table."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from spica_core.db.models import Application
+
+    with Session(engine) as session:
+        return [
+            ApplicationRow(a.name, a.version, a.binary, a.checksum, a.installed_at)
+            for a in session.scalars(select(Application))
+        ]
+
+
+def try_read_applications(db: DatabaseConfig) -> list[ApplicationRow] | None:
+    """The application table, or None when dbspica does not answer."""
+    from spica_core.db.engine import make_engine
+
+    try:
+        engine = make_engine(db)
+    except DatabaseUnavailable:
+        return None
+    try:
+        return read_applications(engine)
+    except Exception as exc:
+        if _transient(exc):
+            return None
+        raise
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------- applying
+
+
+def _apply_all(session: Session, entries: list[dict[str, Any]], applied: int, node: str) -> int:
+    for entry in entries:
+        seq = entry["seq"]
+        if seq <= applied:
+            continue
+        handler = _HANDLERS.get(entry.get("kind", ""))
+        if handler is None:
+            raise ValueError(f"unknown journal entry kind {entry.get('kind')!r}")
+        handler(session, entry)
+        applied = seq
+    return applied
+
+
+def _stack(session: Session, entry: dict[str, Any]) -> Stack:
+    """The entry's stack row; created when dbspica does not know it (a stack queued by
+    hand): the daemon ran it, so dbspica must hold its runs."""
+    from sqlalchemy import select
+
+    from spica_core.db.models import Node, Stack
+
+    name = entry["stack"]
+    known: dict[str, Stack] = session.info.setdefault("stacks", {})
+    if name in known:
+        return known[name]
+    stack = session.scalars(select(Stack).where(Stack.name == name)).one_or_none()
+    if stack is None:
+        node_id = session.scalar(select(Node.id).where(Node.name == entry["node"]))
+        stack = Stack(name=name, node_id=node_id, state="pending")
+        session.add(stack)
+        session.flush()
+    elif stack.node_id is None:
+        stack.node_id = session.scalar(select(Node.id).where(Node.name == entry["node"]))
+    known[name] = stack
+    return stack
+
+
+def _at(entry: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(entry["at"].replace("Z", "+00:00"))
+
+
+def _problem(session: Session, stack: Stack, entry: dict[str, Any], message: str) -> None:
+    from spica_core.db.models import Problem
+
+    session.add(
+        Problem(
+            created_at=_at(entry),
+            kind="software",
+            node=entry["node"],
+            stack=stack.name,
+            runid=stack.runid,
+            filter=stack.filter,
+            release=stack.release,
+            message=message,
+        )
+    )
+
+
+def _claimed(session: Session, entry: dict[str, Any]) -> None:
+    stack = _stack(session, entry)
+    stack.state = "running"
+    stack.started_at = _at(entry)
+    stack.finished_at = None
+    stack.lines = entry["lines"]
+    stack.progress = entry["progress"]
+    stack.failed_line = stack.exit_code = stack.error = None
+
+
+def _run_row(session: Session, entry: dict[str, Any]) -> Any:
+    from sqlalchemy import select
+
+    from spica_core.db.models import StackRun
+
+    stack = _stack(session, entry)
+    run = session.scalars(
+        select(StackRun).where(
+            StackRun.stack_id == stack.id,
+            StackRun.line == entry["line"],
+            StackRun.attempt == entry["attempt"],
+        )
+    ).one_or_none()
+    if run is None:
+        run = StackRun(
+            stack_id=stack.id,
+            line=entry["line"],
+            attempt=entry["attempt"],
+            command=entry.get("command", ""),
+            node=entry["node"],
+            started_at=_at(entry),
+        )
+        session.add(run)
+    return stack, run
+
+
+def _line_started(session: Session, entry: dict[str, Any]) -> None:
+    _, run = _run_row(session, entry)
+    run.command = entry["command"]
+    run.started_at = _at(entry)
+
+
+def _line_finished(session: Session, entry: dict[str, Any]) -> None:
+    stack, run = _run_row(session, entry)
+    run.ended_at = _at(entry)
+    run.exit_code = entry["exit_code"]
+    if entry.get("progress") is not None:
+        stack.progress = entry["progress"]
+
+
+def _completed(session: Session, entry: dict[str, Any]) -> None:
+    stack = _stack(session, entry)
+    stack.state = "completed"
+    stack.finished_at = _at(entry)
+    stack.progress = stack.lines = entry["lines"]
+    stack.failed_line = stack.exit_code = stack.error = None
+
+
+def _failed(session: Session, entry: dict[str, Any]) -> None:
+    stack = _stack(session, entry)
+    stack.state = "failed"
+    stack.finished_at = _at(entry)
+    stack.failed_line = entry.get("line")
+    stack.exit_code = entry.get("exit_code")
+    stack.error = entry["message"]
+    if entry.get("progress") is not None:
+        stack.progress = entry["progress"]
+    _problem(session, stack, entry, entry["message"])
+
+
+def _released(session: Session, entry: dict[str, Any]) -> None:
+    stack = _stack(session, entry)
+    stack.state = "pending"
+    stack.progress = entry["progress"]
+
+
+def _recovered(session: Session, entry: dict[str, Any]) -> None:
+    stack = _stack(session, entry)
+    stack.state = entry["state"]
+    if entry["state"] == "failed":
+        stack.failed_line = entry.get("line")
+        stack.exit_code = None
+        stack.error = entry["message"]
+        stack.finished_at = _at(entry)
+    _problem(session, stack, entry, entry["message"])
+
+
+def _check_failed(session: Session, entry: dict[str, Any]) -> None:
+    stack = _stack(session, entry)
+    stack.error = f"check: {entry['reason']}"
+    if entry.get("problem"):
+        _problem(session, stack, entry, f"check failed, stack waits: {entry['reason']}")
+
+
+_HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    "claimed": _claimed,
+    "line_started": _line_started,
+    "line_finished": _line_finished,
+    "completed": _completed,
+    "failed": _failed,
+    "rejected": _failed,
+    "released": _released,
+    "recovered": _recovered,
+    "check_failed": _check_failed,
+}
+
+#: The entry kinds a daemon writes (documentation and tests).
+KINDS = tuple(_HANDLERS)
+
+
+def _transient(exc: BaseException) -> bool:
+    """An outage (or a schema not yet upgraded): the same write will succeed later."""
+    from sqlalchemy.exc import (
+        DBAPIError,
+        DisconnectionError,
+        InterfaceError,
+        OperationalError,
+        ProgrammingError,
+    )
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(
+        exc,
+        OperationalError
+        | InterfaceError
+        | ProgrammingError
+        | DisconnectionError
+        | PoolTimeout
+        | DatabaseUnavailable
+        | OSError,
+    ):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _describe(exc: BaseException) -> str:
+    from spica_core.db.engine import describe_db_error
+
+    return " ".join(describe_db_error(exc).split())[:300]

@@ -1,0 +1,304 @@
+"""The daemon's files under ``stacks/<stack>/``, beside those of :mod:`spica_core.node_queue`.
+
+::
+
+    commands.sh     one shell command per physical line, run by ``/bin/sh -c`` (the operator's)
+    progress        the last line that succeeded: the resume point (a plain integer)
+    logs/NNN.log    output of line NNN (its latest run)
+    inputs          optional: one path per line (absolute, or relative to the spica root) that
+                    must exist before the stack is claimed; blank lines and ``#`` comments skipped
+    attempt         the daemon's claim counter: ``stack_run.attempt`` of the lines a claim runs,
+                    kept on the node so numbering never depends on dbspica being up
+    check.json      the last failed preflight check: its reason and when to try again
+    running.json    the line running now: its process group, so an orphan left by a crashed
+                    daemon is killed before the line runs again
+
+Line numbers are physical lines of ``commands.sh`` (as the agent counts them), from 1. Blank
+lines and lines whose first non-blank character is ``#`` count as lines but are no-ops: no
+process, no log, no ``stack_run`` row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from spica_core.node_queue import (
+    NodeLayout,
+    _Record,
+    boot_id,
+    hostname,
+    pid_alive,
+    read_progress,
+    read_record,
+    read_small,
+    write_record,
+)
+
+INPUTS_FILE = "inputs"
+ATTEMPT_FILE = "attempt"
+CHECK_FILE = "check.json"
+RUNNING_FILE = "running.json"
+#: A commands.sh beyond this is refused: SPICA's generated stacks are a few hundred lines.
+MAX_COMMANDS_BYTES = 16 * 1024 * 1024
+MAX_INPUTS_BYTES = 4 * 1024 * 1024
+
+
+class StackFileError(Exception):
+    """A stack file the daemon cannot use; ``reason`` is the operator's one-line message."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+# --------------------------------------------------------------------------- commands.sh
+
+
+def parse_commands(data: bytes) -> list[bytes]:
+    """The physical lines of a command file (without ``\\n`` / ``\\r\\n``), or StackFileError.
+
+    Refused: no command at all, NUL bytes (a binary file), text that is not UTF-8.
+    """
+    if b"\x00" in data:
+        return _refuse("is a binary file (NUL bytes), not shell commands")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _refuse(f"is not UTF-8 text (bad byte at offset {exc.start})")
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # a final newline ends the last line, it does not start another
+    lines = [line.removesuffix(b"\r") for line in lines]
+    if all(is_noop(line) for line in lines):
+        return _refuse("holds no command (empty, or only blank lines and comments)")
+    return lines
+
+
+def _refuse(reason: str) -> list[bytes]:
+    raise StackFileError(f"commands.sh {reason}")
+
+
+def read_commands(layout: NodeLayout, stack: str) -> list[bytes]:
+    """The stack's command lines, or StackFileError saying why they cannot run."""
+    path = layout.commands_file(stack)
+    try:
+        data = read_small(path, MAX_COMMANDS_BYTES)
+    except FileNotFoundError:
+        raise StackFileError(f"commands.sh missing ({layout.relative(path)})") from None
+    except (OSError, ValueError) as exc:
+        raise StackFileError(f"commands.sh unreadable: {_why(exc)}") from None
+    return parse_commands(data)
+
+
+def is_noop(line: bytes) -> bool:
+    """Blank lines and ``#`` comments: counted as lines, never run."""
+    stripped = line.strip()
+    return not stripped or stripped.startswith(b"#")
+
+
+def command_text(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_inputs(layout: NodeLayout, stack: str) -> list[str]:
+    """The paths listed in ``inputs`` (none when the file is absent)."""
+    path = layout.resolve("stacks", stack, INPUTS_FILE)
+    try:
+        data = read_small(path, MAX_INPUTS_BYTES)
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise StackFileError(f"inputs unreadable: {_why(exc)}") from None
+    text = data.decode("utf-8", errors="surrogateescape")
+    return [s for s in (ln.strip() for ln in text.splitlines()) if s and not s.startswith("#")]
+
+
+def missing_inputs(root: Path, inputs: list[str]) -> list[str]:
+    """The inputs that do not exist; relative ones are under the spica root. Symlinks are
+    followed on purpose: inputs on other nodes are reached through links (the seed's NFS)."""
+    return [p for p in inputs if not os.path.exists(p if os.path.isabs(p) else root / p)]
+
+
+# --------------------------------------------------------------------------- progress, attempt
+
+
+def write_int_atomic(path: Path, value: int) -> None:
+    """Replace ``path`` by ``value`` as text, fsynced: a crash leaves the old or the new."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(f"{value}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_stack_progress(layout: NodeLayout, stack: str) -> int:
+    """The resume point: 0 when ``progress`` is absent or empty (a requeue from the start)."""
+    value, why = read_progress(layout.progress_file(stack))
+    if why:
+        raise StackFileError(f"{why} (remove the file to restart from line 1)")
+    return value or 0
+
+
+def write_progress(layout: NodeLayout, stack: str, line: int) -> None:
+    write_int_atomic(layout.progress_file(stack), line)
+
+
+def read_attempt(layout: NodeLayout, stack: str) -> int:
+    path = layout.resolve("stacks", stack, ATTEMPT_FILE)
+    value, why = read_progress(path)  # the same format: one non-negative integer
+    if why:
+        raise StackFileError(why.replace("progress", "attempt") + f" ({layout.relative(path)})")
+    return value or 0
+
+
+def next_attempt(layout: NodeLayout, stack: str) -> int:
+    """Count one more claim of ``stack``. Called only by the daemon whose rename won the
+    claim, so no two processes ever increment it at once."""
+    attempt = read_attempt(layout, stack) + 1
+    write_int_atomic(layout.resolve("stacks", stack, ATTEMPT_FILE), attempt)
+    return attempt
+
+
+# --------------------------------------------------------------------------- check.json
+
+
+@dataclass(frozen=True)
+class CheckRecord(_Record):
+    """Content of ``check.json``: why the stack waits, and not before when to look again."""
+
+    reason: str
+    failures: int
+    checked_at: str
+    retry_at: float
+    #: Identity of the ``.spica`` file checked: a new launch or requeue is checked at once.
+    launch: str | None = None
+
+
+def check_path(layout: NodeLayout, stack: str) -> Path:
+    return layout.resolve("stacks", stack, CHECK_FILE)
+
+
+def read_check(layout: NodeLayout, stack: str) -> CheckRecord | None:
+    record, _ = read_record(check_path(layout, stack), CheckRecord)
+    if record is not None and isinstance(record.retry_at, int | float):
+        return record
+    return None
+
+
+def write_check(layout: NodeLayout, stack: str, record: CheckRecord) -> None:
+    path = check_path(layout, stack)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_record(path, record)
+
+
+def clear_check(layout: NodeLayout, stack: str) -> bool:
+    """Forget a failed check (the stack is checked again at the next scan)."""
+    try:
+        check_path(layout, stack).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- running.json
+
+
+@dataclass(frozen=True)
+class RunningLine(_Record):
+    """Content of ``running.json``: the line's ``/bin/sh`` leads its own process group."""
+
+    pid: int
+    line: int
+    attempt: int
+    host: str
+    boot_id: str
+    started_at: str
+
+
+def running_path(layout: NodeLayout, stack: str) -> Path:
+    return layout.resolve("stacks", stack, RUNNING_FILE)
+
+
+def write_running(layout: NodeLayout, stack: str, record: RunningLine) -> None:
+    """Not fsynced: it only matters while this boot's processes exist."""
+    path = running_path(layout, stack)
+    tmp = path.with_name(f".{RUNNING_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, _dumps(record).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def clear_running(layout: NodeLayout, stack: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        running_path(layout, stack).unlink()
+
+
+def kill_orphan_line(layout: NodeLayout, stack: str, timeout: float = 5.0) -> int | None:
+    """Kill the process group of a line a dead daemon left running; its pid, or None.
+
+    The group is only signalled when its leader is still, by its environment, that line of
+    that stack: a pid reused since by an unrelated process is left alone.
+    """
+    record, _ = read_record(running_path(layout, stack), RunningLine)
+    if record is None or not pid_alive(record.pid, record.host, record.boot_id):
+        return None
+    if not _is_line_process(record.pid, stack, record.attempt):
+        return None
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _process_exists(record.pid):
+        time.sleep(0.02)
+    return record.pid
+
+
+def _is_line_process(pid: int, stack: str, attempt: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no /proc access: trust pid, host and boot id
+    env = set(environ.split(b"\0"))
+    return f"SPICA_STACK={stack}".encode() in env and f"SPICA_ATTEMPT={attempt}".encode() in env
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether ``pid`` is a process that is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except (OSError, IndexError):
+        return pid_alive(pid, hostname(), boot_id())
+    return state != "Z"
+
+
+def _dumps(record: _Record) -> str:
+    import json
+
+    return json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__

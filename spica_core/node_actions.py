@@ -1,0 +1,397 @@
+"""Operator actions as they happen on a node: the atomic renames behind launch, requeue,
+unlock and remove, and the staging of a stack's commands.
+
+The agent calls these for the operations API (spica_core.operations). On the node the rename
+is the commit point: whoever renames first wins, the other gets ``wrong_state`` with what
+the stack has become and, when the record says so, who did it and when. Every function
+accepts ``dry_run``: it checks everything and reports what it would change, changing nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spica_core.daemon.claims import CLAIM_GRACE
+from spica_core.errors import StackStateError
+from spica_core.node_protocol import ErrorCode, ProtocolError
+from spica_core.node_queue import (
+    ClaimRecord,
+    ErrorRecord,
+    LaunchRecord,
+    LockRecord,
+    NodeLayout,
+    iso_utc,
+    read_record,
+    write_record,
+)
+from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
+
+#: commands.sh larger than this is refused (a stack is a few hundred lines at most).
+MAX_COMMANDS_BYTES = 48 * 1024
+MAX_INPUTS = 2000
+
+
+PAST = {Action.REQUEUE: "requeued", Action.LAUNCH: "launched"}
+
+
+def _wrong_state(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.WRONG_STATE, message)
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """The stack's queue file as found: its state (PLANNED when there is none) and path."""
+
+    state: StackState
+    path: Path | None
+
+
+def queue_state(layout: NodeLayout, stack: str) -> QueueState:
+    """Which queue file the stack has. Several at once is drift; the most advanced wins."""
+    found = [
+        (state, layout.queue_file(stack, state))
+        for state in (
+            StackState.RUNNING,
+            StackState.FAILED,
+            StackState.PENDING,
+            StackState.COMPLETED,
+        )
+        if layout.queue_file(stack, state).exists()
+    ]
+    if not found:
+        return QueueState(StackState.PLANNED, None)
+    return QueueState(*found[0])
+
+
+def _who(layout: NodeLayout, stack: str, current: QueueState) -> str:
+    """'by USER at TIME' from the record the last mover left, when it left one."""
+    if current.path is None:
+        return ""
+    if current.state is StackState.PENDING:
+        record, _ = read_record(current.path, LaunchRecord, empty_ok=True)
+        if record is not None:
+            return f" by {record.by} at {record.launched_at}"
+    if current.state is StackState.RUNNING:
+        claim, _ = read_record(current.path, ClaimRecord)
+        if claim is not None:
+            return f" (claimed by pid {claim.pid} on {claim.host} at {claim.started_at})"
+    mtime = iso_utc(current.path.stat().st_mtime) if current.path.exists() else "?"
+    return f" (since {mtime})"
+
+
+def _require(
+    layout: NodeLayout, stack: str, action: Action, target: StackState, *, stale: bool = False
+) -> QueueState:
+    current = queue_state(layout, stack)
+    try:
+        check_transition(stack, current.state, target, Actor.OPERATOR, action, stale=stale)
+    except StackStateError as exc:
+        done = {
+            Action.REQUEUE: StackState.PENDING,
+            Action.LAUNCH: StackState.PENDING,
+        }.get(action)
+        if done is not None and current.state is done:
+            raise _wrong_state(
+                f"stack {stack} is already {current.state}: {PAST[action]}"
+                f"{_who(layout, stack, current)}"
+            ) from None
+        raise _wrong_state(f"{exc}{_who(layout, stack, current)}") from None
+    return current
+
+
+def _rename(src: Path, dst: Path, stack: str, layout: NodeLayout) -> None:
+    """The commit point. A missing source means another actor moved the stack first."""
+    if dst.exists():
+        raise _wrong_state(f"stack {stack}: {dst.name} already exists")
+    try:
+        os.rename(src, dst)
+    except FileNotFoundError:
+        now = queue_state(layout, stack)
+        raise _wrong_state(
+            f"stack {stack} changed meanwhile: now {now.state}{_who(layout, stack, now)}"
+        ) from None
+
+
+def _create_exclusive(path: Path, data: dict[str, Any]) -> None:
+    """A complete file at ``path`` or an error if it exists: link(2) never overwrites."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise _wrong_state(f"{path.name} already exists") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _rel(layout: NodeLayout, path: Path | None) -> str | None:
+    return None if path is None else layout.relative(path)
+
+
+def _move(
+    layout: NodeLayout, stack: str, current: QueueState, target: StackState
+) -> dict[str, Any]:
+    return {
+        "stack": stack,
+        "from": current.state.value,
+        "to": target.value,
+        "rename": [_rel(layout, current.path), f"queue/{stack}.{SUFFIX[target]}"]
+        if current.path is not None and target in SUFFIX
+        else None,
+    }
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+def stage(
+    layout: NodeLayout,
+    stack: str,
+    commands: str,
+    inputs: list[str] | None,
+    *,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """Write ``stacks/<stack>/commands.sh`` (and ``inputs``) of a planned stack.
+
+    Refused once the stack has a queue file: commands of a launched stack never change
+    under the daemon (the seed's FAQ: remove it first).
+    """
+    current = queue_state(layout, stack)
+    if current.state is not StackState.PLANNED:
+        raise _wrong_state(
+            f"stack {stack} is {current.state}: its commands cannot change (remove it first)"
+        )
+    data = commands.encode()
+    if len(data) > MAX_COMMANDS_BYTES:
+        raise ProtocolError(
+            ErrorCode.BAD_ARGS, f"commands of {len(data)} bytes, at most {MAX_COMMANDS_BYTES}"
+        )
+    if "\0" in commands:
+        raise ProtocolError(ErrorCode.BAD_ARGS, "commands contain a NUL byte")
+    lines = commands.count("\n") + (0 if commands.endswith("\n") or not commands else 1)
+    result = {"stack": stack, "lines": lines, "commands": f"stacks/{stack}/commands.sh"}
+    if dry_run:
+        return result
+    directory = layout.stack_dir(stack)
+    directory.mkdir(parents=True, exist_ok=True)
+    # New commands start from line 1: a resume point of older commands means nothing.
+    layout.progress_file(stack).unlink(missing_ok=True)
+    _write_text_atomic(
+        layout.commands_file(stack),
+        commands if commands.endswith("\n") or not commands else commands + "\n",
+    )
+    inputs_file = layout.resolve("stacks", stack, "inputs")
+    if inputs:
+        _write_text_atomic(inputs_file, "".join(f"{p}\n" for p in inputs))
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            inputs_file.unlink()
+    return result
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def launch(
+    layout: NodeLayout, stack: str, priority: int, by: str, *, dry_run: bool = False
+) -> dict[str, Any]:
+    """planned -> pending: create ``<stack>.spica`` (exclusively) for staged commands."""
+    current = _require(layout, stack, Action.LAUNCH, StackState.PENDING)
+    if not layout.commands_file(stack).is_file():
+        raise ProtocolError(
+            ErrorCode.NOT_FOUND, f"stack {stack} has no commands.sh on this node (stage it first)"
+        )
+    result = {**_move(layout, stack, current, StackState.PENDING), "create": f"queue/{stack}.spica"}
+    if dry_run:
+        return result
+    record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
+    _create_exclusive(layout.queue_file(stack, StackState.PENDING), record.to_dict())
+    return result
+
+
+def requeue(
+    layout: NodeLayout,
+    stack: str,
+    priority: int,
+    by: str,
+    from_start: bool,
+    *,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """failed -> pending, resuming after ``progress`` (or from line 1 with ``from_start``)."""
+    current = _require(layout, stack, Action.REQUEUE, StackState.PENDING)
+    assert current.path is not None
+    error, _ = read_record(current.path, ErrorRecord)
+    result = {
+        **_move(layout, stack, current, StackState.PENDING),
+        "from_start": from_start,
+        "resume_line": 1 if from_start or error is None else error.line,
+    }
+    if dry_run:
+        return result
+    if from_start and layout.stack_dir(stack).exists():
+        _write_text_atomic(layout.progress_file(stack), "0\n")
+    target = layout.queue_file(stack, StackState.PENDING)
+    _rename(current.path, target, stack, layout)
+    write_record(target, LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by))
+    return result
+
+
+def unlock(
+    layout: NodeLayout,
+    stack: str,
+    to: StackState,
+    by: str,
+    priority: int = 0,
+    *,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """A stale running stack (its claimer is dead or the node rebooted) -> failed or pending."""
+    current = queue_state(layout, stack)
+    claim = None
+    if current.state is StackState.RUNNING and current.path is not None:
+        claim, _ = read_record(current.path, ClaimRecord)
+    if claim is None:
+        # A daemon renames first and writes its claim just after: a claim-less file is only
+        # stale once it is older than the daemon's grace.
+        young = current.path is not None and (
+            time.time() - current.path.stat().st_ctime < CLAIM_GRACE
+        )
+        stale = current.state is StackState.RUNNING and not young
+    else:
+        stale = not claim.alive() and claim.daemon_alive() is not True
+    if current.state is StackState.RUNNING and not stale:
+        who = (
+            f"pid {claim.pid} on {claim.host}, daemon pid {claim.daemon_pid}"
+            if claim
+            else "a claim being written"
+        )
+        raise _wrong_state(
+            f"stack {stack} is running and its claimer is alive ({who}): "
+            "only a stale stack can be unlocked"
+        )
+    current = _require(layout, stack, Action.UNLOCK, to, stale=stale)
+    assert current.path is not None
+    holder = f"pid {claim.pid} on {claim.host}" if claim else "an unreadable claim"
+    result = {**_move(layout, stack, current, to), "claim": claim.to_dict() if claim else None}
+    if dry_run:
+        return result
+    target = layout.queue_file(stack, to)
+    _rename(current.path, target, stack, layout)
+    if to is StackState.FAILED:
+        write_record(
+            target,
+            ErrorRecord(line=None, exit_code=None, message=f"unlocked by {by}: {holder} was dead"),
+        )
+    else:
+        write_record(
+            target, LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
+        )
+    return result
+
+
+def unlock_qfin(
+    layout: NodeLayout, partition: str, by: str, *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Remove a partition's QFin lock whose holder is gone."""
+    path = layout.qfin_lock(partition)
+    if not path.exists():
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no QFin lock on partition {partition}")
+    holder, _ = read_record(path, LockRecord, empty_ok=True)
+    if holder is not None and holder.alive():
+        raise _wrong_state(
+            f"QFin lock of {partition} is held by live pid {holder.pid} on {holder.host}"
+        )
+    result = {
+        "partition": partition,
+        "delete": [layout.relative(path)],
+        "holder": holder.to_dict() if holder else None,
+    }
+    if not dry_run:
+        path.unlink(missing_ok=True)
+    return result
+
+
+def _tree_size(path: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                size += os.lstat(os.path.join(dirpath, name)).st_size
+                files += 1
+    return files, size
+
+
+def remove(
+    layout: NodeLayout, stack: str, purge: list[str], *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Delete a stack's queue file, its directory (commands, logs, outputs) and, when asked,
+    the input files listed in ``purge`` (paths inside the root). Refused while running."""
+    current = _require(layout, stack, Action.REMOVE, StackState.REMOVED)
+    deletes: list[dict[str, Any]] = []
+    if current.path is not None:
+        deletes.append(
+            {
+                "path": layout.relative(current.path),
+                "files": 1,
+                "bytes": current.path.stat().st_size,
+            }
+        )
+    directory = layout.stack_dir(stack)
+    if directory.exists():
+        files, size = _tree_size(directory)
+        deletes.append({"path": layout.relative(directory), "files": files, "bytes": size})
+    inputs = []
+    for rel in purge[:MAX_INPUTS]:
+        path = layout.resolve(rel)
+        if path.is_file():
+            inputs.append(path)
+            deletes.append(
+                {"path": layout.relative(path), "files": 1, "bytes": path.stat().st_size}
+            )
+    result = {
+        "stack": stack,
+        "from": current.state.value,
+        "to": StackState.REMOVED.value,
+        "delete": deletes,
+        "bytes": sum(d["bytes"] for d in deletes),
+    }
+    if dry_run:
+        return result
+    if current.path is not None:
+        # The queue file first: once it is gone no daemon can claim the stack.
+        _rename(
+            current.path, current.path.with_name(f".{current.path.name}.removed"), stack, layout
+        )
+        current.path.with_name(f".{current.path.name}.removed").unlink(missing_ok=True)
+    if directory.exists():
+        shutil.rmtree(directory)
+    for path in inputs:
+        path.unlink(missing_ok=True)
+    return result

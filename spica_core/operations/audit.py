@@ -1,0 +1,64 @@
+"""The audit trail: every applied, refused or dry-run operator request is a row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from spica_core.db.models import OperatorAction
+from spica_core.operations.model import Plan
+from spica_core.reports import iso
+
+
+def record_request(engine: Engine, plan: Plan, *, dry_run: bool) -> None:
+    """One row for a dry run (every target) or for the refused part of an apply.
+
+    Applied stacks have their own rows, written as intents before anything changes.
+    """
+    items = plan.items if dry_run else plan.refused
+    if not items:
+        return
+    with Session(engine) as session, session.begin():
+        session.add(
+            OperatorAction(
+                user=plan.request.user,
+                action=plan.request.action.value,
+                targets=[i.stack for i in items],
+                dry_run=dry_run,
+                plan=plan.render(),
+                result="dry-run" if dry_run else "refused",
+                detail={"refused": {i.stack: i.refused for i in plan.refused}},
+            )
+        )
+
+
+def audit_json(row: OperatorAction) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "time": iso(row.created_at),
+        "user": row.user,
+        "action": row.action,
+        "targets": row.targets,
+        "dry_run": row.dry_run,
+        "result": row.result,
+        "plan": row.plan,
+        "message": (row.detail or {}).get("message"),
+    }
+
+
+def list_actions(
+    engine: Engine, since: datetime | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Audit rows, newest first."""
+    stmt = select(OperatorAction).order_by(
+        OperatorAction.created_at.desc(), OperatorAction.id.desc()
+    )
+    if since is not None:
+        stmt = stmt.where(OperatorAction.created_at >= since)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with Session(engine) as session:
+        return [audit_json(r) for r in session.scalars(stmt)]

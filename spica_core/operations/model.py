@@ -1,0 +1,204 @@
+"""The shapes of an operator action: request, plan, per-stack result.
+
+A plan is computed once and shown the same way everywhere — ``--dry-run``, the CLI's
+confirmation prompt and the console's modal all print :meth:`Plan.render`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from spica_core.reports import StackFilter
+
+
+class OpAction(StrEnum):
+    LAUNCH = "launch"
+    REQUEUE = "requeue"
+    UNLOCK = "unlock"
+    REMOVE = "remove"
+
+
+#: What each action turns a stack into (unlock: failed unless ``requeue``).
+TARGET_STATE = {
+    OpAction.LAUNCH: "pending",
+    OpAction.REQUEUE: "pending",
+    OpAction.UNLOCK: "failed",
+    OpAction.REMOVE: "removed",
+}
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"  # node and dbspica changed
+    PARTIAL = "partial"  # the node changed, dbspica did not (yet): reconcile finishes it
+    REFUSED = "refused"  # not allowed (state, liveness, another operator first)
+    FAILED = "failed"  # could not be carried out (node or dbspica unreachable)
+    PLANNED = "planned"  # dry run: what would happen
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Stacks named one by one, or every stack a filter matches (never both empty)."""
+
+    names: tuple[str, ...] = ()
+    filter: StackFilter | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.names and self.filter is None
+
+
+@dataclass(frozen=True)
+class OperationRequest:
+    action: OpAction
+    selection: Selection
+    user: str
+    #: requeue: run from line 1 (progress reset) instead of from the failed line.
+    from_start: bool = False
+    #: unlock: to pending (resumable) instead of failed.
+    requeue: bool = False
+    #: remove: also delete the stack's non-raw input files.
+    purge_inputs: bool = False
+
+    @property
+    def target_state(self) -> str:
+        if self.action is OpAction.UNLOCK and self.requeue:
+            return "pending"
+        return TARGET_STATE[self.action]
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    """One stack: what will change on its node and in dbspica, or why it will not."""
+
+    stack: str
+    node: str | None
+    state: str
+    target: str
+    #: The node agent's dry-run answer (renames, files and bytes to delete, resume line).
+    node_change: dict[str, Any] = field(default_factory=dict)
+    db_change: str = ""
+    refused: str | None = None
+    #: Why it was refused because something did not answer (exit code 3, not 1).
+    unreachable: bool = False
+    #: Carried from selection to apply: the stack's priority (written into its launch
+    #: record) and the input files a remove --purge-inputs deletes.
+    priority: int = 0
+    purge: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.refused:
+            return self.refused
+        parts = []
+        rename = self.node_change.get("rename")
+        if rename:
+            parts.append(f"{rename[0]} -> {rename[1]}")
+        if self.node_change.get("create"):
+            parts.append(f"create {self.node_change['create']}")
+        if self.node_change.get("resume_line"):
+            parts.append(f"resumes at line {self.node_change['resume_line']}")
+        for d in self.node_change.get("delete") or []:
+            parts.append(f"delete {d['path']} ({d['files']} files, {human_bytes(d['bytes'])})")
+        if self.db_change:
+            parts.append(f"dbspica: {self.db_change}")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "node": self.node,
+            "state": self.state,
+            "target": self.target,
+            "node_change": self.node_change,
+            "db_change": self.db_change,
+            "refused": self.refused,
+        }
+
+
+def human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} PB"
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: OperationRequest
+    items: tuple[PlanItem, ...]
+
+    @property
+    def doable(self) -> list[PlanItem]:
+        return [i for i in self.items if not i.refused]
+
+    @property
+    def refused(self) -> list[PlanItem]:
+        return [i for i in self.items if i.refused]
+
+    @property
+    def bytes_deleted(self) -> int:
+        return sum(int(i.node_change.get("bytes") or 0) for i in self.doable)
+
+    def summary(self) -> str:
+        action = self.request.action.value
+        n = len(self.doable)
+        text = f"{action} {n} stack{'s' if n != 1 else ''}"
+        if self.request.action is OpAction.REMOVE and n:
+            text += f", deleting {human_bytes(self.bytes_deleted)}"
+        if self.refused:
+            text += f"; {len(self.refused)} refused"
+        return text
+
+    def render(self) -> str:
+        """The plan as operators read it, identical in dry-run, prompt and console modal."""
+        lines = [f"{self.summary()} (as {self.request.user}):"]
+        width = max((len(i.stack) for i in self.items), default=0)
+        for item in self.doable:
+            lines.append(
+                f"  {item.stack:<{width}}  {item.node or '-':<8} {item.state} -> {item.target}"
+                f"  {item.describe()}"
+            )
+        if self.refused:
+            lines.append("refused:")
+            for item in self.refused:
+                lines.append(f"  {item.stack:<{width}}  {item.node or '-':<8} {item.refused}")
+        if not self.items:
+            lines.append("  (no stack matches)")
+        return "\n".join(lines)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [i.to_json() for i in self.items]
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    stack: str
+    node: str | None
+    outcome: Outcome
+    message: str
+    unreachable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.APPLIED, Outcome.PLANNED)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "node": self.node,
+            "outcome": self.outcome.value,
+            "ok": self.ok,
+            "message": self.message,
+        }
+
+
+def exit_code(results: list[ItemResult]) -> int:
+    """0 all done; 3 something did not answer; 1 anything else failed or was refused."""
+    if all(r.ok for r in results):
+        return 0
+    if any(r.unreachable for r in results):
+        return 3
+    return 1

@@ -1,0 +1,92 @@
+"""One entry point for the faces: plan and apply operator actions with audit."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from spica_core.config import SpicaConfig
+from spica_core.errors import UsageError
+from spica_core.node_pool import NodePool
+from spica_core.operations import actions
+from spica_core.operations.audit import record_request
+from spica_core.operations.model import ItemResult, OperationRequest, Plan
+
+_USER_RE = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
+
+
+def operator_name(explicit: str | None = None) -> str:
+    """Who acts: ``--as NAME`` or the OS user; validated, it travels to the nodes."""
+    name = explicit or os.environ.get("SPICA_OPERATOR") or getpass.getuser()
+    if not _USER_RE.fullmatch(name):
+        raise UsageError(f"operator name {name!r}: letters, digits and _ . @ + - only")
+    return name
+
+
+class Operations:
+    """Plans and applies requests over one NodePool and one dbspica engine.
+
+    The pool is the caller's (the console shares its polling pool; the CLI opens one).
+    """
+
+    def __init__(self, config: SpicaConfig, engine: Engine, pool: NodePool) -> None:
+        self.config = config
+        self.engine = engine
+        self.pool = pool
+
+    async def plan(self, request: OperationRequest) -> Plan:
+        if request.selection.empty:
+            raise UsageError(
+                f"{request.action}: name at least one stack or give a filter "
+                "(--state, --node, --step, --runid, --filter, --release, --match)"
+            )
+        return await actions.plan(request, self.engine, self.pool, self.config)
+
+    def record_dry_run(self, plan: Plan) -> None:
+        record_request(self.engine, plan, dry_run=True)
+
+    async def apply(
+        self, plan: Plan, on_result: Callable[[ItemResult], None] | None = None
+    ) -> list[ItemResult]:
+        results = await actions.apply(plan, self.engine, self.pool, on_result)
+        record_request(self.engine, plan, dry_run=False)
+        return results
+
+
+async def unlock_qfin(
+    ops: Operations, node: str, partition: str, user: str, *, dry_run: bool
+) -> dict[str, object]:
+    """Remove a QFin lock whose holder is gone (audited); raises the agent's refusal."""
+    from sqlalchemy.orm import Session
+
+    from spica_core.db.models import OperatorAction
+    from spica_core.names import validate_name
+    from spica_core.node_protocol import ProtocolError, Verb
+
+    validate_name(node, "node")
+    validate_name(partition, "partition")
+    args = {"partition": partition, "by": user, "dry_run": dry_run}
+    result, outcome, message = None, "applied" if not dry_run else "dry-run", ""
+    try:
+        result = await ops.pool.call(node, Verb.UNLOCK_QFIN, args)
+    except ProtocolError as exc:
+        outcome, message = "refused", exc.message
+        raise
+    finally:
+        with Session(ops.engine) as session, session.begin():
+            session.add(
+                OperatorAction(
+                    user=user,
+                    action="unlock-qfin",
+                    targets=[f"{node}:{partition}"],
+                    dry_run=dry_run,
+                    plan=f"delete locks/{partition}.qfin.lock on {node}",
+                    result=outcome,
+                    detail={"message": message, "holder": (result or {}).get("holder")},
+                )
+            )
+    return result

@@ -1,0 +1,273 @@
+"""Ad-hoc stacks, ``spica stack add``: a planned stack made from a command file.
+
+For one-off work (and for tests and benchmarks): the dbspica row (planned, on its node) and
+``stacks/<name>/commands.sh`` on the node; ``launch`` also queues it (``<name>.spica``,
+pending), so the node's daemon runs it.
+
+When the node's spica root is on this machine (on the node itself, or mounted) the files are
+written directly; otherwise through the node agent over SSH (verbs ``stage`` and
+``launch``), with the same checks on the node.
+
+Order of the writes, so that no failure leaves a half-made stack that could run: the name is
+checked free in dbspica and on the node; the command file is written; the row is inserted
+(planned) — if that fails the file is removed again; then, to launch, the ``.spica`` is
+written and the row moved to pending (a daemon claiming it first sets it running anyway).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from spica_core.config import SpicaConfig
+from spica_core.daemon.stack_files import is_noop, parse_commands, write_int_atomic
+from spica_core.db.models import Node, Stack
+from spica_core.db.registry import register_nodes
+from spica_core.db.types import utcnow
+from spica_core.errors import SpicaError, UsageError
+from spica_core.names import validate_name
+from spica_core.node_queue import LaunchRecord, NodeLayout, iso_utc, write_record
+from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
+
+#: ``stack.step`` is a short word (qfin, image, stack, or any ad-hoc one).
+MAX_STEP = 32
+
+
+class StackExists(SpicaError):
+    """The name is taken, in dbspica or on the node."""
+
+    def __init__(self, stack: str, where: str) -> None:
+        self.stack = stack
+        super().__init__(f"stack {stack} already exists {where}")
+
+
+class NodeRootNotHere(SpicaError):
+    """The node's spica root is not reachable from this machine."""
+
+
+@dataclass(frozen=True)
+class StackAdded:
+    stack: str
+    node: str
+    step: str
+    priority: int
+    lines: int
+    commands: int
+    state: str
+    commands_path: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def add_stack(
+    engine: Engine,
+    config: SpicaConfig,
+    name: str,
+    node: str,
+    commands: bytes,
+    *,
+    step: str = "stack",
+    priority: int = 0,
+    launch: bool = False,
+    by: str | None = None,
+    over_ssh: bool | None = None,
+) -> StackAdded:
+    """Create stack ``name`` on ``node`` from ``commands`` (one shell command per line).
+
+    ``over_ssh`` None writes locally when the node's root is here, through its agent else.
+    """
+    validate_name(name)
+    node_config = config.node(validate_name(node, "node"))
+    if len(step) > MAX_STEP:
+        raise UsageError(f"--step {step[:40]!r}: at most {MAX_STEP} characters")
+    validate_name(step, "step")
+    from spica_core.daemon.stack_files import StackFileError
+
+    try:
+        lines = parse_commands(commands)
+    except StackFileError as exc:
+        raise UsageError(f"the command file {exc.reason.removeprefix('commands.sh ')}") from None
+    with Session(engine) as session:
+        if session.scalar(select(Stack.id).where(Stack.name == name)) is not None:
+            raise StackExists(name, "in dbspica")
+    root = Path(os.path.expanduser(node_config.root))
+    if over_ssh or (over_ssh is None and not root.is_dir()):
+        import asyncio
+
+        return asyncio.run(
+            _add_over_ssh(
+                engine, config, name, node, commands, lines, step, priority, launch, by or _user()
+            )
+        )
+    layout = NodeLayout(root)
+    stack_dir = layout.stack_dir(name)
+    present = [f"{name}.{sfx}" for sfx in SUFFIX.values() if _queue_file(layout, name, sfx)]
+    if present or stack_dir.exists():
+        where = ", ".join(present) or layout.relative(stack_dir)
+        raise StackExists(name, f"on node {node} ({where}): remove it first")
+
+    stack_dir.mkdir(parents=True)
+    try:
+        (stack_dir / "logs").mkdir()
+        commands_path = layout.commands_file(name)
+        _write_commands(commands_path, commands)
+        write_int_atomic(layout.progress_file(name), 0)
+        node_id = _node_id(engine, config, node)
+        with Session(engine) as session, session.begin():
+            session.add(
+                Stack(
+                    name=name,
+                    step=step,
+                    node_id=node_id,
+                    state=StackState.PLANNED.value,
+                    priority=priority,
+                    lines=len(lines),
+                    progress=0,
+                    release=config.release.name,
+                )
+            )
+    except BaseException:
+        shutil.rmtree(stack_dir, ignore_errors=True)
+        raise
+    state = StackState.PLANNED
+    if launch:
+        launch_stack(engine, layout, name, priority, by)
+        state = StackState.PENDING
+    return StackAdded(
+        stack=name,
+        node=node,
+        step=step,
+        priority=priority,
+        lines=len(lines),
+        commands=sum(1 for line in lines if not is_noop(line)),
+        state=state.value,
+        commands_path=str(commands_path),
+    )
+
+
+async def _add_over_ssh(
+    engine: Engine,
+    config: SpicaConfig,
+    name: str,
+    node: str,
+    commands: bytes,
+    lines: list[str],
+    step: str,
+    priority: int,
+    launch: bool,
+    by: str,
+) -> StackAdded:
+    """The same stack through the node agent: stage, the row, then launch (and its row)."""
+    from spica_core.errors import NodeUnreachable
+    from spica_core.node_pool import NodePool
+    from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
+
+    async with NodePool(config, nodes=[node]) as pool:
+        try:
+            staged = await pool.call(
+                node, Verb.STAGE, {"stack": name, "commands": commands.decode()}
+            )
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.WRONG_STATE:
+                raise StackExists(name, f"on node {node} ({exc.message})") from None
+            raise NodeRootNotHere(f"node {node}: {exc.message}") from None
+        except NodeUnreachable:
+            raise
+        node_id = _node_id(engine, config, node)
+        with Session(engine) as session, session.begin():
+            session.add(
+                Stack(
+                    name=name,
+                    step=step,
+                    node_id=node_id,
+                    state=StackState.PLANNED.value,
+                    priority=priority,
+                    lines=len(lines),
+                    progress=0,
+                    release=config.release.name,
+                )
+            )
+        state = StackState.PLANNED
+        if launch:
+            await pool.call(node, Verb.LAUNCH, {"stack": name, "priority": priority, "by": by})
+            with Session(engine) as session, session.begin():
+                session.execute(
+                    update(Stack)
+                    .where(Stack.name == name, Stack.state == StackState.PLANNED.value)
+                    .values(state=StackState.PENDING.value, launched_at=utcnow())
+                )
+            state = StackState.PENDING
+    return StackAdded(
+        stack=name,
+        node=node,
+        step=step,
+        priority=priority,
+        lines=len(lines),
+        commands=sum(1 for line in lines if not is_noop(line)),
+        state=state.value,
+        commands_path=staged.get("commands", f"stacks/{name}/commands.sh"),
+    )
+
+
+def launch_stack(
+    engine: Engine, layout: NodeLayout, name: str, priority: int, by: str | None = None
+) -> None:
+    """planned → pending for a stack just added: its ``.spica``, then the row.
+
+    (The operator's ``spica launch`` of any planned stack belongs to the operations.)
+    """
+    check_transition(name, StackState.PLANNED, StackState.PENDING, Actor.OPERATOR, Action.LAUNCH)
+    record = LaunchRecord(name, priority, iso_utc(), by or _user())
+    layout.queue_dir().mkdir(exist_ok=True)
+    write_record(layout.queue_file(name, StackState.PENDING), record)
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(Stack)
+            .where(Stack.name == name, Stack.state == StackState.PLANNED.value)
+            .values(state=StackState.PENDING.value, launched_at=utcnow())
+        )
+
+
+def _queue_file(layout: NodeLayout, name: str, suffix: str) -> bool:
+    return (layout.queue_dir() / f"{name}.{suffix}").exists()
+
+
+def _write_commands(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _node_id(engine: Engine, config: SpicaConfig, node: str) -> int | None:
+    """The node's row id; the configured nodes are registered first if it has none."""
+    with Session(engine) as session:
+        found = session.scalar(select(Node.id).where(Node.name == node))
+    if found is None:
+        register_nodes(engine, config)
+        with Session(engine) as session:
+            found = session.scalar(select(Node.id).where(Node.name == node))
+    return found
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "spica"
