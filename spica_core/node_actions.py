@@ -120,6 +120,19 @@ def _rename(src: Path, dst: Path, stack: str, layout: NodeLayout) -> None:
         ) from None
 
 
+def _move_with_record(src: Path, dst: Path, record: Any, stack: str, layout: NodeLayout) -> None:
+    """Rename ``src`` to ``dst`` with ``record`` as its content, never visible half-done.
+
+    The source is first renamed to a hidden name (the exclusive commit: a concurrent actor's
+    rename fails), the record is written there, and only then does the file appear under its
+    new state, complete, for a daemon watching the queue.
+    """
+    hidden = src.with_name(f".{src.name}.{os.getpid()}.moving")
+    _rename(src, hidden, stack, layout)
+    write_record(hidden, record)
+    os.rename(hidden, dst)
+
+
 def _create_exclusive(path: Path, data: dict[str, Any]) -> None:
     """A complete file at ``path`` or an error if it exists: link(2) never overwrites."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -257,9 +270,10 @@ def requeue(
         return result
     if from_start and layout.stack_dir(stack).exists():
         _write_text_atomic(layout.progress_file(stack), "0\n")
-    target = layout.queue_file(stack, StackState.PENDING)
-    _rename(current.path, target, stack, layout)
-    write_record(target, LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by))
+    record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
+    _move_with_record(
+        current.path, layout.queue_file(stack, StackState.PENDING), record, stack, layout
+    )
     return result
 
 
@@ -302,17 +316,14 @@ def unlock(
     result = {**_move(layout, stack, current, to), "claim": claim.to_dict() if claim else None}
     if dry_run:
         return result
-    target = layout.queue_file(stack, to)
-    _rename(current.path, target, stack, layout)
+    record: ErrorRecord | LaunchRecord
     if to is StackState.FAILED:
-        write_record(
-            target,
-            ErrorRecord(line=None, exit_code=None, message=f"unlocked by {by}: {holder} was dead"),
+        record = ErrorRecord(
+            line=None, exit_code=None, message=f"unlocked by {by}: {holder} was dead"
         )
     else:
-        write_record(
-            target, LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
-        )
+        record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
+    _move_with_record(current.path, layout.queue_file(stack, to), record, stack, layout)
     return result
 
 

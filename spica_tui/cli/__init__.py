@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from spica_tui.cli import (
+    console_cmds,
     daemon_cmds,
     db_cmds,
     demo_cmds,
@@ -68,6 +69,7 @@ app.add_typer(node_cmds.app, name="node")
 report_cmds.register(app)
 daemon_cmds.register(app)
 ops_cmds.register(app)
+console_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

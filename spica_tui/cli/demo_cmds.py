@@ -1,5 +1,7 @@
-"""``spica demo up | down | status``: the embedded demo cluster alone, in the background.
+"""``spica demo``: the main job; ``spica demo up | down | status``: the cluster alone.
 
+Bare ``spica demo`` starts the demo cluster when it is not running, prepares its dbspica,
+seeds the example stacks once (:mod:`spica_core.demo.seed`) and opens the console on it.
 Thin: parse, call :mod:`spica_core.demo`, render. The engine's errors (``DemoNotFound``,
 ``DemoLayoutError``, ``DemoStartError``) become messages and exit codes in ``spica_tui.cli``.
 ``status`` exits 0 when every node is up, 3 when one is down, 1 when there is no cluster.
@@ -18,8 +20,8 @@ if TYPE_CHECKING:
     from spica_core.demo import DemoStatus
 
 app = typer.Typer(
-    help="The embedded demo cluster: one SSH server per node on 127.0.0.1.",
-    no_args_is_help=True,
+    help="The embedded demo cluster (one SSH server per node on 127.0.0.1) and its console.",
+    invoke_without_command=True,
 )
 
 DirOpt = Annotated[
@@ -48,6 +50,45 @@ def _print_status(status: DemoStatus) -> None:
             escape(str(node.root)),
         )
     stdout.print(t)
+
+
+@app.callback()
+def demo(
+    ctx: typer.Context,
+    nodes: Annotated[
+        int | None,
+        typer.Option(
+            "--nodes",
+            "-n",
+            min=1,
+            help="Number of nodes of a new cluster (default: the existing cluster's, else 8).",
+        ),
+    ] = None,
+    directory: DirOpt = DEFAULT_DIR,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Open the console read-only.")
+    ] = False,
+) -> None:
+    """Without a subcommand: start the demo cluster if needed, seed it, open the console."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from spica_core.config import load_config
+    from spica_core.db.setup import prepare_database
+    from spica_core.demo import DemoCluster
+    from spica_core.demo.seed import seed_demo
+    from spica_tui.cli.console_cmds import run
+
+    result = DemoCluster(directory).up(nodes, daemons=True)
+    config = load_config(result.status.config_path)
+    prepare_database(config, create=True)
+    if result.started:
+        note(f"demo cluster in {result.status.directory}: started {', '.join(result.started)}")
+    seeded = seed_demo(config)
+    if seeded.created:
+        note(f"seeded {seeded.created} example stacks, {seeded.launched} launched")
+    for problem in seeded.problems:
+        note(f"seed: {problem}")
+    run(config, read_only=read_only)
 
 
 @app.command()

@@ -1,0 +1,293 @@
+"""Benchmark: the console on a big dbspica and a big cluster, driven like an operator would.
+
+Builds a dbspica with ``--stacks`` stacks (default 100,000) over a ``--nodes`` demo cluster
+(default 100), then runs the real ``spica console`` in a pseudo-terminal (160x50) and prints:
+
+* time to first full paint: from starting the process to the screen showing the nodes panel
+  with every node polled and the first page of stacks with its count;
+* key-press-to-screen latency (median, p95) for moving the cursor (the status line shows the
+  new row) and for typing a filter (the screen shows the filtered count), plain text and regex;
+* the console process's CPU use while idle at a 2 s refresh, in % of one core.
+
+Targets: first paint < 1.5 s, key latency < 100 ms, idle CPU < 15 %.
+
+    .venv/bin/python bench/console.py [--nodes 100] [--stacks 100000] [--idle 30] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import pty
+import random
+import shutil
+import signal
+import statistics
+import struct
+import sys
+import tempfile
+import termios
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert, select
+
+from spica_core.config import load_config
+from spica_core.console_data import StackQuery, count_stacks
+from spica_core.db.engine import make_engine
+from spica_core.db.models import Image, Node, Problem, Runid, Stack
+from spica_core.db.setup import prepare_database
+from spica_core.demo import DemoCluster
+from spica_core.errors import UsageError
+
+COLS, ROWS = 160, 50
+STATES = ["completed"] * 70 + ["failed"] * 5 + ["pending"] * 15 + ["running"] * 5
+STATES += ["planned"] * 5
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def fill(engine, n_stacks: int) -> None:  # type: ignore[no-untyped-def]
+    """n stacks over the registered nodes, with runids, images and problems."""
+    rnd = random.Random(42)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        nodes = [row[0] for row in conn.execute(select(Node.id).order_by(Node.id))]
+        runids = [f"0{3 + i % 5}{'AB'[i % 2]}L{i:02d}" for i in range(40)]
+        conn.execute(insert(Runid), [{"name": r} for r in runids])
+        runid_ids = [row[0] for row in conn.execute(select(Runid.id))]
+        conn.execute(
+            insert(Image),
+            [
+                {
+                    "filename": f"{700000 + i}p",
+                    "runid_id": rnd.choice(runid_ids),
+                    "node_id": rnd.choice(nodes),
+                    "filter": "ugriz"[i % 5],
+                }
+                for i in range(5000)
+            ],
+        )
+        for start in range(0, n_stacks, 20000):
+            rows = []
+            for i in range(start, min(n_stacks, start + 20000)):
+                state = rnd.choice(STATES)
+                rows.append(
+                    {
+                        "name": f"CFHTLS_W_{'ugriz'[i % 5]}_{i:06d}_T0003",
+                        "step": "stack",
+                        "state": state,
+                        "node_id": nodes[i % len(nodes)],
+                        "priority": rnd.randint(0, 9),
+                        "runid": rnd.choice(runids),
+                        "filter": "ugriz"[i % 5],
+                        "lines": 12,
+                        "progress": 12 if state == "completed" else rnd.randint(0, 11),
+                        "error": "Failed on spica_copy.pl - Code 2 - Line 7"
+                        if state == "failed"
+                        else None,
+                        "created_at": now - timedelta(minutes=i),
+                        "updated_at": now - timedelta(seconds=i),
+                    }
+                )
+            conn.execute(insert(Stack), rows)
+        conn.execute(
+            insert(Problem),
+            [
+                {
+                    "kind": "software",
+                    "node": f"node{i}",
+                    "message": "Failed on spica_copy.pl - Code 2",
+                    "created_at": now - timedelta(minutes=i),
+                }
+                for i in range(200)
+            ],
+        )
+
+
+class Terminal:
+    """The console in a pty; every byte it writes is kept with the time it arrived."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.start = time.perf_counter()
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the console, sized from its tty
+            os.environ.pop("COLUMNS", None)
+            os.environ.pop("LINES", None)
+            os.environ["TERM"] = "xterm-256color"
+            os.execv(argv[0], argv)
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
+        self.chunks: list[tuple[float, bytes]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.fd, 1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            with self.lock:
+                self.chunks.append((time.perf_counter(), data))
+
+    def since(self, t0: float) -> bytes:
+        with self.lock:
+            return b"".join(d for t, d in self.chunks if t >= t0)
+
+    def wait_for(self, markers: list[bytes], t0: float, timeout: float = 60.0) -> float:
+        """Seconds from ``t0`` until every marker has appeared in what came after ``t0``."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            with self.lock:
+                data = b"".join(d for t, d in self.chunks if t >= t0)
+                arrival = self.chunks[-1][0] if self.chunks else t0
+            if all(m in data for m in markers):
+                return arrival - t0
+            time.sleep(0.002)
+        raise SystemExit(f"timed out waiting for {markers!r}")
+
+    def press(self, key: bytes) -> float:
+        t0 = time.perf_counter()
+        os.write(self.fd, key)
+        return t0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        try:
+            os.write(self.fd, b"q")
+            for _ in range(100):
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
+                time.sleep(0.05)
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (OSError, ChildProcessError):
+            pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--stacks", type=int, default=100_000)
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU sampling")
+    parser.add_argument("--keys", type=int, default=30, help="cursor moves to time")
+    parser.add_argument("--keep", type=Path, help="keep the demo cluster and dbspica here")
+    parser.add_argument(
+        "--no-renice",
+        action="store_true",
+        help="leave the demo nodes at the console's priority (by default they run at nice 10: "
+        "on a real cluster each node's agent runs on its own machine, not the console's)",
+    )
+    args = parser.parse_args()
+
+    directory = args.keep or Path(tempfile.mkdtemp(prefix="spica-bench-console-"))
+    cluster = DemoCluster(directory / "cluster")
+    term: Terminal | None = None
+    try:
+        print(f"starting a {args.nodes}-node demo cluster in {cluster.directory} …", flush=True)
+        cluster.up(args.nodes, timeout=300)
+        config = load_config(cluster.config_path)
+        prepare_database(config, create=True)
+        engine = make_engine(config.db)
+        with engine.connect() as conn:
+            have = conn.scalar(select(Stack.id).limit(1))
+        if have is None:
+            t0 = time.perf_counter()
+            fill(engine, args.stacks)
+            print(f"dbspica: {args.stacks:,} stacks in {time.perf_counter() - t0:.1f} s")
+        total = count_stacks(engine, StackQuery())
+        if not args.no_renice:  # the agents each SSH connection starts inherit it
+            for node in cluster.status().nodes:
+                if node.pid:
+                    os.setpriority(os.PRIO_PROCESS, node.pid, 10)
+        spica = Path(sys.executable).parent / "spica"
+        term = Terminal([str(spica), "--config", str(cluster.config_path), "console"])
+
+        # First full paint: every panel drawn with data — the nodes listed (those not yet
+        # answering shown so), the first page of stacks and its count, dbspica's panels.
+        paint = term.wait_for(
+            [f"/{args.nodes} up".encode(), f"row 1 of {total:,}".encode(), b"Problems ("],
+            term.start,
+        )
+        polled = term.wait_for([f"Nodes {args.nodes}/{args.nodes} up".encode()], term.start)
+        time.sleep(5)  # let the first polls settle: every agent started, connections warm
+
+        moves: list[float] = []
+        for row in range(2, 2 + args.keys):
+            t0 = term.press(b"\x1b[B")
+            moves.append(term.wait_for([f"row {row:,} of {total:,}".encode()], t0))
+            time.sleep(0.15)
+
+        def filter_latency(text: str) -> list[float]:
+            times = []
+            term.press(b"/")
+            time.sleep(0.3)
+            typed = ""
+            for ch in text:
+                typed += ch
+                try:
+                    expected = count_stacks(engine, StackQuery(text=typed))
+                except UsageError:  # an unfinished regex: shown as such, nothing to time
+                    term.press(ch.encode())
+                    time.sleep(0.3)
+                    continue
+                marker = f"of {expected:,}".encode() if expected else b"no rows"
+                t0 = term.press(ch.encode())
+                times.append(term.wait_for([marker], t0))
+                time.sleep(0.2)
+            term.press(b"\x1b")  # escape: clear the filter
+            time.sleep(1.0)
+            return times
+
+        plain = filter_latency("_04213")
+        regex = filter_latency("_0421[0-3]_")
+
+        # Idle: no key for a while, polling 100 nodes and dbspica every 2 s.
+        time.sleep(2)
+        c0, w0 = term.cpu_seconds(), time.perf_counter()
+        time.sleep(args.idle)
+        idle = 100 * (term.cpu_seconds() - c0) / (time.perf_counter() - w0)
+
+        ms = 1000
+        nice = "same priority" if args.no_renice else "node agents at nice 10"
+        print(
+            f"\nconsole on {total:,} stacks, {args.nodes} nodes ({COLS}x{ROWS} terminal, "
+            f"{os.cpu_count()} cores shared with the nodes, {nice}):"
+        )
+        print(f"  first full paint         {paint:6.2f} s    (target < 1.5 s)")
+        print(f"  every node answered      {polled:6.2f} s    (SSH + agent start on each node)")
+        print(
+            f"  move cursor              median {statistics.median(moves) * ms:5.0f} ms"
+            f"  p95 {pct(moves, 0.95) * ms:5.0f} ms    (target < 100 ms)"
+        )
+        print(
+            f"  filter, plain text       median {statistics.median(plain) * ms:5.0f} ms"
+            f"  p95 {pct(plain, 0.95) * ms:5.0f} ms    (target < 100 ms)"
+        )
+        print(
+            f"  filter, regex            median {statistics.median(regex) * ms:5.0f} ms"
+            f"  p95 {pct(regex, 0.95) * ms:5.0f} ms"
+        )
+        print(f"  idle CPU at 2 s refresh  {idle:6.1f} % of one core    (target < 15 %)")
+        engine.dispose()
+    finally:
+        if term is not None:
+            term.stop()
+        cluster.down()
+        if args.keep is None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""DataTransfer disks, per node as on the seed's page: % used, virtual free, total."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable
+
+from spica_core.cluster_snapshot import Liveness, NodeSnapshot
+from spica_core.console_data import ConsoleSnapshot
+from spica_tui.console.panels._common import STALE, Cell, Panel, RowCache, bar, gb, hms, sync_rows
+
+COLUMNS = ("node", "used", "virtual free", "total", "as of")
+
+
+class DataTransferPanel(Panel):
+    def __init__(self, *, id: str | None = "datatransfer") -> None:
+        super().__init__("DataTransfer disks", id=id)
+        self._cache = RowCache()
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Cell] = DataTable(cursor_type="row", zebra_stripes=True)
+        table.add_columns(*COLUMNS)
+        yield table
+
+    def show(self, snap: ConsoleSnapshot, now: datetime) -> None:
+        rows = [
+            (
+                n.name,
+                self._cache.cells(
+                    n.name,
+                    (n.liveness, n.partitions, None if n.liveness is Liveness.UP else n.last_seen),
+                    lambda n=n: disk_cells(n),
+                ),
+            )
+            for n in snap.nodes
+            if n.partitions
+        ]
+        sync_rows(self.query_one(DataTable), rows)
+
+
+def disk_cells(node: NodeSnapshot) -> list[Cell]:
+    """The node's partitions summed: the seed shows one line per node."""
+    total = sum(p.total_bytes for p in node.partitions)
+    used = sum(p.used_bytes for p in node.partitions)
+    virtual_free = sum(p.virtual_free_bytes for p in node.partitions)
+    fraction = used / total if total else 0.0
+    stale = node.liveness is not Liveness.UP
+    dim = STALE if stale else ""
+    used_cell = bar(fraction, 8)
+    used_cell.append(f" {100 * fraction:5.1f} %", dim)
+    return [
+        Text(node.name, dim),
+        used_cell,
+        Text(gb(virtual_free), dim, justify="right"),
+        Text(gb(total), dim, justify="right"),
+        Text(hms(node.last_seen), "bold red") if stale else Text("now", "dim"),
+    ]

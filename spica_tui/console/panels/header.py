@@ -1,0 +1,75 @@
+"""The header: which cluster, whether dbspica answers, and how old the data on screen is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from textual.widgets import Static
+
+from spica_core.cluster_snapshot import Liveness
+from spica_core.console_data import ConsoleSnapshot
+from spica_tui.console.panels._common import age, hms
+
+#: A poll older than this many refresh intervals is shown as stale.
+STALE_POLLS = 3
+
+
+class HeaderPanel(Static):
+    DEFAULT_CSS = """
+    HeaderPanel {
+        dock: top;
+        height: 1;
+        background: $panel;
+        color: $foreground;
+        padding: 0 1;
+    }
+    """
+
+    def show(
+        self, snap: ConsoleSnapshot, now: datetime, *, interval: float, read_only: bool
+    ) -> None:
+        self.update(render_header(snap, now, interval=interval, read_only=read_only))
+
+
+def render_header(
+    snap: ConsoleSnapshot, now: datetime, *, interval: float, read_only: bool
+) -> Text:
+    sep = ("  │  ", "dim")
+    text = Text.assemble(("SPICA ", "bold"), (snap.cluster_name, "bold"), sep)
+    nodes = snap.nodes
+    if snap.cluster is None:
+        text.append("nodes: waiting for the first poll", "yellow")
+    else:
+        up = sum(1 for n in nodes if n.liveness.reachable)
+        down = [n.name for n in nodes if n.liveness is Liveness.DOWN]
+        waiting = sum(1 for n in nodes if n.liveness is Liveness.UNKNOWN)
+        text.append(f"nodes {up}/{len(nodes)} up", "green" if up == len(nodes) else "")
+        if down:
+            shown = ", ".join(down[:4]) + ("…" if len(down) > 4 else "")
+            text.append(f", {len(down)} down ({shown})", "bold red")
+        if waiting:
+            text.append(f", {waiting} not answered yet", "yellow")
+    text.append_text(Text.assemble(sep))
+    if snap.db is None and snap.db_error is None:
+        text.append("dbspica: waiting", "yellow")
+    elif snap.db_error is not None:
+        text.append("dbspica UNREACHABLE", "bold red")
+        text.append(f" since {hms(snap.db_error_since)}: {snap.db_error}", "red")
+        if snap.db is not None:
+            text.append(f" — data as of {hms(snap.db.read_at)}", "red")
+    else:
+        text.append("dbspica ok", "green")
+        text.append(f" {snap.db_url}", "dim")
+    text.append_text(Text.assemble(sep))
+    polled = (now - snap.taken_at).total_seconds()
+    if snap.cluster is None and snap.db is None:
+        text.append("no data yet", "yellow")
+    elif polled > STALE_POLLS * interval + 1:
+        text.append(f"STALE: last poll {age(now, snap.taken_at)} ago", "bold red")
+    else:
+        text.append(f"polled {age(now, snap.taken_at)} ago", "dim")
+    if read_only:
+        text.append_text(Text.assemble(sep))
+        text.append("READ-ONLY", "bold reverse yellow")
+    return text

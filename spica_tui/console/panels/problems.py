@@ -1,0 +1,61 @@
+"""Problems, newest first, as on the seed's problem page: hardware in red, back to life in green."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import DataTable
+
+from spica_core.console_data import ConsoleSnapshot
+from spica_tui.console.panels._common import Cell, Panel, hms, sync_rows
+
+COLUMNS = ("time", "kind", "node", "stack", "runid", "filter", "message")
+
+
+class ProblemsPanel(Panel):
+    def __init__(self, *, id: str | None = "problems") -> None:
+        super().__init__("Problems", id=id)
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Cell] = DataTable(cursor_type="row")
+        table.add_columns(*COLUMNS)
+        yield table
+
+    def show(self, snap: ConsoleSnapshot, now: datetime) -> None:
+        if snap.db is None:
+            return
+        problems = snap.db.problems
+        open_ = sum(1 for p in problems if not p["resolved"])
+        title = f"Problems ({open_} open)" if problems else "Problems"
+        if snap.db_stale:
+            title += f" [stale: as of {hms(snap.db.read_at)}]"
+        self.border_title = title
+        rows = [(str(p["id"]), problem_cells(p)) for p in problems]
+        sync_rows(self.query_one(DataTable), rows)
+
+
+def problem_style(problem: dict[str, Any]) -> str:
+    message = problem["message"] or ""
+    if "back to life" in message:
+        return "green"
+    if problem["kind"] == "hardware":
+        return "bold red"
+    return "dim" if problem["resolved"] else ""
+
+
+def problem_cells(p: dict[str, Any]) -> list[Cell]:
+    style = problem_style(p)
+    when = str(p["created_at"] or "")
+    shown = when[5:10] + " " + when[11:19] if len(when) >= 19 else when
+    return [
+        Text(shown, "dim"),
+        Text(p["kind"], style),
+        Text(p["node"] or "", style),
+        Text(p["stack"] or "", style),
+        Text(p["runid"] or "", style),
+        Text(p["filter"] or "", style),
+        Text(" ".join((p["message"] or "").split()), style),
+    ]

@@ -1,0 +1,296 @@
+"""The console's model: the core calls it makes, and the poller that keeps its snapshot.
+
+Polling follows Dolphie: a one-shot timer is armed when a poll *finishes*, so a slow node or
+a slow dbspica can never stack polls up; ``ctrl+r`` cancels the timer and polls at once (or,
+during a poll, asks for another right after it). Node polls are asyncio (asyncssh) on the
+app's loop; every dbspica call runs in a thread, so the UI never waits on either. A source
+that fails keeps its last good data, with the time it was taken and the error: the panels
+show it as stale, never as fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Engine
+
+from spica_core.cluster_snapshot import ClusterSnapshot
+from spica_core.config import SpicaConfig
+from spica_core.console_data import (
+    ConsoleSnapshot,
+    DbState,
+    LogTail,
+    StackPage,
+    StackQuery,
+    count_stacks,
+    fetch_log_tail,
+    page_stacks,
+    read_db_state,
+    state_counts_for,
+)
+from spica_core.liveness import LivenessRecorder, record_quietly
+from spica_core.node_pool import NodePool
+from spica_core.operations import ItemResult, OperationRequest, Operations, Plan
+from spica_core.reports import StackDetail, stack_detail
+
+if TYPE_CHECKING:
+    from textual.app import App
+    from textual.timer import Timer
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+T = TypeVar("T")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for the header: a driver error without its SQL, else the exception."""
+    from spica_core.db.engine import describe_db_error
+
+    text = describe_db_error(exc)
+    return " ".join(text.split())[:200] or type(exc).__name__
+
+
+class NodeLoop:
+    """A thread with its own asyncio loop, where the NodePool lives.
+
+    SSH handshakes, packet decryption and the operations API (which reads and writes dbspica
+    synchronously between its agent calls) run there, so none of it ever holds up the UI's
+    loop; the UI awaits their results.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="spica-nodes", daemon=True
+        )
+        self._thread.start()
+
+    async def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class ConsoleBackend:
+    """Every core call the console makes, over one configuration, engine and NodePool.
+
+    The pool belongs to the console and lives on its :class:`NodeLoop`: polls and operations
+    share its connections (the operations API plans over the same links the dashboard polls).
+    """
+
+    def __init__(
+        self,
+        config: SpicaConfig,
+        engine: Engine,
+        pool: NodePool | None = None,
+        *,
+        clock: Clock = utc_now,
+        problems: int = 100,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.pool = pool if pool is not None else NodePool(config)
+        self.ops = Operations(config, engine, self.pool)
+        self.recorder = LivenessRecorder(engine)
+        self.clock = clock
+        self.problems = problems
+        self.nodes = NodeLoop()
+
+    # -- polls (the poller calls these, one at a time)
+
+    async def poll_cluster(self) -> ClusterSnapshot:
+        return await self.nodes.run(self.pool.refresh())
+
+    def read_db(self) -> DbState:
+        """Runs in a thread; raises when dbspica does not answer."""
+        return replace(read_db_state(self.engine, self.problems), read_at=self.clock())
+
+    def record_liveness(self, cluster: ClusterSnapshot) -> str | None:
+        """Runs in a thread: transitions and hardware problems go to dbspica."""
+        return record_quietly(self.recorder, cluster)
+
+    # -- what the screens ask for (each in a thread or on the node loop)
+
+    async def page(
+        self, query: StackQuery, offset: int, limit: int, *, with_total: bool
+    ) -> StackPage:
+        return await asyncio.to_thread(
+            page_stacks, self.engine, query, offset, limit, with_total=with_total
+        )
+
+    async def counts(self, query: StackQuery) -> tuple[int, dict[str, int]]:
+        def both() -> tuple[int, dict[str, int]]:
+            per_state = state_counts_for(self.engine, query)
+            total = per_state.get(query.state.value, 0) if query.state else sum(per_state.values())
+            return total, per_state
+
+        return await asyncio.to_thread(both)
+
+    async def visible_count(self, query: StackQuery, names: frozenset[str]) -> int:
+        """How many of ``names`` the view ``query`` shows (marks hidden by the filter)."""
+        if not names:
+            return 0
+        return await asyncio.to_thread(
+            count_stacks, self.engine, StackQuery(query.state, query.text, names)
+        )
+
+    async def detail(self, name: str) -> StackDetail:
+        return await asyncio.to_thread(stack_detail, self.engine, name)
+
+    async def log_tail(self, node: str | None, stack: str, line: int | None = None) -> LogTail:
+        return await self.nodes.run(fetch_log_tail(self.pool, node, stack, line))
+
+    async def plan(self, request: OperationRequest) -> Plan:
+        return await self.nodes.run(self.ops.plan(request))
+
+    async def apply(self, plan: Plan, on_result: Callable[[ItemResult], None]) -> list[ItemResult]:
+        """Apply on the node loop; each result is handed to ``on_result`` on the caller's."""
+        ui = asyncio.get_running_loop()
+
+        def report(result: ItemResult) -> None:
+            ui.call_soon_threadsafe(on_result, result)
+
+        results = await self.nodes.run(self.ops.apply(plan, report))
+        await asyncio.sleep(0)  # let the last reports run before the caller goes on
+        return results
+
+    async def close(self) -> None:
+        try:
+            await self.nodes.run(self.pool.close())
+        finally:
+            self.nodes.close()
+            self.engine.dispose()
+
+
+class Poller:
+    """Keeps :attr:`snapshot` fresh: one poll at a time, re-armed when each one ends."""
+
+    def __init__(
+        self,
+        app: App[object],
+        backend: ConsoleBackend,
+        interval: float,
+        on_snapshot: Callable[[ConsoleSnapshot], None],
+    ) -> None:
+        self.app = app
+        self.backend = backend
+        self.interval = interval
+        self.on_snapshot = on_snapshot
+        self.snapshot = ConsoleSnapshot(
+            cluster_name=backend.config.cluster,
+            db_url=backend.config.db.masked_url,
+            taken_at=backend.clock(),
+        )
+        self.polls = 0
+        self._timer: Timer | None = None
+        self._polling = False
+        self._again = False
+        self._stopped = False
+
+    @property
+    def polling(self) -> bool:
+        return self._polling
+
+    def start(self) -> None:
+        self._schedule(0)
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+    def poll_now(self) -> None:
+        """``ctrl+r``: poll at once, or right after the poll under way."""
+        if self._polling:
+            self._again = True
+            return
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._launch()
+
+    def _schedule(self, delay: float) -> None:
+        if self._stopped:
+            return
+        if delay <= 0:
+            self.app.call_later(self._launch)
+        else:
+            self._timer = self.app.set_timer(delay, self._launch, name="spica-poll")
+
+    def _launch(self) -> None:
+        self._timer = None
+        if self._polling or self._stopped:
+            return
+        self._polling = True
+        self.app.run_worker(self._poll, name="spica-poll", group="spica-poll")
+
+    async def _poll(self) -> None:
+        try:
+            self.snapshot = await self._collect(self.snapshot)
+            self.polls += 1
+            self.on_snapshot(self.snapshot)
+        except Exception:  # a bug must not stop the polling: log it, keep the last data
+            log.exception("console poll failed")
+        finally:
+            self._polling = False
+            delay = 0.0 if self._again else self.interval
+            self._again = False
+            self._schedule(delay)
+
+    async def _collect(self, previous: ConsoleSnapshot) -> ConsoleSnapshot:
+        backend = self.backend
+        nodes = asyncio.ensure_future(backend.poll_cluster())
+        db, db_error = previous.db, None
+        try:
+            db = await asyncio.to_thread(backend.read_db)
+        except Exception as exc:  # SQLAlchemyError, DatabaseUnavailable, OSError: stale, shown
+            db_error = describe_failure(exc)
+        done, _ = await asyncio.wait({nodes}, timeout=0 if previous.cluster is None else 1.0)
+        if not done:
+            # The nodes are slow (the first connections, or a node timing out): show dbspica's
+            # fresh data now, with the nodes as last seen (never polled: "unknown").
+            interim = previous.cluster or backend.pool.snapshot
+            self.snapshot = self._snapshot(previous, interim, db, db_error)
+            self.on_snapshot(self.snapshot)
+        cluster = previous.cluster
+        try:
+            cluster = await nodes
+        except Exception:  # the pool reports node trouble in the snapshot; this is a bug
+            log.exception("node poll failed")
+        if db_error is None and cluster is not None:
+            await asyncio.to_thread(backend.record_liveness, cluster)
+        return self._snapshot(previous, cluster, db, db_error)
+
+    def _snapshot(
+        self,
+        previous: ConsoleSnapshot,
+        cluster: ClusterSnapshot | None,
+        db: DbState | None,
+        db_error: str | None,
+    ) -> ConsoleSnapshot:
+        now = self.backend.clock()
+        return ConsoleSnapshot(
+            cluster_name=previous.cluster_name,
+            db_url=previous.db_url,
+            taken_at=now,
+            cluster=cluster,
+            db=db,
+            db_error=db_error,
+            db_error_since=(previous.db_error_since or now) if db_error else None,
+        )

@@ -1,0 +1,233 @@
+"""The dashboard: every panel, the stacks table and its actions.
+
+The screen composes the panels and hands each snapshot to them; it fetches the stacks
+window the table asks for (through the core, in a worker) and turns keys into operations
+through the app. It never edits a row after an action: the next snapshot shows the change.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer
+from textual.worker import get_current_worker
+
+from spica_core.console_data import ConsoleSnapshot, StackQuery
+from spica_core.operations import OpAction
+from spica_core.states import StackState
+from spica_tui.console.actions import BY_TEXTUAL, DANGEROUS, bindings
+from spica_tui.console.panels._common import Panel
+from spica_tui.console.panels.datatransfer import DataTransferPanel
+from spica_tui.console.panels.header import HeaderPanel
+from spica_tui.console.panels.nodes import NodesPanel
+from spica_tui.console.panels.problems import ProblemsPanel
+from spica_tui.console.panels.runids import RunidsPanel
+from spica_tui.console.panels.stacks import StacksPanel, StackTable
+
+if TYPE_CHECKING:
+    from spica_tui.console.app import SpicaConsole
+
+
+class DashboardScreen(Screen[None]):
+    SCOPE = "dashboard"
+    BINDINGS = bindings("dashboard")
+    DEFAULT_CSS = """
+    DashboardScreen #top { height: 2fr; }
+    DashboardScreen #nodes { width: 3fr; }
+    DashboardScreen #side { width: 2fr; }
+    DashboardScreen #problems { height: 1fr; min-height: 6; }
+    """
+
+    app: SpicaConsole  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._offered: tuple[bool, ...] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield HeaderPanel()
+        with Horizontal(id="top"):
+            yield NodesPanel(heartbeat_stale=3 * self.app.config.daemon.heartbeat_interval)
+            with Vertical(id="side"):
+                yield DataTransferPanel()
+                yield RunidsPanel()
+        yield StacksPanel()
+        yield ProblemsPanel()
+        yield Footer()
+
+    @property
+    def stacks(self) -> StacksPanel:
+        return self.query_one(StacksPanel)
+
+    def on_mount(self) -> None:
+        self.stacks.table.focus()
+        self.show_snapshot(self.app.poller.snapshot)
+
+    def on_screen_resume(self) -> None:
+        self.show_snapshot(self.app.poller.snapshot)
+
+    # -- snapshots in
+
+    def show_snapshot(self, snap: ConsoleSnapshot) -> None:
+        now = self.app.clock()
+        with self.app.batch_update():
+            self.show_header(snap)
+            for panel in (NodesPanel, DataTransferPanel, RunidsPanel, ProblemsPanel):
+                self.query_one(panel).show(snap, now)
+        if snap.db is not None and not snap.db_stale:
+            self.stacks.show_stale(None)
+            self.fetch_window()
+            self.fetch_counts()
+        elif snap.db is not None:
+            self.stacks.show_stale(snap.db.read_at)
+        self._refresh_offer()
+
+    def show_header(self, snap: ConsoleSnapshot | None = None) -> None:
+        self.query_one(HeaderPanel).show(
+            snap or self.app.poller.snapshot,
+            self.app.clock(),
+            interval=self.app.poller.interval,
+            read_only=self.app.read_only,
+        )
+
+    # -- the stacks window: the table asks, a worker fetches through the core
+
+    def on_stack_table_window_wanted(self, message: StackTable.WindowWanted) -> None:
+        self.fetch_window(message.offset, message.limit)
+
+    def on_stacks_panel_query_changed(self, message: StacksPanel.QueryChanged) -> None:
+        self.fetch_counts()
+
+    def fetch_window(self, offset: int | None = None, limit: int | None = None) -> None:
+        table = self.stacks.table
+        if offset is None or limit is None:
+            height = max(1, table.size.height - 1)
+            offset, limit = max(0, round(table.scroll_y) - height), 3 * height
+        self.run_worker(
+            partial(self._load_window, self.stacks.view, offset, limit),
+            group="stacks-window",
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    async def _load_window(self, query: StackQuery, offset: int, limit: int) -> None:
+        page = await self.app.backend.page(query, offset, limit, with_total=False)
+        if not get_current_worker().is_cancelled:
+            self.stacks.show_page(page)
+
+    def fetch_counts(self) -> None:
+        self.run_worker(
+            partial(self._load_counts, self.stacks.view, frozenset(self.stacks.table.marked)),
+            group="stacks-counts",
+            exclusive=True,
+            exit_on_error=False,
+        )
+
+    async def _load_counts(self, query: StackQuery, marked: frozenset[str]) -> None:
+        total, per_state = await self.app.backend.counts(query)
+        visible = await self.app.backend.visible_count(query, marked)
+        if get_current_worker().is_cancelled:
+            return
+        self.stacks.show_counts(query, total, per_state)
+        self.stacks.show_marks(len(marked), len(marked) - visible)
+
+    # -- what is offered
+
+    def _offer(self, action: str) -> bool:
+        """Marked stacks: every action is offered (the plan refuses per stack); else the
+        selected stack's node must answer and its state allow the move."""
+        table = self.stacks.table
+        if table.marked:
+            return self.app.offers(action, None)
+        row = table.selected
+        if row is None:
+            return False
+        return self.app.offers(action, row.node, row.state)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        entry = BY_TEXTUAL.get(action)
+        if entry is None or not entry.dangerous:
+            return True
+        return self._offer(entry.name)
+
+    def _refresh_offer(self) -> None:
+        offered = tuple(self._offer(name) for name in sorted(DANGEROUS))
+        if offered != self._offered:
+            self._offered = offered
+            self.refresh_bindings()
+
+    def on_stack_table_cursor_moved(self, message: StackTable.CursorMoved) -> None:
+        self._refresh_offer()
+
+    def on_stack_table_opened(self, message: StackTable.Opened) -> None:
+        self.app.open_stack(message.row.name)
+
+    # -- actions (names from the registry)
+
+    def action_filter(self) -> None:
+        self.stacks.open_filter()
+
+    def action_view(self, state: str) -> None:
+        self.stacks.show_view(StackState(state) if state else None)
+
+    def action_mark(self) -> None:
+        table = self.stacks.table
+        if table.toggle_mark() is not None:
+            table.action_move(1)
+            self.fetch_counts()
+            self._refresh_offer()
+
+    def action_clear_marks(self) -> None:
+        self.stacks.table.clear_marks()
+        self.stacks.show_marks(0, 0)
+        self._refresh_offer()
+
+    def action_detail(self) -> None:
+        row = self.stacks.table.selected
+        if row is not None:
+            self.app.open_stack(row.name)
+
+    def action_zoom(self) -> None:
+        if self.maximized is not None:
+            self.minimize()
+            return
+        focused = self.focused
+        panel = (
+            next((a for a in focused.ancestors if isinstance(a, Panel)), None) if focused else None
+        )
+        if panel is not None:
+            self.maximize(panel, container=False)
+
+    def _operate(self, action: OpAction) -> None:
+        table = self.stacks.table
+        if table.marked:
+            names = tuple(sorted(table.marked))
+            self.app.start_operation(action, names, view=self.stacks.view, marked=True)
+        elif table.selected is not None:
+            self.app.start_operation(action, (table.selected.name,))
+        else:
+            self.app.notify("No stack selected.", severity="warning")
+
+    def action_launch(self) -> None:
+        self._operate(OpAction.LAUNCH)
+
+    def action_requeue(self) -> None:
+        self._operate(OpAction.REQUEUE)
+
+    def action_unlock(self) -> None:
+        self._operate(OpAction.UNLOCK)
+
+    def action_remove(self) -> None:
+        self._operate(OpAction.REMOVE)
+
+    def operation_done(self, applied: set[str]) -> None:
+        """The app calls this after an apply: applied stacks are no longer marked."""
+        table = self.stacks.table
+        if table.marked & applied:
+            table.marked -= applied
+            table.refresh()
+        self.fetch_counts()

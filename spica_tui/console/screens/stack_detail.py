@@ -1,0 +1,251 @@
+"""One stack: metadata, files, the commands with per-line status, the failed line's log.
+
+The log tail is fetched from the stack's node over SSH (the agent's ``tail`` verb) through
+the core; the rest comes from dbspica. Requeue (and the other actions) work from here on
+this stack; the next snapshot reloads the detail so the new state shows.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from spica_core.console_data import CommandLine, ConsoleSnapshot, LogTail, command_lines
+from spica_core.errors import NotFound
+from spica_core.operations import OpAction
+from spica_core.reports import StackDetail
+from spica_tui.console.actions import BY_TEXTUAL, bindings
+from spica_tui.console.panels._common import sync_rows
+from spica_tui.console.panels.header import HeaderPanel
+from spica_tui.console.panels.stacks import STATE_STYLES
+
+if TYPE_CHECKING:
+    from spica_tui.console.app import SpicaConsole
+
+LINE_STYLES = {"done": "green", "failed": "bold red", "running": "bold yellow", "not run": "dim"}
+
+
+class StackDetailScreen(Screen[None]):
+    SCOPE = "detail"
+    BINDINGS = bindings("detail")
+    DEFAULT_CSS = """
+    StackDetailScreen #detail-body { padding: 0 1; }
+    StackDetailScreen .section {
+        text-style: bold;
+        color: $text-accent;
+        margin-top: 1;
+    }
+    StackDetailScreen DataTable { height: auto; max-height: 16; }
+    StackDetailScreen #log {
+        border: round $panel-lighten-2;
+        padding: 0 1;
+        height: auto;
+        min-height: 3;
+    }
+    """
+
+    app: SpicaConsole  # type: ignore[assignment]
+
+    def __init__(self, stack: str) -> None:
+        super().__init__()
+        self.stack = stack
+        self.detail: StackDetail | None = None
+        self.tail: LogTail | None = None
+        self._tail_for: tuple[str, int | None] | None = None
+
+    def compose(self) -> ComposeResult:
+        yield HeaderPanel()
+        with VerticalScroll(id="detail-body"):
+            yield Static(id="meta")
+            yield Static("Commands", classes="section")
+            commands: DataTable[str | Text] = DataTable(id="commands", cursor_type="row")
+            commands.add_columns("line", "status", "exit", "try", "command")
+            yield commands
+            yield Static("Log tail", id="log-title", classes="section")
+            yield Static(Text("fetching from the node…", "dim"), id="log")
+            yield Static("Files", classes="section")
+            files: DataTable[str] = DataTable(id="files", cursor_type="row")
+            files.add_columns("image", "role", "filter")
+            yield files
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.show_snapshot(self.app.poller.snapshot)
+
+    # -- data in
+
+    def show_snapshot(self, snap: ConsoleSnapshot) -> None:
+        self.query_one(HeaderPanel).show(
+            snap, self.app.clock(), interval=self.app.poller.interval, read_only=self.app.read_only
+        )
+        self.load()
+
+    def show_header(self) -> None:
+        self.query_one(HeaderPanel).show(
+            self.app.poller.snapshot,
+            self.app.clock(),
+            interval=self.app.poller.interval,
+            read_only=self.app.read_only,
+        )
+
+    def load(self, *, force_tail: bool = False) -> None:
+        self.run_worker(
+            partial(self._load, force_tail), group="detail", exclusive=True, exit_on_error=False
+        )
+
+    async def _load(self, force_tail: bool) -> None:
+        worker = get_current_worker()
+        try:
+            detail = await self.app.backend.detail(self.stack)
+        except NotFound:
+            self._gone()
+            return
+        except Exception as exc:  # dbspica away: keep what is shown, say so
+            self.notify(f"stack {self.stack}: {exc}", severity="error")
+            return
+        if worker.is_cancelled:
+            return
+        self._show(detail)
+        row = detail.stack
+        key = (row.state, row.failed_line)
+        if force_tail or key != self._tail_for:
+            self._tail_for = key
+            if row.lines or detail.runs or row.state in ("failed", "running", "completed"):
+                tail = await self.app.backend.log_tail(row.node, self.stack)
+            else:
+                tail = LogTail(self.stack, row.node, error="not run yet: no log")
+            if not worker.is_cancelled:
+                self._show_tail(tail)
+
+    def _gone(self) -> None:
+        self.detail = None
+        self.query_one("#meta", Static).update(
+            Text(f"{self.stack}: no longer in dbspica (removed)", "bold yellow")
+        )
+        self.refresh_bindings()
+
+    def _show(self, detail: StackDetail) -> None:
+        first = self.detail is None
+        self.detail = detail
+        s = detail.stack
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(width=11)
+        grid.add_column(min_width=36)
+        grid.add_column(width=11)
+        grid.add_column()
+        state = Text(s.state, STATE_STYLES.get(s.state, ""))
+        pairs = [
+            ("stack", Text(s.name, "bold")),
+            ("state", state),
+            ("node", s.node or "-"),
+            ("step", s.step),
+            ("survey", s.survey or "-"),
+            ("filter", s.filter or "-"),
+            ("release", s.release or "-"),
+            ("runid", s.runid or "-"),
+            ("priority", str(s.priority)),
+            ("ranking", s.ranking or "-"),
+            ("progress", f"{s.progress}/{s.lines} lines"),
+            ("failed line", "-" if s.failed_line is None else str(s.failed_line)),
+            ("exit code", "-" if s.exit_code is None else str(s.exit_code)),
+            ("created", _t(s.created_at)),
+            ("launched", _t(s.launched_at)),
+            ("started", _t(s.started_at)),
+            ("finished", _t(s.finished_at)),
+            ("updated", _t(s.updated_at)),
+        ]
+        for i in range(0, len(pairs), 2):
+            (k1, v1), (k2, v2) = pairs[i], pairs[i + 1] if i + 1 < len(pairs) else ("", "")
+            grid.add_row(Text(k1, "dim"), v1, Text(k2, "dim"), v2)
+        below = Table.grid(padding=(0, 2))
+        below.add_column(width=11)
+        below.add_column()
+        if s.error:
+            below.add_row(Text("error", "dim"), Text(s.error, "bold red"))
+        if detail.apps:
+            apps = ", ".join(f"{a['name']} {a['version']}" for a in detail.apps)
+            below.add_row(Text("apps", "dim"), apps)
+        self.query_one("#meta", Static).update(Group(grid, below))
+        commands: DataTable[str | Text] = self.query_one("#commands", DataTable)
+        with self.app.batch_update():
+            rows = [(str(line.number), _line_cells(line)) for line in command_lines(detail)]
+            sync_rows(commands, rows)
+            files: DataTable[str] = self.query_one("#files", DataTable)
+            if first or files.row_count != len(detail.files):
+                files.clear()
+                for f in detail.files:
+                    files.add_row(f["image"], f["role"], f["filter"] or "-")
+        self.refresh_bindings()
+
+    def _show_tail(self, tail: LogTail) -> None:
+        self.tail = tail
+        title = self.query_one("#log-title", Static)
+        body = self.query_one("#log", Static)
+        if tail.error:
+            title.update(f"Log tail ({tail.node or '-'})")
+            body.update(Text(tail.error, "yellow"))
+            return
+        where = f"line {tail.line}" if tail.line else "latest line"
+        title.update(
+            f"Log tail: {where} on {tail.node}, {tail.path}"
+            + (" (end of a longer log)" if tail.truncated else "")
+        )
+        body.update(Text(tail.text.rstrip("\n") or "(empty log)"))
+
+    # -- actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        entry = BY_TEXTUAL.get(action)
+        if entry is None or not entry.dangerous:
+            return True
+        if self.detail is None:
+            return False
+        row = self.detail.stack
+        return self.app.offers(entry.name, row.node, row.state)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_reload_log(self) -> None:
+        self.load(force_tail=True)
+
+    def _operate(self, action: OpAction) -> None:
+        self.app.start_operation(action, (self.stack,))
+
+    def action_launch(self) -> None:
+        self._operate(OpAction.LAUNCH)
+
+    def action_requeue(self) -> None:
+        self._operate(OpAction.REQUEUE)
+
+    def action_unlock(self) -> None:
+        self._operate(OpAction.UNLOCK)
+
+    def action_remove(self) -> None:
+        self._operate(OpAction.REMOVE)
+
+    def operation_done(self, applied: set[str]) -> None:
+        self.load()
+
+
+def _t(value: object) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[attr-defined]
+
+
+def _line_cells(line: CommandLine) -> list[str | Text]:
+    return [
+        str(line.number),
+        Text(line.status, LINE_STYLES[line.status]),
+        "" if line.exit_code is None else str(line.exit_code),
+        "" if line.attempt is None else str(line.attempt),
+        Text(line.command or "(on the node)", "" if line.command else "dim"),
+    ]

@@ -1,0 +1,116 @@
+"""SVG snapshots of the console on a fixed world (tests/console_world.py): the dashboard, the
+stack detail and a confirmation modal. Update after a deliberate change with
+``pytest tests/test_console_snapshots.py --snapshot-update`` and review the SVGs."""
+
+from __future__ import annotations
+
+import pytest
+
+from spica_core.operations import OpAction, OperationRequest, Plan, PlanItem, Selection
+from tests.console_support import until
+from tests.console_world import FAILED, frozen_console, make_db
+
+SIZE = (160, 50)
+URL = "sqlite:///dbspica.sqlite"  # relative to the test's own working directory
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def dashboard_ready(pilot) -> None:
+    from spica_tui.console.panels.stacks import StackTable
+
+    app = pilot.app
+    table = app.screen.query_one(StackTable)
+    await until(pilot, lambda: app.poller.polls >= 1, "the first poll")
+    await until(
+        pilot,
+        lambda: table.total is not None and len(table.rows) == table.total,
+        "the stacks window and its count",
+    )
+    await pilot.pause(0.2)
+
+
+def test_dashboard(snap_compare) -> None:
+    """Every panel: a down node (mix4), an agent-missing one (pix1), stale rows, problems."""
+    make_db(URL)
+    assert snap_compare(frozen_console(URL), terminal_size=SIZE, run_before=dashboard_ready)
+
+
+def test_stack_detail(snap_compare) -> None:
+    """The failed stack: metadata, per-line status, the log tail from its node, files."""
+    from spica_tui.console.screens.stack_detail import StackDetailScreen
+
+    make_db(URL)
+
+    async def open_failed(pilot) -> None:
+        from spica_tui.console.panels.stacks import StackTable
+
+        await dashboard_ready(pilot)
+        await pilot.press("4")
+        table = pilot.app.screen.query_one(StackTable)
+        await until(pilot, lambda: table.total == 2 and len(table.rows) == 2, "the failed view")
+        await pilot.press("down", "enter")
+        await until(
+            pilot,
+            lambda: (
+                isinstance(pilot.app.screen, StackDetailScreen)
+                and pilot.app.screen.tail is not None
+            ),
+            "the detail and its log tail",
+        )
+        assert pilot.app.screen.stack == FAILED
+        await pilot.pause(0.2)
+
+    assert snap_compare(frozen_console(URL), terminal_size=SIZE, run_before=open_failed)
+
+
+def test_confirmation_modal(snap_compare) -> None:
+    """A requeue plan as --dry-run prints it; two marks, one hidden by the filter; Cancel
+    has the focus."""
+    from spica_tui.console.modals import ConfirmPlan
+
+    make_db(URL)
+    request = OperationRequest(
+        OpAction.REQUEUE, Selection(names=(FAILED, "805282p_V0003")), user="laurent"
+    )
+    plan = Plan(
+        request,
+        (
+            PlanItem(
+                FAILED,
+                "mix3",
+                "failed",
+                "pending",
+                node_change={
+                    "from": "failed",
+                    "to": "pending",
+                    "rename": [f"queue/{FAILED}.error", f"queue/{FAILED}.spica"],
+                    "resume_line": 3,
+                },
+                db_change="stack.state failed -> pending",
+            ),
+            PlanItem(
+                "805282p_V0003",
+                "mix4",
+                "failed",
+                "pending",
+                refused="node mix4 unreachable: connection refused",
+                unreachable=True,
+            ),
+        ),
+    )
+
+    async def show_modal(pilot) -> None:
+        await dashboard_ready(pilot)
+        pilot.app.push_screen(ConfirmPlan(plan, marked=2, hidden=1))
+        await until(
+            pilot,
+            lambda: (
+                isinstance(pilot.app.screen, ConfirmPlan) and pilot.app.screen.focused is not None
+            ),
+            "the modal, focused",
+        )
+        assert pilot.app.screen.focused.id == "cancel"
+        await pilot.pause(0.2)
+
+    assert snap_compare(frozen_console(URL), terminal_size=SIZE, run_before=show_modal)
