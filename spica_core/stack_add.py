@@ -122,19 +122,7 @@ def add_stack(
         _write_commands(commands_path, commands)
         write_int_atomic(layout.progress_file(name), 0)
         node_id = _node_id(engine, config, node)
-        with Session(engine) as session, session.begin():
-            session.add(
-                Stack(
-                    name=name,
-                    step=step,
-                    node_id=node_id,
-                    state=StackState.PLANNED.value,
-                    priority=priority,
-                    lines=len(lines),
-                    progress=0,
-                    release=config.release.name,
-                )
-            )
+        _insert_planned(engine, config, name, node_id, step, priority, len(lines))
     except BaseException:
         shutil.rmtree(stack_dir, ignore_errors=True)
         raise
@@ -183,28 +171,11 @@ async def _add_over_ssh(
         except NodeUnreachable:
             raise
         node_id = _node_id(engine, config, node)
-        with Session(engine) as session, session.begin():
-            session.add(
-                Stack(
-                    name=name,
-                    step=step,
-                    node_id=node_id,
-                    state=StackState.PLANNED.value,
-                    priority=priority,
-                    lines=len(lines),
-                    progress=0,
-                    release=config.release.name,
-                )
-            )
+        _insert_planned(engine, config, name, node_id, step, priority, len(lines))
         state = StackState.PLANNED
         if launch:
             await pool.call(node, Verb.LAUNCH, {"stack": name, "priority": priority, "by": by})
-            with Session(engine) as session, session.begin():
-                session.execute(
-                    update(Stack)
-                    .where(Stack.name == name, Stack.state == StackState.PLANNED.value)
-                    .values(state=StackState.PENDING.value, launched_at=utcnow())
-                )
+            _mark_launched(engine, name)
             state = StackState.PENDING
     return StackAdded(
         stack=name,
@@ -229,6 +200,35 @@ def launch_stack(
     record = LaunchRecord(name, priority, iso_utc(), by or _user())
     layout.queue_dir().mkdir(exist_ok=True)
     write_record(layout.queue_file(name, StackState.PENDING), record)
+    _mark_launched(engine, name)
+
+
+def _insert_planned(
+    engine: Engine,
+    config: SpicaConfig,
+    name: str,
+    node_id: int | None,
+    step: str,
+    priority: int,
+    lines: int,
+) -> None:
+    with Session(engine) as session, session.begin():
+        session.add(
+            Stack(
+                name=name,
+                step=step,
+                node_id=node_id,
+                state=StackState.PLANNED.value,
+                priority=priority,
+                lines=lines,
+                progress=0,
+                release=config.release.name,
+            )
+        )
+
+
+def _mark_launched(engine: Engine, name: str) -> None:
+    """planned -> pending in dbspica, once the ``.spica`` exists on the node."""
     with Session(engine) as session, session.begin():
         session.execute(
             update(Stack)
