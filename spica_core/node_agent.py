@@ -20,9 +20,10 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any, BinaryIO
 
-from spica_core import __version__, node_actions
+from spica_core import __version__
 from spica_core import node_protocol as proto
 from spica_core.errors import InvalidName
 from spica_core.names import validate_name
@@ -33,16 +34,15 @@ from spica_core.node_queue import (
     OutsideRoot,
     StatCache,
     boot_id,
-    count_queue,
     discover_partitions,
     hostname,
     iso_utc,
     list_qfin_locks,
-    list_queue,
     parse_log_file_name,
     partition_usage,
     read_heartbeat,
     read_record,
+    scan_queue,
     tree_bytes,
 )
 from spica_core.states import StackState
@@ -64,6 +64,10 @@ class Agent:
         self.root = Path(os.path.abspath(root))
         self.layout = NodeLayout(self.root)
         self._line_cache = StatCache()
+        self._record_cache = StatCache()
+        self._session = os.urandom(6).hex()
+        self._queue_versions = 0
+        self._queue_seen: tuple[str, list[dict[str, Any]]] | None = None
         self._hash_cache = StatCache(max_entries=512)
         self._virtual_used: dict[str, tuple[float, int]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -115,21 +119,22 @@ class Agent:
 
     # ------------------------------------------------------------------- verbs
 
-    # Operator actions: argument checking here, the moves in spica_core.node_actions.
+    # Operator actions: argument checking here, the moves in spica_core.node_actions,
+    # imported on first use: most sessions only poll, and every connection starts an agent.
 
     def stage(self, args: dict[str, Any]) -> dict[str, Any]:
         inputs = _str_list(args, "inputs")
-        return node_actions.stage(
+        return _actions().stage(
             self.layout, _stack(args), _str(args, "commands"), inputs, dry_run=_dry(args)
         )
 
     def launch(self, args: dict[str, Any]) -> dict[str, Any]:
-        return node_actions.launch(
+        return _actions().launch(
             self.layout, _stack(args), _int(args, "priority"), _by(args), dry_run=_dry(args)
         )
 
     def requeue(self, args: dict[str, Any]) -> dict[str, Any]:
-        return node_actions.requeue(
+        return _actions().requeue(
             self.layout,
             _stack(args),
             _int(args, "priority"),
@@ -142,7 +147,7 @@ class Agent:
         to = args.get("to", "failed")
         if to not in ("failed", "pending"):
             raise ProtocolError(ErrorCode.BAD_ARGS, "to must be 'failed' or 'pending'")
-        return node_actions.unlock(
+        return _actions().unlock(
             self.layout,
             _stack(args),
             StackState(to),
@@ -153,11 +158,11 @@ class Agent:
 
     def unlock_qfin(self, args: dict[str, Any]) -> dict[str, Any]:
         partition = validate_name(_str(args, "partition"), "partition")
-        return node_actions.unlock_qfin(self.layout, partition, _by(args), dry_run=_dry(args))
+        return _actions().unlock_qfin(self.layout, partition, _by(args), dry_run=_dry(args))
 
     def remove(self, args: dict[str, Any]) -> dict[str, Any]:
         purge = _str_list(args, "purge") or []
-        return node_actions.remove(self.layout, _stack(args), purge, dry_run=_dry(args))
+        return _actions().remove(self.layout, _stack(args), purge, dry_run=_dry(args))
 
     def ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"time": iso_utc()}
@@ -169,7 +174,13 @@ class Agent:
             partitions = [(name, None) for name in discover_partitions(self.root)]
         states = _state_args(args.get("states"))
         now = time.time()
-        heartbeat = read_heartbeat(self.root, now)
+        heartbeat = read_heartbeat(self.root, now, self._record_cache)
+        queue = scan_queue(
+            self.root, states=states, line_cache=self._line_cache, record_cache=self._record_cache
+        )
+        entries = [entry.to_wire() for entry in queue.entries]
+        version = self._queue_version_of(entries)
+        unchanged = _optional_str(args, "queue_version") == version
         return {
             "root": str(self.root),
             "host": hostname(),
@@ -180,15 +191,25 @@ class Agent:
                 partition_usage(self.root, name, capacity, used_of=self._virtual_used_of).to_wire()
                 for name, capacity in partitions
             ],
-            "queue": [
-                entry.to_wire()
-                for entry in list_queue(self.root, states=states, line_cache=self._line_cache)
-            ],
+            # The listing, or null when the client already holds this version of it: a poll
+            # of an idle node then carries a few hundred bytes, not every pending stack.
+            "queue": None if unchanged else entries,
+            "queue_version": version,
+            "queue_unchanged": unchanged,
             # Every queue file by state, whatever ``states`` selected for the entries above.
-            "counts": count_queue(self.root),
+            "counts": queue.counts,
             "heartbeat": heartbeat.to_wire() if heartbeat else None,
             "qfin_locks": [lock.to_wire() for lock in list_qfin_locks(self.root)],
         }
+
+    def _queue_version_of(self, entries: list[dict[str, Any]]) -> str:
+        """A name for this exact listing, new whenever it differs from the last one; unique
+        to this agent session, so a version a client kept from another session never
+        matches."""
+        if self._queue_seen is None or self._queue_seen[1] != entries:
+            self._queue_versions += 1
+            self._queue_seen = (f"{self._session}.{self._queue_versions}", entries)
+        return self._queue_seen[0]
 
     def tail(self, args: dict[str, Any]) -> dict[str, Any]:
         """The end of one command line's log, read from the end: logs can be gigabytes."""
@@ -466,6 +487,38 @@ def _encode(response: dict[str, Any]) -> bytes:
         return proto.encode(proto.fail(response.get("id"), ErrorCode.INTERNAL, message))
 
 
+def _actions() -> ModuleType:
+    from spica_core import node_actions
+
+    return node_actions
+
+
+def run(root: str) -> int:
+    """``spica node serve --root ROOT`` on this process's stdin and stdout; the exit status."""
+    path = Path(root)
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        sys.stderr.write(f"spica: error: spica root {root} {what}\n")
+        return 2
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    # stdout is the wire: anything printed by accident would desynchronise the client.
+    sys.stdout = sys.stderr
+    return serve(path, stdin, stdout)
+
+
+def main(argv: list[str]) -> int:
+    """The arguments of ``spica node serve`` (after those two words), parsed without typer."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="spica node serve",
+        description="Answer JSON-line requests on stdin with one JSON line each on stdout.",
+    )
+    parser.add_argument("--root", required=True, metavar="PATH", help="the node's spica root")
+    args = parser.parse_args(argv)
+    return run(args.root)
+
+
 def serve(root: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
     """Greet, then answer each request line with one response line until EOF (returns 0)."""
     agent = Agent(root)
@@ -514,6 +567,13 @@ def _by(args: dict[str, Any]) -> str:
     if not _BY_RE.fullmatch(by):
         raise _bad("by must be an operator name (letters, digits, _ . @ + -)")
     return by
+
+
+def _optional_str(args: dict[str, Any], key: str) -> str | None:
+    value = args.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _bad(f"{key} must be a string or null")
+    return value
 
 
 def _int(args: dict[str, Any], key: str) -> int:

@@ -25,9 +25,9 @@ import socket
 import stat
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from types import NoneType
 from typing import Any, TypeVar, get_args, get_type_hints
@@ -73,7 +73,7 @@ def resolve_inside(root: Path | str, *parts: str) -> Path:
     root's realpath. Callers open the returned real path, so a symlink checked here is not
     followed again later.
     """
-    root_real = Path(os.path.realpath(root))
+    root_real = _real_root(os.fspath(root))
     shown = "/".join(str(p) for p in parts)
     components: list[str] = []
     for part in parts:
@@ -88,10 +88,41 @@ def resolve_inside(root: Path | str, *parts: str) -> Path:
                 raise OutsideRoot(str(root_real), shown, "'..' component")
             if comp not in ("", "."):
                 components.append(comp)
-    real = Path(os.path.realpath(root_real.joinpath(*components)))
-    if real != root_real and root_real not in real.parents:
-        raise OutsideRoot(str(root_real), shown, f"resolves to {real}")
-    return real
+    base = str(root_real)
+    real = _realpath_under(base, components)
+    if real != base and not real.startswith(base.rstrip("/") + "/"):
+        raise OutsideRoot(base, shown, f"resolves to {real}")
+    return Path(real)
+
+
+def _realpath_under(base: str, components: list[str]) -> str:
+    """``os.path.realpath(base/components…)`` for a real ``base`` and components without
+    ``..``: one lstat per component below ``base`` instead of one per component from ``/``
+    (every status resolves a dozen paths), and the full resolution as soon as a symlink or
+    anything unusual is met."""
+    path = base
+    for i, comp in enumerate(components):
+        path = os.path.join(path, comp)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            # Nothing to resolve below a missing component (no ``..`` among the rest).
+            return os.path.join(path, *components[i + 1 :])
+        except OSError:
+            break
+        if stat.S_ISLNK(mode):
+            break
+    else:
+        return path
+    return os.path.realpath(os.path.join(base, *components))
+
+
+@lru_cache(maxsize=64)
+def _real_root(root: str) -> Path:
+    """The root's realpath, once per process: a node's root does not move while its agent or
+    daemon runs, and every status resolves a dozen paths under it. Were it re-pointed, the
+    stale answer only refuses paths under the new target: it never lets one out."""
+    return Path(os.path.realpath(root))
 
 
 def log_file_name(line: int) -> str:
@@ -201,6 +232,18 @@ def pid_alive(pid: Any, host: Any, boot: Any) -> bool:
 # --------------------------------------------------------------------------- records
 
 R = TypeVar("R", bound="_Record")
+P = TypeVar("P", str, Path)
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def shallow_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass of JSON scalars as a dict: a shallow copy, not ``asdict``'s recursive deep
+    copy (a status poll puts a record of every pending and failed stack on the wire)."""
+    return {name: getattr(obj, name) for name in _field_names(type(obj))}
 
 
 @cache
@@ -234,7 +277,7 @@ class _Record:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload, no-any-return]
+        return shallow_dict(self)
 
 
 @dataclass(frozen=True)
@@ -306,7 +349,7 @@ class HeartbeatRecord(_Record):
     time: str
 
 
-def read_small(path: Path, limit: int = MAX_RECORD_BYTES) -> bytes:
+def read_small(path: str | Path, limit: int = MAX_RECORD_BYTES) -> bytes:
     """The whole of a small regular file, without following a final symlink or blocking.
 
     Raises OSError (FileNotFoundError when absent) or ValueError when it is not a regular
@@ -324,7 +367,7 @@ def read_small(path: Path, limit: int = MAX_RECORD_BYTES) -> bytes:
 
 
 def read_record(
-    path: Path, kind: type[R], *, empty_ok: bool = False
+    path: str | Path, kind: type[R], *, empty_ok: bool = False
 ) -> tuple[R | None, str | None]:
     """``(record, None)``, ``(None, None)`` for an allowed empty file, or ``(None, why)``.
 
@@ -418,8 +461,10 @@ class StatCache:
         self._entries: dict[str, tuple[tuple[int, int, int, int], Any]] = {}
         self._max = max_entries
 
-    def get(self, path: Path, compute: Callable[[Path], Any]) -> Any:
-        st = os.stat(path, follow_symlinks=False)
+    def get(self, path: P, compute: Callable[[P], Any], st: os.stat_result | None = None) -> Any:
+        """``compute(path)``, or its memo; ``st`` is the caller's fresh lstat of ``path``."""
+        if st is None:
+            st = os.stat(path, follow_symlinks=False)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         hit = self._entries.get(str(path))
         if hit is not None and hit[0] == key:
@@ -451,6 +496,11 @@ class QueueEntry:
     lines: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
+        """The entry on the wire; computed once per entry (callers must not change it)."""
+        return self._wire
+
+    @cached_property
+    def _wire(self) -> dict[str, Any]:
         claim = None
         if self.claim is not None:
             claim = {**self.claim.to_dict(), "alive": self.alive, "daemon_alive": self.daemon_alive}
@@ -467,19 +517,76 @@ class QueueEntry:
         }
 
 
-def count_queue(root: Path) -> dict[str, int]:
-    """Queue files per state, from their names alone (no stat, no read): cheap enough for
-    every poll even with thousands of completed stacks."""
+@dataclass(frozen=True)
+class QueueScan:
+    """One pass over ``queue/``: the entries of the states asked for, and every file counted."""
+
+    entries: list[QueueEntry]
+    counts: dict[str, int]
+
+
+def scan_queue(
+    root: Path,
+    *,
+    states: Iterable[StackState] | None = None,
+    line_cache: StatCache | None = None,
+    record_cache: StatCache | None = None,
+) -> QueueScan:
+    """Every queue file of ``states`` (default all), sorted by stack then state, and the
+    count of queue files per state whatever ``states`` selected.
+
+    Counting reads names alone (no stat, no read): completed stacks pile up by thousands.
+    Files whose name is not ``<valid stack>.<suffix>`` are ignored; a queue file that is not a
+    regular file is listed as malformed and never opened. ``record_cache`` keeps each parsed
+    record until its file's stat signature changes (records are replaced by rename, so a new
+    content is a new inode): a status poll then reads only what changed since the last one.
+    """
+    layout = NodeLayout(root)
+    wanted = set(states) if states is not None else set(StackState)
     counts = {state.value: 0 for state in SUFFIX}
     try:
-        names = os.listdir(NodeLayout(root).queue_dir())
+        scan = os.scandir(layout.queue_dir())
     except FileNotFoundError:
-        return counts
-    for name in names:
-        parsed = parse_queue_file_name(name)
-        if parsed is not None and is_valid_name(parsed[0]):
-            counts[parsed[1].value] += 1
-    return counts
+        return QueueScan([], counts)
+    entries: list[QueueEntry] = []
+    with scan:
+        for dirent in scan:
+            parsed = parse_queue_file_name(dirent.name)
+            if parsed is None:
+                continue
+            stack, state = parsed
+            if not is_valid_name(stack):
+                continue
+            counts[state.value] += 1
+            if state not in wanted:
+                continue
+            try:
+                st = dirent.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                entries.append(
+                    QueueEntry(stack, state, st.st_mtime, malformed="not a regular file")
+                )
+                continue
+            if state is StackState.RUNNING or record_cache is None:
+                entry = _read_entry(layout, dirent.path, stack, state, st, line_cache, record_cache)
+            else:
+                # Everything else an entry holds comes from its file alone: memoised whole.
+                entry = record_cache.get(
+                    dirent.path,
+                    lambda p, s=stack, t=state, st=st: _read_entry(layout, p, s, t, st, None),
+                    st,
+                )
+            entries.append(entry)
+    order = {state: i for i, state in enumerate(StackState)}
+    entries.sort(key=lambda e: (e.stack, order[e.state]))
+    return QueueScan(entries, counts)
+
+
+def count_queue(root: Path) -> dict[str, int]:
+    """Queue files per state (see :func:`scan_queue`)."""
+    return scan_queue(root, states=()).counts
 
 
 def list_queue(
@@ -488,71 +595,45 @@ def list_queue(
     states: Iterable[StackState] | None = None,
     line_cache: StatCache | None = None,
 ) -> list[QueueEntry]:
-    """Every queue file of ``states`` (default all), sorted by stack then state.
+    """The queue entries of ``states`` (see :func:`scan_queue`)."""
+    return scan_queue(root, states=states, line_cache=line_cache).entries
 
-    Files whose name is not ``<valid stack>.<suffix>`` are ignored; a queue file that is not a
-    regular file is listed as malformed and never opened. Completed stacks are only stat'ed:
-    they pile up by thousands and their content does not matter to a status poll.
-    """
-    layout = NodeLayout(root)
-    wanted = set(states) if states is not None else set(StackState)
-    try:
-        queue_dir = layout.queue_dir()
-        scan = os.scandir(queue_dir)
-    except FileNotFoundError:
-        return []
-    entries: list[QueueEntry] = []
-    with scan:
-        for dirent in scan:
-            parsed = parse_queue_file_name(dirent.name)
-            if parsed is None:
-                continue
-            stack, state = parsed
-            if state not in wanted:
-                continue
-            try:
-                validate_name(stack)
-                st = dirent.stat(follow_symlinks=False)
-            except (InvalidName, OSError):
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                entries.append(
-                    QueueEntry(stack, state, st.st_mtime, malformed="not a regular file")
-                )
-                continue
-            entries.append(_read_entry(layout, Path(dirent.path), stack, state, st, line_cache))
-    entries.sort(key=lambda e: (e.stack, list(StackState).index(e.state)))
-    return entries
+
+#: The record each queue state holds, and whether an empty file is allowed (legacy launchers).
+_STATE_RECORDS: dict[StackState, tuple[type[_Record], bool]] = {
+    StackState.PENDING: (LaunchRecord, True),
+    StackState.RUNNING: (ClaimRecord, False),
+    StackState.FAILED: (ErrorRecord, False),
+}
 
 
 def _read_entry(
     layout: NodeLayout,
-    path: Path,
+    path: str,
     stack: str,
     state: StackState,
     st: os.stat_result,
     line_cache: StatCache | None,
+    record_cache: StatCache | None = None,
 ) -> QueueEntry:
     notes: list[str] = []
-    launch = claim = error = None
+    record: _Record | None = None
     alive = daemon_alive = None
     progress = lines = None
-    if state is StackState.PENDING:
-        launch, why = read_record(path, LaunchRecord, empty_ok=True)
+    if state in _STATE_RECORDS:
+        kind, empty_ok = _STATE_RECORDS[state]
+
+        def read(p: str) -> tuple[_Record | None, str | None]:
+            return read_record(p, kind, empty_ok=empty_ok)
+
+        record, why = record_cache.get(path, read, st) if record_cache else read(path)
         if why:
             notes.append(why)
-    elif state is StackState.FAILED:
-        error, why = read_record(path, ErrorRecord)
-        if why:
-            notes.append(why)
-    elif state is StackState.RUNNING:
-        claim, why = read_record(path, ClaimRecord)
-        if why:
-            notes.append(why)
-            alive = False
-        else:
-            assert claim is not None
-            alive, daemon_alive = claim.alive(), claim.daemon_alive()
+    claim = record if isinstance(record, ClaimRecord) else None
+    if state is StackState.RUNNING:
+        # Liveness is never cached: the claim may be the same file while its pid died.
+        alive = claim.alive() if claim else False
+        daemon_alive = claim.daemon_alive() if claim else None
         progress, lines, why = _progress_of(layout, stack, line_cache)
         if why:
             notes.append(why)
@@ -560,11 +641,11 @@ def _read_entry(
         stack,
         state,
         st.st_mtime,
-        launch=launch,
+        launch=record if isinstance(record, LaunchRecord) else None,
         claim=claim,
         alive=alive,
         daemon_alive=daemon_alive,
-        error=error,
+        error=record if isinstance(record, ErrorRecord) else None,
         malformed="; ".join(notes) or None,
         progress=progress,
         lines=lines,
@@ -643,18 +724,26 @@ class Heartbeat:
     malformed: str | None
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        return shallow_dict(self)
 
 
-def read_heartbeat(root: Path, now: float | None = None) -> Heartbeat | None:
-    """The daemon heartbeat, None when there is none; a garbled one still has an age."""
+def read_heartbeat(
+    root: Path, now: float | None = None, cache: StatCache | None = None
+) -> Heartbeat | None:
+    """The daemon heartbeat, None when there is none; a garbled one still has an age.
+
+    ``cache`` keeps the parsed record while the file's stat signature is unchanged."""
     try:
         path = NodeLayout(root).heartbeat_file()
         st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
         return None
     age = round((now if now is not None else datetime.now(UTC).timestamp()) - st.st_mtime, 3)
-    record, why = read_record(path, HeartbeatRecord)
+
+    def read(p: Path) -> tuple[HeartbeatRecord | None, str | None]:
+        return read_record(p, HeartbeatRecord)
+
+    record, why = cache.get(path, read, st) if cache else read(path)
     if record is None:
         return Heartbeat(None, None, None, age, why)
     return Heartbeat(record.pid, record.host, record.time, age, None)
@@ -682,7 +771,7 @@ class PartitionUsage:
     error: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        return shallow_dict(self)
 
 
 def discover_partitions(root: Path) -> list[str]:

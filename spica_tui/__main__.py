@@ -1,5 +1,5 @@
 """``python -m spica_tui`` is the ``spica`` command."""
 
-from spica_tui.cli import main
+from spica_tui.entry import main
 
 main()

@@ -89,3 +89,40 @@ def test_no_shell_true(package: str) -> None:
         if "shell=True" in p.read_text()
     ]
     assert offenders == []
+
+
+def test_agent_start_imports_only_the_engine(tmp_path: Path) -> None:
+    """``spica node serve`` starts on every node at every connection: the standard library
+    and spica_core only (no typer, rich, pydantic, sqlalchemy …), and it still answers."""
+    probe = (
+        "import sys, json\n"
+        "from spica_tui.entry import main\n"
+        f"sys.argv = ['spica', 'node', 'serve', '--root', {str(tmp_path)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "sys.__stdout__.write(json.dumps(sorted(sys.modules)))\n"
+    )
+    request = json.dumps({"id": 1, "verb": "ping", "args": {}}) + "\n"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        input=request,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    hello, answer, modules = out.stdout.splitlines()
+    assert json.loads(hello)["hello"] == "spica-agent"
+    assert json.loads(answer)["ok"] is True
+    names = set(json.loads(modules))
+    assert "spica_core.node_agent" in names and "spica_tui.cli" not in names
+    assert not {m.split(".")[0] for m in names} & {*UI, *HEAVY, "pydantic", "sqlalchemy"}
+
+
+def test_agent_help_is_the_cli_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "spica_tui", "node", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0 and "--root" in out.stdout and "JSON" in out.stdout

@@ -336,6 +336,79 @@ def test_status_in_the_real_agent_tracks_the_disk(agent: AgentProcess, root: Pat
     assert [e["stack"] for e in second["queue"]] == ["LEGACY"]
 
 
+def test_status_queue_version_sends_the_listing_only_when_it_changed(root: Path):
+    """A client holding the current version gets ``queue: null``; any change on disk, a
+    version of another session or none at all gets the whole listing."""
+    agent = node_agent.Agent(root)
+    args: dict[str, Any] = {"partitions": []}
+
+    def status(version: str | None) -> dict[str, Any]:
+        response = agent.respond(
+            json.dumps(
+                {"id": 1, "verb": "status", "args": {**args, "queue_version": version}}
+            ).encode()
+        )
+        assert response["ok"], response
+        return response["result"]
+
+    first = status(None)
+    v1 = first["queue_version"]
+    assert len(first["queue"]) == 8 and first["queue_unchanged"] is False
+    same = status(v1)
+    assert same["queue"] is None and same["queue_unchanged"] is True
+    assert same["queue_version"] == v1 and same["counts"] == first["counts"]
+
+    # A new pending stack, a record rewritten in place, a requeue: each a new version.
+    _write_json(
+        root / "queue" / "P2.spica",
+        {"stack": "P2", "priority": 1, "launched_at": "2024-01-02T00:00:00Z", "by": "ops"},
+    )
+    added = status(v1)
+    assert added["queue_version"] != v1 and added["queue_unchanged"] is False
+    assert {e["stack"] for e in added["queue"]} >= {"P1", "P2"}
+    v2 = added["queue_version"]
+    assert status(v2)["queue"] is None
+
+    with open(root / "queue" / "FAILED.error", "w") as f:  # in place, same inode
+        json.dump({"line": 4, "exit_code": 1, "message": "scamp failed"}, f)
+    rewritten = status(v2)
+    error = next(e for e in rewritten["queue"] if e["stack"] == "FAILED")["error"]
+    assert error["line"] == 4 and error["message"] == "scamp failed"
+
+    (root / "queue" / "FAILED.error").rename(root / "queue" / "FAILED.spica")
+    requeued = status(rewritten["queue_version"])
+    states = {e["stack"]: e["state"] for e in requeued["queue"]}
+    assert states["FAILED"] == "pending"
+
+    # A claim whose pid dies is the same file: liveness is read at every poll.
+    dying = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    claim = {"host": hostname(), "boot_id": boot_id(), "started_at": "2024-01-01T01:00:00Z"}
+    _write_json(root / "queue" / "RUN_SOON_DEAD.processing", {**claim, "pid": dying.pid})
+    before = status(None)
+    entry = next(e for e in before["queue"] if e["stack"] == "RUN_SOON_DEAD")
+    assert entry["claim"]["alive"] is True
+    dying.kill()
+    dying.wait()
+    after = status(before["queue_version"])
+    assert after["queue_unchanged"] is False
+    entry = next(e for e in after["queue"] if e["stack"] == "RUN_SOON_DEAD")
+    assert entry["claim"]["alive"] is False
+
+    # Another agent session never takes this session's version for its own.
+    other = node_agent.Agent(root)
+    response = other.respond(
+        json.dumps(
+            {"id": 2, "verb": "status", "args": {**args, "queue_version": after["queue_version"]}}
+        ).encode()
+    )
+    assert response["result"]["queue"] is not None
+    assert response["result"]["queue_version"] != after["queue_version"]
+
+
+def test_status_queue_version_must_be_a_string(root: Path):
+    assert error_code(root, "status", {"queue_version": 7}) == "bad_args"
+
+
 # --------------------------------------------------------------------------- tail
 
 

@@ -70,6 +70,35 @@ def test_resolve_inside_refuses_symlinks_out_of_the_root(root: Path, tmp_path: P
         NodeLayout(root).log_file("S1", 1)
 
 
+def test_resolution_below_the_root_equals_realpath(root: Path, tmp_path: Path):
+    """The short walk under the root gives what os.path.realpath gives, symlinks included."""
+    (tmp_path / "outside").mkdir()
+    (root / "stacks" / "S1" / "logs" / "001.log").write_text("x")
+    (root / "stacks" / "rel").symlink_to("S1/logs")
+    (root / "stacks" / "abs_in").symlink_to(root / "stacks" / "S1")
+    (root / "stacks" / "out").symlink_to(tmp_path / "outside")
+    (root / "stacks" / "dangling").symlink_to("nowhere")
+    (root / "stacks" / "loop").symlink_to("loop")
+    cases = [
+        ("stacks",),
+        ("stacks", "S1", "logs", "001.log"),
+        ("stacks", "rel", "001.log"),
+        ("stacks", "abs_in", "logs"),
+        ("stacks", "dangling"),
+        ("stacks", "dangling", "deeper"),
+        ("stacks", "missing", "a", "b"),
+        ("stacks", "S1", "logs", "001.log", "not-a-dir"),
+        ("stacks", "loop"),
+    ]
+    real_root = os.path.realpath(root)
+    for parts in cases:
+        expected = os.path.realpath(os.path.join(real_root, *parts))
+        assert str(resolve_inside(root, *parts)) == expected, parts
+    for parts in [("stacks", "out"), ("stacks", "out", "x")]:
+        with pytest.raises(OutsideRoot):
+            resolve_inside(root, *parts)
+
+
 def test_layout_validates_names(root: Path):
     layout = NodeLayout(root)
     for bad in ("../x", "/etc/passwd", "$(id)", "a" * 200, "été", ""):

@@ -20,18 +20,6 @@ def serve(
     ],
 ) -> None:
     """Answer JSON-line requests on stdin with one JSON line each on stdout, until EOF."""
-    import sys
-    from pathlib import Path
+    from spica_core.node_agent import run
 
-    path = Path(root)
-    if not path.is_dir():
-        what = "is not a directory" if path.exists() else "does not exist"
-        sys.stderr.write(f"spica: error: spica root {root} {what}\n")
-        raise typer.Exit(2)
-
-    from spica_core.node_agent import serve as serve_agent
-
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    # stdout is the wire: anything printed by accident would desynchronise the client.
-    sys.stdout = sys.stderr
-    raise typer.Exit(serve_agent(path, stdin, stdout))
+    raise typer.Exit(run(root))
