@@ -144,6 +144,8 @@ class SshConfig(_Model):
     client_keys: list[str] = Field(default_factory=list)
     connect_timeout: float = Field(5.0, gt=0)
     call_timeout: float = Field(10.0, gt=0)
+    #: How long a starting agent may take to greet; polls use plain commands meanwhile.
+    agent_start_timeout: float = Field(60.0, gt=0)
     #: Cap of the exponential reconnect backoff, in seconds.
     max_backoff: float = Field(60.0, gt=0)
 

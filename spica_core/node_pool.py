@@ -116,6 +116,13 @@ class NodeLink:
         self._conn: asyncssh.SSHClientConnection | None = None
         self._agent: asyncssh.SSHClientProcess[bytes] | None = None
         self._agent_failed_at: float | None = None
+        #: An agent started but not greeted yet: its process, the greeting, when it started.
+        self._greeting: (
+            tuple[asyncssh.SSHClientProcess[bytes], asyncio.Future[dict[str, Any]], float] | None
+        ) = None
+        self._agent_problem: str | None = None
+        #: The queue listing last received from the current agent, and its version.
+        self._queue: tuple[str, tuple[QueueEntry, ...]] | None = None
         self._lock = asyncio.Lock()
         self._ids = 0
         self.backoff = _Backoff()
@@ -154,23 +161,57 @@ class NodeLink:
                 f"{known_hosts} ({exc.reason}); refusing to connect",
             ) from None
 
-    async def _start_agent(self) -> None:
-        assert self._conn is not None
-        command = f"{self.node.agent_command} --root {shlex.quote(self.node.root)}"
-        proc = await self._conn.create_process(command, encoding=None)
+    async def _greet(self, proc: asyncssh.SSHClientProcess[bytes]) -> dict[str, Any]:
+        """The agent's hello, within ``agent_start_timeout``; closes the process otherwise."""
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), self.ssh.call_timeout)
+            line = await asyncio.wait_for(proc.stdout.readline(), self.ssh.agent_start_timeout)
             hello = proto.check_hello(json.loads(line)) if line else None
         except (ValueError, proto.ProtocolError, TimeoutError) as exc:
             proc.close()
             raise AgentMissing(f"agent did not greet: {_describe(exc)}") from None
+        except BaseException:
+            proc.close()
+            raise
         if hello is None:
             proc.close()
             status = proc.exit_status
-            raise AgentMissing(f"`{self.node.agent_command}` exited (status {status})")
-        self._agent, self.hello = proc, hello
+            why = " (command not found)" if status == 127 else ""
+            raise AgentMissing(f"agent `{self.node.agent_command}` exited, status {status}{why}")
+        return hello
+
+    async def _start_agent(self, wait: float) -> None:
+        """Start the agent, or go on waiting for its greeting, at most ``wait`` seconds now.
+
+        A node under load (or a hundred agents starting at once on a small console host) may
+        take longer than a call to greet: the greeting goes on in the background, polls use
+        plain commands meanwhile, and the agent is taken as soon as it has greeted.
+        """
+        assert self._conn is not None
+        if self._greeting is None:
+            command = f"{self.node.agent_command} --root {shlex.quote(self.node.root)}"
+            proc = await self._conn.create_process(command, encoding=None)
+            self._greeting = (proc, asyncio.ensure_future(self._greet(proc)), time.monotonic())
+        proc, task, started = self._greeting
+        done, _ = await asyncio.wait({task}, timeout=wait)
+        if not done:
+            raise AgentMissing(
+                f"agent started {time.monotonic() - started:.0f} s ago has not greeted yet"
+            )
+        self._greeting = None
+        self.hello = task.result()  # raises AgentMissing
+        self._agent, self._agent_problem, self._queue = proc, None, None
+
+    async def _cancel_greeting(self) -> None:
+        if self._greeting is not None:
+            proc, task, _ = self._greeting
+            self._greeting = None
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            proc.close()
 
     async def close(self) -> None:
+        await self._cancel_greeting()
         if self._agent is not None:
             self._agent.close()
             self._agent = None
@@ -180,18 +221,23 @@ class NodeLink:
                 await asyncio.wait_for(self._conn.wait_closed(), 2)
             self._conn = None
 
-    async def _ensure(self) -> None:
+    async def _ensure(self, agent_wait: float | None = None) -> None:
+        """Connect if needed, and start the agent (or wait for its greeting) when it is due;
+        ``agent_wait`` bounds that wait (default: the call timeout)."""
         if self._conn is None:
             self._conn = await self._connect()
             self._agent_failed_at = None
         if self._agent is None and (
-            self._agent_failed_at is None
+            self._greeting is not None
+            or self._agent_failed_at is None
             or time.monotonic() - self._agent_failed_at > AGENT_RETRY_SECONDS
         ):
             try:
-                await self._start_agent()
-            except AgentMissing:
-                self._agent_failed_at = time.monotonic()
+                await self._start_agent(self.ssh.call_timeout if agent_wait is None else agent_wait)
+            except AgentMissing as exc:
+                self._agent_problem = str(exc)
+                if self._greeting is None:
+                    self._agent_failed_at = time.monotonic()
 
     # -- requests --------------------------------------------------------------------------
 
@@ -205,11 +251,12 @@ class NodeLink:
             try:
                 await self._ensure()
                 if self._agent is None:
-                    raise AgentMissing("spica agent not available on this node")
+                    raise AgentMissing(self._agent_problem or "spica agent not available")
                 self._ids += 1
                 request = proto.Request(self._ids, verb, args or {})
                 self._agent.stdin.write(request.encode())
-                line = await asyncio.wait_for(self._agent.stdout.readline(), self.ssh.call_timeout)
+                async with asyncio.timeout(self.ssh.call_timeout):  # no task per call
+                    line = await self._agent.stdout.readline()
                 if not line:
                     raise ConnectionError("agent channel closed")
                 message = proto.decode_response(line)
@@ -260,7 +307,17 @@ class NodeLink:
         return {
             "partitions": [{"name": p.name, "capacity": p.capacity} for p in self.node.partitions],
             "states": list(POLLED_STATES),
+            "queue_version": self._queue[0] if self._queue else None,
         }
+
+    def _queue_of(self, r: dict[str, Any]) -> tuple[QueueEntry, ...]:
+        """The listing of a status answer: the one already held when the agent says so."""
+        if r.get("queue_unchanged") and self._queue is not None:
+            return self._queue[1]
+        queue = tuple(QueueEntry.from_agent(q) for q in r.get("queue") or [])
+        version = r.get("queue_version")
+        self._queue = (version, queue) if isinstance(version, str) else None
+        return queue
 
     async def poll(self) -> NodeSnapshot:
         """Refresh this node's snapshot; never raises for node trouble (it is in the snapshot)."""
@@ -276,7 +333,7 @@ class NodeLink:
             except AgentMissing as missing:
                 async with self._lock:
                     try:
-                        await self._ensure()
+                        await self._ensure(agent_wait=0)
                         result = await self._plain_status()
                     except Exception as exc:
                         await self.close()
@@ -305,7 +362,7 @@ class NodeLink:
             )
             for p in r.get("partitions") or []
         )
-        queue = tuple(QueueEntry.from_agent(q) for q in r.get("queue") or [])
+        queue = self._queue_of(r)
         hb = r.get("heartbeat") or {}
         load = r.get("load")
         return NodeSnapshot(

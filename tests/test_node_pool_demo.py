@@ -198,3 +198,81 @@ def test_cli_nodes_json_and_exit_code(demo: DemoCluster) -> None:
     assert {r["name"]: r["status"] for r in rows}["pix2"] == "down"
     human = run_spica("nodes", env=env)
     assert human.returncode == 0 and "mix1" in human.stdout and "raid1" in human.stdout
+
+
+async def test_unchanged_listing_is_reused_and_changes_are_seen(demo: DemoCluster) -> None:
+    """The agent leaves out a listing the pool already holds; the pool still follows the disk."""
+    cfg = fast_config(demo)
+    root = Path(cfg.node("mix5").root)
+    stack = "VERSIONED_T0003"
+    async with NodePool(cfg, nodes=["mix5"]) as pool:
+        first = (await pool.refresh()).node("mix5")
+        second = (await pool.refresh()).node("mix5")
+        assert second.queue is first.queue  # not sent again, not parsed again
+        record = {"stack": stack, "priority": 3, "launched_at": "2026-01-01T00:00:00Z", "by": "t"}
+        (root / "queue" / f"{stack}.spica").write_text(json.dumps(record))
+        try:
+            added = (await pool.refresh()).node("mix5")
+            entry = next(e for e in added.queue if e.stack == stack)
+            assert entry.state.value == "pending"
+            assert added.queue_counts()["pending"] == first.queue_counts()["pending"] + 1
+            (root / "queue" / f"{stack}.spica").rename(root / "queue" / f"{stack}.error")
+            (root / "queue" / f"{stack}.error").write_text(
+                json.dumps({"line": 2, "exit_code": 1, "message": "swarp died"})
+            )
+            failed = (await pool.refresh()).node("mix5")
+            entry = next(e for e in failed.queue if e.stack == stack)
+            assert entry.state.value == "failed" and entry.error["message"] == "swarp died"
+        finally:
+            for suffix in ("spica", "error"):
+                (root / "queue" / f"{stack}.{suffix}").unlink(missing_ok=True)
+        gone = (await pool.refresh()).node("mix5")
+        assert all(e.stack != stack for e in gone.queue)
+        assert gone.queue_counts() == first.queue_counts()
+
+
+def _with_agent(cfg, node: str, command: str, **ssh: float):
+    nodes = [
+        n.model_copy(update={"agent_command": command}) if n.name == node else n for n in cfg.nodes
+    ]
+    return cfg.model_copy(update={"nodes": nodes, "ssh": cfg.ssh.model_copy(update=ssh)})
+
+
+async def test_slow_agent_start_does_not_stall_polls(demo: DemoCluster) -> None:
+    """An agent that takes longer than a call to greet: polls go on with plain commands
+    (agent missing, saying why), and the agent is taken as soon as it has greeted."""
+    cfg = fast_config(demo)
+    real = cfg.node("pix1").agent_command
+    cfg = _with_agent(cfg, "pix1", f"sleep 3; exec {real}", call_timeout=1.0)
+    async with NodePool(cfg, nodes=["pix1"]) as pool:
+        first = (await pool.refresh()).node("pix1")
+        assert first.liveness is Liveness.AGENT_MISSING
+        assert "has not greeted yet" in first.last_error
+        assert {p.name for p in first.partitions} == {"raid1", "raid2"}
+        for _ in range(20):
+            snap = (await pool.refresh()).node("pix1")
+            if snap.liveness is Liveness.UP:
+                break
+            assert "has not greeted yet" in snap.last_error
+            await asyncio.sleep(REFRESH)
+        assert snap.liveness is Liveness.UP, snap.last_error
+        assert snap.last_error is None and snap.agent_version
+
+
+async def test_agent_that_never_greets_is_reported_missing(demo: DemoCluster) -> None:
+    cfg = fast_config(demo)
+    real = cfg.node("pix2").agent_command
+    cfg = _with_agent(
+        cfg, "pix2", f"sleep 30; exec {real}", call_timeout=0.5, agent_start_timeout=1.5
+    )
+    async with NodePool(cfg, nodes=["pix2"]) as pool:
+        for _ in range(20):
+            snap = (await pool.refresh()).node("pix2")
+            if "did not greet" in (snap.last_error or ""):
+                break
+            await asyncio.sleep(REFRESH)
+        assert snap.liveness is Liveness.AGENT_MISSING
+        assert "did not greet" in snap.last_error and "timed out" in snap.last_error
+        assert snap.load is not None  # still polled through plain commands
+        again = (await pool.refresh()).node("pix2")  # not restarted at every poll
+        assert again.liveness is Liveness.AGENT_MISSING and "did not greet" in again.last_error
