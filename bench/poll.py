@@ -2,11 +2,14 @@
 
 Starts a demo cluster of N nodes (default 100) in a temporary directory, then prints the
 median and p95 wall time of one ``NodePool.refresh()`` over ROUNDS rounds, paced like the
-console (one refresh every ``--interval`` seconds, after ``--warmup`` rounds that let the
-just-started agents settle; the first, connecting round is reported apart), and the same information
-gathered the old way — a new OpenSSH ``ssh`` process per node per command (``df -P`` of the
-partitions, a listing of ``queue/``, ``/proc/loadavg``), all nodes in parallel — with the
-ratio. Target: median under 250 ms for 100 nodes and at least 5x faster than the baseline.
+console (one refresh every ``--interval`` seconds). The rounds start once every node is
+answered by its agent (a node polled through plain commands meanwhile is not what is
+measured; the first, connecting round and the time until every agent greeted are reported
+apart) and after ``--warmup`` more rounds; a round where a node is not answered by its
+agent stops the benchmark. Then the same information gathered the old way — a new OpenSSH
+``ssh`` process per node per command (``df -P`` of the partitions, a listing of
+``queue/``, ``/proc/loadavg``), all nodes in parallel — with the ratio. Target: median
+under 250 ms for 100 nodes and at least 5x faster than the baseline.
 
     .venv/bin/python bench/poll.py [--nodes 100] [--rounds 20] [--keep DIR]
 """
@@ -23,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from spica_core.cluster_snapshot import ClusterSnapshot, Liveness
 from spica_core.config import SpicaConfig, load_config
 from spica_core.demo import DemoCluster
 from spica_core.node_pool import NodePool
@@ -52,6 +56,13 @@ async def pool_rounds(
         first = time.perf_counter() - t0
         if snap.unreachable:
             raise SystemExit(f"unreachable after connecting: {snap.unreachable}")
+        # Measure the agent path only: a node polled through plain commands is another thing.
+        while not_up := not_through_agent(snap):
+            if time.perf_counter() - t0 > 300:
+                raise SystemExit(f"agents not up after 300 s: {not_up}")
+            await asyncio.sleep(interval)
+            snap = await pool.refresh()
+        all_up = time.perf_counter() - t0
         times = []
         for i in range(warmup + rounds):
             await asyncio.sleep(interval)
@@ -59,8 +70,13 @@ async def pool_rounds(
             snap = await pool.refresh()
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
-            assert not snap.unreachable, snap.unreachable
-    return first, times
+            if not_up := not_through_agent(snap):
+                raise SystemExit(f"round {i}: nodes not answered by their agent: {not_up}")
+    return first, all_up, times
+
+
+def not_through_agent(snap: ClusterSnapshot) -> dict[str, str]:
+    return {n.name: n.liveness.value for n in snap.nodes if n.liveness is not Liveness.UP}
 
 
 async def old_way_round(config: SpicaConfig, demo: DemoCluster) -> float:
@@ -128,7 +144,9 @@ def main() -> None:
     try:
         config = load_config(demo.config_path)
         populate(config)
-        first, times = asyncio.run(pool_rounds(config, args.rounds, args.warmup, args.interval))
+        first, all_up, times = asyncio.run(
+            pool_rounds(config, args.rounds, args.warmup, args.interval)
+        )
         base_times = []
         for _ in range(args.baseline_rounds):
             time.sleep(args.interval)
@@ -140,6 +158,7 @@ def main() -> None:
     med, p95 = statistics.median(times), pct(times, 0.95)
     bmed, bp95 = statistics.median(base_times), pct(base_times, 0.95)
     print(f"NodePool first refresh (connect + agent start): {first * 1000:8.1f} ms")
+    print(f"every node answered by its agent after:         {all_up * 1000:8.1f} ms")
     print(
         f"NodePool refresh, {args.rounds} rounds:"
         f"  median {med * 1000:8.1f} ms   p95 {p95 * 1000:8.1f} ms"
