@@ -103,6 +103,13 @@ async def until(
         await pilot.pause(0.05)
 
 
+async def mounted(pilot: Any, selector: Any) -> Any:
+    """The dashboard's widget matching ``selector`` once it is mounted: under load the first
+    screen may still be composing when ``run_test`` hands over the pilot."""
+    await until(pilot, lambda: pilot.app.screen.query(selector), f"{selector} mounted")
+    return pilot.app.screen.query_one(selector)
+
+
 def table_row(app: Any, name: str) -> Any:
     """The stacks table's row for ``name``, if it is in the loaded window."""
     from spica_tui.console.panels.stacks import StackTable
@@ -115,8 +122,8 @@ async def select_stack(pilot: Any, name: str) -> None:
     """Filter the stacks table down to ``name`` and leave the cursor on it."""
     from spica_tui.console.panels.stacks import StackTable
 
+    table = await mounted(pilot, StackTable)
     await pilot.press("slash", *name, "enter")
-    table = pilot.app.screen.query_one(StackTable)
     await until(
         pilot,
         lambda: table.selected is not None and table.selected.name == name,

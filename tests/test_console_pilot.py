@@ -18,6 +18,7 @@ from tests.console_support import (
     db_state,
     fast_config,
     make_stack,
+    mounted,
     queue_files,
     select_stack,
     table_row,
@@ -251,7 +252,7 @@ async def test_stopped_node_turns_down_and_stale(demo, config, engine) -> None:
 
     app = console(config)
     async with app.run_test(size=(160, 50)) as pilot:
-        header = app.screen.query_one(HeaderPanel)
+        header = await mounted(pilot, HeaderPanel)
         nodes = app.screen.query_one(NodesPanel).query_one("DataTable")
         await until(pilot, lambda: "nodes 2/2 up" in header.content.plain, "both nodes up")
         try:
@@ -293,7 +294,7 @@ async def test_dbspica_away_shows_stale_with_last_good_time(mysql_url: str) -> N
     app = console(config)
     try:
         async with app.run_test(size=(160, 50)) as pilot:
-            header = app.screen.query_one(HeaderPanel)
+            header = await mounted(pilot, HeaderPanel)
             await until(pilot, lambda: "dbspica ok" in header.content.plain, "dbspica ok")
             with admin.connect() as conn:
                 conn.execute(text(f"DROP DATABASE `{url.database}`"))
