@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
 
 Cell = str | Text
 Row = tuple[str, Sequence[Cell]]
 
 STALE = "dim"
 BAR_FULL, BAR_EMPTY = "█", "░"
+
+
+class LiveTable(DataTable[Cell]):
+    """A DataTable redrawn whole when its column widths change.
+
+    DataTable measures new cells when idle, after it may already have drawn (and cached)
+    rows with the previous widths: the header or a row then stays misaligned until its next
+    change. Every table the console refreshes in place is one of these.
+    """
+
+    _drawn_widths: list[int] | None = None
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        # Runs once per idle after new or changed cells, which are measured just before.
+        super()._update_dimensions(new_rows)
+        widths = [column.content_width for column in self.columns.values()]
+        if widths != self._drawn_widths:
+            self._drawn_widths = widths
+            self.notify_style_update()  # drops the render caches, then refreshes
 
 
 class Panel(Vertical):

@@ -10,7 +10,17 @@ from textual.widgets import DataTable
 
 from spica_core.cluster_snapshot import Liveness, NodeSnapshot
 from spica_core.console_data import ConsoleSnapshot
-from spica_tui.console.panels._common import STALE, Cell, Panel, RowCache, bar, gb, hms, sync_rows
+from spica_tui.console.panels._common import (
+    STALE,
+    Cell,
+    LiveTable,
+    Panel,
+    RowCache,
+    bar,
+    gb,
+    hms,
+    sync_rows,
+)
 
 COLUMNS = ("node", "used", "virtual free", "total", "as of")
 
@@ -21,7 +31,7 @@ class DataTransferPanel(Panel):
         self._cache = RowCache()
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Cell] = DataTable(cursor_type="row", zebra_stripes=True)
+        table: DataTable[Cell] = LiveTable(cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
         yield table
 

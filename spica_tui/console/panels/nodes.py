@@ -13,6 +13,7 @@ from spica_core.console_data import ConsoleSnapshot
 from spica_tui.console.panels._common import (
     STALE,
     Cell,
+    LiveTable,
     Panel,
     RowCache,
     age,
@@ -37,7 +38,7 @@ class NodesPanel(Panel):
         self._cache = RowCache()
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Cell] = DataTable(cursor_type="row", zebra_stripes=True)
+        table: DataTable[Cell] = LiveTable(cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
         table.tooltip = "disks: one bar per raid partition (used %)"
         yield table

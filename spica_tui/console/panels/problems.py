@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from spica_core.console_data import ConsoleSnapshot
-from spica_tui.console.panels._common import Cell, Panel, hms, sync_rows
+from spica_tui.console.panels._common import Cell, LiveTable, Panel, hms, sync_rows
 
 COLUMNS = ("time", "kind", "node", "stack", "runid", "filter", "message")
 
@@ -20,7 +20,7 @@ class ProblemsPanel(Panel):
         super().__init__("Problems", id=id)
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Cell] = DataTable(cursor_type="row")
+        table: DataTable[Cell] = LiveTable(cursor_type="row")
         table.add_columns(*COLUMNS)
         yield table
 

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from spica_core.console_data import ConsoleSnapshot
-from spica_tui.console.panels._common import Cell, Panel, hms, sync_rows
+from spica_tui.console.panels._common import Cell, LiveTable, Panel, hms, sync_rows
 
 
 class RunidsPanel(Panel):
@@ -18,7 +18,7 @@ class RunidsPanel(Panel):
         self._shown_nodes: tuple[str, ...] | None = None
 
     def compose(self) -> ComposeResult:
-        yield DataTable(cursor_type="row", zebra_stripes=True)
+        yield LiveTable(cursor_type="row", zebra_stripes=True)
 
     def show(self, snap: ConsoleSnapshot, now: datetime) -> None:
         table: DataTable[Cell] = self.query_one(DataTable)

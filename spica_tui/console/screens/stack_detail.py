@@ -24,7 +24,7 @@ from spica_core.errors import NotFound
 from spica_core.operations import OpAction
 from spica_core.reports import StackDetail
 from spica_tui.console.actions import BY_TEXTUAL, bindings
-from spica_tui.console.panels._common import sync_rows
+from spica_tui.console.panels._common import LiveTable, sync_rows
 from spica_tui.console.panels.header import HeaderPanel
 from spica_tui.console.panels.stacks import STATE_STYLES
 
@@ -67,13 +67,13 @@ class StackDetailScreen(Screen[None]):
         with VerticalScroll(id="detail-body"):
             yield Static(id="meta")
             yield Static("Commands", classes="section")
-            commands: DataTable[str | Text] = DataTable(id="commands", cursor_type="row")
+            commands: DataTable[str | Text] = LiveTable(id="commands", cursor_type="row")
             commands.add_columns("line", "status", "exit", "try", "command")
             yield commands
             yield Static("Log tail", id="log-title", classes="section")
             yield Static(Text("fetching from the node…", "dim"), id="log")
             yield Static("Files", classes="section")
-            files: DataTable[str] = DataTable(id="files", cursor_type="row")
+            files = LiveTable(id="files", cursor_type="row")
             files.add_columns("image", "role", "filter")
             yield files
         yield Footer()
