@@ -103,6 +103,21 @@ async def until(
         await pilot.pause(0.05)
 
 
+async def settled(pilot: Any, quiet: float = 0.25, timeout: float = WAIT) -> None:
+    """Until the screen is the same twice ``quiet`` seconds apart: on a loaded machine a
+    layout or a table may still be catching up with the data when the data is there."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        await pilot.pause(quiet)
+        shot = pilot.app.export_screenshot()
+        if shot == last:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the screen still changing after {timeout:.0f} s")
+        last = shot
+
+
 async def mounted(pilot: Any, selector: Any) -> Any:
     """The dashboard's widget matching ``selector`` once it is mounted: under load the first
     screen may still be composing when ``run_test`` hands over the pilot."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from spica_core.operations import OpAction, OperationRequest, Plan, PlanItem, Selection
-from tests.console_support import until
+from tests.console_support import settled, until
 from tests.console_world import FAILED, frozen_console, make_db
 
 SIZE = (160, 50)
@@ -27,7 +27,7 @@ async def dashboard_ready(pilot) -> None:
         lambda: table.total is not None and len(table.rows) == table.total,
         "the stacks window and its count",
     )
-    await pilot.pause(0.2)
+    await settled(pilot)
 
 
 def test_dashboard(snap_compare) -> None:
@@ -59,7 +59,7 @@ def test_stack_detail(snap_compare) -> None:
             "the detail and its log tail",
         )
         assert pilot.app.screen.stack == FAILED
-        await pilot.pause(0.2)
+        await settled(pilot)
 
     assert snap_compare(frozen_console(URL), terminal_size=SIZE, run_before=open_failed)
 
@@ -111,6 +111,6 @@ def test_confirmation_modal(snap_compare) -> None:
             "the modal, focused",
         )
         assert pilot.app.screen.focused.id == "cancel"
-        await pilot.pause(0.2)
+        await settled(pilot)
 
     assert snap_compare(frozen_console(URL), terminal_size=SIZE, run_before=show_modal)
