@@ -64,7 +64,7 @@ class Agent:
         self.root = Path(os.path.abspath(root))
         self.layout = NodeLayout(self.root)
         self._line_cache = StatCache()
-        self._record_cache = StatCache()
+        self._record_cache = StatCache(max_entries=16384)  # a record per pending or failed stack
         self._session = os.urandom(6).hex()
         self._queue_versions = 0
         self._queue_seen: tuple[str, list[dict[str, Any]]] | None = None
