@@ -118,6 +118,8 @@ class DashboardScreen(Screen[None]):
         page = await self.app.backend.page(query, offset, limit, with_total=False)
         if not get_current_worker().is_cancelled:
             self.stacks.show_page(page)
+            # The selected row may be new (first page, or its state changed): re-offer.
+            self._refresh_offer()
 
     def fetch_counts(self) -> None:
         self.run_worker(
