@@ -27,6 +27,7 @@ from spica_core.operations import (
 )
 from spica_tui.console.actions import SpicaCommands, allowed, bindings, keymap
 from spica_tui.console.modals import ConfirmPlan
+from spica_tui.console.panels.header import show_header
 from spica_tui.console.refresh import Clock, ConsoleBackend, Poller, describe_failure, utc_now
 from spica_tui.console.screens.dashboard import DashboardScreen
 from spica_tui.console.screens.help import HelpScreen
@@ -97,9 +98,7 @@ class SpicaConsole(App[None]):
 
     def _tick(self) -> None:
         """Once a second the header's ages move on: a stalled poll shows as stale."""
-        show = getattr(self.screen, "show_header", None)
-        if show is not None:
-            show()
+        show_header(self.screen)
 
     # -- what is offered
 

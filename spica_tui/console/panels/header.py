@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
+from textual.screen import Screen
 from textual.widgets import Static
 
 from spica_core.cluster_snapshot import Liveness
 from spica_core.console_data import ConsoleSnapshot
 from spica_tui.console.panels._common import age, hms
+
+if TYPE_CHECKING:
+    from spica_tui.console.app import SpicaConsole
 
 #: A poll older than this many refresh intervals is shown as stale.
 STALE_POLLS = 3
@@ -30,6 +35,22 @@ class HeaderPanel(Static):
         self, snap: ConsoleSnapshot, now: datetime, *, interval: float, read_only: bool
     ) -> None:
         self.update(render_header(snap, now, interval=interval, read_only=read_only))
+
+
+def show_header(screen: Screen[object], snap: ConsoleSnapshot | None = None) -> bool:
+    """Show ``snap`` (default: the poller's last) in ``screen``'s header; False when the
+    screen has none mounted: a poll or the clock may come while a screen is still being
+    composed, or already torn down as the console quits."""
+    app = cast("SpicaConsole", screen.app)
+    headers = screen.query(HeaderPanel)
+    for header in headers:
+        header.show(
+            snap or app.poller.snapshot,
+            app.clock(),
+            interval=app.poller.interval,
+            read_only=app.read_only,
+        )
+    return bool(headers)
 
 
 def render_header(

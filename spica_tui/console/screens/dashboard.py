@@ -22,7 +22,7 @@ from spica_core.states import StackState
 from spica_tui.console.actions import BY_TEXTUAL, DANGEROUS, bindings
 from spica_tui.console.panels._common import Panel
 from spica_tui.console.panels.datatransfer import DataTransferPanel
-from spica_tui.console.panels.header import HeaderPanel
+from spica_tui.console.panels.header import HeaderPanel, show_header
 from spica_tui.console.panels.nodes import NodesPanel
 from spica_tui.console.panels.problems import ProblemsPanel
 from spica_tui.console.panels.runids import RunidsPanel
@@ -75,7 +75,8 @@ class DashboardScreen(Screen[None]):
     def show_snapshot(self, snap: ConsoleSnapshot) -> None:
         now = self.app.clock()
         with self.app.batch_update():
-            self.show_header(snap)
+            if not show_header(self, snap):
+                return  # not composed yet, or torn down
             for panel in (NodesPanel, DataTransferPanel, RunidsPanel, ProblemsPanel):
                 self.query_one(panel).show(snap, now)
         if snap.db is not None and not snap.db_stale:
@@ -85,14 +86,6 @@ class DashboardScreen(Screen[None]):
         elif snap.db is not None:
             self.stacks.show_stale(snap.db.read_at)
         self._refresh_offer()
-
-    def show_header(self, snap: ConsoleSnapshot | None = None) -> None:
-        self.query_one(HeaderPanel).show(
-            snap or self.app.poller.snapshot,
-            self.app.clock(),
-            interval=self.app.poller.interval,
-            read_only=self.app.read_only,
-        )
 
     # -- the stacks window: the table asks, a worker fetches through the core
 

@@ -25,7 +25,7 @@ from spica_core.operations import OpAction
 from spica_core.reports import StackDetail
 from spica_tui.console.actions import BY_TEXTUAL, bindings
 from spica_tui.console.panels._common import LiveTable, sync_rows
-from spica_tui.console.panels.header import HeaderPanel
+from spica_tui.console.panels.header import HeaderPanel, show_header
 from spica_tui.console.panels.stacks import STATE_STYLES
 
 if TYPE_CHECKING:
@@ -84,18 +84,8 @@ class StackDetailScreen(Screen[None]):
     # -- data in
 
     def show_snapshot(self, snap: ConsoleSnapshot) -> None:
-        self.query_one(HeaderPanel).show(
-            snap, self.app.clock(), interval=self.app.poller.interval, read_only=self.app.read_only
-        )
-        self.load()
-
-    def show_header(self) -> None:
-        self.query_one(HeaderPanel).show(
-            self.app.poller.snapshot,
-            self.app.clock(),
-            interval=self.app.poller.interval,
-            read_only=self.app.read_only,
-        )
+        if show_header(self, snap):
+            self.load()
 
     def load(self, *, force_tail: bool = False) -> None:
         self.run_worker(

@@ -1,4 +1,4 @@
-"""LiveTable: the console's tables are redrawn whole once new cells change column widths."""
+"""Console widgets on their own: LiveTable redraws, the header outlives no screen."""
 
 from __future__ import annotations
 
@@ -48,3 +48,26 @@ def test_the_hook_is_still_there() -> None:
     renamed in a Textual upgrade, the override would silently stop working."""
     assert "_update_dimensions" in vars(DataTable)
     assert LiveTable._update_dimensions is not DataTable._update_dimensions
+
+
+async def test_header_updates_skip_screens_being_composed_or_torn_down(tmp_path, monkeypatch):
+    """The clock and the poller may call a screen before its header is mounted or after it
+    was removed (the console quitting): nothing is shown, nothing raises."""
+    from spica_tui.console.panels.header import HeaderPanel, show_header
+    from spica_tui.console.screens.dashboard import DashboardScreen
+    from tests.console_support import mounted
+    from tests.console_world import frozen_console, make_db
+
+    monkeypatch.chdir(tmp_path)
+    make_db("sqlite:///dbspica.sqlite")
+    app = frozen_console("sqlite:///dbspica.sqlite")
+    async with app.run_test(size=(160, 50)) as pilot:
+        header = await mounted(pilot, HeaderPanel)
+        assert show_header(app.screen) is True and "SPICA" in header.content.plain
+        composing = DashboardScreen()  # never mounted: no header, no panels
+        assert show_header(composing) is False
+        composing.show_snapshot(app.poller.snapshot)
+        await header.remove()  # as when the console quits
+        assert show_header(app.screen) is False
+        app.screen.show_snapshot(app.poller.snapshot)
+        app._tick()
