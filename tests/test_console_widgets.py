@@ -71,3 +71,45 @@ async def test_header_updates_skip_screens_being_composed_or_torn_down(tmp_path,
         assert show_header(app.screen) is False
         app.screen.show_snapshot(app.poller.snapshot)
         app._tick()
+
+
+async def test_a_count_in_flight_is_not_restarted_by_polls(tmp_path, monkeypatch):
+    """A regex count over a big dbspica can outlast the poll interval: a poll asking for the
+    same count again must leave it running (restarting it would never let it finish)."""
+    import asyncio
+
+    from spica_core.console_data import StackQuery
+    from spica_tui.console.panels.stacks import StackTable
+    from tests.console_support import mounted, until
+    from tests.console_world import frozen_console, make_db
+
+    monkeypatch.chdir(tmp_path)
+    make_db("sqlite:///dbspica.sqlite")
+    app = frozen_console("sqlite:///dbspica.sqlite")
+    async with app.run_test(size=(160, 50)) as pilot:
+        table = await mounted(pilot, StackTable)
+        await until(pilot, lambda: table.total is not None, "the first count")
+        backend = app.backend
+        real_counts = backend.counts
+        started: list[StackQuery] = []
+        release = asyncio.Event()
+
+        async def slow_counts(query: StackQuery):
+            started.append(query)
+            await release.wait()
+            return await real_counts(query)
+
+        monkeypatch.setattr(backend, "counts", slow_counts)
+        screen = app.screen
+        screen.fetch_counts()
+        for _ in range(3):  # polls while the count runs
+            await pilot.pause(0.05)
+            screen.fetch_counts()
+        await pilot.pause(0.05)
+        assert len(started) == 1
+        release.set()
+        await until(pilot, lambda: not screen._fetching, "the count done")
+        screen.fetch_counts()  # done: the next poll counts again
+        await until(pilot, lambda: len(started) == 2, "a new count")
+        await until(pilot, lambda: not screen._fetching, "the second count done")
+        assert table.total is not None

@@ -7,7 +7,7 @@ through the app. It never edits a row after an action: the next snapshot shows t
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
@@ -47,6 +47,8 @@ class DashboardScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._offered: tuple[bool, ...] | None = None
+        #: Per worker group, the arguments of the fetch in flight.
+        self._fetching: dict[str, tuple[Hashable, ...]] = {}
 
     def compose(self) -> ComposeResult:
         yield HeaderPanel()
@@ -100,12 +102,7 @@ class DashboardScreen(Screen[None]):
         if offset is None or limit is None:
             height = max(1, table.size.height - 1)
             offset, limit = max(0, round(table.scroll_y) - height), 3 * height
-        self.run_worker(
-            partial(self._load_window, self.stacks.view, offset, limit),
-            group="stacks-window",
-            exclusive=True,
-            exit_on_error=False,
-        )
+        self._fetch("stacks-window", self._load_window, self.stacks.view, offset, limit)
 
     async def _load_window(self, query: StackQuery, offset: int, limit: int) -> None:
         page = await self.app.backend.page(query, offset, limit, with_total=False)
@@ -115,12 +112,8 @@ class DashboardScreen(Screen[None]):
             self._refresh_offer()
 
     def fetch_counts(self) -> None:
-        self.run_worker(
-            partial(self._load_counts, self.stacks.view, frozenset(self.stacks.table.marked)),
-            group="stacks-counts",
-            exclusive=True,
-            exit_on_error=False,
-        )
+        marked = frozenset(self.stacks.table.marked)
+        self._fetch("stacks-counts", self._load_counts, self.stacks.view, marked)
 
     async def _load_counts(self, query: StackQuery, marked: frozenset[str]) -> None:
         total, per_state = await self.app.backend.counts(query)
@@ -129,6 +122,24 @@ class DashboardScreen(Screen[None]):
             return
         self.stacks.show_counts(query, total, per_state)
         self.stacks.show_marks(len(marked), len(marked) - visible)
+
+    def _fetch(self, group: str, load: Callable[..., Awaitable[None]], *args: Hashable) -> None:
+        """Run ``load(*args)`` in the group's worker, replacing one for other arguments but
+        never one still fetching the same: a regex count over 100,000 stacks can outlast the
+        poll interval, and a poll restarting it each time (its thread running on) would
+        never let it finish."""
+        if self._fetching.get(group) == args:
+            return
+        self._fetching[group] = args
+
+        async def fetch() -> None:
+            try:
+                await load(*args)
+            finally:
+                if self._fetching.get(group) == args:
+                    del self._fetching[group]
+
+        self.run_worker(fetch, group=group, exclusive=True, exit_on_error=False)
 
     # -- what is offered
 
