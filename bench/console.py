@@ -152,7 +152,8 @@ class Terminal:
             if all(m in data for m in markers):
                 return arrival - t0
             time.sleep(0.002)
-        raise SystemExit(f"timed out waiting for {markers!r}")
+        tail = data[-400:].decode(errors="replace")
+        raise SystemExit(f"timed out waiting for {markers!r}; the screen's last output:\n{tail!r}")
 
     def press(self, key: bytes) -> float:
         t0 = time.perf_counter()
