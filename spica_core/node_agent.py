@@ -64,7 +64,8 @@ class Agent:
         self.root = Path(os.path.abspath(root))
         self.layout = NodeLayout(self.root)
         self._line_cache = StatCache()
-        self._record_cache = StatCache(max_entries=16384)  # a record per pending or failed stack
+        #: What each queue file (an entry per pending or failed stack) or the heartbeat holds.
+        self._file_cache = StatCache(max_entries=16384)
         self._session = os.urandom(6).hex()
         self._queue_versions = 0
         self._queue_seen: tuple[str, list[dict[str, Any]]] | None = None
@@ -174,9 +175,9 @@ class Agent:
             partitions = [(name, None) for name in discover_partitions(self.root)]
         states = _state_args(args.get("states"))
         now = time.time()
-        heartbeat = read_heartbeat(self.root, now, self._record_cache)
+        heartbeat = read_heartbeat(self.root, now, self._file_cache)
         queue = scan_queue(
-            self.root, states=states, line_cache=self._line_cache, record_cache=self._record_cache
+            self.root, states=states, line_cache=self._line_cache, entry_cache=self._file_cache
         )
         entries = [entry.to_wire() for entry in queue.entries]
         version = self._queue_version_of(entries)

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from functools import cache, cached_property, lru_cache
+from functools import cache, cached_property, lru_cache, partial
 from pathlib import Path
 from types import NoneType
 from typing import Any, TypeVar, get_args, get_type_hints
@@ -530,16 +530,17 @@ def scan_queue(
     *,
     states: Iterable[StackState] | None = None,
     line_cache: StatCache | None = None,
-    record_cache: StatCache | None = None,
+    entry_cache: StatCache | None = None,
 ) -> QueueScan:
     """Every queue file of ``states`` (default all), sorted by stack then state, and the
     count of queue files per state whatever ``states`` selected.
 
     Counting reads names alone (no stat, no read): completed stacks pile up by thousands.
     Files whose name is not ``<valid stack>.<suffix>`` are ignored; a queue file that is not a
-    regular file is listed as malformed and never opened. ``record_cache`` keeps each parsed
-    record until its file's stat signature changes (records are replaced by rename, so a new
-    content is a new inode): a status poll then reads only what changed since the last one.
+    regular file is listed as malformed and never opened. ``entry_cache`` keeps each entry
+    that comes from its file alone (every state but running) until the file's stat signature
+    changes (records are replaced by rename: a new content is a new inode), so a status poll
+    reads only what changed; a running entry's liveness and progress are read every time.
     """
     layout = NodeLayout(root)
     wanted = set(states) if states is not None else set(StackState)
@@ -569,24 +570,16 @@ def scan_queue(
                     QueueEntry(stack, state, st.st_mtime, malformed="not a regular file")
                 )
                 continue
-            if state is StackState.RUNNING or record_cache is None:
-                entry = _read_entry(layout, dirent.path, stack, state, st, line_cache, record_cache)
+            read = partial(
+                _read_entry, layout, stack=stack, state=state, st=st, line_cache=line_cache
+            )
+            if state is StackState.RUNNING or entry_cache is None:
+                entries.append(read(dirent.path))
             else:
-                # Everything else an entry holds comes from its file alone: memoised whole.
-                entry = record_cache.get(
-                    dirent.path,
-                    lambda p, s=stack, t=state, st=st: _read_entry(layout, p, s, t, st, None),
-                    st,
-                )
-            entries.append(entry)
+                entries.append(entry_cache.get(dirent.path, read, st))
     order = {state: i for i, state in enumerate(StackState)}
     entries.sort(key=lambda e: (e.stack, order[e.state]))
     return QueueScan(entries, counts)
-
-
-def count_queue(root: Path) -> dict[str, int]:
-    """Queue files per state (see :func:`scan_queue`)."""
-    return scan_queue(root, states=()).counts
 
 
 def list_queue(
@@ -610,11 +603,11 @@ _STATE_RECORDS: dict[StackState, tuple[type[_Record], bool]] = {
 def _read_entry(
     layout: NodeLayout,
     path: str,
+    *,
     stack: str,
     state: StackState,
     st: os.stat_result,
     line_cache: StatCache | None,
-    record_cache: StatCache | None = None,
 ) -> QueueEntry:
     notes: list[str] = []
     record: _Record | None = None
@@ -622,16 +615,11 @@ def _read_entry(
     progress = lines = None
     if state in _STATE_RECORDS:
         kind, empty_ok = _STATE_RECORDS[state]
-
-        def read(p: str) -> tuple[_Record | None, str | None]:
-            return read_record(p, kind, empty_ok=empty_ok)
-
-        record, why = record_cache.get(path, read, st) if record_cache else read(path)
+        record, why = read_record(path, kind, empty_ok=empty_ok)
         if why:
             notes.append(why)
     claim = record if isinstance(record, ClaimRecord) else None
     if state is StackState.RUNNING:
-        # Liveness is never cached: the claim may be the same file while its pid died.
         alive = claim.alive() if claim else False
         daemon_alive = claim.daemon_alive() if claim else None
         progress, lines, why = _progress_of(layout, stack, line_cache)
