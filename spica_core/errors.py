@@ -83,3 +83,15 @@ class NodeUnreachable(SpicaError):
         self.node = node
         self.reason = reason
         super().__init__(f"node {node} unreachable: {reason}")
+
+
+class NodeAnswerLost(NodeUnreachable):
+    """A request was sent to a node but no answer came back (the connection was lost or the
+    call timed out): whether the node carried it out is unknown until someone looks."""
+
+    def __init__(self, node: str, reason: str) -> None:
+        self.node = node
+        self.reason = reason
+        SpicaError.__init__(
+            self, f"node {node} stopped answering after the request was sent: {reason}"
+        )

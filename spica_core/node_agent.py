@@ -40,6 +40,7 @@ from spica_core.node_queue import (
     list_qfin_locks,
     parse_log_file_name,
     partition_usage,
+    read_attempt,
     read_heartbeat,
     read_record,
     scan_queue,
@@ -116,7 +117,14 @@ class Agent:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_VERB, f"unknown verb {request.verb!r:.60} (known: {known})"
             )
-        return handler(request.args)
+        result = handler(request.args)
+        if request.verb in _MOVES:
+            # The claim counter as it is now: the operator's side keeps it with its intent,
+            # so reconcile can later tell whether the daemon claimed the stack since.
+            result["attempt"] = read_attempt(self.layout, result["stack"])[0]
+            if not request.args.get("dry_run"):
+                _fault_pause()
+        return result
 
     # ------------------------------------------------------------------- verbs
 
@@ -477,6 +485,19 @@ def _read_request_line(stdin: BinaryIO) -> tuple[bytes, bool] | None:
         rest = stdin.readline(_READ_CHUNK)
         if not rest or rest.endswith(b"\n"):
             return b"", True
+
+
+#: Verbs that move a stack (their answer carries the stack's claim counter).
+_MOVES = frozenset({Verb.LAUNCH, Verb.REQUEUE, Verb.UNLOCK, Verb.REMOVE})
+#: Test hook: with ``SPICA_FAULT_POINT=agent-slow-answer`` in the agent's environment (put
+#: there by the node's ``agent_command``), a move is answered only after
+#: ``SPICA_FAULT_SECONDS`` (default 10): the time to lose the connection after the commit.
+FAULT_ENV = "SPICA_FAULT_POINT"
+
+
+def _fault_pause() -> None:
+    if os.environ.get(FAULT_ENV) == "agent-slow-answer":
+        time.sleep(float(os.environ.get("SPICA_FAULT_SECONDS", "10")))
 
 
 def _encode(response: dict[str, Any]) -> bytes:

@@ -33,7 +33,7 @@ from spica_core.cluster_snapshot import (
     QueueEntry,
 )
 from spica_core.config import NodeConfig, SpicaConfig, SshConfig
-from spica_core.errors import ConfigError, NodeUnreachable
+from spica_core.errors import ConfigError, NodeAnswerLost, NodeUnreachable
 
 if TYPE_CHECKING:
     import asyncssh
@@ -244,10 +244,13 @@ class NodeLink:
     async def call(self, verb: str, args: dict[str, Any] | None = None) -> Any:
         """One agent request; raises ProtocolError for agent errors, NodeUnreachable else.
 
-        A timeout or a broken channel closes the link: a late answer must never be taken
-        for the next request's.
+        NodeUnreachable means the request was never sent (nothing changed on the node);
+        its subclass NodeAnswerLost means it was sent and no answer came (a lost connection
+        or a timeout): the node may have carried it out. A timeout or a broken channel
+        closes the link: a late answer must never be taken for the next request's.
         """
         async with self._lock:
+            sent = False
             try:
                 await self._ensure()
                 if self._agent is None:
@@ -255,6 +258,7 @@ class NodeLink:
                 self._ids += 1
                 request = proto.Request(self._ids, verb, args or {})
                 self._agent.stdin.write(request.encode())
+                sent = True
                 async with asyncio.timeout(self.ssh.call_timeout):  # no task per call
                     line = await self._agent.stdout.readline()
                 if not line:
@@ -268,7 +272,8 @@ class NodeLink:
                 raise
             except Exception as exc:
                 await self.close()
-                raise NodeUnreachable(self.node.name, _describe(exc)) from exc
+                lost = NodeAnswerLost if sent else NodeUnreachable
+                raise lost(self.node.name, _describe(exc)) from exc
         return proto.result_of(message)
 
     async def _plain_status(self) -> dict[str, Any]:

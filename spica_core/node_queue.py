@@ -5,6 +5,7 @@ Everything a node process touches lives under its spica root::
     queue/<stack>.<suffix>          the stack's state (spica_core.states.SUFFIX)
     stacks/<stack>/commands.sh      one shell command per line
     stacks/<stack>/progress         the last line that succeeded (resume point)
+    stacks/<stack>/attempt          the daemon's claim counter of the stack
     stacks/<stack>/logs/NNN.log     output of command line NNN (1-based, at least 3 digits)
     locks/<partition>.qfin.lock     the QFin lock of a raid partition
     daemon.heartbeat                rewritten by the daemon to prove it alive
@@ -42,6 +43,7 @@ LOCKS_DIR = "locks"
 LOGS_DIR = "logs"
 COMMANDS_FILE = "commands.sh"
 PROGRESS_FILE = "progress"
+ATTEMPT_FILE = "attempt"
 HEARTBEAT_FILE = "daemon.heartbeat"
 QFIN_LOCK_SUFFIX = ".qfin.lock"
 #: Directories directly under the root whose name starts with this are data partitions.
@@ -163,6 +165,9 @@ class NodeLayout:
 
     def progress_file(self, stack: str) -> Path:
         return self.resolve(STACKS_DIR, validate_name(stack), PROGRESS_FILE)
+
+    def attempt_file(self, stack: str) -> Path:
+        return self.resolve(STACKS_DIR, validate_name(stack), ATTEMPT_FILE)
 
     def logs_dir(self, stack: str) -> Path:
         return self.resolve(STACKS_DIR, validate_name(stack), LOGS_DIR)
@@ -433,6 +438,17 @@ def read_progress(path: Path) -> tuple[int | None, str | None]:
     return int(text), None
 
 
+def read_attempt(layout: NodeLayout, stack: str) -> tuple[int | None, str | None]:
+    """The stack's claim counter: ``(n, None)``, ``(None, None)`` before any claim, or
+    ``(None, why)`` when the file is unreadable."""
+    try:
+        path = layout.attempt_file(stack)
+    except OutsideRoot as exc:
+        return None, f"attempt: {exc.reason}"
+    value, why = read_progress(path)  # the same format: one non-negative integer
+    return value, why and why.replace("progress", "attempt")
+
+
 def count_lines(path: Path) -> int:
     """Physical lines of a file (a last line without newline counts), read in chunks.
 
@@ -494,6 +510,9 @@ class QueueEntry:
     malformed: str | None = None
     progress: int | None = None
     lines: int | None = None
+    #: The daemon's claim counter (``stacks/<stack>/attempt``; None before the first claim):
+    #: it only grows, so reconcile can tell whether the stack was claimed since an action.
+    attempt: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The entry on the wire; computed once per entry (callers must not change it)."""
@@ -514,6 +533,7 @@ class QueueEntry:
             "malformed": self.malformed,
             "progress": self.progress,
             "lines": self.lines,
+            "attempt": self.attempt,
         }
 
 
@@ -618,6 +638,9 @@ def _read_entry(
         record, why = read_record(path, kind, empty_ok=empty_ok)
         if why:
             notes.append(why)
+    if state is StackState.COMPLETED:
+        # The claim that ran it stays in the ``.processed``; legacy ones hold nothing.
+        record, _ = read_record(path, ClaimRecord, empty_ok=True)
     claim = record if isinstance(record, ClaimRecord) else None
     if state is StackState.RUNNING:
         alive = claim.alive() if claim else False
@@ -637,6 +660,7 @@ def _read_entry(
         malformed="; ".join(notes) or None,
         progress=progress,
         lines=lines,
+        attempt=read_attempt(layout, stack)[0],
     )
 
 

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from spica_core import node_queue
 from spica_core.node_queue import (
     NodeLayout,
     _Record,
@@ -41,7 +42,6 @@ from spica_core.node_queue import (
 )
 
 INPUTS_FILE = "inputs"
-ATTEMPT_FILE = "attempt"
 CHECK_FILE = "check.json"
 RUNNING_FILE = "running.json"
 #: A commands.sh beyond this is refused: SPICA's generated stacks are a few hundred lines.
@@ -159,10 +159,9 @@ def write_progress(layout: NodeLayout, stack: str, line: int) -> None:
 
 
 def read_attempt(layout: NodeLayout, stack: str) -> int:
-    path = layout.resolve("stacks", stack, ATTEMPT_FILE)
-    value, why = read_progress(path)  # the same format: one non-negative integer
+    value, why = node_queue.read_attempt(layout, stack)
     if why:
-        raise StackFileError(why.replace("progress", "attempt") + f" ({layout.relative(path)})")
+        raise StackFileError(f"{why} ({layout.relative(layout.attempt_file(stack))})")
     return value or 0
 
 
@@ -170,7 +169,7 @@ def next_attempt(layout: NodeLayout, stack: str) -> int:
     """Count one more claim of ``stack``. Called only by the daemon whose rename won the
     claim, so no two processes ever increment it at once."""
     attempt = read_attempt(layout, stack) + 1
-    write_int_atomic(layout.resolve("stacks", stack, ATTEMPT_FILE), attempt)
+    write_int_atomic(layout.attempt_file(stack), attempt)
     return attempt
 
 

@@ -27,7 +27,12 @@ from spica_core.config import SpicaConfig, mask_url
 from spica_core.db.engine import describe_db_error
 from spica_core.db.models import Image, OperatorAction, Stack, StackFile
 from spica_core.db.types import utcnow
-from spica_core.errors import DatabaseUnavailable, NodeUnreachable, StackStateError
+from spica_core.errors import (
+    DatabaseUnavailable,
+    NodeAnswerLost,
+    NodeUnreachable,
+    StackStateError,
+)
 from spica_core.names import validate_name
 from spica_core.node_pool import NodePool
 from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
@@ -250,6 +255,9 @@ def _intent(engine: Engine, request: OperationRequest, item: PlanItem) -> int:
                 "from": item.state,
                 "to": item.target,
                 "from_start": request.from_start,
+                # The node's claim counter as the plan saw it: a higher one later proves the
+                # stack was claimed since, i.e. this action reached the node (reconcile).
+                "attempt": item.node_change.get("attempt"),
             },
         )
         session.add(row)
@@ -317,6 +325,19 @@ def _close_intent(engine: Engine, action_id: int, outcome: Outcome, message: str
         pass  # the intent stays pending: reconcile sees the node unchanged and rolls it back
 
 
+def _note_intent(engine: Engine, action_id: int, message: str) -> None:
+    """Say why an intent stays pending (best effort: it is pending either way)."""
+    try:
+        with Session(engine) as session, session.begin():
+            session.execute(
+                update(OperatorAction)
+                .where(OperatorAction.id == action_id, OperatorAction.result == "pending")
+                .values(detail=_merge_detail(session, action_id, message))
+            )
+    except SQLAlchemyError:
+        pass
+
+
 async def apply(
     plan_: Plan,
     engine: Engine,
@@ -354,6 +375,7 @@ async def _apply_one(
             str(DatabaseUnavailable(url, describe_db_error(exc))),
             True,
         )
+    _fault("after-intent")
     args = _verb_args(request, item.stack, item.priority, item.purge, dry_run=False)
     try:
         change = await pool.call(item.node, VERB[request.action], args)
@@ -362,6 +384,12 @@ async def _apply_one(
         message = f"node {item.node}: {exc.message}"
         _close_intent(engine, action_id, outcome, message)
         return ItemResult(item.stack, item.node, outcome, message)
+    except NodeAnswerLost as exc:
+        # The request went out: the node may have renamed. The intent stays pending, for
+        # reconcile to decide from what the node shows.
+        message = f"outcome unknown: {exc}; run spica reconcile"
+        _note_intent(engine, action_id, message)
+        return ItemResult(item.stack, item.node, Outcome.UNKNOWN, message, True)
     except NodeUnreachable as exc:
         _close_intent(engine, action_id, Outcome.FAILED, str(exc))
         return ItemResult(item.stack, item.node, Outcome.FAILED, str(exc), True)

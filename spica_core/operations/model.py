@@ -34,6 +34,7 @@ class Outcome(StrEnum):
     PARTIAL = "partial"  # the node changed, dbspica did not (yet): reconcile finishes it
     REFUSED = "refused"  # not allowed (state, liveness, another operator first)
     FAILED = "failed"  # could not be carried out (node or dbspica unreachable)
+    UNKNOWN = "unknown"  # sent, but the node's answer was lost: reconcile decides
     PLANNED = "planned"  # dry run: what would happen
 
 

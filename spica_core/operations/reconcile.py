@@ -4,9 +4,16 @@ The node's queue file is the execution truth (DESIGN §3); dbspica follows it. R
 where it does not: unfinished operator actions (an apply interrupted between the node's
 rename and dbspica), stacks whose states differ, queue files dbspica does not know, queue
 files dbspica expects but the node lacks, stale claims, and running stacks on nodes that do
-not answer. Each finding carries the fix ``--fix`` applies (None: report only). Every fix is
-an audited ``operator_action`` and is conditional on the state seen, so a daemon moving the
-stack meanwhile is never overwritten.
+not answer. A node that cannot be asked is itself a finding (``node-unchecked``): reconcile
+never says "no drift" about what it could not see. Each finding carries the fix ``--fix``
+applies (None: report only). Every fix is an audited ``operator_action`` and is conditional
+on the state seen, so a daemon moving the stack meanwhile is never overwritten.
+
+An unfinished action is decided from the node's evidence, not only from its state now: the
+daemon may have claimed and run a requeued stack, so that it is failed again (as before the
+action) although the action reached the node. The claim counter (``stacks/<stack>/attempt``,
+kept in the intent as the plan saw it), the launch record (who, when: kept in the claim), and
+dbspica's ``stack_run`` rows of later attempts say whether it did.
 """
 
 from __future__ import annotations
@@ -14,11 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from spica_core.config import SpicaConfig
-from spica_core.db.models import Node, OperatorAction, Stack
+from spica_core.db.models import Node, OperatorAction, Stack, StackRun
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeUnreachable
 from spica_core.node_pool import NodePool
@@ -27,6 +34,8 @@ from spica_core.operations.actions import finish_in_db
 from spica_core.operations.model import OpAction, PlanItem
 
 QUEUE_STATES = ("pending", "running", "completed", "failed")
+#: The kind of finding for a node reconcile could not ask (exit code 3).
+UNCHECKED = "node-unchecked"
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,8 @@ class Drift:
     node_state: str | None = None
     action_id: int | None = None
     error: dict[str, Any] | None = None
+    #: unfinished-action: whether the evidence says the action reached the node.
+    reached: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,9 +103,20 @@ def _node_state(queue: dict[str, dict[str, Any]], stack: str) -> str:
     return entry["state"] if entry else "planned"
 
 
+def exit_code(drifts: list[Drift], results: list[FixResult] | None) -> int:
+    """0 nothing drifts (or all was fixed); 3 a node could not be checked; 1 drift remains."""
+    if any(d.kind == UNCHECKED for d in drifts):
+        return 3
+    remaining = drifts if results is None else [r for r in results if not r.ok]
+    return 1 if remaining else 0
+
+
 async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> list[Drift]:
     queues, down = await _node_queues(pool)
-    drifts: list[Drift] = []
+    drifts: list[Drift] = [
+        Drift(UNCHECKED, None, node, f"node {node} not checked: {why}", None)
+        for node, why in sorted(down.items())
+    ]
     with Session(engine) as session:
         intents = list(
             session.scalars(
@@ -104,12 +126,23 @@ async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> lis
             )
         )
         stacks = list(session.scalars(select(Stack).options(selectinload(Stack.node))))
+        names = [str((i.targets or [None])[0]) for i in intents]
+        attempts = dict(
+            session.execute(
+                select(Stack.name, func.max(StackRun.attempt))
+                .join(StackRun, StackRun.stack_id == Stack.id)
+                .where(Stack.name.in_(names))
+                .group_by(Stack.name)
+            ).all()
+        )
+    db_states = {s.name: s.state for s in stacks}
     busy: set[str] = set()
     for intent in intents:
         detail = intent.detail or {}
         stack, node = (intent.targets or [None])[0], detail.get("node")
         busy.add(str(stack))
-        drifts.append(_intent_drift(intent, str(stack), node, queues, down))
+        seen = _DbSeen(db_states.get(str(stack)), attempts.get(str(stack)))
+        drifts.append(_intent_drift(intent, str(stack), node, queues, down, seen))
     known: dict[str, set[str]] = {}
     for s in stacks:
         node = s.node.name if s.node else None
@@ -195,12 +228,21 @@ def _stale(entry: dict[str, Any]) -> bool:
     return bool(claim) and not claim.get("alive") and not claim.get("daemon_alive")
 
 
+@dataclass(frozen=True)
+class _DbSeen:
+    """What dbspica holds of an intent's stack now: its state, its latest run attempt."""
+
+    state: str | None
+    attempt: int | None
+
+
 def _intent_drift(
     intent: OperatorAction,
     stack: str,
     node: str | None,
     queues: dict[str, dict[str, dict[str, Any]]],
     down: dict[str, str],
+    seen: _DbSeen,
 ) -> Drift:
     detail = intent.detail or {}
     before, after = detail.get("from"), detail.get("to")
@@ -212,12 +254,19 @@ def _intent_drift(
             node,
             f"{what}; node {node} does not answer",
             None,
-            before,
+            seen.state,
             action_id=intent.id,
         )
+    entry = queues[node].get(stack)
     now = _node_state(queues[node], stack)
-    if now == after or (after == "removed" and now == "planned"):
-        fix = f"finish it: dbspica {before} -> {after}"
+    evidence = _reached_node(intent, entry, seen.attempt)
+    if evidence is not None:
+        if now == after or (after == "removed" and now == "planned"):
+            fix = f"finish it ({evidence}): dbspica {before} -> {after}"
+        elif seen.state == now:
+            fix = f"finish it ({evidence}): dbspica already says {now}, as the node"
+        else:
+            fix = f"finish it ({evidence}): dbspica -> {now}, the node's state now"
     elif now == before:
         fix = "roll it back: the node never changed; mark the action failed"
     else:
@@ -228,10 +277,51 @@ def _intent_drift(
         node,
         f"{what}; node says {now}",
         fix,
-        before,
+        seen.state,
         now,
         action_id=intent.id,
+        error=(entry or {}).get("error"),
+        reached=evidence is not None,
     )
+
+
+def _reached_node(
+    intent: OperatorAction, entry: dict[str, Any] | None, db_attempt: int | None
+) -> str | None:
+    """The node's evidence that ``intent`` was carried out there, in words; None if none.
+
+    A stack the action made pending may since have been claimed, run, and completed or
+    failed again: a claim counter above the one the plan saw (on the node, or in dbspica's
+    runs) proves a claim since, and the claim keeps whose launch it took.
+    """
+    detail = intent.detail or {}
+    after, user = detail.get("to"), intent.user
+    now = entry["state"] if entry else "planned"
+    if after == "removed":
+        return "the node has no queue file left" if now == "planned" else None
+    if now == after == "pending":
+        launch = (entry or {}).get("launch") or {}
+        by = launch.get("by")
+        if by in (None, user):
+            return f"the node's launch record is {by or 'unsigned'}'s"
+        return None
+    planned_attempt = detail.get("attempt")
+    if after == "pending" and isinstance(planned_attempt, int):
+        claim = (entry or {}).get("claim") or {}
+        attempt = (entry or {}).get("attempt")
+        launched_by = claim.get("launched_by")
+        if isinstance(attempt, int) and attempt > planned_attempt and launched_by in (None, user):
+            by = f", launched by {launched_by} at {claim.get('launched_at')}" if claim else ""
+            return f"the daemon claimed it since: attempt {attempt}{by}"
+        if db_attempt is not None and db_attempt > planned_attempt:
+            return f"dbspica holds runs of attempt {db_attempt}, the plan saw {planned_attempt}"
+        return None
+    if after == "failed" and now == "failed":
+        message = str(((entry or {}).get("error") or {}).get("message") or "")
+        return (
+            "the node's error record says so" if message.startswith(f"unlocked by {user}") else None
+        )
+    return f"the node says {now}" if now == after else None
 
 
 async def fix_drift(
@@ -277,7 +367,10 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
             detail = dict(intent.detail or {})
             action = intent.action
         after = detail.get("to")
-        if d.node_state == after or (after == "removed" and d.node_state == "planned"):
+        finished = f"{action} by {intent.user}, finished by reconcile ({user})"
+        if d.reached and (
+            d.node_state == after or (after == "removed" and d.node_state == "planned")
+        ):
             item = PlanItem(
                 d.stack,
                 d.node,
@@ -285,14 +378,12 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
                 str(after),
                 {"from_start": detail.get("from_start")},
             )
-            finish_in_db(
-                engine,
-                d.action_id,
-                item,
-                OpAction(action),
-                f"{action} by {intent.user}, finished by reconcile ({user})",
-            )
+            finish_in_db(engine, d.action_id, item, OpAction(action), finished)
             return f"finished: dbspica -> {after}"
+        if d.reached:
+            assert d.node_state is not None
+            _close_applied(engine, d, f"{finished}: the node has moved on to {d.node_state}")
+            return f"finished: the action was applied; dbspica -> {d.node_state}"
         with Session(engine) as session, session.begin():
             session.execute(
                 update(OperatorAction)
@@ -309,25 +400,18 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
     if d.kind == "stale-claim":
         assert d.node is not None
         await pool.call(d.node, Verb.UNLOCK, {"stack": d.stack, "to": "failed", "by": user})
-        _set_state(
-            engine,
-            d.stack,
-            d.db_state,
-            "failed",
-            f"unlocked by reconcile ({user}): its claimer was dead",
-        )
+        with Session(engine) as session, session.begin():
+            _set_state(
+                session,
+                d.stack,
+                d.db_state,
+                "failed",
+                f"unlocked by reconcile ({user}): its claimer was dead",
+            )
         return "unlocked to failed"
     if d.kind in ("state", "missing-queue-file"):
-        assert d.node_state is not None
-        error = (d.error or {}).get("message") if d.node_state == "failed" else None
-        _set_state(
-            engine,
-            d.stack,
-            d.db_state,
-            d.node_state,
-            error,
-            failed_line=(d.error or {}).get("line"),
-        )
+        with Session(engine) as session, session.begin():
+            _take_node_state(session, d)
         return f"dbspica -> {d.node_state}"
     if d.kind == "orphan-queue-file":
         with Session(engine) as session, session.begin():
@@ -340,19 +424,46 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
 
 
 def _set_state(
-    engine: Engine,
+    session: Session,
     stack: str,
     seen: str | None,
     state: str,
     error: str | None,
     failed_line: int | None = None,
 ) -> None:
+    """dbspica's state of ``stack`` -> ``state``, only if it still is ``seen``."""
     values: dict[str, Any] = {"state": state, "updated_at": utcnow()}
     if state == "failed":
         values.update(error=error, failed_line=failed_line)
-    with Session(engine) as session, session.begin():
-        done = session.execute(
-            update(Stack).where(Stack.name == stack, Stack.state == seen).values(**values)
-        ).rowcount
+    done = session.execute(
+        update(Stack).where(Stack.name == stack, Stack.state == seen).values(**values)
+    ).rowcount
     if not done:
         raise RuntimeError(f"stack {stack} changed in dbspica meanwhile; run reconcile again")
+
+
+def _take_node_state(session: Session, d: Drift) -> None:
+    """dbspica's row of ``d.stack`` takes the node's state (and error), if still as seen."""
+    assert d.stack is not None and d.node_state is not None
+    error = (d.error or {}).get("message") if d.node_state == "failed" else None
+    _set_state(
+        session,
+        d.stack,
+        d.db_state,
+        d.node_state,
+        error,
+        failed_line=(d.error or {}).get("line"),
+    )
+
+
+def _close_applied(engine: Engine, d: Drift, message: str) -> None:
+    """An action that reached the node, which has moved on since: the intent becomes
+    ``applied`` and dbspica takes the node's state, in one transaction."""
+    assert d.stack is not None and d.node_state is not None and d.action_id is not None
+    with Session(engine) as session, session.begin():
+        intent = session.get(OperatorAction, d.action_id)
+        assert intent is not None
+        intent.result = "applied"
+        intent.detail = {**(intent.detail or {}), "message": message}
+        if d.db_state is not None and d.db_state != d.node_state:
+            _take_node_state(session, d)

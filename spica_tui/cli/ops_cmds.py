@@ -321,13 +321,14 @@ def reconcile(
 ) -> None:
     """Find drift between dbspica and the nodes, and print the fix for each; --fix applies.
 
-    Exit code 0 when nothing drifts (or everything was fixed), 1 when drift remains.
+    Exit code 0 when nothing drifts (or everything was fixed), 1 when drift remains, 3 when
+    a node could not be checked (reported as ``node-unchecked``).
     """
     import asyncio
 
     from spica_core.node_pool import NodePool
     from spica_core.operations import operator_name
-    from spica_core.operations.reconcile import find_drift, fix_drift
+    from spica_core.operations.reconcile import exit_code, find_drift, fix_drift
 
     st = state(ctx)
     engine = st.engine()
@@ -360,9 +361,9 @@ def reconcile(
                 f"{r.drift.stack or '-'} on {r.drift.node or '-'}: "
                 f"{'fixed' if r.ok else 'left'}: {r.message}"
             )
-    remaining = drifts if results is None else [r for r in results if not r.ok]
-    if remaining:
-        raise typer.Exit(1)
+    code = exit_code(drifts, results)
+    if code:
+        raise typer.Exit(code)
 
 
 def _print_drift(drifts) -> None:  # type: ignore[no-untyped-def]
