@@ -138,6 +138,9 @@ class NodeSnapshot:
     load: tuple[float, float, float] | None = None
     agent_version: str | None = None
     boot_id: str | None = None
+    #: Set when the last poll was refused for a security reason (the host key does not match
+    #: known_hosts): not an outage but a possible impostor, filed as a ``security`` problem.
+    security: str | None = None
 
     @property
     def stale(self) -> bool:

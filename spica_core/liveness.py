@@ -3,6 +3,10 @@
 Written once per transition, not per poll: the update is conditional on the status last
 read, so two consoles watching the same cluster record a transition once between them.
 ``last_seen`` and the disks are refreshed at most once a minute per node.
+
+A node refused because its host key does not match known_hosts is no outage but a possible
+impostor: it is filed as a ``security`` problem (once while one is open for the node), not
+as "Unable to contact".
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -23,6 +28,9 @@ log = logging.getLogger(__name__)
 
 DOWN_MESSAGE = "Unable to contact {node} via ssh"
 BACK_MESSAGE = "{node} is back to life"
+SECURITY_MESSAGE = "Security: {node} refused: {reason}"
+#: Problem kinds: the seed's two, and host-key mismatches.
+PROBLEM_KINDS = ("software", "hardware", "security")
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ class LivenessRecorder:
                     session.add(row)
                     session.flush()
                 before = self._status.get(snap.name, row.status)
+                if snap.security:
+                    self._file_security(session, snap)
                 change = self._transition(session, snap, before)
                 if change is not None:
                     changes.append(change)
@@ -95,7 +105,8 @@ class LivenessRecorder:
         was_up = before in (Liveness.UP.value, Liveness.AGENT_MISSING.value)
         message = None
         if not snap.liveness.reachable and before != Liveness.DOWN.value:
-            message = DOWN_MESSAGE.format(node=snap.name)
+            # A host-key mismatch is filed as a security problem instead.
+            message = None if snap.security else DOWN_MESSAGE.format(node=snap.name)
         elif snap.liveness.reachable and not was_up and before != Liveness.UNKNOWN.value:
             message = BACK_MESSAGE.format(node=snap.name)
         if message:
@@ -108,6 +119,24 @@ class LivenessRecorder:
                 )
             )
         return LivenessChange(snap.name, before, after, message)
+
+    def _file_security(self, session: Session, snap: NodeSnapshot) -> None:
+        """One open ``security`` problem per node: none added while one is unresolved."""
+        open_ = session.scalar(
+            select(Problem.id)
+            .where(Problem.kind == "security", Problem.node == snap.name)
+            .where(Problem.resolved.is_(False))
+            .limit(1)
+        )
+        if open_ is None:
+            session.add(
+                Problem(
+                    kind="security",
+                    node=snap.name,
+                    message=SECURITY_MESSAGE.format(node=snap.name, reason=snap.security),
+                    created_at=snap.polled_at or utcnow(),
+                )
+            )
 
     def _due(self, name: str) -> bool:
         return time.monotonic() - self._touched.get(name, 0.0) >= self.touch_interval
@@ -126,6 +155,14 @@ class LivenessRecorder:
                 disk = NodeDisk(partition=p.name, reserved_bytes=p.reserved_bytes)
                 row.disks.append(disk)
             disk.total_bytes, disk.free_bytes, disk.updated_at = p.total_bytes, p.free_bytes, now
+
+
+def recorded_last_seen(engine: Engine) -> dict[str, datetime]:
+    """dbspica's ``last_seen`` of every node that has one: what a fresh process knows of
+    when a node that is down now last answered."""
+    with Session(engine) as session:
+        rows = session.execute(select(Node.name, Node.last_seen).where(Node.last_seen.isnot(None)))
+        return {name: seen for name, seen in rows if seen is not None}
 
 
 def record_quietly(recorder: LivenessRecorder, snapshot: ClusterSnapshot) -> str | None:

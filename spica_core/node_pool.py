@@ -18,7 +18,7 @@ import json
 import logging
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -348,7 +348,13 @@ class NodeLink:
         except (NodeUnreachable, ConfigError, proto.ProtocolError) as exc:
             self.backoff.failed(self.ssh.max_backoff)
             reason = exc.reason if isinstance(exc, NodeUnreachable) else str(exc)
-            self.snapshot = replace(prev, liveness=Liveness.DOWN, last_error=reason, polled_at=now)
+            self.snapshot = replace(
+                prev,
+                liveness=Liveness.DOWN,
+                last_error=reason,
+                polled_at=now,
+                security=reason if isinstance(exc, HostKeyMismatch) else None,
+            )
             return self.snapshot
         self.backoff.succeeded()
         self.snapshot = self._snapshot_from(result, liveness, now)
@@ -414,6 +420,14 @@ class NodePool:
             return self.links[name]
         except KeyError:
             raise ConfigError(f"{self.config.source}: no node named {name!r}") from None
+
+    def remember_last_seen(self, seen: Mapping[str, datetime]) -> None:
+        """Take ``seen`` (dbspica's record) as the last good answer of the nodes this pool
+        has not heard from yet: a node down now shows when it last answered, not "never"."""
+        for name, when in seen.items():
+            link = self.links.get(name)
+            if link is not None and link.snapshot.last_seen is None:
+                link.snapshot = replace(link.snapshot, last_seen=when)
 
     async def refresh(self) -> ClusterSnapshot:
         """Poll every node at once; one slow node costs at most its call timeout."""

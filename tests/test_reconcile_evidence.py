@@ -310,3 +310,54 @@ def test_reconcile_reports_a_node_it_cannot_reach_and_exits_3(bare) -> None:
     assert fix.returncode == 3
     kinds = {(d["kind"], d["node"]) for d in json.loads(fix.stdout)["drift"]}
     assert kinds == {("node-unchecked", "mix2")}
+
+
+# ------------------------------------------- a host-key mismatch is a security event
+
+
+def test_host_key_mismatch_is_filed_as_a_security_problem(bare) -> None:
+    from spica_tui.console.panels.problems import problem_style
+
+    demo = bare
+    badkey = bad_host_key_config(demo, "mix1")
+    for _ in range(2):  # filed once while it is open, however often it is polled
+        polled = spica(badkey, "nodes", "--json")
+        assert polled.returncode == 3, polled.stderr
+    demo.kill_node("mix2")
+    assert spica(demo.config_path, "nodes").returncode == 3
+    problems = json.loads(spica(demo.config_path, "problems", "--json").stdout)
+    mine = [(p["kind"], p["node"], p["message"]) for p in problems]
+    assert [m for m in mine if m[0] == "security"] == [
+        ("security", "mix1", problems[-1]["message"])
+    ], mine
+    # Not an outage: no "Unable to contact" for mix1 (its good key answers: back to life).
+    assert ("hardware", "mix1", "Unable to contact mix1 via ssh") not in mine, mine
+    assert ("hardware", "mix2", "Unable to contact mix2 via ssh") in mine, mine
+    (security,) = [p for p in problems if p["kind"] == "security"]
+    assert "host key" in security["message"] and "mix1" in security["message"]
+    only = spica(demo.config_path, "problems", "--kind", "security", "--json")
+    assert only.returncode == 0, only.stderr
+    assert [p["id"] for p in json.loads(only.stdout)] == [security["id"]]
+    hardware = next(p for p in problems if p["node"] == "mix2")
+    assert problem_style(security) not in (problem_style(hardware), "")
+
+
+# -------------------------------------------- spica nodes: last seen of a down node
+
+
+def test_nodes_shows_when_a_down_node_was_last_seen(bare) -> None:
+    demo = bare
+    assert spica(demo.config_path, "nodes").returncode == 0  # recorded as seen
+    recorded = json.loads(spica(demo.config_path, "nodes", "--recorded", "--json").stdout)
+    seen = {n["name"]: n["last_seen"] for n in recorded}
+    assert seen["mix2"] is not None
+    demo.kill_node("mix2")
+    live = spica(demo.config_path, "nodes", "--json")
+    assert live.returncode == 3
+    mix2 = next(n for n in json.loads(live.stdout) if n["name"] == "mix2")
+    assert mix2["status"] == "down"
+    assert mix2["last_seen"] is not None
+    assert mix2["last_seen"][:19] == seen["mix2"][:19]
+    text = spica(demo.config_path, "nodes")
+    (row,) = [line for line in text.stdout.splitlines() if line.startswith("mix2")]
+    assert "never" not in row and "ago" in row

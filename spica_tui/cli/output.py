@@ -20,6 +20,10 @@ def _width() -> int | None:
     return None if sys.stdout.isatty() else 200
 
 
+#: How a security problem (a node's host key does not match) is shown: apart from the
+#: hardware problems' red.
+SECURITY_STYLE = "bold white on red"
+
 stdout = Console(highlight=False, soft_wrap=False, width=_width())
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 

@@ -8,6 +8,7 @@ import typer
 
 from spica_tui.cli.context import state
 from spica_tui.cli.output import (
+    SECURITY_STYLE,
     age,
     emit_json,
     escape,
@@ -173,13 +174,21 @@ def nodes(
 
 
 def _poll_once(st):  # type: ignore[no-untyped-def]
-    """One refresh of the pool, mirrored into dbspica when it answers (best effort)."""
+    """One refresh of the pool, mirrored into dbspica when it answers (best effort); a node
+    down now shows dbspica's last_seen."""
     import asyncio
 
+    from spica_core.liveness import recorded_last_seen
     from spica_core.node_pool import NodePool
+
+    try:
+        seen = recorded_last_seen(st.engine())
+    except Exception:  # dbspica down: the poll goes on; the warning comes below
+        seen = {}
 
     async def poll():  # type: ignore[no-untyped-def]
         async with NodePool(st.config) as pool:
+            pool.remember_last_seen(seen)
             return await pool.refresh()
 
     snapshot = asyncio.run(poll())
@@ -255,17 +264,18 @@ def problems(
     since: Annotated[
         str | None, typer.Option(help="Only newer than this: 2h, 3d, or an ISO date/time.")
     ] = None,
-    kind: Annotated[str | None, typer.Option(help="software or hardware.")] = None,
+    kind: Annotated[str | None, typer.Option(help="software, hardware or security.")] = None,
     unresolved: Annotated[bool, typer.Option(help="Hide resolved problems.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Software failures and hardware events, newest first."""
+    """Software failures, hardware and security events, newest first."""
     from spica_core.errors import UsageError
+    from spica_core.liveness import PROBLEM_KINDS
     from spica_core.reports import list_problems, parse_since
 
-    if kind is not None and kind not in ("software", "hardware"):
-        raise UsageError(f"--kind {kind!r}: expected software or hardware")
+    if kind is not None and kind not in PROBLEM_KINDS:
+        raise UsageError(f"--kind {kind!r}: expected one of {', '.join(PROBLEM_KINDS)}")
     since_dt = parse_since(since) if since else None
     rows = list_problems(state(ctx).engine(), since_dt, kind, not unresolved, limit)
     if as_json:
@@ -276,6 +286,8 @@ def problems(
         style = "red" if p["kind"] == "hardware" and "back to life" not in p["message"] else None
         if "back to life" in p["message"]:
             style = "green"
+        if p["kind"] == "security":
+            style = SECURITY_STYLE
         t.add_row(
             p["created_at"],
             p["kind"],

@@ -1,4 +1,5 @@
-"""Problems, newest first, as on the seed's problem page: hardware in red, back to life in green."""
+"""Problems, newest first, as on the seed's problem page: hardware in red, back to life in
+green; security events (a host key that does not match) white on red, apart from both."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from spica_core.console_data import ConsoleSnapshot
 from spica_tui.console.panels._common import Cell, LiveTable, Panel, hms, sync_rows
 
 COLUMNS = ("time", "kind", "node", "stack", "runid", "filter", "message")
+#: A security problem (a node's host key does not match) stands apart from hardware's red.
+SECURITY_STYLE = "bold white on red"
 
 
 class ProblemsPanel(Panel):
@@ -39,6 +42,8 @@ class ProblemsPanel(Panel):
 
 def problem_style(problem: dict[str, Any]) -> str:
     message = problem["message"] or ""
+    if problem["kind"] == "security":
+        return SECURITY_STYLE
     if "back to life" in message:
         return "green"
     if problem["kind"] == "hardware":
