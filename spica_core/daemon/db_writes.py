@@ -12,6 +12,13 @@ The replay serialises on the ``daemon_journal`` row: its first statement updates
 which takes the row lock (MariaDB) or the write lock (SQLite) before ``applied_seq`` is read.
 An entry dbspica refuses for good (not an outage: a constraint or a bug) is kept in
 ``<journal>.rejected`` with the reason and skipped, so one bad entry cannot stall the node.
+
+dbspica's position can only go back when dbspica itself does (an older backup restored, the
+``daemon_journal`` row reset). Each transaction, and an idle check every
+:data:`POSITION_CHECK` seconds, compares it with what the node knows was applied (this
+process's position, and the journal's compacted ``base``): behind, the entries still in the
+journal are replayed again, the ones compacted away are lost to dbspica, and both are said
+loudly, in the log and in a problem row (:data:`JOURNAL_BEHIND`) that reconcile reports.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from spica_core.config import DatabaseConfig
-from spica_core.daemon.journal import Journal
+from spica_core.daemon.journal import JOURNAL_BEHIND, Journal
 from spica_core.errors import DatabaseUnavailable
 from spica_core.node_queue import iso_utc
 
@@ -50,6 +57,8 @@ APPLICATIONS_TTL = 60.0
 #: Seconds the replay lets entries gather after a wake: one transaction for a burst of lines
 #: instead of one each, and the runners' threads are not fighting the ORM for the GIL.
 COALESCE = 0.05
+#: Seconds between two checks, while no entry waits, that dbspica has not gone back.
+POSITION_CHECK = 30.0
 
 
 class _Unavailable(Exception):
@@ -77,6 +86,9 @@ class DaemonDb:
         self._journal_id = ""
         self._row_ready = ""
         self._applied = 0
+        #: The journal's compacted base: entries up to it were applied and are gone.
+        self._base = 0
+        self._check_due = 0.0
         self._pending: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._wake = threading.Event()
@@ -180,7 +192,10 @@ class DaemonDb:
                     self._journal_id,
                 )
             self._journal_id, self._applied, self._pending = batch.journal_id, 0, []
+        self._base = batch.base
         self._pending.extend(batch.entries)
+        if not self._pending and self._journal_id and time.monotonic() >= self._check_due:
+            self._transaction(lambda _session, applied: applied)  # checks the position
         while self._pending:
             chunk = self._pending[:BATCH]
             applied = self._apply_chunk(chunk)
@@ -235,7 +250,12 @@ class DaemonDb:
                     self._row_ready = ""
                     raise _Unavailable("the daemon_journal row disappeared; creating it again")
                 applied = session.scalar(select(DaemonJournal.applied_seq).where(row)) or 0
-                done = body(session, applied)
+                self._check_due = time.monotonic() + POSITION_CHECK
+                known = max(self._applied, self._base)
+                if applied < known:
+                    done = self._behind(session, applied, known)
+                else:
+                    done = body(session, applied)
                 if done != applied:
                     session.execute(update(DaemonJournal).where(row).values(applied_seq=done))
                 return done
@@ -249,6 +269,33 @@ class DaemonDb:
             if engine.dialect.name == "sqlite":
                 # A new connection each time: a dbspica file moved or replaced is noticed.
                 engine.dispose()
+
+    def _behind(self, session: Session, applied: int, known: int) -> int:
+        """dbspica went back to ``applied`` although the node knows ``known`` was applied:
+        say so loudly (log, problem row) and replay again what the journal still holds;
+        the new position (the entries compacted away cannot come back)."""
+        from spica_core.db.models import Problem
+
+        position = max(applied, self._base)
+        message = (
+            f"{JOURNAL_BEHIND.format(node=self.node)}: dbspica holds its writes up to seq "
+            f"{applied}, the node had them applied up to {known} (dbspica restored from an "
+            "older backup?)."
+        )
+        if self._base > applied:
+            message += (
+                f" Writes {applied + 1}-{self._base} were compacted away on the node and are "
+                "lost to dbspica: run spica reconcile for the stacks it lacks."
+            )
+        if known > position:
+            message += f" Writes {position + 1}-{known} are replayed again from the journal."
+        log.error("%s", message)
+        session.add(Problem(kind="software", node=self.node, message=message))
+        self.journal.rewind()
+        with self._cond:
+            self._applied, self._pending = position, []
+        self._wake.set()
+        return position
 
     def _ensure_row(self, engine: Engine) -> None:
         """Create this journal's ``daemon_journal`` row once (the other replay may race)."""

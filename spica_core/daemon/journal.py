@@ -40,6 +40,9 @@ from spica_core.node_queue import iso_utc
 
 log = logging.getLogger("spica.daemon")
 
+#: The message of the problem a daemon files when dbspica's position in its journal has
+#: gone back (an older dbspica restored); reconcile reports the open ones.
+JOURNAL_BEHIND = "dbspica is behind the journal of node {node}"
 #: Compaction only happens once the applied journal grows past this.
 COMPACT_BYTES = 256 * 1024
 REJECTED_SUFFIX = ".rejected"
@@ -54,6 +57,7 @@ class _ReadState:
     ino: int | None = None
     offset: int = 0
     journal_id: str = ""
+    base: int = 0
     last_seq: int = 0
     rest: bytes = b""
     entries: list[dict[str, Any]] = field(default_factory=list)
@@ -61,10 +65,12 @@ class _ReadState:
 
 @dataclass(frozen=True)
 class JournalBatch:
-    """Entries read from one journal (its id goes with them to dbspica)."""
+    """Entries read from one journal (its id goes with them to dbspica); ``base`` is the
+    last seq compacted away: every entry up to it was applied once and is gone."""
 
     journal_id: str
     entries: list[dict[str, Any]]
+    base: int = 0
 
 
 class Journal:
@@ -149,7 +155,7 @@ class Journal:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return JournalBatch(state.journal_id, [])
+            return JournalBatch(state.journal_id, [], state.base)
         with os.fdopen(fd, "rb") as f:
             ino = os.fstat(fd).st_ino
             if ino != state.ino:  # created, compacted or replaced: read it from the start
@@ -167,7 +173,8 @@ class Journal:
                 continue
             if "journal" in record:
                 state.journal_id = str(record["journal"])
-                state.last_seq = max(state.last_seq, _int(record.get("base")))
+                state.base = _int(record.get("base"))
+                state.last_seq = max(state.last_seq, state.base)
                 continue
             seq = _int(record.get("seq"))
             if seq <= state.last_seq:
@@ -175,7 +182,11 @@ class Journal:
             state.last_seq = seq
             state.entries.append(record)
         out, state.entries = state.entries, []
-        return JournalBatch(state.journal_id, out)
+        return JournalBatch(state.journal_id, out, state.base)
+
+    def rewind(self) -> None:
+        """Read the whole file again at the next :meth:`read_new` (every entry still in it)."""
+        self._read = _ReadState()
 
     # ------------------------------------------------------------------- internals
 

@@ -25,7 +25,8 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from spica_core.config import SpicaConfig
-from spica_core.db.models import Node, OperatorAction, Stack, StackRun
+from spica_core.daemon.journal import JOURNAL_BEHIND
+from spica_core.db.models import Node, OperatorAction, Problem, Stack, StackRun
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeUnreachable
 from spica_core.node_pool import NodePool
@@ -36,6 +37,8 @@ from spica_core.operations.model import OpAction, PlanItem
 QUEUE_STATES = ("pending", "running", "completed", "failed")
 #: The kind of finding for a node reconcile could not ask (exit code 3).
 UNCHECKED = "node-unchecked"
+#: The kind of finding for a daemon journal dbspica went back in (an older backup restored).
+JOURNAL = "journal-behind"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Drift:
     fix: str | None
     db_state: str | None = None
     node_state: str | None = None
+    #: unfinished-action: the intent's row; journal-behind: the problem's.
     action_id: int | None = None
     error: dict[str, Any] | None = None
     #: unfinished-action: whether the evidence says the action reached the node.
@@ -126,6 +130,14 @@ async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> lis
             )
         )
         stacks = list(session.scalars(select(Stack).options(selectinload(Stack.node))))
+        behind = list(
+            session.scalars(
+                select(Problem).where(
+                    Problem.resolved.is_(False),
+                    Problem.message.like(JOURNAL_BEHIND.format(node="") + "%"),
+                )
+            )
+        )
         names = [str((i.targets or [None])[0]) for i in intents]
         attempts = dict(
             session.execute(
@@ -135,6 +147,18 @@ async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> lis
                 .group_by(Stack.name)
             ).all()
         )
+    drifts += [
+        Drift(
+            JOURNAL,
+            None,
+            p.node,
+            p.message,
+            "acknowledge it (problem resolved); the stacks dbspica lacks are registered by "
+            "their orphan-queue-file fixes",
+            action_id=p.id,
+        )
+        for p in behind
+    ]
     db_states = {s.name: s.state for s in stacks}
     busy: set[str] = set()
     for intent in intents:
@@ -358,6 +382,14 @@ def _audit(engine: Engine, user: str, d: Drift, ok: bool, message: str) -> None:
 
 
 async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
+    if d.kind == JOURNAL:
+        with Session(engine) as session, session.begin():
+            session.execute(
+                update(Problem)
+                .where(Problem.id == d.action_id)
+                .values(resolved=True, resolved_at=utcnow())
+            )
+        return "acknowledged: problem resolved"
     assert d.stack is not None
     if d.kind == "unfinished-action":
         assert d.action_id is not None
