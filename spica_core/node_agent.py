@@ -121,7 +121,8 @@ class Agent:
         if request.verb in _MOVES:
             # The claim counter as it is now: the operator's side keeps it with its intent,
             # so reconcile can later tell whether the daemon claimed the stack since.
-            result["attempt"] = read_attempt(self.layout, result["stack"])[0]
+            attempt, unreadable = read_attempt(self.layout, result["stack"])
+            result["attempt"] = attempt if attempt is not None or unreadable else 0
             if not request.args.get("dry_run"):
                 _fault_pause()
         return result

@@ -97,6 +97,12 @@ def add_failing_stack(demo: DemoCluster, engine, tmp_path: Path, name: str, line
     wait_for(lambda: db_state(engine, name) == "failed", 60, f"{name} to fail")
 
 
+def crash(config: Path, point: str, action: str, name: str) -> None:
+    """``spica ACTION NAME --yes`` killed at the fault point ``point`` (a real crash)."""
+    crashed = spica(config, action, name, "--yes", env={"SPICA_FAULT_POINT": point})
+    assert crashed.returncode == 70, crashed.stderr
+
+
 def drift_of(config: Path, name: str) -> list[dict]:
     report = spica(config, "reconcile", "--json")
     return [d for d in json.loads(report.stdout)["drift"] if d["stack"] == name]
@@ -114,24 +120,25 @@ def test_requeue_that_reached_the_node_and_ran_again_is_finished_not_rolled_back
     add_failing_stack(demo, engine, tmp_path, "cured_T0003", f"test -f {fixed}")
     add_failing_stack(demo, engine, tmp_path, "never_T0003", "false")
     fixed.write_text("ok")
-    for name in ("again_T0003", "cured_T0003"):
-        crashed = spica(
-            demo.config_path,
-            "requeue",
-            name,
-            "--yes",
-            env={"SPICA_FAULT_POINT": "after-node-commit"},
-        )
-        assert crashed.returncode == 70, crashed.stderr
-    # A crash before the node was asked: that requeue truly never happened.
-    crashed = spica(
+    # A launch crashed the same way (planned: no claim counter on the node yet).
+    commands = tmp_path / "fresh.sh"
+    commands.write_text("echo fresh\n")
+    added = spica(
         demo.config_path,
-        "requeue",
-        "never_T0003",
-        "--yes",
-        env={"SPICA_FAULT_POINT": "after-intent"},
+        "stack",
+        "add",
+        "fresh_T0003",
+        "--node",
+        "mix1",
+        "--commands",
+        str(commands),
     )
-    assert crashed.returncode == 70, crashed.stderr
+    assert added.returncode == 0, added.stderr
+    crash(demo.config_path, "after-node-commit", "launch", "fresh_T0003")
+    for name in ("again_T0003", "cured_T0003"):
+        crash(demo.config_path, "after-node-commit", "requeue", name)
+    # A crash before the node was asked: that requeue truly never happened.
+    crash(demo.config_path, "after-intent", "requeue", "never_T0003")
     attempt = demo.node_root("mix1") / "stacks" / "again_T0003" / "attempt"
     wait_for(
         lambda: (
@@ -140,6 +147,7 @@ def test_requeue_that_reached_the_node_and_ran_again_is_finished_not_rolled_back
             and db_state(engine, "again_T0003") == "failed"
             and queue_files(demo, "mix1", "cured_T0003") == ["cured_T0003.processed"]
             and db_state(engine, "cured_T0003") == "completed"
+            and db_state(engine, "fresh_T0003") == "completed"
         ),
         60,
         "the daemon to run both requeued stacks again",
@@ -150,6 +158,8 @@ def test_requeue_that_reached_the_node_and_ran_again_is_finished_not_rolled_back
         assert found["kind"] == "unfinished-action"
         assert found["fix"].startswith("finish it"), found
         assert "attempt 2" in found["fix"], found
+    (fresh,) = drift_of(demo.config_path, "fresh_T0003")
+    assert fresh["fix"].startswith("finish it") and "attempt 1" in fresh["fix"], fresh
     (never,) = drift_of(demo.config_path, "never_T0003")
     assert never["fix"].startswith("roll it back"), never
 
@@ -160,6 +170,9 @@ def test_requeue_that_reached_the_node_and_ran_again_is_finished_not_rolled_back
         assert row.result == "applied", row.detail
         assert "rolled back" not in row.detail["message"]
         assert db_state(engine, name) == state
+    (row,) = intents(engine, "fresh_T0003", "launch")
+    assert row.result == "applied", row.detail
+    assert db_state(engine, "fresh_T0003") == "completed"
     (row,) = intents(engine, "never_T0003")
     assert row.result == "failed" and "rolled back" in row.detail["message"]
     assert queue_files(demo, "mix1", "never_T0003") == ["never_T0003.error"]
