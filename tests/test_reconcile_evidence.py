@@ -374,3 +374,35 @@ def test_nodes_shows_when_a_down_node_was_last_seen(bare) -> None:
     text = spica(demo.config_path, "nodes")
     (row,) = [line for line in text.stdout.splitlines() if line.startswith("mix2")]
     assert "never" not in row and "ago" in row
+
+
+# ------------------------------ orphans: rows rebuilt from the node's records
+
+
+def test_orphan_queue_files_are_registered_with_what_their_records_hold(bare) -> None:
+    queue = bare.node_root("mix1") / "queue"
+    (queue / "lost_failed.error").write_text(
+        json.dumps({"line": 3, "exit_code": 2, "message": "Failed on swarp - Code 2 - Line 3"})
+    )
+    (queue / "lost_pending.spica").write_text(
+        json.dumps(
+            {
+                "stack": "lost_pending",
+                "priority": 7,
+                "launched_at": "2026-01-01T00:00:00.000Z",
+                "by": "alice",
+            }
+        )
+    )
+    fixed = spica(bare.config_path, "reconcile", "--fix", "--yes")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    engine = engine_of(bare)
+    try:
+        with Session(engine) as s:
+            rows = {r.name: r for r in s.scalars(select(Stack))}
+            failed, pending = rows["lost_failed"], rows["lost_pending"]
+            assert (failed.state, failed.failed_line, failed.exit_code) == ("failed", 3, 2)
+            assert failed.error == "Failed on swarp - Code 2 - Line 3"
+            assert (pending.state, pending.priority) == ("pending", 7)
+    finally:
+        engine.dispose()

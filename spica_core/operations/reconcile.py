@@ -56,6 +56,8 @@ class Drift:
     error: dict[str, Any] | None = None
     #: unfinished-action: whether the evidence says the action reached the node.
     reached: bool | None = None
+    #: orphan-queue-file: the node's queue entry, its records rebuild the dbspica row.
+    entry: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -242,6 +244,7 @@ async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> lis
                         f"register it in dbspica as {entry['state']} on {node}",
                         None,
                         entry["state"],
+                        entry=entry,
                     )
                 )
     return drifts
@@ -448,9 +451,7 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
     if d.kind == "orphan-queue-file":
         with Session(engine) as session, session.begin():
             node = session.scalars(select(Node).where(Node.name == d.node)).one()
-            session.add(
-                Stack(name=d.stack, node_id=node.id, state=str(d.node_state), step="unknown")
-            )
+            session.add(_orphan_row(d, node.id))
         return f"registered as {d.node_state}"
     raise ValueError(f"no fix for {d.kind}")
 
@@ -472,6 +473,26 @@ def _set_state(
     ).rowcount
     if not done:
         raise RuntimeError(f"stack {stack} changed in dbspica meanwhile; run reconcile again")
+
+
+def _orphan_row(d: Drift, node_id: int) -> Stack:
+    """A dbspica row for a stack only its node knows (queued by hand, or lost by a restored
+    dbspica), rebuilt from what the node's records hold: priority, resume point, error."""
+    entry = d.entry or {}
+    launch = entry.get("launch") or entry.get("claim") or {}
+    error = entry.get("error") or {}
+    return Stack(
+        name=d.stack,
+        node_id=node_id,
+        state=str(d.node_state),
+        step="unknown",
+        priority=launch.get("priority") or 0,
+        lines=entry.get("lines") or 0,
+        progress=entry.get("progress") or 0,
+        failed_line=error.get("line"),
+        exit_code=error.get("exit_code"),
+        error=error.get("message"),
+    )
 
 
 def _take_node_state(session: Session, d: Drift) -> None:
