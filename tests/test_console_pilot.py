@@ -14,6 +14,7 @@ import pytest
 from spica_core.db.engine import make_engine
 from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
+from tests.conftest import run_spica
 from tests.console_support import (
     db_state,
     fast_config,
@@ -278,6 +279,31 @@ async def test_stopped_node_turns_down_and_stale(demo, config, engine) -> None:
         finally:
             demo.start_node("mix2")
         await until(pilot, lambda: "nodes 2/2 up" in header.content.plain, "mix2 back up")
+
+
+async def test_node_down_from_the_start_shows_when_dbspica_last_saw_it(
+    demo, config, engine
+) -> None:
+    from spica_tui.console.panels.nodes import NodesPanel
+
+    assert run_spica("--config", str(demo.config_path), "nodes").returncode == 0  # recorded
+    demo.stop_node("mix2")
+    try:
+        app = console(config)
+        async with app.run_test(size=(160, 50)) as pilot:
+            nodes = (await mounted(pilot, NodesPanel)).query_one("DataTable")
+
+            def mix2_last_seen() -> str | None:
+                if "mix2" not in {str(r.key.value) for r in nodes.ordered_rows}:
+                    return None
+                cells = [str(c) for c in nodes.get_row("mix2")]
+                return cells[5] if cells[6] else None  # once its poll failed (last error)
+
+            await until(pilot, mix2_last_seen, "mix2 polled down")
+            seen = mix2_last_seen()
+            assert seen and "never" not in seen and "ago" in seen, seen
+    finally:
+        demo.start_node("mix2")
 
 
 async def test_dbspica_away_shows_stale_with_last_good_time(mysql_url: str) -> None:

@@ -34,7 +34,7 @@ from spica_core.console_data import (
     read_db_state,
     state_counts_for,
 )
-from spica_core.liveness import LivenessRecorder, record_quietly
+from spica_core.liveness import LivenessRecorder, record_quietly, recorded_last_seen
 from spica_core.node_pool import NodePool
 from spica_core.operations import ItemResult, OperationRequest, Operations, Plan
 from spica_core.reports import StackDetail, stack_detail
@@ -110,11 +110,25 @@ class ConsoleBackend:
         self.clock = clock
         self.problems = problems
         self.nodes = NodeLoop()
+        self._seen_recorded = False
 
     # -- polls (the poller calls these, one at a time)
 
     async def poll_cluster(self) -> ClusterSnapshot:
+        if not self._seen_recorded:
+            # A node down from the start shows when dbspica last saw it, not "never".
+            self._seen_recorded = True
+            try:
+                seen = await asyncio.to_thread(recorded_last_seen, self.engine)
+            except Exception as exc:  # dbspica down: the header says so; nodes poll on
+                log.info("last_seen not read from dbspica: %s", exc)
+                seen = {}
+            return await self.nodes.run(self._refresh_remembering(seen))
         return await self.nodes.run(self.pool.refresh())
+
+    async def _refresh_remembering(self, seen: dict[str, datetime]) -> ClusterSnapshot:
+        self.pool.remember_last_seen(seen)  # on the node loop, where the pool lives
+        return await self.pool.refresh()
 
     def read_db(self) -> DbState:
         """Runs in a thread; raises when dbspica does not answer."""
