@@ -7,6 +7,7 @@ Everything a node process touches lives under its spica root::
     stacks/<stack>/progress         the last line that succeeded (resume point)
     stacks/<stack>/logs/NNN.log     output of command line NNN (1-based, at least 3 digits)
     locks/<partition>.qfin.lock     the QFin lock of a raid partition
+    removed/<stack>.json            who removed the stack and when (until it is staged again)
     daemon.heartbeat                rewritten by the daemon to prove it alive
     raid*/                          data partitions
 
@@ -39,6 +40,10 @@ from spica_core.states import SUFFIX, StackState, parse_queue_file_name
 QUEUE_DIR = "queue"
 STACKS_DIR = "stacks"
 LOCKS_DIR = "locks"
+REMOVED_DIR = "removed"
+#: ``queue/.<stack>.<suffix>.<pid>.moving``: a queue file an operator action is moving (its
+#: record is rewritten there between the exclusive rename and the final one).
+MOVING_SUFFIX = ".moving"
 LOGS_DIR = "logs"
 COMMANDS_FILE = "commands.sh"
 PROGRESS_FILE = "progress"
@@ -175,6 +180,9 @@ class NodeLayout:
 
     def qfin_lock(self, partition: str) -> Path:
         return self.resolve(LOCKS_DIR, validate_name(partition, "partition") + QFIN_LOCK_SUFFIX)
+
+    def removed_file(self, stack: str) -> Path:
+        return self.resolve(REMOVED_DIR, f"{validate_name(stack)}.json")
 
     def heartbeat_file(self) -> Path:
         return self.resolve(HEARTBEAT_FILE)
@@ -338,6 +346,19 @@ class LockRecord(_Record):
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.host, self.boot_id)
+
+
+@dataclass(frozen=True)
+class RemovedRecord(_Record):
+    """Content of ``removed/<stack>.json``: who removed the stack, so a second operator
+    removing it at the same time is told rather than told nothing happened."""
+
+    stack: str
+    by: str
+    removed_at: str
+    #: The node state it was removed from, and its dbspica id when the remover knew it.
+    state: str
+    stack_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -554,6 +575,15 @@ def scan_queue(
         for dirent in scan:
             parsed = parse_queue_file_name(dirent.name)
             if parsed is None:
+                move = read_interrupted_move(Path(dirent.path)) if dirent.name[0] == "." else None
+                if move is not None:  # the stack is not absent: it is half-way moved
+                    counts[move.target.value] += 1
+                    if move.target in wanted:
+                        entries.append(
+                            QueueEntry(
+                                move.stack, move.target, move.ctime, malformed=move.describe()
+                            )
+                        )
                 continue
             stack, state = parsed
             if not is_valid_name(stack):
@@ -598,6 +628,73 @@ _STATE_RECORDS: dict[StackState, tuple[type[_Record], bool]] = {
     StackState.RUNNING: (ClaimRecord, False),
     StackState.FAILED: (ErrorRecord, False),
 }
+
+
+@dataclass(frozen=True)
+class InterruptedMove:
+    """A ``.moving`` queue file: an operator action renamed the stack's queue file there and
+    has not (yet) renamed it to its new state. ``target`` is the state its content is a
+    record of: the new state once the new record is written, else still ``source``."""
+
+    path: Path
+    stack: str
+    source: StackState
+    target: StackState
+    pid: int
+    ctime: float
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def describe(self) -> str:
+        return (
+            f"interrupted move: queue/{self.name} (pid {self.pid}) holds the "
+            f"{self.target} record; the daemon finishes it as {self.target}"
+        )
+
+
+def parse_moving_name(name: str) -> tuple[str, StackState, int] | None:
+    """``(stack, source state, pid)`` of ``.<stack>.<suffix>.<pid>.moving``, else None."""
+    if not name.startswith(".") or not name.endswith(MOVING_SUFFIX):
+        return None
+    source, dot, pid = name[1 : -len(MOVING_SUFFIX)].rpartition(".")
+    parsed = parse_queue_file_name(source) if dot else None
+    if parsed is None or not pid.isascii() or not pid.isdigit() or not is_valid_name(parsed[0]):
+        return None
+    return parsed[0], parsed[1], int(pid)
+
+
+def read_interrupted_move(path: Path) -> InterruptedMove | None:
+    """What a ``.moving`` file is and where its content says it was going; None when the
+    name is not one or the file is gone or not a regular file."""
+    parsed = parse_moving_name(path.name)
+    if parsed is None:
+        return None
+    stack, source, pid = parsed
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    target = source
+    for state, (kind, _) in _STATE_RECORDS.items():
+        if read_record(path, kind)[0] is not None:
+            target = state
+            break
+    return InterruptedMove(path, stack, source, target, pid, st.st_ctime)
+
+
+def find_interrupted_moves(layout: NodeLayout, stack: str | None = None) -> list[InterruptedMove]:
+    """The ``.moving`` files of ``queue/`` (of one stack, or all), by name."""
+    prefix = f".{validate_name(stack)}." if stack is not None else "."
+    try:
+        names = sorted(n for n in os.listdir(layout.queue_dir()) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+    moves = [read_interrupted_move(layout.queue_dir() / n) for n in names]
+    return [m for m in moves if m is not None and (stack is None or m.stack == stack)]
 
 
 def _read_entry(

@@ -27,10 +27,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spica_core.daemon.stack_files import (
+    KILLED_EXIT_CODE,
     StackFileError,
     clear_running,
     kill_orphan_line,
     next_attempt,
+    read_running,
     read_stack_progress,
 )
 from spica_core.errors import InvalidName
@@ -38,11 +40,14 @@ from spica_core.names import validate_name
 from spica_core.node_queue import (
     ClaimRecord,
     ErrorRecord,
+    InterruptedMove,
     LaunchRecord,
     NodeLayout,
     boot_id,
+    find_interrupted_moves,
     hostname,
     iso_utc,
+    pid_alive,
     read_record,
     read_small,
     write_record,
@@ -114,6 +119,10 @@ class Recovered:
     attempt: int | None
     message: str
     killed_pid: int | None
+    #: The ``stack_run`` row the dead claim left open: its line (None when ``running.json``
+    #: had no valid record) and exit code (KILLED_EXIT_CODE when the orphan was killed).
+    run_line: int | None = None
+    run_exit_code: int | None = None
 
 
 # --------------------------------------------------------------------------- listing
@@ -355,6 +364,7 @@ def recover(
         if target.exists():
             log.warning("%s: stale claim not recovered: %s already exists", stack, target.name)
             return None
+        running_line = read_running(layout, stack)
         killed = kill_orphan_line(layout, stack)
         clear_running(layout, stack)
         try:
@@ -363,6 +373,8 @@ def recover(
             line = 1
         claim_record = again.claim
         attempt = claim_record.attempt if claim_record else None
+        if attempt is None and running_line is not None:
+            attempt = running_line.attempt
         message = f"stack {stack} recovered as {to.value}: {again.why} while at line {line}"
         running = layout.queue_file(stack, R)
         if to is P:
@@ -370,7 +382,56 @@ def recover(
         else:
             write_record(running, ErrorRecord(line=line, exit_code=None, message=message))
         os.rename(running, target)
-        return Recovered(stack, to, line, attempt, message, killed)
+        return Recovered(
+            stack,
+            to,
+            line,
+            attempt,
+            message,
+            killed.pid if killed else None,
+            running_line.line if running_line else None,
+            KILLED_EXIT_CODE if killed else None,
+        )
+
+
+#: Seconds after which a ``.moving`` file is recovered even though a process of its pid
+#: runs (a pid reused after a reboot): a move takes milliseconds.
+MOVE_STALE = 120.0
+
+
+def recover_moves(layout: NodeLayout, now: float | None = None) -> list[InterruptedMove]:
+    """Finish or undo the moves operator actions left half-done (the agent died between its
+    two renames, spica_core.node_actions._move_with_record); the moves recovered.
+
+    Under the node lock, for each ``.moving`` file whose pid is dead: renamed to the state its
+    record is of (the new state when the new record was written, else back to the old one),
+    unless the stack has a queue file already (drift: logged, left for an operator).
+    """
+    moves = find_interrupted_moves(layout)
+    if not moves:
+        return []
+    done: list[InterruptedMove] = []
+    with node_lock(layout):
+        for move in find_interrupted_moves(layout):
+            age = (time.time() if now is None else now) - move.ctime
+            if pid_alive(move.pid, hostname(), boot_id()) and age < MOVE_STALE:
+                continue  # an agent is moving it now
+            others = other_queue_files(layout, move.stack, move.target)
+            target = layout.queue_file(move.stack, move.target)
+            if others or target.exists():
+                log.warning(
+                    "%s: %s not recovered: %s exist(s)",
+                    move.stack,
+                    move.name,
+                    ", ".join(others) or target.name,
+                )
+                continue
+            try:
+                os.rename(move.path, target)
+            except FileNotFoundError:
+                continue
+            done.append(move)
+    return done
 
 
 def launch_of(stack: str, record: ClaimRecord | None) -> LaunchRecord:

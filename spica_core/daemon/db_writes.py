@@ -381,7 +381,9 @@ def _stack(session: Session, entry: dict[str, Any]) -> Stack:
 
 
 def _at(entry: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(entry["at"].replace("Z", "+00:00"))
+    from spica_core.db.runs import wire_time
+
+    return wire_time(entry["at"])
 
 
 def _problem(session: Session, stack: Stack, entry: dict[str, Any], message: str) -> None:
@@ -485,6 +487,18 @@ def _recovered(session: Session, entry: dict[str, Any]) -> None:
         stack.exit_code = None
         stack.error = entry["message"]
         stack.finished_at = _at(entry)
+    if entry.get("attempt") is not None:
+        from spica_core.db.runs import end_dead_runs
+
+        session.flush()  # the rows of this batch's line_started entries, if any
+        end_dead_runs(
+            session,
+            stack.id,
+            entry["attempt"],
+            entry.get("run_line"),
+            entry.get("run_exit_code"),
+            _at(entry),
+        )
     _problem(session, stack, entry, entry["message"])
 
 

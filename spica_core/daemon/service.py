@@ -304,13 +304,15 @@ class DaemonService:
 
     def _recover_stale(self) -> None:
         assert self.db is not None and self.mailer is not None
+        for move in claims.recover_moves(self.layout):
+            log.warning("%s: %s recovered as %s", move.stack, move.name, move.target.value)
         target = StackState(self.settings.recover)
         for found in claims.find_stale(self.layout):
             if found.stack in self._runners:
                 continue
             try:
                 done = claims.recover(self.layout, found, target)
-            except (OSError, SpicaError) as exc:
+            except (OSError, SpicaError, StackFileError) as exc:
                 log.error("%s: stale claim not recovered: %s", found.stack, exc)
                 continue
             if done is None:
@@ -321,6 +323,9 @@ class DaemonService:
                 state=done.state.value,
                 line=done.line,
                 message=done.message,
+                attempt=done.attempt,
+                run_line=done.run_line,
+                run_exit_code=done.run_exit_code,
             )
             killed = f" (killed its orphan line, pid {done.killed_pid})" if done.killed_pid else ""
             log.warning("%s%s", done.message, killed)
