@@ -163,7 +163,13 @@ class Agent:
 
     def remove(self, args: dict[str, Any]) -> dict[str, Any]:
         purge = _str_list(args, "purge") or []
-        return _actions().remove(self.layout, _stack(args), purge, dry_run=_dry(args))
+        by = _by(args) if "by" in args else "unknown"
+        stack_id = args.get("stack_id")
+        if stack_id is not None and (
+            not isinstance(stack_id, int) or isinstance(stack_id, bool) or stack_id < 0
+        ):
+            raise _bad("stack_id must be a non-negative integer or null")
+        return _actions().remove(self.layout, _stack(args), purge, by, stack_id, dry_run=_dry(args))
 
     def ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"time": iso_utc()}
