@@ -65,22 +65,19 @@ def _runs(engine, stack: str) -> list[tuple[int, int, int | None, bool]]:
 # ------------------------------------------------------------------ unlock and its orphan
 
 
-def test_unlock_kills_the_orphan_line_before_the_stack_runs_again(
-    demo: DemoCluster, tmp_path: Path
-) -> None:
-    stack = "orphan_T0003"
-    root = demo.node_root("mix1")
-    env = {"SPICA_CONFIG": str(demo.config_path)}
+def _orphaned(demo: DemoCluster, tmp_path: Path, stack: str) -> int:
+    """A stack whose daemon was killed -9 while line 2 (a 12 s sleep, then a trace line
+    naming its attempt) runs; the orphan line's pid (its process group)."""
     commands = tmp_path / "commands.sh"
     commands.write_text(
         "true\nsleep 12; echo B2-attempt$SPICA_ATTEMPT >> $SPICA_ROOT/trace\ntrue\n"
     )
     added = run_spica(
-        "stack", "add", stack, "--node", "mix1", "--commands", str(commands), "--launch", env=env
+        *("--config", str(demo.config_path), "stack", "add", stack, "--node", "mix1"),
+        *("--commands", str(commands), "--launch"),
     )
     assert added.returncode == 0, added.stderr
-    engine = make_engine(load_config(demo.config_path).db)
-    running = root / "stacks" / stack / "running.json"
+    running = demo.node_root("mix1") / "stacks" / stack / "running.json"
 
     def line_two() -> dict[str, Any] | None:
         try:
@@ -90,7 +87,9 @@ def test_unlock_kills_the_orphan_line_before_the_stack_runs_again(
         return record if record["line"] == 2 else None
 
     orphan = wait_for(line_two, 60, "line 2 to run")["pid"]
+    engine = make_engine(load_config(demo.config_path).db)
     wait_for(lambda: (2, 1, None, False) in _runs(engine, stack), 30, "line 2's stack_run row")
+    engine.dispose()
     daemon = demo.status().nodes[0].daemon_pid
     assert daemon is not None
     os.kill(daemon, signal.SIGKILL)
@@ -98,26 +97,38 @@ def test_unlock_kills_the_orphan_line_before_the_stack_runs_again(
         os.waitpid(daemon, 0)
     wait_for(lambda: not _alive(daemon), 10, "the daemon to die")
     assert _alive(orphan)
+    return orphan
+
+
+def test_unlock_kills_the_orphan_line_before_the_stack_runs_again(
+    demo: DemoCluster, tmp_path: Path
+) -> None:
+    stack = "orphan_T0003"
+    root = demo.node_root("mix1")
+    env = {"SPICA_CONFIG": str(demo.config_path)}
+    orphan = _orphaned(demo, tmp_path, stack)
+    engine = make_engine(load_config(demo.config_path).db)
 
     dry = run_spica("unlock", stack, "--requeue", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
-    assert f"kill orphan line 2 (process group {orphan}" in dry.stdout, dry.stdout
+    assert f"kill orphan line 2 (process group {orphan}, attempt 1)" in dry.stdout, dry.stdout
     assert "sleep 12; echo B2-attempt" in dry.stdout
     unlocked = run_spica("unlock", stack, "--requeue", "--yes", env=env)
     assert unlocked.returncode == 0, unlocked.stderr
     assert f"kill orphan line 2 (process group {orphan}" in unlocked.stderr
     # The daemon is down: nothing can have started the stack again, and the orphan is dead.
     assert not _alive(orphan)
-    assert not running.exists()
+    assert not (root / "stacks" / stack / "running.json").exists()
     assert (2, 1, 137, True) in _runs(engine, stack)
 
     demo.up(1, daemons=True)
     with Session(engine) as s:
 
         def state() -> str:
+            s.expire_all()
             return s.scalars(select(Stack.state).where(Stack.name == stack)).one()
 
-        wait_for(lambda: (s.expire_all(), state())[1] == "completed", 60, "the stack to complete")
+        wait_for(lambda: state() == "completed", 60, "the stack to complete")
     assert (root / "trace").read_text() == "B2-attempt2\n"
     assert _runs(engine, stack) == [
         (1, 1, 0, True),
@@ -126,6 +137,66 @@ def test_unlock_kills_the_orphan_line_before_the_stack_runs_again(
         (3, 2, 0, True),
     ]
     engine.dispose()
+
+
+def test_reconcile_fix_of_a_stale_claim_kills_its_orphan_line(
+    demo: DemoCluster, tmp_path: Path
+) -> None:
+    stack = "stale_orphan_T0003"
+    orphan = _orphaned(demo, tmp_path, stack)
+    fixed = run_spica("--config", str(demo.config_path), "reconcile", "--fix", "--yes")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert not _alive(orphan)
+    assert (demo.node_root("mix1") / "queue" / f"{stack}.error").exists()
+    engine = make_engine(load_config(demo.config_path).db)
+    assert (2, 1, 137, True) in _runs(engine, stack)
+    engine.dispose()
+    time.sleep(0.5)
+    assert not (demo.node_root("mix1") / "trace").exists()
+
+
+def test_end_dead_runs_closes_only_the_dead_attempts_open_rows(db_engine) -> None:
+    from datetime import UTC, datetime
+
+    from spica_core.db.runs import end_dead_runs
+
+    started = datetime(2026, 12, 1, tzinfo=UTC)
+    ended = datetime(2026, 12, 2, tzinfo=UTC)
+    with Session(db_engine) as s, s.begin():
+        stack = Stack(name="dead_T0003", state="running")
+        s.add(stack)
+        s.flush()
+        for line, attempt, end, code in [
+            (1, 1, started, 0),
+            (2, 1, None, None),
+            (3, 1, None, None),
+            (2, 2, None, None),
+        ]:
+            s.add(
+                StackRun(
+                    stack_id=stack.id,
+                    line=line,
+                    attempt=attempt,
+                    command="x",
+                    started_at=started,
+                    ended_at=end,
+                    exit_code=code,
+                )
+            )
+        s.flush()
+        assert end_dead_runs(s, stack.id, 1, 2, 137, ended) == 2
+    with Session(db_engine) as s:
+        rows = s.execute(
+            select(StackRun.line, StackRun.attempt, StackRun.ended_at, StackRun.exit_code).order_by(
+                StackRun.attempt, StackRun.line
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (1, 1, started, 0),
+        (2, 1, ended, 137),
+        (3, 1, ended, None),
+        (2, 2, None, None),
+    ]
 
 
 # ------------------------------------------------------------------ requeue --from-start race
