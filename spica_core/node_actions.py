@@ -486,9 +486,7 @@ def remove(
     such a record for it (the same dbspica id, when both are known) was removed already.
     """
     with node_lock(layout):  # a dry run too: never a remove seen half-done
-        if dry_run:
-            return _remove(layout, stack, purge, by, stack_id, dry_run=True)
-        result, trash = _remove(layout, stack, purge, by, stack_id, dry_run=False)
+        result, trash = _remove(layout, stack, purge, by, stack_id, dry_run=dry_run)
     # The deleting itself (maybe many files) is outside the lock: nobody sees those names.
     for path in trash:
         if path.is_dir() and not path.is_symlink():
@@ -506,7 +504,8 @@ def _remove(
     stack_id: int | None,
     *,
     dry_run: bool,
-) -> Any:
+) -> tuple[dict[str, Any], list[Path]]:
+    """The remove's plan and, applied, the renamed-away paths left to delete."""
     current = _require(layout, stack, Action.REMOVE, StackState.REMOVED)
     directory = layout.stack_dir(stack)
     removed = removed_record(layout, stack)
@@ -547,7 +546,7 @@ def _remove(
         "bytes": sum(d["bytes"] for d in deletes),
     }
     if dry_run:
-        return result
+        return result, []
     trash: list[Path] = []
     if current.path is not None:
         # The queue file first: once it is gone no daemon can claim the stack.
