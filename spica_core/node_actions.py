@@ -69,9 +69,37 @@ class QueueState:
     path: Path | None
 
 
+#: Seconds a caller waits for another agent's move of the same stack to end (it takes
+#: milliseconds) before it is refused as "being moved".
+MOVE_SETTLE = 2.0
+
+
 def queue_state(layout: NodeLayout, stack: str) -> QueueState:
-    """Which queue file the stack has. Several at once is drift; the most advanced wins."""
-    found = [
+    """Which queue file the stack has. Several at once is drift; the most advanced wins.
+
+    A stack with no queue file but a ``.moving`` one is not absent: another agent is moving
+    it (waited for, up to MOVE_SETTLE seconds) or one died half-way (refused, the daemon
+    finishes that move).
+    """
+    deadline = time.monotonic() + MOVE_SETTLE
+    while True:
+        found = _queue_files(layout, stack)
+        if found:
+            return QueueState(*found[0])
+        moves = find_interrupted_moves(layout, stack)
+        if not moves:
+            # A move may have ended between the two looks: absent only if still absent.
+            found = _queue_files(layout, stack)
+            if found:
+                return QueueState(*found[0])
+            return QueueState(StackState.PLANNED, None)
+        if time.monotonic() > deadline or not any(m.mover_alive() for m in moves):
+            raise _wrong_state(f"stack {stack}: {moves[0].describe()}")
+        time.sleep(0.01)
+
+
+def _queue_files(layout: NodeLayout, stack: str) -> list[tuple[StackState, Path]]:
+    return [
         (state, layout.queue_file(stack, state))
         for state in (
             StackState.RUNNING,
@@ -81,13 +109,6 @@ def queue_state(layout: NodeLayout, stack: str) -> QueueState:
         )
         if layout.queue_file(stack, state).exists()
     ]
-    if not found:
-        moves = find_interrupted_moves(layout, stack)
-        if moves:
-            # Not absent: an action is moving it, or its agent died half-way.
-            raise _wrong_state(f"stack {stack}: {moves[0].describe()}")
-        return QueueState(StackState.PLANNED, None)
-    return QueueState(*found[0])
 
 
 def _who(layout: NodeLayout, stack: str, current: QueueState) -> str:
@@ -554,7 +575,10 @@ def _remove(
         _rename(current.path, hidden, stack, layout)
         trash.append(hidden)
     if directory.exists():
-        hidden_dir = directory.with_name(f".{stack}.{os.getpid()}.removing")
+        # Onto a new empty directory of a name nobody else uses (rename replaces it).
+        hidden_dir = Path(
+            tempfile.mkdtemp(prefix=f".{stack}.", suffix=".removing", dir=directory.parent)
+        )
         os.rename(directory, hidden_dir)
         trash.append(hidden_dir)
     record = RemovedRecord(stack, by, iso_utc(), current.state.value, stack_id)

@@ -647,9 +647,15 @@ class InterruptedMove:
     def name(self) -> str:
         return self.path.name
 
+    def mover_alive(self) -> bool:
+        """Whether the process moving it still runs (the move takes milliseconds)."""
+        return pid_alive(self.pid, hostname(), boot_id())
+
     def describe(self) -> str:
+        if self.mover_alive():
+            return f"being moved by pid {self.pid} (queue/{self.name})"
         return (
-            f"interrupted move: queue/{self.name} (pid {self.pid}) holds the "
+            f"interrupted move: queue/{self.name} (pid {self.pid}, dead) holds the "
             f"{self.target} record; the daemon finishes it as {self.target}"
         )
 

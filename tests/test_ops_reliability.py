@@ -259,9 +259,11 @@ def test_a_losing_requeue_from_start_never_rewinds_the_winner(tmp_path: Path) ->
             if plain["ok"]:
                 wins["plain"] += 1
                 assert progress.read_text().strip() == "3", f"round {round_}: {from_start}"
+                assert "by alice at" in from_start["error"]["message"], from_start
             else:
                 wins["from_start"] += 1
                 assert progress.read_text().strip() == "0", f"round {round_}"
+                assert "by bob at" in plain["error"]["message"], plain
     finally:
         for agent in agents:
             agent.close()
@@ -399,12 +401,17 @@ def test_a_move_left_half_done_is_listed_then_finished_or_undone_by_the_daemon(
     (env.queue / f".{done}.error.{pid}.moving").write_text(json.dumps(launch))
     (env.queue / f".{undone}.error.{pid}.moving").write_text(json.dumps(error))
 
-    listing = Agent(env.root).respond(json.dumps({"id": 1, "verb": "status", "args": {}}).encode())[
-        "result"
-    ]["queue"]
-    seen = {e["stack"]: e for e in listing}
+    agent = Agent(env.root)
+    listing = agent.respond(json.dumps({"id": 1, "verb": "status", "args": {}}).encode())
+    seen = {e["stack"]: e for e in listing["result"]["queue"]}
     assert seen[done]["state"] == "pending" and "interrupted move" in seen[done]["malformed"]
     assert seen[undone]["state"] == "failed" and "interrupted move" in seen[undone]["malformed"]
+    # Not taken for absent by an action either: no remove of a stack half-way moved.
+    refused = agent.respond(
+        json.dumps({"id": 2, "verb": "remove", "args": {"stack": undone}}).encode()
+    )
+    assert refused["error"]["code"] == "wrong_state", refused
+    assert "interrupted move" in refused["error"]["message"]
 
     daemons = Daemons()
     try:
