@@ -509,6 +509,21 @@ def _check_failed(session: Session, entry: dict[str, Any]) -> None:
         _problem(session, stack, entry, f"check failed, stack waits: {entry['reason']}")
 
 
+def _node_problem(session: Session, entry: dict[str, Any]) -> None:
+    """A problem of the node's queue, not of a stack's run: no stack row is made or changed."""
+    from spica_core.db.models import Problem
+
+    session.add(
+        Problem(
+            created_at=_at(entry),
+            kind="software",
+            node=entry["node"],
+            stack=entry.get("stack"),
+            message=entry["message"],
+        )
+    )
+
+
 _HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
     "claimed": _claimed,
     "line_started": _line_started,
@@ -519,6 +534,7 @@ _HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
     "released": _released,
     "recovered": _recovered,
     "check_failed": _check_failed,
+    "node_problem": _node_problem,
 }
 
 #: The entry kinds a daemon writes (documentation and tests).

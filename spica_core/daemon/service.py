@@ -105,6 +105,10 @@ class DaemonService:
         self.db: DaemonDb | None = None
         self.mailer: Mailer | None = None
         self.preflight: Preflight | None = None
+        #: Queue entries left alone, and stacks whose handling failed: reported once each.
+        self._skipped: set[tuple[str, str, str]] = set()
+        self._failing: dict[tuple[str, str], str] = {}
+        self._unrecovered: dict[str, str] = {}
 
     # ------------------------------------------------------------------- control
 
@@ -196,48 +200,80 @@ class DaemonService:
     # ------------------------------------------------------------------- claiming
 
     def _fill_slots(self) -> float | None:
-        """Claim pending stacks while a slot is free; seconds until a waiting one is due."""
+        """Claim pending stacks while a slot is free; seconds until a waiting one is due.
+
+        Each stack is handled on its own: whatever goes wrong with one (its files, an
+        unexpected error) is reported once and the others are still looked at.
+        """
         if len(self._runners) >= self.slots:
             return None
         assert self.preflight is not None
         self.preflight.new_pass()
         now = time.time()
         due: float | None = None
-        for pending in claims.list_pending(self.layout, now):
+        scan = claims.scan_pending(self.layout, now)
+        self._report_skipped(scan.skipped)
+        failing: dict[tuple[str, str], str] = {}
+        for pending in scan.pending:
             if len(self._runners) >= self.slots or self._stopping.is_set():
                 break
             if pending.stack in self._runners:
                 continue
-            if pending.malformed or pending.unsettled:
-                if pending.age < claims.SETTLE_GRACE:  # maybe still being written
-                    due = _earliest(due, claims.SETTLE_GRACE - pending.age)
-                    continue
-                if pending.malformed:
-                    why = f"{pending.stack}.spica is malformed: {pending.malformed}"
-                    self._reject(pending, why)
-                    continue
-            previous = read_check(self.layout, pending.stack)
-            if (
-                previous is not None
-                and previous.launch == pending.identity
-                and previous.retry_at > now
-            ):
-                due = _earliest(due, previous.retry_at - now)
+            try:
+                wait = self._consider(pending, now)
+            except Exception as exc:
+                key = (pending.stack, pending.identity)
+                failing[key] = f"{type(exc).__name__}: {exc}"
+                if self._failing.get(key) != failing[key]:
+                    log.exception(
+                        "%s: not claimed: unexpected error; the others go on", pending.stack
+                    )
+                    self._problem(f"{pending.stack}: not claimed: {failing[key]}", pending.stack)
                 continue
-            others = claims.other_queue_files(self.layout, pending.stack, StackState.PENDING)
-            if others:
-                reason = f"queue drift: {', '.join(others)} exist(s) too; resolve by hand"
-                due = _earliest(due, self._check_failed(pending, reason, previous))
-                continue
-            result = self.preflight.check(pending.stack)
-            if result.fatal:
-                self._reject(pending, result.reason)
-                continue
-            if not result.ok:
-                due = _earliest(due, self._check_failed(pending, result.reason, previous))
-                continue
-            self._claim(pending, previous)
+            if wait is not None:
+                due = _earliest(due, wait)
+        self._failing = failing
         return due
+
+    def _consider(self, pending: PendingStack, now: float) -> float | None:
+        """Skip, reject, note a failed check of, or claim one pending stack; seconds until it
+        is due again when it waits."""
+        assert self.preflight is not None
+        if pending.malformed or pending.unsettled:
+            if pending.age < claims.SETTLE_GRACE:  # maybe still being written
+                return claims.SETTLE_GRACE - pending.age
+            if pending.malformed:
+                self._reject(pending, f"{pending.stack}.spica is malformed: {pending.malformed}")
+                return None
+        previous = read_check(self.layout, pending.stack)
+        if previous is not None and previous.launch == pending.identity and previous.retry_at > now:
+            return previous.retry_at - now
+        others = claims.other_queue_files(self.layout, pending.stack, StackState.PENDING)
+        if others:
+            reason = f"queue drift: {', '.join(others)} exist(s) too; resolve by hand"
+            return self._check_failed(pending, reason, previous)
+        result = self.preflight.check(pending.stack)
+        if result.fatal:
+            self._reject(pending, result.reason)
+            return None
+        if not result.ok:
+            return self._check_failed(pending, result.reason, previous)
+        self._claim(pending, previous)
+        return None
+
+    def _report_skipped(self, skipped: list[claims.SkippedEntry]) -> None:
+        """Log and file a problem for each queue entry left alone, once while it stays."""
+        current = {(entry.name, entry.identity, entry.reason) for entry in skipped}
+        for entry in skipped:
+            if (entry.name, entry.identity, entry.reason) not in self._skipped:
+                log.warning("%s", entry.message)
+                self._problem(entry.message)
+        self._skipped = current
+
+    def _problem(self, message: str, stack: str | None = None) -> None:
+        """A software problem row about this node (through the journal, as every write)."""
+        assert self.db is not None
+        self.db.record("node_problem", stack=stack, message=message)
 
     def _claim(self, pending: PendingStack, previous: CheckRecord | None) -> None:
         try:
@@ -312,9 +348,15 @@ class DaemonService:
                 continue
             try:
                 done = claims.recover(self.layout, found, target)
-            except (OSError, SpicaError, StackFileError) as exc:
-                log.error("%s: stale claim not recovered: %s", found.stack, exc)
+            except Exception as exc:  # one stack's trouble never stops the others
+                why = f"{found.stack}: stale claim not recovered: {exc}"
+                if self._unrecovered.get(found.stack) != why:
+                    expected = isinstance(exc, OSError | SpicaError | StackFileError)
+                    log.error("%s", why, exc_info=not expected)
+                    self._problem(why, found.stack)
+                self._unrecovered[found.stack] = why
                 continue
+            self._unrecovered.pop(found.stack, None)
             if done is None:
                 continue
             self.db.record(
