@@ -42,6 +42,7 @@ from spica_core.node_queue import (
     partition_usage,
     read_heartbeat,
     read_record,
+    root_problem,
     scan_queue,
     tree_bytes,
 )
@@ -502,6 +503,11 @@ def _actions() -> ModuleType:
 
 def run(root: str) -> int:
     """``spica node serve --root ROOT`` on this process's stdin and stdout; the exit status."""
+    # The same rule as the configuration's, for the root as given and where it really leads.
+    why = root_problem(root) or root_problem(os.path.realpath(root))
+    if why is not None:
+        sys.stderr.write(f"spica: error: --root {root}: {why}\n")
+        return 2
     path = Path(root)
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"

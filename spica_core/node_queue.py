@@ -57,6 +57,43 @@ MAX_RECORD_BYTES = 256 * 1024
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
+#: A spica root in (or at) these trees would put the system under the agent's confinement and
+#: the operator's ``remove``: refused, as is every root directly at one of ``_SYSTEM_DIRS``.
+_SYSTEM_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+    "/proc", "/run", "/sbin", "/sys", "/usr",
+)  # fmt: skip
+_SYSTEM_DIRS = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
+
+
+def root_problem(root: str) -> str | None:
+    """Why ``root`` cannot be a node's spica root, or None.
+
+    Everything the agent and the daemon touch is confined to the root, so the root itself
+    must be a plain, absolute, normalized path (a trailing ``/`` aside) that is neither ``/``
+    nor a system directory. Both the configuration and ``spica node serve --root`` ask here.
+    """
+    if not root:
+        return "empty: expected an absolute directory such as /data/spica"
+    if not root.isprintable():
+        return "holds a control character"
+    if not root.startswith("/"):
+        return f"{root!r} is not absolute: expected an absolute directory such as /data/spica"
+    trimmed = root.rstrip("/") or "/"
+    normal = os.path.normpath(trimmed)
+    if normal != trimmed or trimmed.startswith("//"):
+        return f"{root!r} is not normalized (no '..', '.' or '//' components)"
+    if trimmed == "/":
+        return "'/' is the whole filesystem: expected a directory of its own such as /data/spica"
+    if trimmed in _SYSTEM_DIRS or any(
+        trimmed == tree or trimmed.startswith(tree + "/") for tree in _SYSTEM_TREES
+    ):
+        return (
+            f"{trimmed} is a system directory: expected a directory of its own such as /data/spica"
+        )
+    return None
+
+
 class OutsideRoot(UsageError):
     """A path that would leave the spica root (``..``, absolute, or through a symlink)."""
 

@@ -45,7 +45,13 @@ from spica_core.daemon.stack_files import (
 from spica_core.daemon.watch import QueueWatch
 from spica_core.errors import ConfigError, SpicaError
 from spica_core.names import validate_name
-from spica_core.node_queue import NodeLayout, iso_utc, resolve_inside, write_heartbeat
+from spica_core.node_queue import (
+    NodeLayout,
+    iso_utc,
+    resolve_inside,
+    root_problem,
+    write_heartbeat,
+)
 from spica_core.states import StackState
 
 log = logging.getLogger("spica.daemon")
@@ -141,6 +147,9 @@ class DaemonService:
     def _start(self) -> None:
         if not self.root.is_dir():
             raise DaemonError(f"node {self.node.name}: spica root {self.root} is not a directory")
+        why = root_problem(os.path.realpath(self.root))
+        if why is not None:  # the configured path is checked; this is where it leads
+            raise DaemonError(f"node {self.node.name}: spica root {self.root}: {why}")
         for sub in ("queue", "stacks", "locks"):
             self.layout.resolve(sub).mkdir(exist_ok=True)
         try:
