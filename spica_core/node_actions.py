@@ -36,6 +36,7 @@ from spica_core.daemon.stack_files import (
 from spica_core.errors import StackStateError
 from spica_core.node_protocol import ErrorCode, ProtocolError
 from spica_core.node_queue import (
+    MAX_COMMANDS_BYTES,
     ClaimRecord,
     ErrorRecord,
     LaunchRecord,
@@ -49,8 +50,6 @@ from spica_core.node_queue import (
 )
 from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
 
-#: commands.sh larger than this is refused (a stack is a few hundred lines at most).
-MAX_COMMANDS_BYTES = 48 * 1024
 MAX_INPUTS = 2000
 
 
@@ -232,7 +231,7 @@ def _move(
 def stage(
     layout: NodeLayout,
     stack: str,
-    commands: str,
+    data: bytes,
     inputs: list[str] | None,
     *,
     dry_run: bool = False,
@@ -240,18 +239,21 @@ def stage(
     """Write ``stacks/<stack>/commands.sh`` (and ``inputs``) of a planned stack.
 
     Refused once the stack has a queue file: commands of a launched stack never change
-    under the daemon (the seed's FAQ: remove it first).
+    under the daemon (the seed's FAQ: remove it first). The size limit is the daemon's.
     """
     current = queue_state(layout, stack)
     if current.state is not StackState.PLANNED:
         raise _wrong_state(
             f"stack {stack} is {current.state}: its commands cannot change (remove it first)"
         )
-    data = commands.encode()
     if len(data) > MAX_COMMANDS_BYTES:
         raise ProtocolError(
             ErrorCode.BAD_ARGS, f"commands of {len(data)} bytes, at most {MAX_COMMANDS_BYTES}"
         )
+    try:
+        commands = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_ARGS, "commands are not UTF-8 text") from None
     if "\0" in commands:
         raise ProtocolError(ErrorCode.BAD_ARGS, "commands contain a NUL byte")
     lines = commands.count("\n") + (0 if commands.endswith("\n") or not commands else 1)
@@ -264,10 +266,8 @@ def stage(
     layout.removed_file(stack).unlink(missing_ok=True)
     # New commands start from line 1: a resume point of older commands means nothing.
     layout.progress_file(stack).unlink(missing_ok=True)
-    _write_text_atomic(
-        layout.commands_file(stack),
-        commands if commands.endswith("\n") or not commands else commands + "\n",
-    )
+    # As given, byte for byte (as `stack add` writes locally): a last line may lack its "\n".
+    _write_text_atomic(layout.commands_file(stack), commands)
     inputs_file = layout.resolve("stacks", stack, "inputs")
     if inputs:
         _write_text_atomic(inputs_file, "".join(f"{p}\n" for p in inputs))

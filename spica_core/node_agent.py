@@ -125,10 +125,9 @@ class Agent:
     # imported on first use: most sessions only poll, and every connection starts an agent.
 
     def stage(self, args: dict[str, Any]) -> dict[str, Any]:
+        stack = _stack(args)
         inputs = _str_list(args, "inputs")
-        return _actions().stage(
-            self.layout, _stack(args), _str(args, "commands"), inputs, dry_run=_dry(args)
-        )
+        return _actions().stage(self.layout, stack, _commands(args), inputs, dry_run=_dry(args))
 
     def launch(self, args: dict[str, Any]) -> dict[str, Any]:
         return _actions().launch(
@@ -569,6 +568,20 @@ def _str(args: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise _bad(f"{key} must be a string")
     return value
+
+
+def _commands(args: dict[str, Any]) -> bytes:
+    """The ``stage`` commands: ``commands_b64`` (exact bytes, a size the request limit can
+    hold whatever the text) or ``commands`` (text, as older clients send it)."""
+    if "commands_b64" not in args:
+        return _str(args, "commands").encode("utf-8", "surrogatepass")
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(_str(args, "commands_b64"), validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("commands_b64 must be base64") from None
 
 
 def _stack(args: dict[str, Any]) -> str:

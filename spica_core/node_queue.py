@@ -51,6 +51,10 @@ HEARTBEAT_FILE = "daemon.heartbeat"
 QFIN_LOCK_SUFFIX = ".qfin.lock"
 #: Directories directly under the root whose name starts with this are data partitions.
 PARTITION_PREFIX = "raid"
+#: The one size limit of a stack's ``commands.sh``, wherever it comes from (``stack add``
+#: here or over SSH, the agent's ``stage``) and when the daemon reads it: SPICA's generated
+#: stacks are a few hundred lines, so 1 MiB leaves room while bounding every reader.
+MAX_COMMANDS_BYTES = 1024 * 1024
 #: Queue records, locks and heartbeats are a few hundred bytes; a bigger file is refused
 #: (reported as malformed) rather than read, so a runaway writer cannot slow every status.
 MAX_RECORD_BYTES = 256 * 1024

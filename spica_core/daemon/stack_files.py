@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spica_core.node_queue import (
+    MAX_COMMANDS_BYTES,
     NodeLayout,
     _Record,
     boot_id,
@@ -44,8 +45,6 @@ INPUTS_FILE = "inputs"
 ATTEMPT_FILE = "attempt"
 CHECK_FILE = "check.json"
 RUNNING_FILE = "running.json"
-#: A commands.sh beyond this is refused: SPICA's generated stacks are a few hundred lines.
-MAX_COMMANDS_BYTES = 16 * 1024 * 1024
 MAX_INPUTS_BYTES = 4 * 1024 * 1024
 
 
@@ -78,6 +77,17 @@ def parse_commands(data: bytes) -> list[bytes]:
     if all(is_noop(line) for line in lines):
         return _refuse("holds no command (empty, or only blank lines and comments)")
     return lines
+
+
+def normalize_newlines(data: bytes) -> bytes:
+    """``data`` with CRLF line ends made LF (a file saved on Windows), or StackFileError for
+    a carriage return elsewhere: ``sh`` would take it as part of the command."""
+    data = data.replace(b"\r\n", b"\n")
+    at = data.find(b"\r")
+    if at >= 0:
+        line = data.count(b"\n", 0, at) + 1
+        _refuse(f"has a carriage return (CR) inside line {line}: save it with LF line ends")
+    return data
 
 
 def _refuse(reason: str) -> list[bytes]:

@@ -102,23 +102,25 @@ def stack_add(
     stacks/NAME/commands.sh on the node; --launch queues it.
 
     When the node's root is not on this machine the files go through the node's agent over
-    SSH. Exit codes: 0 created; 1 the name exists (in dbspica or on the node); 2 usage or
-    configuration error (bad name, empty or binary command file); 3 dbspica or the node
-    unreachable.
+    SSH. The command file is at most 1 MiB, a regular file or '-'; CRLF line ends become LF.
+    Exit codes: 0 created; 1 the name exists (in dbspica or on the node); 2 usage or
+    configuration error (bad name; command file empty, binary, too large, not a regular file,
+    or with a stray carriage return); 3 dbspica or the node unreachable.
     """
-    from spica_core.errors import UsageError
-    from spica_core.stack_add import add_stack
+    from spica_core.stack_add import add_stack, read_commands_file
 
-    if str(commands) == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            data = commands.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"--commands {commands}: {exc.strerror or exc}") from None
+    data = read_commands_file(str(commands), sys.stdin.buffer)
     st = state(ctx)
     added = add_stack(
-        st.engine(), st.config, name, node, data, step=step, priority=priority, launch=launch
+        st.engine(),
+        st.config,
+        name,
+        node,
+        data,
+        step=step,
+        priority=priority,
+        launch=launch,
+        source=f"--commands {commands}",
     )
     if as_json:
         emit_json(added.to_json())
