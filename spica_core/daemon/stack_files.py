@@ -279,11 +279,12 @@ class OrphanSurvived(StackFileError):
 def live_orphan_line(layout: NodeLayout, stack: str) -> RunningLine | None:
     """The line of ``running.json`` when it still runs: its process exists on this host and
     boot, leads its own process group, started before the record was written, and is, by its
-    environment, that line of that stack. A pid reused since by another process is not."""
+    environment, that line of that stack under this root. A pid reused since by another
+    process is not."""
     record = read_running(layout, stack)
     if record is None or not pid_alive(record.pid, record.host, record.boot_id):
         return None
-    if not _is_line_process(record, stack):
+    if not _is_line_process(record, stack, layout.root):
         return None
     return record
 
@@ -309,7 +310,7 @@ def kill_orphan_line(layout: NodeLayout, stack: str, timeout: float = 5.0) -> Ru
     return record
 
 
-def _is_line_process(record: RunningLine, stack: str) -> bool:
+def _is_line_process(record: RunningLine, stack: str, root: Path) -> bool:
     pid = record.pid
     try:
         if os.getpgid(pid) != pid:
@@ -325,9 +326,14 @@ def _is_line_process(record: RunningLine, stack: str) -> bool:
         return False
     except OSError:
         return True  # no access to its environment: pid, host, boot and start time agree
-    env = set(environ.split(b"\0"))
+    env = dict(item.partition(b"=")[::2] for item in environ.split(b"\0") if item)
+    line_root = os.fsdecode(env.get(b"SPICA_ROOT", b""))
     return (
-        f"SPICA_STACK={stack}".encode() in env and f"SPICA_ATTEMPT={record.attempt}".encode() in env
+        env.get(b"SPICA_STACK") == stack.encode()
+        and env.get(b"SPICA_ATTEMPT") == str(record.attempt).encode()
+        # a line of the same stack name under another root (another node, another demo)
+        and bool(line_root)
+        and os.path.realpath(line_root) == os.path.realpath(root)
     )
 
 
