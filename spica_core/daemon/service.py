@@ -179,6 +179,7 @@ class DaemonService:
         beat_every = self.settings.heartbeat_interval
         next_beat = time.monotonic() + beat_every
         next_recovery = next_beat
+        pass_error: str | None = None
         while not self._stopping.is_set():
             due: float | None = None
             try:
@@ -191,8 +192,11 @@ class DaemonService:
                     self._recover_stale()
                     next_recovery = now + beat_every
                 due = self._fill_slots()
-            except Exception:
-                log.exception("daemon pass failed; going on")
+                pass_error = None
+            except Exception as exc:
+                if f"{type(exc).__name__}: {exc}" != pass_error:  # once while it repeats
+                    log.exception("daemon pass failed; going on")
+                pass_error = f"{type(exc).__name__}: {exc}"
                 self._stopping.wait(ERROR_PAUSE)
             timeout = min(self.settings.poll_interval, max(0.0, next_beat - time.monotonic()))
             if due is not None:
@@ -222,7 +226,8 @@ class DaemonService:
         due: float | None = None
         scan = claims.scan_pending(self.layout, now)
         self._report_skipped(scan.skipped)
-        failing: dict[tuple[str, str], str] = {}
+        listed = {(pending.stack, pending.identity) for pending in scan.pending}
+        self._failing = {key: why for key, why in self._failing.items() if key in listed}
         for pending in scan.pending:
             if len(self._runners) >= self.slots or self._stopping.is_set():
                 break
@@ -231,17 +236,16 @@ class DaemonService:
             try:
                 wait = self._consider(pending, now)
             except Exception as exc:
-                key = (pending.stack, pending.identity)
-                failing[key] = f"{type(exc).__name__}: {exc}"
-                if self._failing.get(key) != failing[key]:
+                key, why = (pending.stack, pending.identity), f"{type(exc).__name__}: {exc}"
+                if self._failing.get(key) != why:
                     log.exception(
                         "%s: not claimed: unexpected error; the others go on", pending.stack
                     )
-                    self._problem(f"{pending.stack}: not claimed: {failing[key]}", pending.stack)
+                    self._problem(f"{pending.stack}: not claimed: {why}", pending.stack)
+                self._failing[key] = why
                 continue
             if wait is not None:
                 due = _earliest(due, wait)
-        self._failing = failing
         return due
 
     def _consider(self, pending: PendingStack, now: float) -> float | None:
