@@ -38,6 +38,7 @@ def _plant_junk(queue: Path) -> None:
     os.mkfifo(queue / "fifo.spica")
     os.symlink("/etc", queue / "link.processing")
     (queue / "bad name.spica").write_text("")
+    os.symlink("/etc/passwd", queue / ".moved.spica.1.moving")  # an interrupted move, faked
 
 
 def _heartbeats(env: NodeEnv, count: int) -> None:
