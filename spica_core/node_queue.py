@@ -411,6 +411,20 @@ class HeartbeatRecord(_Record):
     time: str
 
 
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, for messages ("a FIFO", "a directory"…)."""
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
 def read_small(path: str | Path, limit: int = MAX_RECORD_BYTES) -> bytes:
     """The whole of a small regular file, without following a final symlink or blocking.
 

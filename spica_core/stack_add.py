@@ -39,6 +39,7 @@ from spica_core.node_queue import (
     MAX_COMMANDS_BYTES,
     LaunchRecord,
     NodeLayout,
+    file_kind,
     iso_utc,
     write_record,
 )
@@ -215,8 +216,7 @@ def read_commands_file(path: str, stdin: BinaryIO | None = None) -> bytes:
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
-                kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, device or socket"
-                raise UsageError(f"--commands {path}: {kind}, not a regular file")
+                raise UsageError(f"--commands {path}: {file_kind(mode)}, not a regular file")
             data = _read_upto(fd, MAX_COMMANDS_BYTES + 1)
         except OSError as exc:
             raise UsageError(f"--commands {path}: {exc.strerror or exc}") from None

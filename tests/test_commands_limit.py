@@ -60,7 +60,7 @@ def _nothing_added(env: NodeEnv, name: str) -> None:
 
 def test_dev_zero_is_refused_without_reading_it_all(env: NodeEnv) -> None:
     err = _refused(_add(env, "zero_T0001", "/dev/zero"), "--commands /dev/zero")
-    assert "not a regular file" in err
+    assert "a character device, not a regular file" in err
     _nothing_added(env, "zero_T0001")
 
 
@@ -80,7 +80,7 @@ def test_stdin_is_read_no_further_than_the_limit(env: NodeEnv) -> None:
 def test_a_fifo_and_a_directory_are_refused_by_name(env: NodeEnv, tmp_path: Path) -> None:
     fifo = tmp_path / "commands.fifo"
     os.mkfifo(fifo)  # no writer: reading it would block for ever
-    _refused(_add(env, "fifo_T0001", str(fifo)), f"--commands {fifo}", "not a regular file")
+    _refused(_add(env, "fifo_T0001", str(fifo)), f"--commands {fifo}", "a FIFO, not a regular")
     _refused(_add(env, "dir_T0001", str(tmp_path)), f"--commands {tmp_path}", "a directory")
     _nothing_added(env, "fifo_T0001")
 

@@ -44,6 +44,7 @@ from spica_core.node_queue import (
     LaunchRecord,
     NodeLayout,
     boot_id,
+    file_kind,
     find_interrupted_moves,
     hostname,
     iso_utc,
@@ -212,13 +213,7 @@ def _not_regular(dirent: os.DirEntry[str]) -> str:
     mode = dirent.stat(follow_symlinks=False).st_mode
     if stat.S_ISLNK(mode):
         return f"a symbolic link (to {_shown(os.readlink(dirent.path))}), not a regular file"
-    if stat.S_ISDIR(mode):
-        return "a directory, not a regular file"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO, not a regular file"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device, not a regular file"
-    return "not a regular file"
+    return f"{file_kind(mode)}, not a regular file"
 
 
 def _shown(text: str) -> str:
