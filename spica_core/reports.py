@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine, Select, func, select
@@ -19,6 +20,7 @@ from spica_core.db.models import Node, Problem, Stack, StackApp, StackFile, Stac
 from spica_core.db.types import utcnow
 from spica_core.errors import NotFound, UsageError
 from spica_core.names import validate_name
+from spica_core.patterns import UserPattern, compile_pattern
 from spica_core.states import StackState
 
 
@@ -50,19 +52,10 @@ def parse_since(value: str, now: datetime | None = None) -> datetime:
     return parsed
 
 
-def compile_match(pattern: str | None, option: str = "--match") -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise UsageError(f"{option} {pattern!r}: not a valid regular expression: {exc}") from None
-
-
 @dataclass(frozen=True)
 class StackFilter:
-    """A selection of stacks; every field narrows it. ``match`` is a regex searched in the
-    stack's name and error message."""
+    """A selection of stacks; every field narrows it. ``match`` is a regular expression (RE2
+    syntax, see :mod:`spica_core.patterns`) searched in the stack's name and error message."""
 
     state: StackState | None = None
     node: str | None = None
@@ -75,7 +68,11 @@ class StackFilter:
     def __post_init__(self) -> None:
         if self.node is not None:
             validate_name(self.node, "node")
-        compile_match(self.match)
+        self.pattern  # noqa: B018 - a bad pattern is a UsageError here, before any query
+
+    @cached_property
+    def pattern(self) -> UserPattern | None:
+        return None if self.match is None else compile_pattern(self.match, "--match")
 
     def statement(self) -> Select[tuple[Stack]]:
         stmt = select(Stack).options(selectinload(Stack.node))
@@ -94,8 +91,8 @@ class StackFilter:
         return stmt.order_by(Stack.state, Stack.priority.desc(), Stack.name)
 
     def accepts(self, stack: Stack) -> bool:
-        rx = compile_match(self.match)
-        return rx is None or bool(rx.search(stack.name) or rx.search(stack.error or ""))
+        pattern = self.pattern
+        return pattern is None or pattern.search_any((stack.name, stack.error))
 
 
 @dataclass(frozen=True)
