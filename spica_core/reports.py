@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -35,21 +35,25 @@ _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(value: str, now: datetime | None = None) -> datetime:
-    """``2h``, ``3d``, ``90m`` (ago) or an ISO date/time (UTC unless it says otherwise)."""
+def parse_since(value: str, now: datetime | None = None, option: str = "--since") -> datetime:
+    """``2h``, ``3d``, ``90m`` (ago) or an ISO date/time (UTC unless it says otherwise), as
+    an aware UTC time; UsageError naming ``option`` when it is not one or out of range."""
     now = now or utcnow()
     m = _RELATIVE.match(value)
-    if m:
-        return now - timedelta(seconds=int(m.group(1)) * _SECONDS[m.group(2)])
+    shown = value if len(value) <= 60 else value[:57] + "..."
     try:
+        if m:
+            return now - timedelta(seconds=int(m.group(1)) * _SECONDS[m.group(2)])
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=now.tzinfo)
+        return parsed.astimezone(UTC)
     except ValueError:
         raise UsageError(
-            f"--since {value!r}: expected a duration like 2h, 3d, 30m or an ISO date/time"
+            f"{option} {shown!r}: expected a duration like 2h, 3d, 30m or an ISO date/time"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=now.tzinfo)
-    return parsed
+    except OverflowError:
+        raise UsageError(f"{option} {shown!r}: out of range (years 1 to 9999, UTC)") from None
 
 
 @dataclass(frozen=True)

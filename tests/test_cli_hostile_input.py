@@ -15,12 +15,14 @@ Each command runs in a subprocess with a timeout, so a regression fails instead 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
 from spica_core.console_data import REGEX_CHARS, StackQuery
@@ -148,3 +150,137 @@ def test_patterns_re2_cannot_run_are_refused(hostile, pattern: str, reason: str)
     if REGEX_CHARS & set(pattern):  # the console's filter is a regex when it has one
         with pytest.raises(UsageError, match=f"filter .*{reason}"):
             StackQuery(None, pattern)
+
+
+# ------------------------------------------------------------------ numbers and times
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["stacks", "--limit", "99999999999999999999"], "--limit"),
+        (["stacks", "--limit", "-1"], "--limit"),
+        (["problems", "--limit", "99999999999999999999"], "--limit"),
+        (["audit", "--limit", "99999999999999999999"], "--limit"),
+        (["problems", "--since", "99999999d"], "--since"),
+        (["audit", "--since", "99999999d"], "--since"),
+        (["problems", "--since", "9999-12-31T23:59:59-23:00"], "--since"),
+        (["audit", "--since", "0001-01-01T00:00:00+05:00"], "--since"),
+        (["problems", "--since", "9" * 5000 + "d"], "--since"),
+    ],
+)
+def test_out_of_range_options_are_usage_errors(hostile, args: list[str], option: str) -> None:
+    result = spica(url_of(hostile), *args)
+    assert result.returncode == 2, result.stderr
+    assert option in result.stderr
+    assert "Traceback" not in result.stderr and "OverflowError" not in result.stderr
+
+
+def test_stack_add_priority_out_of_range(tmp_path: Path, sqlite_url: str) -> None:
+    config = _node_config(tmp_path, sqlite_url)
+    assert run_spica("--config", str(config), "db", "init").returncode == 0
+    commands = tmp_path / "commands.txt"
+    commands.write_text("true\n")
+    result = run_spica(
+        "--config",
+        str(config),
+        "stack",
+        "add",
+        "big_T0003",
+        "--node",
+        "mix1",
+        "--commands",
+        str(commands),
+        "--priority",
+        "99999999999999999999",
+    )
+    assert result.returncode == 2 and "--priority" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mix1" / "stacks" / "big_T0003").exists()
+
+
+# --------------------------------------------------------------- dbspica read-only
+
+
+def _node_config(tmp_path: Path, url: str) -> Path:
+    """A config whose node root is on this machine, so ``stack add`` writes locally."""
+    (tmp_path / "mix1").mkdir(exist_ok=True)
+    config = tmp_path / "spica.toml"
+    config.write_text(
+        f'[db]\nurl = "{url}"\n[[nodes]]\nname = "mix1"\nhost = "127.0.0.1"\n'
+        f'root = "{tmp_path / "mix1"}"\n'
+    )
+    return config
+
+
+def _read_only_sqlite(url: str) -> str:
+    """The same SQLite file opened read-only by SQLite itself (root ignores file modes)."""
+    path = url.removeprefix("sqlite:///")
+    return f"sqlite:///file:{path}?mode=ro&uri=true"
+
+
+@pytest.fixture(params=["sqlite", "mariadb"])
+def read_only_db(request, tmp_path: Path):
+    """(config, read-write URL, read-only URL, what the message shows of it, secret): an
+    initialised dbspica with node mix1 and a stack without a node, and a way in that can only
+    read it — SQLite's read-only mode, or a MariaDB user granted SELECT alone."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "mysql_url")
+    config = _node_config(tmp_path, url)
+    init = run_spica("--config", str(config), "db", "init")
+    assert init.returncode == 0, init.stderr
+    engine = create_engine(url)
+    with Session(engine) as s, s.begin():
+        s.add(Stack(name="nodeless_T0003", state="failed", error="x"))
+    if request.param == "sqlite":
+        engine.dispose()
+        ro = _read_only_sqlite(url)
+        yield config, url, ro, "dbspica.sqlite?mode=ro", None
+        return
+    user, secret = f"spica_ro_{os.getpid()}", "s3cr3t-ro"
+    database = engine.url.database
+    hosts = ("localhost", "127.0.0.1", "%")
+    with engine.begin() as conn:
+        for host in hosts:
+            conn.execute(text(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{secret}'"))
+            conn.execute(text(f"GRANT SELECT ON `{database}`.* TO '{user}'@'{host}'"))
+    ro = engine.url.set(username=user, password=secret)
+    try:
+        yield config, url, ro.render_as_string(hide_password=False), f"{user}:***@", secret
+    finally:
+        with engine.begin() as conn:
+            for host in hosts:
+                conn.execute(text(f"DROP USER IF EXISTS '{user}'@'{host}'"))
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stack", "add", "new_T0003", "--node", "mix1", "--commands", "COMMANDS"],
+        ["stack", "add", "new_T0003", "--node", "mix1", "--commands", "COMMANDS", "--launch"],
+        ["requeue", "nodeless_T0003", "--yes"],
+        ["remove", "nodeless_T0003", "--dry-run"],
+    ],
+    ids=["stack-add", "stack-add-launch", "requeue-refused", "remove-dry-run"],
+)
+def test_read_only_dbspica_is_reported_with_exit_3(
+    read_only_db, tmp_path: Path, args: list[str]
+) -> None:
+    config, url, ro, shown, secret = read_only_db
+    commands = tmp_path / "commands.txt"
+    commands.write_text("true\n")
+    args = [str(commands) if a == "COMMANDS" else a for a in args]
+    result = run_spica("--config", str(config), *args, env={"SPICA_DB_URL": ro}, timeout=TIMEOUT)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "spica: error: dbspica unreachable at " in result.stderr
+    assert shown in result.stderr, result.stderr
+    if secret:
+        assert secret not in result.stderr + result.stdout
+    # Nothing half-made: no stack directory, no queue file, no row.
+    assert not (tmp_path / "mix1" / "stacks" / "new_T0003").exists()
+    assert not list((tmp_path / "mix1").glob("queue/new_T0003.*"))
+    engine = create_engine(url)
+    with Session(engine) as s:
+        assert s.scalar(select(Stack.id).where(Stack.name == "new_T0003")) is None
+    engine.dispose()

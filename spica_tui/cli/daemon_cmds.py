@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from spica_core.db import INT_MAX, INT_MIN
 from spica_tui.cli.context import state
 from spica_tui.cli.output import emit_json, escape, note, stdout, table
 
@@ -94,7 +95,7 @@ def stack_add(
         ),
     ],
     step: Annotated[str, typer.Option(help="Its step (qfin, image, stack…).")] = "stack",
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    priority: Annotated[int, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = 0,
     launch: Annotated[bool, typer.Option("--launch", help="Queue it at once (pending).")] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -15,6 +15,7 @@ import typer
 
 from spica_tui.cli.context import CliState, state
 from spica_tui.cli.output import emit_json, escape, note, stdout, table
+from spica_tui.cli.report_cmds import LimitOpt
 
 Names = Annotated[list[str] | None, typer.Argument(help="Stack names.", show_default=False)]
 StateOpt = Annotated[str | None, typer.Option("--state", "-s", help="Filter: state.")]
@@ -280,7 +281,7 @@ def remove(
 def audit(
     ctx: typer.Context,
     since: Annotated[str | None, typer.Option(help="Only newer: 2h, 3d or an ISO time.")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    limit: LimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Operator actions, newest first: who, when, what, on which stacks, and the result."""

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from spica_core.db import INT_MAX
 from spica_tui.cli.context import state
 from spica_tui.cli.output import (
     age,
@@ -19,6 +20,8 @@ from spica_tui.cli.output import (
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+#: A row limit; bounded so that no value overflows a database driver (exit 2 beyond).
+LimitOpt = Annotated[int | None, typer.Option(min=1, max=INT_MAX, help="At most this many rows.")]
 STATES = ["planned", "pending", "running", "completed", "failed"]
 
 stack_app = typer.Typer(help="One stack.", no_args_is_help=True)
@@ -39,7 +42,7 @@ def stacks(
         str | None,
         typer.Option("--match", "-m", help="Regex searched in the name and the error."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    limit: LimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List stacks from dbspica, by state then priority."""
@@ -257,7 +260,7 @@ def problems(
     ] = None,
     kind: Annotated[str | None, typer.Option(help="software or hardware.")] = None,
     unresolved: Annotated[bool, typer.Option(help="Hide resolved problems.")] = False,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    limit: LimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Software failures and hardware events, newest first."""
