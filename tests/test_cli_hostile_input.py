@@ -199,6 +199,32 @@ def test_stack_add_priority_out_of_range(tmp_path: Path, sqlite_url: str) -> Non
     assert not (tmp_path / "mix1" / "stacks" / "big_T0003").exists()
 
 
+# ----------------------------------------------------------- terminal control sequences
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["stacks"], ["stacks", "--state", "failed"], ["stack", "show", "evil_T0003"], ["problems"]],
+    ids=["stacks", "stacks-failed", "stack-show", "problems"],
+)
+def test_control_sequences_are_shown_escaped(hostile, args: list[str]) -> None:
+    result = spica(url_of(hostile), *args, COLUMNS="400")
+    assert result.returncode == 0, result.stderr
+    assert not any(c in result.stdout + result.stderr for c in RAW), repr(result.stdout)
+    assert "\\x1b]0;pwned\\x07" in result.stdout and "\\x1b[2J" in result.stdout
+    if args[0] != "stacks":  # the stacks table cuts its note at 70 characters
+        # Markup shown as it is: not interpreted, not failing on "[/oops]".
+        assert SHOWN in result.stdout, result.stdout
+
+
+def test_control_sequences_in_json_stay_exact(hostile) -> None:
+    result = spica(url_of(hostile), "stack", "show", "evil_T0003", "--json")
+    assert result.returncode == 0, result.stderr
+    assert not any(c in result.stdout for c in RAW)
+    data = json.loads(result.stdout)
+    assert data["error"] == HOSTILE and data["runs"][0]["command"] == HOSTILE
+
+
 # --------------------------------------------------------------- dbspica read-only
 
 

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from spica_tui.cli.context import CliState, state
-from spica_tui.cli.output import emit_json, escape, note, stdout, table
+from spica_tui.cli.output import emit_json, note, stdout, table
 from spica_tui.cli.report_cmds import LimitOpt
 
 Names = Annotated[list[str] | None, typer.Argument(help="Stack names.", show_default=False)]
@@ -376,7 +376,7 @@ def _print_drift(drifts) -> None:  # type: ignore[no-untyped-def]
             d.kind,
             d.stack or "-",
             d.node or "-",
-            escape(d.detail),
-            escape(d.fix or "(report only)"),
+            d.detail,
+            d.fix or "(report only)",
         )
     stdout.print(t)
