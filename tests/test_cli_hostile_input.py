@@ -225,6 +225,20 @@ def test_control_sequences_in_json_stay_exact(hostile) -> None:
     assert data["error"] == HOSTILE and data["runs"][0]["command"] == HOSTILE
 
 
+# ------------------------------------------------------------------------------- --as
+
+
+@pytest.mark.parametrize(
+    "args", [["requeue", "evil_T0003", "--yes"], ["reconcile"], ["remove", "evil_T0003"]]
+)
+def test_empty_operator_name_is_refused(hostile, args: list[str]) -> None:
+    result = spica(url_of(hostile), *args, "--as", "")
+    assert result.returncode == 2, result.stderr
+    assert "--as ''" in result.stderr and "Traceback" not in result.stderr
+    with Session(hostile) as s:
+        assert s.scalar(select(func.count()).select_from(OperatorAction)) == 0
+
+
 # --------------------------------------------------------------- dbspica read-only
 
 
