@@ -68,6 +68,11 @@ def compile_pattern(text: str, what: str = "--match", *, ignore_case: bool = Fal
     pattern and why RE2 refused it (exit code 2)."""
     import re2
 
+    shown = text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 on the command line
+        raise UsageError(f"{what} {shown!r}: not valid UTF-8 text") from None
     options = re2.Options()
     options.log_errors = False  # RE2 would print the reason on stderr itself
     options.case_sensitive = not ignore_case
@@ -76,7 +81,6 @@ def compile_pattern(text: str, what: str = "--match", *, ignore_case: bool = Fal
     except re2.error as exc:
         raw = exc.args[0] if exc.args else exc
         message = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        shown = text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
         reason = _reason(message, text)
         raise UsageError(
             f"{what} {shown!r}: not a valid regular expression (RE2 syntax): {reason}"
