@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spica_core.errors import UsageError
+from spica_core.text import require_utf8
 
 #: RE2 messages that mean "a feature of backtracking engines", with the words an operator
 #: needs (RE2's own message is kept too).
@@ -68,11 +69,7 @@ def compile_pattern(text: str, what: str = "--match", *, ignore_case: bool = Fal
     pattern and why RE2 refused it (exit code 2)."""
     import re2
 
-    shown = text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # bytes that are not UTF-8 on the command line
-        raise UsageError(f"{what} {shown!r}: not valid UTF-8 text") from None
+    require_utf8(text, what)
     options = re2.Options()
     options.log_errors = False  # RE2 would print the reason on stderr itself
     options.case_sensitive = not ignore_case
@@ -81,6 +78,7 @@ def compile_pattern(text: str, what: str = "--match", *, ignore_case: bool = Fal
     except re2.error as exc:
         raw = exc.args[0] if exc.args else exc
         message = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        shown = text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
         reason = _reason(message, text)
         raise UsageError(
             f"{what} {shown!r}: not a valid regular expression (RE2 syntax): {reason}"

@@ -22,6 +22,7 @@ from spica_core.errors import NotFound, UsageError
 from spica_core.names import validate_name
 from spica_core.patterns import UserPattern, compile_pattern
 from spica_core.states import StackState
+from spica_core.text import require_utf8
 
 
 def iso(value: datetime | None) -> str | None:
@@ -72,6 +73,14 @@ class StackFilter:
     def __post_init__(self) -> None:
         if self.node is not None:
             validate_name(self.node, "node")
+        for option, value in (
+            ("--step", self.step),
+            ("--runid", self.runid),
+            ("--filter", self.filter),
+            ("--release", self.release),
+        ):
+            if value is not None:
+                require_utf8(value, option)
         self.pattern  # noqa: B018 - a bad pattern is a UsageError here, before any query
 
     @cached_property

@@ -152,15 +152,17 @@ def test_patterns_re2_cannot_run_are_refused(hostile, pattern: str, reason: str)
             StackQuery(None, pattern)
 
 
-def test_pattern_that_is_not_utf8_is_refused(hostile) -> None:
+@pytest.mark.parametrize("option", ["--match", "--step", "--runid", "--filter", "--release"])
+def test_filter_that_is_not_utf8_is_refused(hostile, option: str) -> None:
     """Bytes that are not UTF-8 on the command line reach Python as lone surrogates, which
-    RE2 (a UTF-8 engine) cannot take: a usage error, not a traceback."""
-    result = run_spica(
-        "stacks", "--match", "\udcff", env={"SPICA_DB_URL": url_of(hostile)}, timeout=TIMEOUT
-    )
-    assert result.returncode == 2, result.stderr
-    assert "--match" in result.stderr and "not valid UTF-8" in result.stderr
-    assert "Traceback" not in result.stderr
+    RE2 and the database drivers cannot take: a usage error, not a traceback."""
+    for args in (["stacks"], ["requeue", "--dry-run"]):
+        result = run_spica(
+            *args, option, "\udcff", env={"SPICA_DB_URL": url_of(hostile)}, timeout=TIMEOUT
+        )
+        assert result.returncode == 2, result.stderr
+        assert f"{option} '\\udcff': not valid UTF-8" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
 
 
 # ------------------------------------------------------------------ numbers and times
