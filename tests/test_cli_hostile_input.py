@@ -313,8 +313,9 @@ def read_only_db(request, tmp_path: Path):
         ["stack", "add", "new_T0003", "--node", "mix1", "--commands", "COMMANDS", "--launch"],
         ["requeue", "nodeless_T0003", "--yes"],
         ["remove", "nodeless_T0003", "--dry-run"],
+        ["db", "init"],
     ],
-    ids=["stack-add", "stack-add-launch", "requeue-refused", "remove-dry-run"],
+    ids=["stack-add", "stack-add-launch", "requeue-refused", "remove-dry-run", "db-init"],
 )
 def test_read_only_dbspica_is_reported_with_exit_3(
     read_only_db, tmp_path: Path, args: list[str]
@@ -323,6 +324,9 @@ def test_read_only_dbspica_is_reported_with_exit_3(
     commands = tmp_path / "commands.txt"
     commands.write_text("true\n")
     args = [str(commands) if a == "COMMANDS" else a for a in args]
+    if args == ["db", "init"]:  # a node added to the configuration: its row is written
+        with config.open("a") as f:
+            f.write('[[nodes]]\nname = "mix2"\nhost = "127.0.0.1"\nroot = "/nonexistent"\n')
     result = run_spica("--config", str(config), *args, env={"SPICA_DB_URL": ro}, timeout=TIMEOUT)
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr

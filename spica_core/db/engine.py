@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spica_core.config import DatabaseConfig, mask_url
@@ -101,6 +101,18 @@ def is_unavailable(exc: BaseException) -> bool:
     ):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+@contextmanager
+def unavailable_raised(engine: Engine) -> Iterator[None]:
+    """Inside: a driver error that means dbspica cannot serve (see :func:`is_unavailable`)
+    is raised as :func:`db_unavailable`; any other error as it is."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        if not is_unavailable(exc):
+            raise
+        raise db_unavailable(engine, exc) from None
 
 
 def check_reachable(engine: Engine) -> None:
