@@ -77,6 +77,7 @@ def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None
 
     from spica_core.node_pool import NodePool
     from spica_core.operations import Operations, exit_code
+    from spica_core.text import printable
 
     engine = st.engine()
 
@@ -105,7 +106,7 @@ def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None
         if as_json:
             emit_json({"action": request.action.value, "dry_run": True, "plan": plan.to_json()})
         else:
-            typer.echo(plan.render())
+            typer.echo(printable(plan.render(), lines=True))
         codes = [3 if i.unreachable else 1 for i in plan.refused]
         raise typer.Exit(max(codes, default=0) if plan.refused else 0)
     assert results is not None
