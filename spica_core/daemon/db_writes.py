@@ -543,27 +543,9 @@ KINDS = tuple(_HANDLERS)
 
 def _transient(exc: BaseException) -> bool:
     """An outage (or a schema not yet upgraded): the same write will succeed later."""
-    from sqlalchemy.exc import (
-        DBAPIError,
-        DisconnectionError,
-        InterfaceError,
-        OperationalError,
-        ProgrammingError,
-    )
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
+    from spica_core.db.engine import is_unavailable
 
-    if isinstance(
-        exc,
-        OperationalError
-        | InterfaceError
-        | ProgrammingError
-        | DisconnectionError
-        | PoolTimeout
-        | DatabaseUnavailable
-        | OSError,
-    ):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    return isinstance(exc, DatabaseUnavailable | OSError) or is_unavailable(exc)
 
 
 def _describe(exc: BaseException) -> str:

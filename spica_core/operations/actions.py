@@ -23,12 +23,12 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from spica_core.config import SpicaConfig, mask_url
-from spica_core.db.engine import describe_db_error
+from spica_core.config import SpicaConfig
+from spica_core.db.engine import db_unavailable, describe_db_error
 from spica_core.db.models import Image, OperatorAction, Stack, StackFile
 from spica_core.db.runs import end_dead_runs, wire_time
 from spica_core.db.types import utcnow
-from spica_core.errors import DatabaseUnavailable, NodeUnreachable, StackStateError
+from spica_core.errors import NodeUnreachable, StackStateError
 from spica_core.names import validate_name
 from spica_core.node_pool import NodePool
 from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
@@ -399,16 +399,11 @@ async def _apply_one(
     request: OperationRequest, item: PlanItem, engine: Engine, pool: NodePool
 ) -> ItemResult:
     assert item.node is not None
-    url = mask_url(engine.url.render_as_string(hide_password=False))
     try:
         action_id = _intent(engine, request, item)
     except SQLAlchemyError as exc:
         return ItemResult(
-            item.stack,
-            item.node,
-            Outcome.FAILED,
-            str(DatabaseUnavailable(url, describe_db_error(exc))),
-            True,
+            item.stack, item.node, Outcome.FAILED, str(db_unavailable(engine, exc)), True
         )
     args = _verb_args(request, item.stack, item.priority, item.purge, False, item.stack_id)
     try:

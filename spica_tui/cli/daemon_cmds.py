@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
+from spica_core.db import INT_MAX, INT_MIN
 from spica_tui.cli.context import state
-from spica_tui.cli.output import emit_json, escape, note, stdout, table
+from spica_tui.cli.output import emit_json, note, stdout, table
 
 NodeOpt = Annotated[
     str | None,
@@ -71,8 +73,8 @@ def check(
     else:
         t = table("check", "result", "detail")
         for item in result.items:
-            verdict = "ok" if item.ok else ("[red]fatal[/]" if item.fatal else "[red]failed[/]")
-            t.add_row(item.name, verdict, escape(item.detail))
+            verdict = Text("ok") if item.ok else Text("fatal" if item.fatal else "failed", "red")
+            t.add_row(item.name, verdict, item.detail)
         stdout.print(t)
         note(f"stack {name} on {result.node}: " + ("ready" if result.ok else "not ready"))
     if not result.ok:
@@ -94,7 +96,7 @@ def stack_add(
         ),
     ],
     step: Annotated[str, typer.Option(help="Its step (qfin, image, stack…).")] = "stack",
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    priority: Annotated[int, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = 0,
     launch: Annotated[bool, typer.Option("--launch", help="Queue it at once (pending).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
