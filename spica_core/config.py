@@ -30,6 +30,7 @@ from pydantic import (
 
 from spica_core.errors import ConfigError, InvalidName
 from spica_core.names import validate_name
+from spica_core.node_queue import root_problem
 
 CONFIG_FILENAME = "spica.toml"
 ENV_CONFIG = "SPICA_CONFIG"
@@ -73,13 +74,20 @@ def _checked_name(value: str, kind: str) -> str:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    #: ``inf`` and ``nan`` are no durations, sizes or thresholds.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: The longest timeout, interval or grace period accepted: a week (beyond it, a typo).
+MAX_SECONDS = 7 * 24 * 3600.0
+#: A timeout or interval, in seconds: positive and finite.
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 
 
 class DatabaseConfig(_Model):
     url: str = Field(description="SQLAlchemy URL of dbspica")
     echo: bool = False
-    connect_timeout: float = Field(5.0, gt=0)
+    connect_timeout: Seconds = 5.0
 
     @property
     def masked_url(self) -> str:
@@ -100,6 +108,17 @@ class PartitionConfig(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         return _checked_name(v, "partition")
+
+    @model_validator(mode="after")
+    def _fits(self) -> PartitionConfig:
+        if self.capacity is not None:
+            for key in ("reserved", "min_free"):
+                if getattr(self, key) > self.capacity:
+                    raise ValueError(
+                        f"{key} ({getattr(self, key)} bytes) is larger than the partition's "
+                        f"capacity ({self.capacity} bytes)"
+                    )
+        return self
 
 
 class NodeConfig(_Model):
@@ -123,6 +142,14 @@ class NodeConfig(_Model):
     def _name(cls, v: str) -> str:
         return _checked_name(v, "node")
 
+    @field_validator("root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        why = root_problem(v)
+        if why is not None:
+            raise ValueError(why)
+        return v.rstrip("/")
+
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
@@ -142,12 +169,12 @@ class SshConfig(_Model):
     #: Host keys are always verified against this file; there is no switch to turn it off.
     known_hosts: str = "~/.ssh/known_hosts"
     client_keys: list[str] = Field(default_factory=list)
-    connect_timeout: float = Field(5.0, gt=0)
-    call_timeout: float = Field(10.0, gt=0)
+    connect_timeout: Seconds = 5.0
+    call_timeout: Seconds = 10.0
     #: How long a starting agent may take to greet; polls use plain commands meanwhile.
-    agent_start_timeout: float = Field(60.0, gt=0)
+    agent_start_timeout: Seconds = 60.0
     #: Cap of the exponential reconnect backoff, in seconds.
-    max_backoff: float = Field(60.0, gt=0)
+    max_backoff: Seconds = 60.0
 
 
 class SmtpConfig(_Model):
@@ -159,7 +186,7 @@ class SmtpConfig(_Model):
     sender: str = "spica@localhost"
     #: The Teraop list: who receives failure mail.
     operators: list[str] = Field(default_factory=list)
-    timeout: float = Field(10.0, gt=0)
+    timeout: Seconds = 10.0
 
 
 class ApplicationConfig(_Model):
@@ -193,21 +220,21 @@ class RulesConfig(_Model):
 class DaemonConfig(_Model):
     #: Stacks run at once per node; default: the node's CPU count.
     slots: int | None = Field(None, ge=1)
-    poll_interval: float = Field(2.0, gt=0)
-    heartbeat_interval: float = Field(5.0, gt=0)
+    poll_interval: Seconds = 2.0
+    heartbeat_interval: Seconds = 5.0
     #: What a crashed claim becomes when the daemon restarts.
     recover: Literal["pending", "failed"] = "pending"
     #: Seconds a running line gets to finish after SIGTERM before it is killed.
-    stop_grace: float = Field(30.0, ge=0)
+    stop_grace: float = Field(30.0, ge=0, le=MAX_SECONDS)
     journal: str = "journal/dbspica.jsonl"
     #: Seconds before a stack whose preflight check failed is checked again; doubles at
     #: each further failure, up to ``check_backoff_max`` (a failing check never spins).
-    check_backoff: float = Field(10.0, gt=0)
-    check_backoff_max: float = Field(600.0, gt=0)
+    check_backoff: Seconds = 10.0
+    check_backoff_max: Seconds = 600.0
 
 
 class ConsoleConfig(_Model):
-    refresh_interval: float = Field(2.0, gt=0)
+    refresh_interval: Seconds = 2.0
     #: Remapped keys: action name -> key (e.g. ``requeue = "R"``).
     keys: dict[str, str] = Field(default_factory=dict)
     theme: str | None = None

@@ -4,7 +4,8 @@
   a window of the stack table in a stable, index-friendly order, so a view of 100,000 stacks
   only ever reads the rows it shows. The operator's filter is a plain substring (SQL
   ``LIKE``, case-insensitive, over name, node, runid, filter and error) unless it holds a
-  regex metacharacter (``^ $ * ? ( ) [ ] { } | \\``): then it is a Python regex applied while
+  regex metacharacter (``^ $ * ? ( ) [ ] { } | \\``): then it is an RE2 pattern (linear
+  time, :mod:`spica_core.patterns`), the same matching as the CLI's ``--match``, applied while
   streaming those five narrow columns in the same order, stopping as soon as the window is
   full (so the first page of a common match is cheap; a rare one costs one narrow scan).
 * :func:`runid_distribution` — the seed's DataTransfer "Runid distribution" (runid x node,
@@ -25,6 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Engine, Select, case, func, or_, select
@@ -33,7 +35,7 @@ from sqlalchemy.orm import Session, selectinload
 from spica_core.cluster_snapshot import ClusterSnapshot, NodeSnapshot
 from spica_core.db.models import Image, Node, Runid, Stack
 from spica_core.db.types import utcnow
-from spica_core.errors import UsageError
+from spica_core.patterns import UserPattern, compile_pattern
 from spica_core.reports import StackDetail, StackRow, list_problems
 from spica_core.states import StackState
 
@@ -82,30 +84,16 @@ class StackQuery:
     def is_regex(self) -> bool:
         return any(c in REGEX_CHARS for c in self.text)
 
-    @property
-    def pattern(self) -> re.Pattern[str] | None:
+    @cached_property
+    def pattern(self) -> UserPattern | None:
+        """The filter as a case-insensitive RE2 pattern (linear time: see
+        :mod:`spica_core.patterns`), None when it is plain text."""
         if not self.text or not self.is_regex:
             return None
-        return _compile(self.text)
+        return compile_pattern(self.text, "filter", ignore_case=True)
 
     def with_state(self, state: StackState | None) -> StackQuery:
         return StackQuery(state, self.text, self.names)
-
-
-_compiled: dict[str, re.Pattern[str]] = {}
-
-
-def _compile(text: str) -> re.Pattern[str]:
-    pattern = _compiled.get(text)
-    if pattern is None:
-        try:
-            pattern = re.compile(text, re.IGNORECASE)
-        except re.error as exc:
-            raise UsageError(f"filter {text!r}: not a valid regular expression: {exc}") from None
-        if len(_compiled) > 64:
-            _compiled.clear()
-        _compiled[text] = pattern
-    return pattern
 
 
 def _like_pattern(text: str) -> str:
@@ -166,7 +154,7 @@ def _regex_ids(
     ids: list[int] = []
     result = session.execute(_ordered(stmt, query).execution_options(yield_per=_REGEX_BATCH))
     for row in result:
-        if any(value and pattern.search(value) for value in row[1:]):
+        if pattern.search_any(row[1:]):
             ids.append(row[0])
             if stop_after is not None and len(ids) >= stop_after:
                 result.close()
@@ -252,7 +240,7 @@ def state_counts_for(engine: Engine, query: StackQuery) -> dict[str, int]:
                 select(Stack.state, *_TEXT_COLUMNS).outerjoin(Node, Stack.node_id == Node.id), base
             )
             for row in session.execute(stmt.execution_options(yield_per=_REGEX_BATCH)):
-                if any(v and pattern.search(v) for v in row[1:]) and row[0] in counts:
+                if row[0] in counts and pattern.search_any(row[1:]):
                     counts[row[0]] += 1
             return counts
         if base.text:

@@ -15,27 +15,41 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spica_core.daemon.claims import CLAIM_GRACE
+from spica_core.daemon.claims import CLAIM_GRACE, node_lock
+from spica_core.daemon.stack_files import (
+    KILLED_EXIT_CODE,
+    OrphanSurvived,
+    RunningLine,
+    StackFileError,
+    clear_running,
+    command_text,
+    kill_orphan_line,
+    live_orphan_line,
+    read_commands,
+    read_running,
+)
 from spica_core.errors import StackStateError
 from spica_core.node_protocol import ErrorCode, ProtocolError
 from spica_core.node_queue import (
+    MAX_COMMANDS_BYTES,
     ClaimRecord,
     ErrorRecord,
     LaunchRecord,
     LockRecord,
     NodeLayout,
+    RemovedRecord,
+    find_interrupted_moves,
     iso_utc,
     read_record,
     write_record,
 )
 from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
 
-#: commands.sh larger than this is refused (a stack is a few hundred lines at most).
-MAX_COMMANDS_BYTES = 48 * 1024
 MAX_INPUTS = 2000
 
 
@@ -54,9 +68,37 @@ class QueueState:
     path: Path | None
 
 
+#: Seconds a caller waits for another agent's move of the same stack to end (it takes
+#: milliseconds) before it is refused as "being moved".
+MOVE_SETTLE = 2.0
+
+
 def queue_state(layout: NodeLayout, stack: str) -> QueueState:
-    """Which queue file the stack has. Several at once is drift; the most advanced wins."""
-    found = [
+    """Which queue file the stack has. Several at once is drift; the most advanced wins.
+
+    A stack with no queue file but a ``.moving`` one is not absent: another agent is moving
+    it (waited for, up to MOVE_SETTLE seconds) or one died half-way (refused, the daemon
+    finishes that move).
+    """
+    deadline = time.monotonic() + MOVE_SETTLE
+    while True:
+        found = _queue_files(layout, stack)
+        if found:
+            return QueueState(*found[0])
+        moves = find_interrupted_moves(layout, stack)
+        if not moves:
+            # A move may have ended between the two looks: absent only if still absent.
+            found = _queue_files(layout, stack)
+            if found:
+                return QueueState(*found[0])
+            return QueueState(StackState.PLANNED, None)
+        if time.monotonic() > deadline or not any(m.mover_alive() for m in moves):
+            raise _wrong_state(f"stack {stack}: {moves[0].describe()}")
+        time.sleep(0.01)
+
+
+def _queue_files(layout: NodeLayout, stack: str) -> list[tuple[StackState, Path]]:
+    return [
         (state, layout.queue_file(stack, state))
         for state in (
             StackState.RUNNING,
@@ -66,15 +108,13 @@ def queue_state(layout: NodeLayout, stack: str) -> QueueState:
         )
         if layout.queue_file(stack, state).exists()
     ]
-    if not found:
-        return QueueState(StackState.PLANNED, None)
-    return QueueState(*found[0])
 
 
 def _who(layout: NodeLayout, stack: str, current: QueueState) -> str:
     """'by USER at TIME' from the record the last mover left, when it left one."""
     if current.path is None:
-        return ""
+        removed = removed_record(layout, stack)
+        return f" (removed by {removed.by} at {removed.removed_at})" if removed else ""
     if current.state is StackState.PENDING:
         record, _ = read_record(current.path, LaunchRecord, empty_ok=True)
         if record is not None:
@@ -120,15 +160,32 @@ def _rename(src: Path, dst: Path, stack: str, layout: NodeLayout) -> None:
         ) from None
 
 
-def _move_with_record(src: Path, dst: Path, record: Any, stack: str, layout: NodeLayout) -> None:
+def _move_with_record(
+    src: Path,
+    dst: Path,
+    record: Any,
+    stack: str,
+    layout: NodeLayout,
+    won: Callable[[], None] | None = None,
+) -> None:
     """Rename ``src`` to ``dst`` with ``record`` as its content, never visible half-done.
 
     The source is first renamed to a hidden name (the exclusive commit: a concurrent actor's
     rename fails), the record is written there, and only then does the file appear under its
-    new state, complete, for a daemon watching the queue.
+    new state, complete, for a daemon watching the queue. ``won`` runs once this process has
+    won the rename and before the daemon can see the new state: side effects that only the
+    winner may have (a rewound ``progress``) go there. If it fails the source is put back.
+    An agent dying between the two renames leaves the hidden file: the daemon finishes or
+    undoes that move (spica_core.daemon.claims.recover_moves).
     """
     hidden = src.with_name(f".{src.name}.{os.getpid()}.moving")
     _rename(src, hidden, stack, layout)
+    if won is not None:
+        try:
+            won()
+        except BaseException:
+            os.rename(hidden, src)
+            raise
     write_record(hidden, record)
     os.rename(hidden, dst)
 
@@ -174,7 +231,7 @@ def _move(
 def stage(
     layout: NodeLayout,
     stack: str,
-    commands: str,
+    data: bytes,
     inputs: list[str] | None,
     *,
     dry_run: bool = False,
@@ -182,18 +239,21 @@ def stage(
     """Write ``stacks/<stack>/commands.sh`` (and ``inputs``) of a planned stack.
 
     Refused once the stack has a queue file: commands of a launched stack never change
-    under the daemon (the seed's FAQ: remove it first).
+    under the daemon (the seed's FAQ: remove it first). The size limit is the daemon's.
     """
     current = queue_state(layout, stack)
     if current.state is not StackState.PLANNED:
         raise _wrong_state(
             f"stack {stack} is {current.state}: its commands cannot change (remove it first)"
         )
-    data = commands.encode()
     if len(data) > MAX_COMMANDS_BYTES:
         raise ProtocolError(
             ErrorCode.BAD_ARGS, f"commands of {len(data)} bytes, at most {MAX_COMMANDS_BYTES}"
         )
+    try:
+        commands = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(ErrorCode.BAD_ARGS, "commands are not UTF-8 text") from None
     if "\0" in commands:
         raise ProtocolError(ErrorCode.BAD_ARGS, "commands contain a NUL byte")
     lines = commands.count("\n") + (0 if commands.endswith("\n") or not commands else 1)
@@ -202,12 +262,12 @@ def stage(
         return result
     directory = layout.stack_dir(stack)
     directory.mkdir(parents=True, exist_ok=True)
+    # A stack of this name exists again: an earlier remove no longer speaks for it.
+    layout.removed_file(stack).unlink(missing_ok=True)
     # New commands start from line 1: a resume point of older commands means nothing.
     layout.progress_file(stack).unlink(missing_ok=True)
-    _write_text_atomic(
-        layout.commands_file(stack),
-        commands if commands.endswith("\n") or not commands else commands + "\n",
-    )
+    # As given, byte for byte (as `stack add` writes locally): a last line may lack its "\n".
+    _write_text_atomic(layout.commands_file(stack), commands)
     inputs_file = layout.resolve("stacks", stack, "inputs")
     if inputs:
         _write_text_atomic(inputs_file, "".join(f"{p}\n" for p in inputs))
@@ -268,11 +328,15 @@ def requeue(
     }
     if dry_run:
         return result
-    if from_start and layout.stack_dir(stack).exists():
-        _write_text_atomic(layout.progress_file(stack), "0\n")
+
+    def rewind() -> None:
+        # Only once this requeue has won the rename: a loser must not rewind the winner's.
+        if from_start and layout.stack_dir(stack).exists():
+            _write_text_atomic(layout.progress_file(stack), "0\n")
+
     record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
     _move_with_record(
-        current.path, layout.queue_file(stack, StackState.PENDING), record, stack, layout
+        current.path, layout.queue_file(stack, StackState.PENDING), record, stack, layout, rewind
     )
     return result
 
@@ -286,7 +350,22 @@ def unlock(
     *,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """A stale running stack (its claimer is dead or the node rebooted) -> failed or pending."""
+    """A stale running stack (its claimer is dead or the node rebooted) -> failed or pending.
+
+    As the daemon's own recovery (spica_core.daemon.claims.recover) does, under the node lock:
+    staleness is checked again, the line the dead daemon left running (``running.json``) is
+    killed, then the stack moves. Otherwise a requeued stack would run that line a second time
+    beside the orphan. The dry run names the orphan it would kill.
+    """
+    if dry_run:
+        return _unlock(layout, stack, to, by, priority, dry_run=True)
+    with node_lock(layout):
+        return _unlock(layout, stack, to, by, priority, dry_run=False)
+
+
+def _unlock(
+    layout: NodeLayout, stack: str, to: StackState, by: str, priority: int, *, dry_run: bool
+) -> dict[str, Any]:
     current = queue_state(layout, stack)
     claim = None
     if current.state is StackState.RUNNING and current.path is not None:
@@ -313,9 +392,20 @@ def unlock(
     current = _require(layout, stack, Action.UNLOCK, to, stale=stale)
     assert current.path is not None
     holder = f"pid {claim.pid} on {claim.host}" if claim else "an unreadable claim"
-    result = {**_move(layout, stack, current, to), "claim": claim.to_dict() if claim else None}
+    orphan = live_orphan_line(layout, stack)
+    result = {
+        **_move(layout, stack, current, to),
+        "claim": claim.to_dict() if claim else None,
+        "orphan": _orphan(layout, stack, orphan) if orphan else None,
+    }
     if dry_run:
         return result
+    line = read_running(layout, stack)
+    try:
+        killed = kill_orphan_line(layout, stack)
+    except OrphanSurvived as exc:
+        raise _wrong_state(f"stack {stack} not unlocked: {exc.reason}") from None
+    clear_running(layout, stack)
     record: ErrorRecord | LaunchRecord
     if to is StackState.FAILED:
         record = ErrorRecord(
@@ -324,7 +414,41 @@ def unlock(
     else:
         record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
     _move_with_record(current.path, layout.queue_file(stack, to), record, stack, layout)
+    if killed is not None:
+        result["orphan"] = _orphan(layout, stack, killed)
+    result["ended_run"] = _ended_run(line, killed, claim)
     return result
+
+
+def _orphan(layout: NodeLayout, stack: str, line: RunningLine) -> dict[str, Any]:
+    """The orphan line as a plan shows it: line, process group, attempt, command text."""
+    try:
+        command = command_text(read_commands(layout, stack)[line.line - 1])
+    except (StackFileError, IndexError):
+        command = None
+    return {
+        "line": line.line,
+        "pgid": line.pid,
+        "attempt": line.attempt,
+        "started_at": line.started_at,
+        "command": command,
+    }
+
+
+def _ended_run(
+    line: RunningLine | None, killed: RunningLine | None, claim: ClaimRecord | None
+) -> dict[str, Any] | None:
+    """The ``stack_run`` row this unlock ends (dbspica closes it): the claim's attempt, the
+    line that was running and, when this unlock killed it, its exit code."""
+    attempt = line.attempt if line is not None else claim.attempt if claim else None
+    if attempt is None:
+        return None
+    return {
+        "attempt": attempt,
+        "line": line.line if line is not None else None,
+        "exit_code": KILLED_EXIT_CODE if killed is not None else None,
+        "ended_at": iso_utc(),
+    }
 
 
 def unlock_qfin(
@@ -359,12 +483,62 @@ def _tree_size(path: Path) -> tuple[int, int]:
     return files, size
 
 
+def removed_record(layout: NodeLayout, stack: str) -> RemovedRecord | None:
+    """Who removed ``stack`` from this node and when, if it was removed and not staged since."""
+    record, _ = read_record(layout.removed_file(stack), RemovedRecord)
+    return record
+
+
 def remove(
-    layout: NodeLayout, stack: str, purge: list[str], *, dry_run: bool = False
+    layout: NodeLayout,
+    stack: str,
+    purge: list[str],
+    by: str = "unknown",
+    stack_id: int | None = None,
+    *,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Delete a stack's queue file, its directory (commands, logs, outputs) and, when asked,
-    the input files listed in ``purge`` (paths inside the root). Refused while running."""
+    the input files listed in ``purge`` (paths inside the root). Refused while running.
+
+    Two removes of one stack have one winner: under the node lock the winner takes the queue
+    file and the directory away (renames) and leaves ``removed/<stack>.json``; the loser
+    finds the stack gone and is told by whom and when. A stack absent from the node with
+    such a record for it (the same dbspica id, when both are known) was removed already.
+    """
+    with node_lock(layout):  # a dry run too: never a remove seen half-done
+        result, trash = _remove(layout, stack, purge, by, stack_id, dry_run=dry_run)
+    # The deleting itself (maybe many files) is outside the lock: nobody sees those names.
+    for path in trash:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return result
+
+
+def _remove(
+    layout: NodeLayout,
+    stack: str,
+    purge: list[str],
+    by: str,
+    stack_id: int | None,
+    *,
+    dry_run: bool,
+) -> tuple[dict[str, Any], list[Path]]:
+    """The remove's plan and, applied, the renamed-away paths left to delete."""
     current = _require(layout, stack, Action.REMOVE, StackState.REMOVED)
+    directory = layout.stack_dir(stack)
+    removed = removed_record(layout, stack)
+    if (
+        current.path is None
+        and not directory.exists()
+        and removed is not None
+        and (stack_id is None or removed.stack_id in (None, stack_id))
+    ):
+        raise _wrong_state(
+            f"stack {stack} is already removed: removed by {removed.by} at {removed.removed_at}"
+        )
     deletes: list[dict[str, Any]] = []
     if current.path is not None:
         deletes.append(
@@ -374,7 +548,6 @@ def remove(
                 "bytes": current.path.stat().st_size,
             }
         )
-    directory = layout.stack_dir(stack)
     if directory.exists():
         files, size = _tree_size(directory)
         deletes.append({"path": layout.relative(directory), "files": files, "bytes": size})
@@ -394,15 +567,21 @@ def remove(
         "bytes": sum(d["bytes"] for d in deletes),
     }
     if dry_run:
-        return result
+        return result, []
+    trash: list[Path] = []
     if current.path is not None:
         # The queue file first: once it is gone no daemon can claim the stack.
-        _rename(
-            current.path, current.path.with_name(f".{current.path.name}.removed"), stack, layout
-        )
-        current.path.with_name(f".{current.path.name}.removed").unlink(missing_ok=True)
+        hidden = current.path.with_name(f".{current.path.name}.removed")
+        _rename(current.path, hidden, stack, layout)
+        trash.append(hidden)
     if directory.exists():
-        shutil.rmtree(directory)
-    for path in inputs:
-        path.unlink(missing_ok=True)
-    return result
+        # Onto a new empty directory of a name nobody else uses (rename replaces it).
+        hidden_dir = Path(
+            tempfile.mkdtemp(prefix=f".{stack}.", suffix=".removing", dir=directory.parent)
+        )
+        os.rename(directory, hidden_dir)
+        trash.append(hidden_dir)
+    record = RemovedRecord(stack, by, iso_utc(), current.state.value, stack_id)
+    layout.removed_file(stack).parent.mkdir(exist_ok=True)
+    write_record(layout.removed_file(stack), record)
+    return result, trash + inputs

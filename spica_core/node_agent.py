@@ -43,6 +43,7 @@ from spica_core.node_queue import (
     read_attempt,
     read_heartbeat,
     read_record,
+    root_problem,
     scan_queue,
     tree_bytes,
 )
@@ -133,10 +134,9 @@ class Agent:
     # imported on first use: most sessions only poll, and every connection starts an agent.
 
     def stage(self, args: dict[str, Any]) -> dict[str, Any]:
+        stack = _stack(args)
         inputs = _str_list(args, "inputs")
-        return _actions().stage(
-            self.layout, _stack(args), _str(args, "commands"), inputs, dry_run=_dry(args)
-        )
+        return _actions().stage(self.layout, stack, _commands(args), inputs, dry_run=_dry(args))
 
     def launch(self, args: dict[str, Any]) -> dict[str, Any]:
         return _actions().launch(
@@ -172,7 +172,13 @@ class Agent:
 
     def remove(self, args: dict[str, Any]) -> dict[str, Any]:
         purge = _str_list(args, "purge") or []
-        return _actions().remove(self.layout, _stack(args), purge, dry_run=_dry(args))
+        by = _by(args) if "by" in args else "unknown"
+        stack_id = args.get("stack_id")
+        if stack_id is not None and (
+            not isinstance(stack_id, int) or isinstance(stack_id, bool) or stack_id < 0
+        ):
+            raise _bad("stack_id must be a non-negative integer or null")
+        return _actions().remove(self.layout, _stack(args), purge, by, stack_id, dry_run=_dry(args))
 
     def ping(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"time": iso_utc()}
@@ -518,6 +524,11 @@ def _actions() -> ModuleType:
 
 def run(root: str) -> int:
     """``spica node serve --root ROOT`` on this process's stdin and stdout; the exit status."""
+    # The same rule as the configuration's, for the root as given and where it really leads.
+    why = root_problem(root) or root_problem(os.path.realpath(root))
+    if why is not None:
+        sys.stderr.write(f"spica: error: --root {root}: {why}\n")
+        return 2
     path = Path(root)
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
@@ -579,6 +590,20 @@ def _str(args: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise _bad(f"{key} must be a string")
     return value
+
+
+def _commands(args: dict[str, Any]) -> bytes:
+    """The ``stage`` commands: ``commands_b64`` (exact bytes, a size the request limit can
+    hold whatever the text) or ``commands`` (text, as older clients send it)."""
+    if "commands_b64" not in args:
+        return _str(args, "commands").encode("utf-8", "surrogatepass")
+    import base64
+    import binascii
+
+    try:
+        return base64.b64decode(_str(args, "commands_b64"), validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("commands_b64 must be base64") from None
 
 
 def _stack(args: dict[str, Any]) -> str:

@@ -20,11 +20,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from spica_core.node_queue import MAX_COMMANDS_BYTES
+
 PROTOCOL_VERSION = 1
 HELLO = "spica-agent"
 
-#: A request line longer than this is refused (``too_large``) without being parsed.
-MAX_REQUEST_BYTES = 64 * 1024
+#: A request line longer than this is refused (``too_large``) without being parsed. It
+#: leaves room for the largest ``stage``: commands of MAX_COMMANDS_BYTES sent in base64
+#: (``commands_b64``: 4 bytes per 3, whatever the text holds), plus the other arguments.
+MAX_REQUEST_BYTES = 64 * 1024 + 4 * -(-MAX_COMMANDS_BYTES // 3)
 #: Bounds of ``tail``.
 DEFAULT_TAIL_LINES = 50
 MAX_TAIL_LINES = 5000
@@ -37,7 +41,8 @@ class Verb(StrEnum):
     TAIL = "tail"
     VERSIONS = "versions"
     # Operator actions (spica_core.node_actions); each takes "dry_run".
-    STAGE = "stage"  # {stack, commands, inputs?}: write commands.sh of a planned stack
+    # {stack, commands_b64 (or commands, text), inputs?}: write commands.sh of a planned stack
+    STAGE = "stage"
     LAUNCH = "launch"  # {stack, priority, by}: planned -> pending
     REQUEUE = "requeue"  # {stack, priority, by, from_start}: failed -> pending
     UNLOCK = "unlock"  # {stack, to: failed|pending, by}: stale running -> to

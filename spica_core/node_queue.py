@@ -8,6 +8,7 @@ Everything a node process touches lives under its spica root::
     stacks/<stack>/attempt          the daemon's claim counter of the stack
     stacks/<stack>/logs/NNN.log     output of command line NNN (1-based, at least 3 digits)
     locks/<partition>.qfin.lock     the QFin lock of a raid partition
+    removed/<stack>.json            who removed the stack and when (until it is staged again)
     daemon.heartbeat                rewritten by the daemon to prove it alive
     raid*/                          data partitions
 
@@ -40,6 +41,10 @@ from spica_core.states import SUFFIX, StackState, parse_queue_file_name
 QUEUE_DIR = "queue"
 STACKS_DIR = "stacks"
 LOCKS_DIR = "locks"
+REMOVED_DIR = "removed"
+#: ``queue/.<stack>.<suffix>.<pid>.moving``: a queue file an operator action is moving (its
+#: record is rewritten there between the exclusive rename and the final one).
+MOVING_SUFFIX = ".moving"
 LOGS_DIR = "logs"
 COMMANDS_FILE = "commands.sh"
 PROGRESS_FILE = "progress"
@@ -48,10 +53,51 @@ HEARTBEAT_FILE = "daemon.heartbeat"
 QFIN_LOCK_SUFFIX = ".qfin.lock"
 #: Directories directly under the root whose name starts with this are data partitions.
 PARTITION_PREFIX = "raid"
+#: The one size limit of a stack's ``commands.sh``, wherever it comes from (``stack add``
+#: here or over SSH, the agent's ``stage``) and when the daemon reads it: SPICA's generated
+#: stacks are a few hundred lines, so 1 MiB leaves room while bounding every reader.
+MAX_COMMANDS_BYTES = 1024 * 1024
 #: Queue records, locks and heartbeats are a few hundred bytes; a bigger file is refused
 #: (reported as malformed) rather than read, so a runaway writer cannot slow every status.
 MAX_RECORD_BYTES = 256 * 1024
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+#: A spica root in (or at) these trees would put the system under the agent's confinement and
+#: the operator's ``remove``: refused, as is every root directly at one of ``_SYSTEM_DIRS``.
+_SYSTEM_TREES = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+    "/proc", "/run", "/sbin", "/sys", "/usr",
+)  # fmt: skip
+_SYSTEM_DIRS = ("/home", "/media", "/mnt", "/opt", "/root", "/srv", "/tmp", "/var")
+
+
+def root_problem(root: str) -> str | None:
+    """Why ``root`` cannot be a node's spica root, or None.
+
+    Everything the agent and the daemon touch is confined to the root, so the root itself
+    must be a plain, absolute, normalized path (a trailing ``/`` aside) that is neither ``/``
+    nor a system directory. Both the configuration and ``spica node serve --root`` ask here.
+    """
+    if not root:
+        return "empty: expected an absolute directory such as /data/spica"
+    if not root.isprintable():
+        return "holds a control character"
+    if not root.startswith("/"):
+        return f"{root!r} is not absolute: expected an absolute directory such as /data/spica"
+    trimmed = root.rstrip("/") or "/"
+    normal = os.path.normpath(trimmed)
+    if normal != trimmed or trimmed.startswith("//"):
+        return f"{root!r} is not normalized (no '..', '.' or '//' components)"
+    if trimmed == "/":
+        return "'/' is the whole filesystem: expected a directory of its own such as /data/spica"
+    if trimmed in _SYSTEM_DIRS or any(
+        trimmed == tree or trimmed.startswith(tree + "/") for tree in _SYSTEM_TREES
+    ):
+        return (
+            f"{trimmed} is a system directory: expected a directory of its own such as /data/spica"
+        )
+    return None
 
 
 class OutsideRoot(UsageError):
@@ -180,6 +226,9 @@ class NodeLayout:
 
     def qfin_lock(self, partition: str) -> Path:
         return self.resolve(LOCKS_DIR, validate_name(partition, "partition") + QFIN_LOCK_SUFFIX)
+
+    def removed_file(self, stack: str) -> Path:
+        return self.resolve(REMOVED_DIR, f"{validate_name(stack)}.json")
 
     def heartbeat_file(self) -> Path:
         return self.resolve(HEARTBEAT_FILE)
@@ -346,12 +395,39 @@ class LockRecord(_Record):
 
 
 @dataclass(frozen=True)
+class RemovedRecord(_Record):
+    """Content of ``removed/<stack>.json``: who removed the stack, so a second operator
+    removing it at the same time is told rather than told nothing happened."""
+
+    stack: str
+    by: str
+    removed_at: str
+    #: The node state it was removed from, and its dbspica id when the remover knew it.
+    state: str
+    stack_id: int | None = None
+
+
+@dataclass(frozen=True)
 class HeartbeatRecord(_Record):
     """Content of ``daemon.heartbeat``; its freshness is the file's mtime, not ``time``."""
 
     pid: int
     host: str
     time: str
+
+
+def file_kind(mode: int) -> str:
+    """What a file of ``st_mode`` ``mode`` is, for messages ("a FIFO", "a directory"…)."""
+    kinds = (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def read_small(path: str | Path, limit: int = MAX_RECORD_BYTES) -> bytes:
@@ -574,6 +650,15 @@ def scan_queue(
         for dirent in scan:
             parsed = parse_queue_file_name(dirent.name)
             if parsed is None:
+                move = read_interrupted_move(Path(dirent.path)) if dirent.name[0] == "." else None
+                if move is not None:  # the stack is not absent: it is half-way moved
+                    counts[move.target.value] += 1
+                    if move.target in wanted:
+                        entries.append(
+                            QueueEntry(
+                                move.stack, move.target, move.ctime, malformed=move.describe()
+                            )
+                        )
                 continue
             stack, state = parsed
             if not is_valid_name(stack):
@@ -618,6 +703,79 @@ _STATE_RECORDS: dict[StackState, tuple[type[_Record], bool]] = {
     StackState.RUNNING: (ClaimRecord, False),
     StackState.FAILED: (ErrorRecord, False),
 }
+
+
+@dataclass(frozen=True)
+class InterruptedMove:
+    """A ``.moving`` queue file: an operator action renamed the stack's queue file there and
+    has not (yet) renamed it to its new state. ``target`` is the state its content is a
+    record of: the new state once the new record is written, else still ``source``."""
+
+    path: Path
+    stack: str
+    source: StackState
+    target: StackState
+    pid: int
+    ctime: float
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def mover_alive(self) -> bool:
+        """Whether the process moving it still runs (the move takes milliseconds)."""
+        return pid_alive(self.pid, hostname(), boot_id())
+
+    def describe(self) -> str:
+        if self.mover_alive():
+            return f"being moved by pid {self.pid} (queue/{self.name})"
+        return (
+            f"interrupted move: queue/{self.name} (pid {self.pid}, dead) holds the "
+            f"{self.target} record; the daemon finishes it as {self.target}"
+        )
+
+
+def parse_moving_name(name: str) -> tuple[str, StackState, int] | None:
+    """``(stack, source state, pid)`` of ``.<stack>.<suffix>.<pid>.moving``, else None."""
+    if not name.startswith(".") or not name.endswith(MOVING_SUFFIX):
+        return None
+    source, dot, pid = name[1 : -len(MOVING_SUFFIX)].rpartition(".")
+    parsed = parse_queue_file_name(source) if dot else None
+    if parsed is None or not pid.isascii() or not pid.isdigit() or not is_valid_name(parsed[0]):
+        return None
+    return parsed[0], parsed[1], int(pid)
+
+
+def read_interrupted_move(path: Path) -> InterruptedMove | None:
+    """What a ``.moving`` file is and where its content says it was going; None when the
+    name is not one or the file is gone or not a regular file."""
+    parsed = parse_moving_name(path.name)
+    if parsed is None:
+        return None
+    stack, source, pid = parsed
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    target = source
+    for state, (kind, _) in _STATE_RECORDS.items():
+        if read_record(path, kind)[0] is not None:
+            target = state
+            break
+    return InterruptedMove(path, stack, source, target, pid, st.st_ctime)
+
+
+def find_interrupted_moves(layout: NodeLayout, stack: str | None = None) -> list[InterruptedMove]:
+    """The ``.moving`` files of ``queue/`` (of one stack, or all), by name."""
+    prefix = f".{validate_name(stack)}." if stack is not None else "."
+    try:
+        names = sorted(n for n in os.listdir(layout.queue_dir()) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+    moves = [read_interrupted_move(layout.queue_dir() / n) for n in names]
+    return [m for m in moves if m is not None and (stack is None or m.stack == stack)]
 
 
 def _read_entry(

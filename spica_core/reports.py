@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine, Select, func, select
@@ -19,7 +20,9 @@ from spica_core.db.models import Node, Problem, Stack, StackApp, StackFile, Stac
 from spica_core.db.types import utcnow
 from spica_core.errors import NotFound, UsageError
 from spica_core.names import validate_name
+from spica_core.patterns import UserPattern, compile_pattern
 from spica_core.states import StackState
+from spica_core.text import require_utf8
 
 
 def iso(value: datetime | None) -> str | None:
@@ -33,36 +36,31 @@ _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_since(value: str, now: datetime | None = None) -> datetime:
-    """``2h``, ``3d``, ``90m`` (ago) or an ISO date/time (UTC unless it says otherwise)."""
+def parse_since(value: str, now: datetime | None = None, option: str = "--since") -> datetime:
+    """``2h``, ``3d``, ``90m`` (ago) or an ISO date/time (UTC unless it says otherwise), as
+    an aware UTC time; UsageError naming ``option`` when it is not one or out of range."""
     now = now or utcnow()
     m = _RELATIVE.match(value)
-    if m:
-        return now - timedelta(seconds=int(m.group(1)) * _SECONDS[m.group(2)])
+    shown = value if len(value) <= 60 else value[:57] + "..."
     try:
+        if m:
+            return now - timedelta(seconds=int(m.group(1)) * _SECONDS[m.group(2)])
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=now.tzinfo)
+        return parsed.astimezone(UTC)
     except ValueError:
         raise UsageError(
-            f"--since {value!r}: expected a duration like 2h, 3d, 30m or an ISO date/time"
+            f"{option} {shown!r}: expected a duration like 2h, 3d, 30m or an ISO date/time"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=now.tzinfo)
-    return parsed
-
-
-def compile_match(pattern: str | None, option: str = "--match") -> re.Pattern[str] | None:
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise UsageError(f"{option} {pattern!r}: not a valid regular expression: {exc}") from None
+    except OverflowError:
+        raise UsageError(f"{option} {shown!r}: out of range (years 1 to 9999, UTC)") from None
 
 
 @dataclass(frozen=True)
 class StackFilter:
-    """A selection of stacks; every field narrows it. ``match`` is a regex searched in the
-    stack's name and error message."""
+    """A selection of stacks; every field narrows it. ``match`` is a regular expression (RE2
+    syntax, see :mod:`spica_core.patterns`) searched in the stack's name and error message."""
 
     state: StackState | None = None
     node: str | None = None
@@ -75,7 +73,19 @@ class StackFilter:
     def __post_init__(self) -> None:
         if self.node is not None:
             validate_name(self.node, "node")
-        compile_match(self.match)
+        for option, value in (
+            ("--step", self.step),
+            ("--runid", self.runid),
+            ("--filter", self.filter),
+            ("--release", self.release),
+        ):
+            if value is not None:
+                require_utf8(value, option)
+        self.pattern  # noqa: B018 - a bad pattern is a UsageError here, before any query
+
+    @cached_property
+    def pattern(self) -> UserPattern | None:
+        return None if self.match is None else compile_pattern(self.match, "--match")
 
     def statement(self) -> Select[tuple[Stack]]:
         stmt = select(Stack).options(selectinload(Stack.node))
@@ -94,8 +104,8 @@ class StackFilter:
         return stmt.order_by(Stack.state, Stack.priority.desc(), Stack.name)
 
     def accepts(self, stack: Stack) -> bool:
-        rx = compile_match(self.match)
-        return rx is None or bool(rx.search(stack.name) or rx.search(stack.error or ""))
+        pattern = self.pattern
+        return pattern is None or pattern.search_any((stack.name, stack.error))
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ import contextlib
 import getpass
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
@@ -34,7 +35,14 @@ from spica_core.db.registry import register_nodes
 from spica_core.db.types import utcnow
 from spica_core.errors import SpicaError, UsageError
 from spica_core.names import validate_name
-from spica_core.node_queue import LaunchRecord, NodeLayout, iso_utc, write_record
+from spica_core.node_queue import (
+    MAX_COMMANDS_BYTES,
+    LaunchRecord,
+    NodeLayout,
+    file_kind,
+    iso_utc,
+    write_record,
+)
 from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
 
 #: ``stack.step`` is a short word (qfin, image, stack, or any ad-hoc one).
@@ -80,22 +88,19 @@ def add_stack(
     launch: bool = False,
     by: str | None = None,
     over_ssh: bool | None = None,
+    source: str = "the command file",
 ) -> StackAdded:
     """Create stack ``name`` on ``node`` from ``commands`` (one shell command per line).
 
     ``over_ssh`` None writes locally when the node's root is here, through its agent else.
+    ``source`` names the commands in messages (``--commands FILE``).
     """
     validate_name(name)
     node_config = config.node(validate_name(node, "node"))
     if len(step) > MAX_STEP:
         raise UsageError(f"--step {step[:40]!r}: at most {MAX_STEP} characters")
     validate_name(step, "step")
-    from spica_core.daemon.stack_files import StackFileError
-
-    try:
-        lines = parse_commands(commands)
-    except StackFileError as exc:
-        raise UsageError(f"the command file {exc.reason.removeprefix('commands.sh ')}") from None
+    commands, lines = check_commands(commands, source)
     with Session(engine) as session:
         if session.scalar(select(Stack.id).where(Stack.name == name)) is not None:
             raise StackExists(name, "in dbspica")
@@ -148,13 +153,15 @@ async def _add_over_ssh(
     name: str,
     node: str,
     commands: bytes,
-    lines: list[str],
+    lines: list[bytes],
     step: str,
     priority: int,
     launch: bool,
     by: str,
 ) -> StackAdded:
     """The same stack through the node agent: stage, the row, then launch (and its row)."""
+    import base64
+
     from spica_core.errors import NodeUnreachable
     from spica_core.node_pool import NodePool
     from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
@@ -162,7 +169,9 @@ async def _add_over_ssh(
     async with NodePool(config, nodes=[node]) as pool:
         try:
             staged = await pool.call(
-                node, Verb.STAGE, {"stack": name, "commands": commands.decode()}
+                node,
+                Verb.STAGE,
+                {"stack": name, "commands_b64": base64.b64encode(commands).decode("ascii")},
             )
         except ProtocolError as exc:
             if exc.code == ErrorCode.WRONG_STATE:
@@ -186,6 +195,65 @@ async def _add_over_ssh(
         commands=sum(1 for line in lines if not is_noop(line)),
         state=state.value,
         commands_path=staged.get("commands", f"stacks/{name}/commands.sh"),
+    )
+
+
+def read_commands_file(path: str, stdin: BinaryIO | None = None) -> bytes:
+    """The bytes of ``--commands FILE`` (``-``: ``stdin``), read no further than one byte past
+    :data:`MAX_COMMANDS_BYTES` (``/dev/zero`` is refused at once, not read to exhaustion).
+
+    A file must be a regular file: a FIFO would block, a device never end. UsageError
+    (exit 2) naming the file for each refusal.
+    """
+    if path == "-":
+        assert stdin is not None
+        data = stdin.read(MAX_COMMANDS_BYTES + 1)
+    else:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise UsageError(f"--commands {path}: {exc.strerror or exc}") from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise UsageError(f"--commands {path}: {file_kind(mode)}, not a regular file")
+            data = _read_upto(fd, MAX_COMMANDS_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"--commands {path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+    if len(data) > MAX_COMMANDS_BYTES:
+        raise UsageError(f"--commands {path}: {_too_large()}")
+    return data
+
+
+def _read_upto(fd: int, size: int) -> bytes:
+    """At most ``size`` bytes of ``fd``, fewer only at its end."""
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := os.read(fd, min(size, 1 << 20))):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def check_commands(commands: bytes, source: str) -> tuple[bytes, list[bytes]]:
+    """The commands as written on the node (CRLF made LF) and their lines, or UsageError
+    naming ``source``: over the size limit, empty, binary, not UTF-8, a stray CR."""
+    from spica_core.daemon.stack_files import StackFileError, normalize_newlines
+
+    if len(commands) > MAX_COMMANDS_BYTES:
+        raise UsageError(f"{source}: {_too_large()}")
+    try:
+        commands = normalize_newlines(commands)
+        return commands, parse_commands(commands)
+    except StackFileError as exc:
+        raise UsageError(f"{source} {exc.reason.removeprefix('commands.sh ')}") from None
+
+
+def _too_large() -> str:
+    return (
+        f"larger than {MAX_COMMANDS_BYTES} bytes ({MAX_COMMANDS_BYTES // 1024} KiB), "
+        "the limit of a stack's commands"
     )
 
 

@@ -64,14 +64,21 @@ class NodeEnv:
         return self.root / "stacks" / stack
 
     def state(self, stack: str) -> str | None:
-        """The stack's queue file suffix on the node, None without one."""
-        found = [
-            suffix
-            for suffix in ("spica", "processing", "processed", "error")
-            if (self.queue / f"{stack}.{suffix}").exists()
-        ]
-        assert len(found) <= 1, f"{stack} has several queue files: {found}"
-        return found[0] if found else None
+        """The stack's queue file suffix on the node, None without one.
+
+        One listing of the directory, not one lookup per suffix: a rename by the daemon
+        between two lookups would show the stack in two states."""
+        for _ in range(20):
+            names = set(os.listdir(self.queue))
+            found = [
+                suffix
+                for suffix in ("spica", "processing", "processed", "error")
+                if f"{stack}.{suffix}" in names
+            ]
+            if len(found) <= 1:
+                return found[0] if found else None
+            time.sleep(0.05)
+        raise AssertionError(f"{stack} has several queue files: {found}")
 
     def config(self):  # type: ignore[no-untyped-def]
         return load_config(self.config_path)

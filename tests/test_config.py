@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -170,3 +171,104 @@ def test_spica_config_env_pointing_nowhere_is_an_error(tmp_path: Path) -> None:
     result = run_spica("stacks", env={"SPICA_CONFIG": str(tmp_path / "gone.toml")})
     assert result.returncode == 2
     assert "gone.toml" in result.stderr and "SPICA_CONFIG" in result.stderr
+
+
+def _node(root: str, partition: str = "") -> str:
+    return f"[[nodes]]\nname = 'mix1'\nhost = 'h'\nroot = {json.dumps(root)}\n{partition}"
+
+
+@pytest.mark.parametrize(
+    ("root", "why"),
+    [
+        ("/", "the whole filesystem"),
+        ("", "empty"),
+        ("../../", "not absolute"),
+        ("spica", "not absolute"),
+        ("~/spica", "not absolute"),
+        ("/data/../etc", "not normalized"),
+        ("/data//spica", "not normalized"),
+        ("/data/./spica", "not normalized"),
+        ("//", "the whole filesystem"),
+        ("/etc", "system directory"),
+        ("/usr/local/spica", "system directory"),
+        ("/proc/1", "system directory"),
+        ("/home", "system directory"),
+        ("/tmp", "system directory"),
+        ("/data/spi\nca", "control character"),
+    ],
+)
+def test_dangerous_node_roots_are_refused(root: str, why: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_node(root), "/etc/spica/spica.toml")
+    message = str(info.value)
+    assert message.startswith("/etc/spica/spica.toml: key nodes[0].root:"), message
+    assert why in message
+
+
+@pytest.mark.parametrize("root", ["/data/mix1/spica", "/data/mix1/spica/", "/r", "/tmp/x/root"])
+def test_plain_node_roots_are_kept_normalized(root: str) -> None:
+    cfg = parse_config(_node(root), "f.toml")
+    assert cfg.nodes[0].root == root.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[ssh]\ncall_timeout = inf", "ssh.call_timeout"),
+        ("[ssh]\nconnect_timeout = nan", "ssh.connect_timeout"),
+        ("[ssh]\nagent_start_timeout = -5", "ssh.agent_start_timeout"),
+        ("[ssh]\nmax_backoff = 1e300", "ssh.max_backoff"),
+        ("[db]\nconnect_timeout = inf", "db.connect_timeout"),
+        ("[smtp]\ntimeout = nan", "smtp.timeout"),
+        ("[daemon]\nstop_grace = inf", "daemon.stop_grace"),
+        ("[daemon]\nstop_grace = -1", "daemon.stop_grace"),
+        ("[daemon]\npoll_interval = nan", "daemon.poll_interval"),
+        ("[daemon]\nheartbeat_interval = inf", "daemon.heartbeat_interval"),
+        ("[daemon]\ncheck_backoff_max = inf", "daemon.check_backoff_max"),
+        ("[console]\nrefresh_interval = inf", "console.refresh_interval"),
+    ],
+)
+def test_infinite_nan_and_negative_durations_are_refused(text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^f\.toml: key {key}: "):
+        parse_config(text, "f.toml")
+
+
+def test_reserved_or_min_free_over_a_partitions_capacity_is_refused() -> None:
+    part = "[[nodes.partitions]]\nname = 'raid1'\ncapacity = '100 GB'\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(_node("/data/mix1", part + "reserved = '101 GB'\n"), "f.toml")
+    assert str(info.value).startswith("f.toml: key nodes[0].partitions[0]: ")
+    assert "reserved" in str(info.value) and "capacity" in str(info.value)
+    with pytest.raises(ConfigError, match="min_free"):
+        parse_config(_node("/data/mix1", part + "min_free = '1 TB'\n"), "f.toml")
+    ok = parse_config(_node("/data/mix1", part + "reserved = '100 GB'\n"), "f.toml")
+    assert ok.nodes[0].partitions[0].reserved == 100 * 10**9
+
+
+def test_the_agent_refuses_a_dangerous_root(tmp_path: Path) -> None:
+    """The agent is started with a root on the node: the same rule applies there, to the
+    root as given and to where it really leads."""
+    (tmp_path / "to-slash").symlink_to("/")
+    (tmp_path / "to-etc").symlink_to("/etc")
+    for root, why in (
+        ("/", "the whole filesystem"),
+        ("/etc", "system directory"),
+        (str(tmp_path / "to-slash"), "the whole filesystem"),
+        (str(tmp_path / "to-etc"), "system directory"),
+        ("../..", "not absolute"),
+    ):
+        result = run_spica("node", "serve", "--root", root, input="", timeout=60)
+        assert result.returncode == 2, (root, result)
+        assert f"--root {root}" in result.stderr and why in result.stderr, result.stderr
+        assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_the_daemon_refuses_a_root_leading_to_a_system_directory(tmp_path: Path) -> None:
+    (tmp_path / "spica").symlink_to("/proc")  # (/proc: nothing can be made there by mistake)
+    conf = tmp_path / "spica.toml"
+    conf.write_text(
+        f"[db]\nurl = 'sqlite:///{tmp_path}/db.sqlite'\n" + _node(str(tmp_path / "spica"))
+    )
+    result = run_spica("--config", str(conf), "daemon", "--node", "mix1", timeout=60)
+    assert result.returncode == 2, result
+    assert "/proc is a system directory" in result.stderr and "Traceback" not in result.stderr

@@ -34,6 +34,14 @@ class Tmux:
             [*self.base, *args], capture_output=True, text=True, check=True, timeout=30
         ).stdout
 
+    def start(self, command: str, width: int = 160, height: int = 50) -> None:
+        """Run ``command`` in the window, sized from the tty; the pane stays after it ends."""
+        size = ("-x", str(width), "-y", str(height))
+        self("-f", "/dev/null", "new-session", "-d", "-s", "spica", *size)
+        self("resize-window", "-t", "spica", *size)
+        self("set-option", "-t", "spica", "remain-on-exit", "on")
+        self("respawn-pane", "-k", "-t", "spica", command)
+
     def pane(self) -> str:
         return self("capture-pane", "-p", "-t", "spica")
 
@@ -88,10 +96,7 @@ def test_console_in_tmux_requeues_and_quits_cleanly(tmp_path: Path) -> None:
             f"env -u COLUMNS -u LINES {sys.executable} -m spica_tui"
             f" --config {cluster.config_path} console; echo console-exit=$?; exec sleep 600"
         )
-        tmux("-f", "/dev/null", "new-session", "-d", "-s", "spica", "-x", "160", "-y", "50")
-        tmux("resize-window", "-t", "spica", "-x", "160", "-y", "50")
-        tmux("set-option", "-t", "spica", "remain-on-exit", "on")
-        tmux("respawn-pane", "-k", "-t", "spica", command)
+        tmux.start(command)
         wait(lambda: "row 1 of 1" in tmux.pane(), "the dashboard", tmux)
         press(tmux, "4", lambda: "Stacks: failed" in tmux.pane(), "the failed view")
         # The footer offers Requeue once the failed stack is loaded and selected.
@@ -122,3 +127,50 @@ def test_console_in_tmux_requeues_and_quits_cleanly(tmp_path: Path) -> None:
         subprocess.run([*tmux.base, "kill-server"], capture_output=True, timeout=30)
         if cluster.exists():
             cluster.down()
+
+
+def test_console_shows_terminal_control_sequences_escaped(tmp_path: Path) -> None:
+    """A stack error, its command and a problem message holding an OSC title sequence, a
+    clear-screen and rich markup: the console shows them escaped and as they are, and the
+    terminal's title stays untouched (tmux records what the program set)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.orm import Session
+
+    from spica_core.config import load_config
+    from spica_core.db.models import Problem, Stack, StackRun
+
+    require(shutil.which("tmux") is not None, "tmux is not installed (apt-get install tmux)")
+    hostile = "Failed on printf '\x1b]0;pwned\x07' ; clear \x1b[2J [bold]x[/bold] [/oops]"
+    config_path = tmp_path / "spica.toml"
+    config_path.write_text('[db]\nurl = "sqlite:///dbspica.sqlite"\n')
+    config = load_config(config_path)
+    prepare_database(config, create=True)
+    engine = make_engine(config.db)
+    with Session(engine) as s, s.begin():
+        stack = Stack(name="evil_T0003", state="failed", lines=1, failed_line=1, error=hostile)
+        stack.runs.append(
+            StackRun(line=1, command=hostile, started_at=datetime.now(UTC), exit_code=1)
+        )
+        s.add_all([stack, Problem(kind="software", stack="evil_T0003", message=hostile)])
+    engine.dispose()
+    tmux = Tmux(tmp_path / "tmux.sock")
+    try:
+        command = (
+            f"env -u COLUMNS -u LINES {sys.executable} -m spica_tui"
+            f" --config {config_path} console; exec sleep 600"
+        )
+        tmux.start(command, width=200)
+        shown = "\\x1b]0;pwned\\x07' ; clear \\x1b[2J [bold]x[/bold] [/oops]"
+        wait(lambda: shown in tmux.pane(), "the problem message, escaped", tmux)
+        wait(lambda: "row 1 of 1" in tmux.pane(), "the stacks table", tmux)
+        assert "\\x1b]0;pwned\\x07" in next(
+            line for line in tmux.pane().splitlines() if "evil_T0003" in line
+        )
+        title = tmux("display-message", "-p", "-t", "spica", "#{pane_title}")
+        assert "pwned" not in title, title
+        press(tmux, "Enter", lambda: "Log tail" in tmux.pane(), "the stack detail")
+        wait(lambda: tmux.pane().count(shown) >= 2, "the error and the command, escaped", tmux)
+        assert "pwned" not in tmux("display-message", "-p", "-t", "spica", "#{pane_title}")
+    finally:
+        subprocess.run([*tmux.base, "kill-server"], capture_output=True, timeout=30)

@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from spica_core.db.models import Stack, StackRun
 from spica_core.node_queue import ErrorRecord, read_record
 from tests.daemon_support import (
     Daemons,
@@ -139,7 +142,9 @@ def test_kill_9_during_a_line_resumes_there_and_kills_the_orphan(
     assert _trace(env) == ["1", "2", "2", "3"]  # line 1 not again; line 2 again, once
     assert not Path(f"/proc/{orphan}").exists() or _zombie(orphan)
     wait_for(lambda: env.row(stack).state == "completed", what="dbspica: completed")
-    assert env.runs(stack) == [(1, 1, 0), (2, 1, None), (2, 2, 0), (3, 2, 0)]
+    # The orphan's row is ended by the recovery that killed it: 137 = 128 + SIGKILL.
+    assert env.runs(stack) == [(1, 1, 0), (2, 1, 137), (2, 2, 0), (3, 2, 0)]
+    assert all(run.ended_at is not None for run in _run_rows(env, stack))
     recovered = env.problems(stack)
     assert len(recovered) == 1 and "recovered as pending" in recovered[0].message
 
@@ -151,6 +156,15 @@ def _running_line(env: NodeEnv, stack: str, line: int) -> dict | None:
     except (OSError, ValueError):
         return None
     return running if running["line"] == line else None
+
+
+def _run_rows(env: NodeEnv, stack: str) -> list[StackRun]:
+    engine = env.engine()
+    try:
+        with Session(engine) as session:
+            return list(session.scalars(select(StackRun).join(Stack).where(Stack.name == stack)))
+    finally:
+        engine.dispose()
 
 
 def _zombie(pid: int) -> bool:

@@ -571,7 +571,11 @@ def refusals(root: Path, tmp_path: Path) -> list[tuple[str, bytes, str]]:
         ),
         ("states", _request("status", {"states": ["sleeping"]}), "bad_args"),
         ("args type", _request("ping", [1]), "bad_args"),
-        ("oversized", b'{"id":1,"verb":"ping","pad":"' + b"x" * 200_000 + b'"}\n', "too_large"),
+        (
+            "oversized",
+            b'{"id":1,"verb":"ping","pad":"' + b"x" * proto.MAX_REQUEST_BYTES + b'"}\n',
+            "too_large",
+        ),
         ("not json", b"{nope\n", "bad_request"),
         ("not utf-8", b'{"id":1,"verb":"\xff"}\n', "bad_request"),
         ("not an object", b"[1,2,3]\n", "bad_request"),

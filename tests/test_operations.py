@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import make_url, select
 from sqlalchemy.orm import Session
 
 from spica_core.config import load_config
@@ -392,6 +392,23 @@ def test_reconcile_finds_orphans_and_state_drift(demo, engine) -> None:
     assert spica(demo, "reconcile", "--fix", "--yes").returncode == 0
     assert db_state(engine, "drift_T0003") == "failed"
     assert db_state(engine, "orphan_T0001") == "completed"
+
+
+def test_reconcile_fix_on_a_read_only_dbspica_exits_3(demo, engine) -> None:
+    """dbspica that cannot be written (here SQLite's own read-only mode: root ignores file
+    modes): ``reconcile --fix`` says dbspica is unreachable and exits 3, no traceback."""
+    make_stack(demo, engine, "rodrift_T0003", state="failed")
+    with Session(engine) as s, s.begin():
+        s.scalars(select(Stack).where(Stack.name == "rodrift_T0003")).one().state = "running"
+    path = make_url(load_config(demo.config_path).db.url).database
+    read_only = {"SPICA_DB_URL": f"sqlite:///file:{path}?mode=ro&uri=true"}
+    fixed = spica(demo, "reconcile", "--fix", "--yes", env=read_only)
+    assert fixed.returncode == 3, fixed.stderr
+    assert "spica: error: dbspica unreachable at sqlite:///" in fixed.stderr, fixed.stderr
+    assert "readonly database" in fixed.stderr and "Traceback" not in fixed.stderr
+    assert db_state(engine, "rodrift_T0003") == "running"
+    assert spica(demo, "reconcile", "--fix", "--yes").returncode == 0
+    assert db_state(engine, "rodrift_T0003") == "failed"
 
 
 # --------------------------------------------------------------------- hostile input

@@ -58,3 +58,53 @@ def test_add_and_launch_over_ssh(demo: DemoCluster) -> None:
     with Session(engine) as s:
         assert s.scalars(select(Stack).where(Stack.name == "ghost_T0001")).one_or_none() is None
     engine.dispose()
+
+
+def test_the_commands_limit_and_line_ends_are_the_same_over_ssh(demo: DemoCluster) -> None:
+    """The local limit holds through the agent: a file of exactly MAX_COMMANDS_BYTES, full
+    of what JSON escapes, is staged byte for byte; one byte more is refused, by the client
+    and by the agent itself; CRLF arrives as LF, a stray CR is refused naming the line."""
+    import asyncio
+    import base64
+
+    from spica_core.daemon.stack_files import read_commands
+    from spica_core.errors import UsageError
+    from spica_core.node_pool import NodePool
+    from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
+    from spica_core.node_queue import MAX_COMMANDS_BYTES, NodeLayout
+
+    config = load_config(demo.config_path)
+    prepare_database(config, create=True)
+    engine = make_engine(config.db)
+    root = demo.node_root("mix1")
+    line = "echo 'ligne \"\\ é\t\x01 ✓'\n".encode()
+    body = line * (MAX_COMMANDS_BYTES // len(line))
+    at_limit = body + b"#" * (MAX_COMMANDS_BYTES - len(body))
+    added = add_stack(engine, config, "big_T0001", "mix1", at_limit, over_ssh=True)
+    assert added.lines == MAX_COMMANDS_BYTES // len(line) + 1
+    assert (root / "stacks" / "big_T0001" / "commands.sh").read_bytes() == at_limit
+    # … and the node's daemon reads it with the same limit.
+    assert len(read_commands(NodeLayout(root), "big_T0001")) == added.lines
+
+    with pytest.raises(UsageError, match=f"larger than {MAX_COMMANDS_BYTES} bytes"):
+        add_stack(engine, config, "over_T0001", "mix1", at_limit + b"\n", over_ssh=True)
+
+    async def stage_over_limit() -> None:
+        async with NodePool(config, nodes=["mix1"]) as pool:
+            data = base64.b64encode(at_limit + b"\n").decode()
+            with pytest.raises(ProtocolError) as info:
+                await pool.call("mix1", Verb.STAGE, {"stack": "over_T0001", "commands_b64": data})
+            assert info.value.code == ErrorCode.BAD_ARGS
+            assert f"at most {MAX_COMMANDS_BYTES}" in info.value.message
+
+    asyncio.run(stage_over_limit())
+    assert not (root / "stacks" / "over_T0001").exists()
+
+    add_stack(engine, config, "dos_T0001", "mix1", b"echo a\r\necho b\r\n", over_ssh=True)
+    assert (root / "stacks" / "dos_T0001" / "commands.sh").read_bytes() == b"echo a\necho b\n"
+    with pytest.raises(UsageError, match=r"carriage return.*line 2"):
+        add_stack(engine, config, "mac_T0001", "mix1", b"echo a\necho b\rc\n", over_ssh=True)
+    with Session(engine) as s:
+        names = set(s.scalars(select(Stack.name)))
+    assert {"big_T0001", "dos_T0001"} <= names and not {"over_T0001", "mac_T0001"} & names
+    engine.dispose()

@@ -27,22 +27,28 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spica_core.daemon.stack_files import (
+    KILLED_EXIT_CODE,
     StackFileError,
     clear_running,
     kill_orphan_line,
     next_attempt,
+    read_running,
     read_stack_progress,
 )
 from spica_core.errors import InvalidName
-from spica_core.names import validate_name
+from spica_core.names import is_valid_name, validate_name
 from spica_core.node_queue import (
     ClaimRecord,
     ErrorRecord,
+    InterruptedMove,
     LaunchRecord,
     NodeLayout,
     boot_id,
+    file_kind,
+    find_interrupted_moves,
     hostname,
     iso_utc,
+    pid_alive,
     read_record,
     read_small,
     write_record,
@@ -114,37 +120,114 @@ class Recovered:
     attempt: int | None
     message: str
     killed_pid: int | None
+    #: The ``stack_run`` row the dead claim left open: its line (None when ``running.json``
+    #: had no valid record) and exit code (KILLED_EXIT_CODE when the orphan was killed).
+    run_line: int | None = None
+    run_exit_code: int | None = None
 
 
 # --------------------------------------------------------------------------- listing
 
 
+@dataclass(frozen=True)
+class SkippedEntry:
+    """An entry of ``queue/`` that is no stack the daemon can take or recover: a symbolic
+    link, a directory, a FIFO or device, a bad name, an unreadable file. It is left as it is
+    (never followed, never renamed) and reported; ``identity`` tells a new entry of the same
+    name from the one already reported."""
+
+    name: str
+    identity: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"queue/{_shown(self.name)} skipped: {self.reason}; left as it is (remove it)"
+
+
+@dataclass(frozen=True)
+class PendingScan:
+    """One pass over ``queue/``: the pending stacks, and the entries left alone."""
+
+    pending: list[PendingStack]
+    skipped: list[SkippedEntry]
+
+
 def list_pending(layout: NodeLayout, now: float | None = None) -> list[PendingStack]:
     """Every ``.spica`` of the queue, by priority (highest first), then age (oldest first)."""
+    return scan_pending(layout, now).pending
+
+
+def scan_pending(layout: NodeLayout, now: float | None = None) -> PendingScan:
+    """The pending stacks (as :func:`list_pending`) and every queue entry, of any state, that
+    cannot be a stack: one bad entry must never stop the node, so it is set aside here.
+
+    Only names are read for entries of other states (completed stacks pile up by thousands):
+    the entry type comes from the directory listing, without a stat.
+    """
     now = time.time() if now is None else now
     pending: list[PendingStack] = []
+    skipped: list[SkippedEntry] = []
     try:
         scan = os.scandir(layout.queue_dir())
     except FileNotFoundError:
-        return pending
+        return PendingScan(pending, skipped)
     with scan:
         for dirent in scan:
-            parsed = parse_queue_file_name(dirent.name)
-            if parsed is None or parsed[1] is not P:
-                continue
-            try:
-                stack = validate_name(parsed[0])
-                st = dirent.stat(follow_symlinks=False)
-            except (InvalidName, OSError):
-                continue
-            pending.append(_pending_entry(layout, stack, Path(dirent.path), st, now))
+            found = _scan_entry(layout, dirent, now)
+            if isinstance(found, SkippedEntry):
+                skipped.append(found)
+            elif found is not None:
+                pending.append(found)
     pending.sort(key=lambda p: (-p.priority, p.mtime, p.stack))
-    return pending
+    skipped.sort(key=lambda s: s.name)
+    return PendingScan(pending, skipped)
+
+
+def _scan_entry(
+    layout: NodeLayout, dirent: os.DirEntry[str], now: float
+) -> PendingStack | SkippedEntry | None:
+    """What one directory entry of ``queue/`` is to the daemon (None: nothing to do)."""
+    parsed = parse_queue_file_name(dirent.name)
+    if parsed is None or dirent.name.startswith("."):
+        return None  # not a queue file (hidden ones are the agent's and daemon's temporaries)
+    try:
+        identity = str(dirent.inode())
+        regular = dirent.is_file(follow_symlinks=False)
+        if not is_valid_name(parsed[0]):
+            return SkippedEntry(dirent.name, identity, "not a valid stack name")
+        if not regular:
+            return SkippedEntry(dirent.name, identity, _not_regular(dirent))
+        if parsed[1] is not P:
+            return None
+        st = dirent.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None  # renamed meanwhile (claimed, requeued): the next scan sees it
+    except OSError as exc:
+        return SkippedEntry(dirent.name, "", f"cannot be examined: {_why(exc)}")
+    return _pending_entry(layout, parsed[0], Path(dirent.path), st, now)
+
+
+def _not_regular(dirent: os.DirEntry[str]) -> str:
+    """What a queue entry that is not a regular file is (its link target is only read)."""
+    mode = dirent.stat(follow_symlinks=False).st_mode
+    if stat.S_ISLNK(mode):
+        return f"a symbolic link (to {_shown(os.readlink(dirent.path))}), not a regular file"
+    return f"{file_kind(mode)}, not a regular file"
+
+
+def _shown(text: str) -> str:
+    """A name or path fit for a log line: quoted and escaped when it holds odd characters."""
+    return text if text.isprintable() and " " not in text else ascii(text)
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _pending_entry(
     layout: NodeLayout, stack: str, path: Path, st: os.stat_result, now: float
-) -> PendingStack:
+) -> PendingStack | SkippedEntry:
     """A ``.spica`` is malformed only when it is not a small regular file holding a JSON
     object (or nothing). Any other JSON object is taken as a legacy launch once it has
     settled: the seed's manual requeue renames ``.error`` back to ``.spica``, error record
@@ -162,7 +245,9 @@ def _pending_entry(
         data = read_small(path)
     except FileNotFoundError:
         return bad("vanished")  # claimed meanwhile: the claim fails quietly, age says wait
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # unreadable (permissions, I/O): not the stack's content to judge
+        return SkippedEntry(path.name, identity, f"cannot be read: {_why(exc)}")
+    except ValueError as exc:
         return bad(str(exc))
     if not data.strip():
         return PendingStack(stack, 0, st.st_mtime, legacy, identity, None, age)
@@ -188,11 +273,9 @@ def _pending_entry(
 
 def other_queue_files(layout: NodeLayout, stack: str, state: StackState) -> list[str]:
     """The stack's queue files in states other than ``state`` (normally none: drift)."""
-    return [
-        layout.queue_file(stack, other).name
-        for other in SUFFIX
-        if other is not state and layout.queue_file(stack, other).exists()
-    ]
+    queue = layout.queue_dir()
+    names = [f"{validate_name(stack)}.{SUFFIX[other]}" for other in SUFFIX if other is not state]
+    return [name for name in names if os.path.lexists(queue / name)]
 
 
 # --------------------------------------------------------------------------- own moves
@@ -320,7 +403,9 @@ def find_stale(
     """The stale ``.processing`` files of the queue (dead pid, other boot, no claim)."""
     stale: list[StaleClaim] = []
     try:
-        names = os.listdir(layout.queue_dir())
+        with os.scandir(layout.queue_dir()) as scan:
+            # Links, directories…: never followed; scan_pending reports them.
+            names = [d.name for d in scan if d.is_file(follow_symlinks=False)]
     except FileNotFoundError:
         return stale
     for name in sorted(names):
@@ -355,6 +440,7 @@ def recover(
         if target.exists():
             log.warning("%s: stale claim not recovered: %s already exists", stack, target.name)
             return None
+        running_line = read_running(layout, stack)
         killed = kill_orphan_line(layout, stack)
         clear_running(layout, stack)
         try:
@@ -363,6 +449,8 @@ def recover(
             line = 1
         claim_record = again.claim
         attempt = claim_record.attempt if claim_record else None
+        if attempt is None and running_line is not None:
+            attempt = running_line.attempt
         message = f"stack {stack} recovered as {to.value}: {again.why} while at line {line}"
         running = layout.queue_file(stack, R)
         if to is P:
@@ -370,7 +458,56 @@ def recover(
         else:
             write_record(running, ErrorRecord(line=line, exit_code=None, message=message))
         os.rename(running, target)
-        return Recovered(stack, to, line, attempt, message, killed)
+        return Recovered(
+            stack,
+            to,
+            line,
+            attempt,
+            message,
+            killed.pid if killed else None,
+            running_line.line if running_line else None,
+            KILLED_EXIT_CODE if killed else None,
+        )
+
+
+#: Seconds after which a ``.moving`` file is recovered even though a process of its pid
+#: runs (a pid reused after a reboot): a move takes milliseconds.
+MOVE_STALE = 120.0
+
+
+def recover_moves(layout: NodeLayout, now: float | None = None) -> list[InterruptedMove]:
+    """Finish or undo the moves operator actions left half-done (the agent died between its
+    two renames, spica_core.node_actions._move_with_record); the moves recovered.
+
+    Under the node lock, for each ``.moving`` file whose pid is dead: renamed to the state its
+    record is of (the new state when the new record was written, else back to the old one),
+    unless the stack has a queue file already (drift: logged, left for an operator).
+    """
+    moves = find_interrupted_moves(layout)
+    if not moves:
+        return []
+    done: list[InterruptedMove] = []
+    with node_lock(layout):
+        for move in find_interrupted_moves(layout):
+            age = (time.time() if now is None else now) - move.ctime
+            if pid_alive(move.pid, hostname(), boot_id()) and age < MOVE_STALE:
+                continue  # an agent is moving it now
+            others = other_queue_files(layout, move.stack, move.target)
+            target = layout.queue_file(move.stack, move.target)
+            if others or target.exists():
+                log.warning(
+                    "%s: %s not recovered: %s exist(s)",
+                    move.stack,
+                    move.name,
+                    ", ".join(others) or target.name,
+                )
+                continue
+            try:
+                os.rename(move.path, target)
+            except FileNotFoundError:
+                continue
+            done.append(move)
+    return done
 
 
 def launch_of(stack: str, record: ClaimRecord | None) -> LaunchRecord:

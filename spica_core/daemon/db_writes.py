@@ -428,7 +428,9 @@ def _stack(session: Session, entry: dict[str, Any]) -> Stack:
 
 
 def _at(entry: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(entry["at"].replace("Z", "+00:00"))
+    from spica_core.db.runs import wire_time
+
+    return wire_time(entry["at"])
 
 
 def _problem(session: Session, stack: Stack, entry: dict[str, Any], message: str) -> None:
@@ -532,6 +534,18 @@ def _recovered(session: Session, entry: dict[str, Any]) -> None:
         stack.exit_code = None
         stack.error = entry["message"]
         stack.finished_at = _at(entry)
+    if entry.get("attempt") is not None:
+        from spica_core.db.runs import end_dead_runs
+
+        session.flush()  # the rows of this batch's line_started entries, if any
+        end_dead_runs(
+            session,
+            stack.id,
+            entry["attempt"],
+            entry.get("run_line"),
+            entry.get("run_exit_code"),
+            _at(entry),
+        )
     _problem(session, stack, entry, entry["message"])
 
 
@@ -540,6 +554,21 @@ def _check_failed(session: Session, entry: dict[str, Any]) -> None:
     stack.error = f"check: {entry['reason']}"
     if entry.get("problem"):
         _problem(session, stack, entry, f"check failed, stack waits: {entry['reason']}")
+
+
+def _node_problem(session: Session, entry: dict[str, Any]) -> None:
+    """A problem of the node's queue, not of a stack's run: no stack row is made or changed."""
+    from spica_core.db.models import Problem
+
+    session.add(
+        Problem(
+            created_at=_at(entry),
+            kind="software",
+            node=entry["node"],
+            stack=entry.get("stack"),
+            message=entry["message"],
+        )
+    )
 
 
 _HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
@@ -552,6 +581,7 @@ _HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
     "released": _released,
     "recovered": _recovered,
     "check_failed": _check_failed,
+    "node_problem": _node_problem,
 }
 
 #: The entry kinds a daemon writes (documentation and tests).
@@ -560,27 +590,9 @@ KINDS = tuple(_HANDLERS)
 
 def _transient(exc: BaseException) -> bool:
     """An outage (or a schema not yet upgraded): the same write will succeed later."""
-    from sqlalchemy.exc import (
-        DBAPIError,
-        DisconnectionError,
-        InterfaceError,
-        OperationalError,
-        ProgrammingError,
-    )
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
+    from spica_core.db.engine import is_unavailable
 
-    if isinstance(
-        exc,
-        OperationalError
-        | InterfaceError
-        | ProgrammingError
-        | DisconnectionError
-        | PoolTimeout
-        | DatabaseUnavailable
-        | OSError,
-    ):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    return isinstance(exc, DatabaseUnavailable | OSError) or is_unavailable(exc)
 
 
 def _describe(exc: BaseException) -> str:

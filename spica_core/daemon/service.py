@@ -45,7 +45,13 @@ from spica_core.daemon.stack_files import (
 from spica_core.daemon.watch import QueueWatch
 from spica_core.errors import ConfigError, SpicaError
 from spica_core.names import validate_name
-from spica_core.node_queue import NodeLayout, iso_utc, resolve_inside, write_heartbeat
+from spica_core.node_queue import (
+    NodeLayout,
+    iso_utc,
+    resolve_inside,
+    root_problem,
+    write_heartbeat,
+)
 from spica_core.states import StackState
 
 log = logging.getLogger("spica.daemon")
@@ -105,6 +111,10 @@ class DaemonService:
         self.db: DaemonDb | None = None
         self.mailer: Mailer | None = None
         self.preflight: Preflight | None = None
+        #: Queue entries left alone, and stacks whose handling failed: reported once each.
+        self._skipped: set[tuple[str, str, str]] = set()
+        self._failing: dict[tuple[str, str], str] = {}
+        self._unrecovered: dict[str, str] = {}
 
     # ------------------------------------------------------------------- control
 
@@ -137,6 +147,9 @@ class DaemonService:
     def _start(self) -> None:
         if not self.root.is_dir():
             raise DaemonError(f"node {self.node.name}: spica root {self.root} is not a directory")
+        why = root_problem(os.path.realpath(self.root))
+        if why is not None:  # the configured path is checked; this is where it leads
+            raise DaemonError(f"node {self.node.name}: spica root {self.root}: {why}")
         for sub in ("queue", "stacks", "locks"):
             self.layout.resolve(sub).mkdir(exist_ok=True)
         try:
@@ -166,6 +179,7 @@ class DaemonService:
         beat_every = self.settings.heartbeat_interval
         next_beat = time.monotonic() + beat_every
         next_recovery = next_beat
+        pass_error: str | None = None
         while not self._stopping.is_set():
             due: float | None = None
             try:
@@ -178,8 +192,11 @@ class DaemonService:
                     self._recover_stale()
                     next_recovery = now + beat_every
                 due = self._fill_slots()
-            except Exception:
-                log.exception("daemon pass failed; going on")
+                pass_error = None
+            except Exception as exc:
+                if f"{type(exc).__name__}: {exc}" != pass_error:  # once while it repeats
+                    log.exception("daemon pass failed; going on")
+                pass_error = f"{type(exc).__name__}: {exc}"
                 self._stopping.wait(ERROR_PAUSE)
             timeout = min(self.settings.poll_interval, max(0.0, next_beat - time.monotonic()))
             if due is not None:
@@ -196,48 +213,80 @@ class DaemonService:
     # ------------------------------------------------------------------- claiming
 
     def _fill_slots(self) -> float | None:
-        """Claim pending stacks while a slot is free; seconds until a waiting one is due."""
+        """Claim pending stacks while a slot is free; seconds until a waiting one is due.
+
+        Each stack is handled on its own: whatever goes wrong with one (its files, an
+        unexpected error) is reported once and the others are still looked at.
+        """
         if len(self._runners) >= self.slots:
             return None
         assert self.preflight is not None
         self.preflight.new_pass()
         now = time.time()
         due: float | None = None
-        for pending in claims.list_pending(self.layout, now):
+        scan = claims.scan_pending(self.layout, now)
+        self._report_skipped(scan.skipped)
+        listed = {(pending.stack, pending.identity) for pending in scan.pending}
+        self._failing = {key: why for key, why in self._failing.items() if key in listed}
+        for pending in scan.pending:
             if len(self._runners) >= self.slots or self._stopping.is_set():
                 break
             if pending.stack in self._runners:
                 continue
-            if pending.malformed or pending.unsettled:
-                if pending.age < claims.SETTLE_GRACE:  # maybe still being written
-                    due = _earliest(due, claims.SETTLE_GRACE - pending.age)
-                    continue
-                if pending.malformed:
-                    why = f"{pending.stack}.spica is malformed: {pending.malformed}"
-                    self._reject(pending, why)
-                    continue
-            previous = read_check(self.layout, pending.stack)
-            if (
-                previous is not None
-                and previous.launch == pending.identity
-                and previous.retry_at > now
-            ):
-                due = _earliest(due, previous.retry_at - now)
+            try:
+                wait = self._consider(pending, now)
+            except Exception as exc:
+                key, why = (pending.stack, pending.identity), f"{type(exc).__name__}: {exc}"
+                if self._failing.get(key) != why:
+                    log.exception(
+                        "%s: not claimed: unexpected error; the others go on", pending.stack
+                    )
+                    self._problem(f"{pending.stack}: not claimed: {why}", pending.stack)
+                self._failing[key] = why
                 continue
-            others = claims.other_queue_files(self.layout, pending.stack, StackState.PENDING)
-            if others:
-                reason = f"queue drift: {', '.join(others)} exist(s) too; resolve by hand"
-                due = _earliest(due, self._check_failed(pending, reason, previous))
-                continue
-            result = self.preflight.check(pending.stack)
-            if result.fatal:
-                self._reject(pending, result.reason)
-                continue
-            if not result.ok:
-                due = _earliest(due, self._check_failed(pending, result.reason, previous))
-                continue
-            self._claim(pending, previous)
+            if wait is not None:
+                due = _earliest(due, wait)
         return due
+
+    def _consider(self, pending: PendingStack, now: float) -> float | None:
+        """Skip, reject, note a failed check of, or claim one pending stack; seconds until it
+        is due again when it waits."""
+        assert self.preflight is not None
+        if pending.malformed or pending.unsettled:
+            if pending.age < claims.SETTLE_GRACE:  # maybe still being written
+                return claims.SETTLE_GRACE - pending.age
+            if pending.malformed:
+                self._reject(pending, f"{pending.stack}.spica is malformed: {pending.malformed}")
+                return None
+        previous = read_check(self.layout, pending.stack)
+        if previous is not None and previous.launch == pending.identity and previous.retry_at > now:
+            return previous.retry_at - now
+        others = claims.other_queue_files(self.layout, pending.stack, StackState.PENDING)
+        if others:
+            reason = f"queue drift: {', '.join(others)} exist(s) too; resolve by hand"
+            return self._check_failed(pending, reason, previous)
+        result = self.preflight.check(pending.stack)
+        if result.fatal:
+            self._reject(pending, result.reason)
+            return None
+        if not result.ok:
+            return self._check_failed(pending, result.reason, previous)
+        self._claim(pending, previous)
+        return None
+
+    def _report_skipped(self, skipped: list[claims.SkippedEntry]) -> None:
+        """Log and file a problem for each queue entry left alone, once while it stays."""
+        current = {(entry.name, entry.identity, entry.reason) for entry in skipped}
+        for entry in skipped:
+            if (entry.name, entry.identity, entry.reason) not in self._skipped:
+                log.warning("%s", entry.message)
+                self._problem(entry.message)
+        self._skipped = current
+
+    def _problem(self, message: str, stack: str | None = None) -> None:
+        """A software problem row about this node (through the journal, as every write)."""
+        assert self.db is not None
+        self.db.record("node_problem", stack=stack, message=message)
 
     def _claim(self, pending: PendingStack, previous: CheckRecord | None) -> None:
         try:
@@ -304,15 +353,23 @@ class DaemonService:
 
     def _recover_stale(self) -> None:
         assert self.db is not None and self.mailer is not None
+        for move in claims.recover_moves(self.layout):
+            log.warning("%s: %s recovered as %s", move.stack, move.name, move.target.value)
         target = StackState(self.settings.recover)
         for found in claims.find_stale(self.layout):
             if found.stack in self._runners:
                 continue
             try:
                 done = claims.recover(self.layout, found, target)
-            except (OSError, SpicaError) as exc:
-                log.error("%s: stale claim not recovered: %s", found.stack, exc)
+            except Exception as exc:  # one stack's trouble never stops the others
+                why = f"{found.stack}: stale claim not recovered: {exc}"
+                if self._unrecovered.get(found.stack) != why:
+                    expected = isinstance(exc, OSError | SpicaError | StackFileError)
+                    log.error("%s", why, exc_info=not expected)
+                    self._problem(why, found.stack)
+                self._unrecovered[found.stack] = why
                 continue
+            self._unrecovered.pop(found.stack, None)
             if done is None:
                 continue
             self.db.record(
@@ -321,6 +378,9 @@ class DaemonService:
                 state=done.state.value,
                 line=done.line,
                 message=done.message,
+                attempt=done.attempt,
+                run_line=done.run_line,
+                run_exit_code=done.run_exit_code,
             )
             killed = f" (killed its orphan line, pid {done.killed_pid})" if done.killed_pid else ""
             log.warning("%s%s", done.message, killed)

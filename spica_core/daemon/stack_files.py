@@ -30,6 +30,7 @@ from pathlib import Path
 
 from spica_core import node_queue
 from spica_core.node_queue import (
+    MAX_COMMANDS_BYTES,
     NodeLayout,
     _Record,
     boot_id,
@@ -44,8 +45,6 @@ from spica_core.node_queue import (
 INPUTS_FILE = "inputs"
 CHECK_FILE = "check.json"
 RUNNING_FILE = "running.json"
-#: A commands.sh beyond this is refused: SPICA's generated stacks are a few hundred lines.
-MAX_COMMANDS_BYTES = 16 * 1024 * 1024
 MAX_INPUTS_BYTES = 4 * 1024 * 1024
 
 
@@ -78,6 +77,17 @@ def parse_commands(data: bytes) -> list[bytes]:
     if all(is_noop(line) for line in lines):
         return _refuse("holds no command (empty, or only blank lines and comments)")
     return lines
+
+
+def normalize_newlines(data: bytes) -> bytes:
+    """``data`` with CRLF line ends made LF (a file saved on Windows), or StackFileError for
+    a carriage return elsewhere: ``sh`` would take it as part of the command."""
+    data = data.replace(b"\r\n", b"\n")
+    at = data.find(b"\r")
+    if at >= 0:
+        line = data.count(b"\n", 0, at) + 1
+        _refuse(f"has a carriage return (CR) inside line {line}: save it with LF line ends")
+    return data
 
 
 def _refuse(reason: str) -> list[bytes]:
@@ -245,39 +255,110 @@ def write_running(layout: NodeLayout, stack: str, record: RunningLine) -> None:
     os.replace(tmp, path)
 
 
+def read_running(layout: NodeLayout, stack: str) -> RunningLine | None:
+    """The line ``running.json`` says runs (alive or not), None without a valid record."""
+    record, _ = read_record(running_path(layout, stack), RunningLine)
+    return record
+
+
 def clear_running(layout: NodeLayout, stack: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         running_path(layout, stack).unlink()
 
 
-def kill_orphan_line(layout: NodeLayout, stack: str, timeout: float = 5.0) -> int | None:
-    """Kill the process group of a line a dead daemon left running; its pid, or None.
+#: ``stack_run.exit_code`` of a line killed because its daemon was dead (recovery, unlock):
+#: 128 + SIGKILL, as the runner reports any line killed by a signal.
+KILLED_EXIT_CODE = 128 + signal.SIGKILL
 
-    The group is only signalled when its leader is still, by its environment, that line of
-    that stack: a pid reused since by an unrelated process is left alone.
-    """
-    record, _ = read_record(running_path(layout, stack), RunningLine)
+
+class OrphanSurvived(StackFileError):
+    """An orphan line's process group still runs after SIGKILL: the stack must not move."""
+
+
+def live_orphan_line(layout: NodeLayout, stack: str) -> RunningLine | None:
+    """The line of ``running.json`` when it still runs: its process exists on this host and
+    boot, leads its own process group, started before the record was written, and is, by its
+    environment, that line of that stack under this root. A pid reused since by another
+    process is not."""
+    record = read_running(layout, stack)
     if record is None or not pid_alive(record.pid, record.host, record.boot_id):
         return None
-    if not _is_line_process(record.pid, stack, record.attempt):
+    if not _is_line_process(record, stack, layout.root):
+        return None
+    return record
+
+
+def kill_orphan_line(layout: NodeLayout, stack: str, timeout: float = 5.0) -> RunningLine | None:
+    """Kill the process group of a line a dead daemon left running; its record, or None.
+
+    Raises :class:`OrphanSurvived` when the group is still there after ``timeout`` seconds.
+    """
+    record = live_orphan_line(layout, stack)
+    if record is None:
         return None
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(record.pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _process_exists(record.pid):
         time.sleep(0.02)
-    return record.pid
+    if _process_exists(record.pid):
+        raise OrphanSurvived(
+            f"line {record.line}'s process group {record.pid} still runs {timeout:.0f} s "
+            "after SIGKILL"
+        )
+    return record
 
 
-def _is_line_process(pid: int, stack: str, attempt: int) -> bool:
+def _is_line_process(record: RunningLine, stack: str, root: Path) -> bool:
+    pid = record.pid
+    try:
+        if os.getpgid(pid) != pid:
+            return False  # the line's shell leads its group: this is another process
+    except OSError:
+        return False
+    started = _start_time(pid)
+    if started is not None and started > _epoch(record.started_at) + START_SLACK:
+        return False  # started after the line was recorded: a reused pid
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except FileNotFoundError:
         return False
     except OSError:
-        return True  # no /proc access: trust pid, host and boot id
-    env = set(environ.split(b"\0"))
-    return f"SPICA_STACK={stack}".encode() in env and f"SPICA_ATTEMPT={attempt}".encode() in env
+        return True  # no access to its environment: pid, host, boot and start time agree
+    env = dict(item.partition(b"=")[::2] for item in environ.split(b"\0") if item)
+    line_root = os.fsdecode(env.get(b"SPICA_ROOT", b""))
+    return (
+        env.get(b"SPICA_STACK") == stack.encode()
+        and env.get(b"SPICA_ATTEMPT") == str(record.attempt).encode()
+        # a line of the same stack name under another root (another node, another demo)
+        and bool(line_root)
+        and os.path.realpath(line_root) == os.path.realpath(root)
+    )
+
+
+#: Seconds of tolerance between a process's start time (boot time plus clock ticks, exposed to
+#: clock steps) and the time its ``running.json`` was written just after it started.
+START_SLACK = 30.0
+
+
+def _start_time(pid: int) -> float | None:
+    """When ``pid`` started (epoch seconds), from /proc; None when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        with open("/proc/stat", encoding="ascii") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("inf")  # unreadable: do not refuse on start time alone
 
 
 def _process_exists(pid: int) -> bool:

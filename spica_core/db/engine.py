@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from spica_core.config import DatabaseConfig, mask_url
@@ -79,15 +79,49 @@ def describe_db_error(exc: BaseException) -> str:
     return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
 
 
+def masked_url(engine: Engine) -> str:
+    """The engine's URL with its password masked, the only form SPICA shows."""
+    return mask_url(engine.url.render_as_string(hide_password=False))
+
+
+def db_unavailable(engine: Engine, exc: BaseException) -> DatabaseUnavailable:
+    """The one error every face reports when dbspica fails under a command: the masked URL
+    and a one-line reason (no SQL, no parameters), exit code 3."""
+    return DatabaseUnavailable(masked_url(engine), describe_db_error(exc))
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says dbspica cannot serve: gone, away, read-only, refusing this user,
+    missing its tables. A constraint or a bad value (IntegrityError, DataError) is not."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, ProgrammingError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    if isinstance(
+        exc, OperationalError | InterfaceError | ProgrammingError | DisconnectionError | PoolTimeout
+    ):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+@contextmanager
+def unavailable_raised(engine: Engine) -> Iterator[None]:
+    """Inside: a driver error that means dbspica cannot serve (see :func:`is_unavailable`)
+    is raised as :func:`db_unavailable`; any other error as it is."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        if not is_unavailable(exc):
+            raise
+        raise db_unavailable(engine, exc) from None
+
+
 def check_reachable(engine: Engine) -> None:
     """Open one connection, or raise DatabaseUnavailable with a masked URL."""
     try:
         with engine.connect():
             pass
     except (OperationalError, DBAPIError, OSError) as exc:
-        raise DatabaseUnavailable(
-            mask_url(engine.url.render_as_string(hide_password=False)), describe_db_error(exc)
-        ) from None
+        raise db_unavailable(engine, exc) from None
 
 
 @contextmanager

@@ -12,16 +12,11 @@ from typing import Any
 from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
-from spica_core.config import mask_url
-from spica_core.db.engine import describe_db_error
+from spica_core.db.engine import db_unavailable, masked_url
 from spica_core.db.models import ALL_MODELS
-from spica_core.errors import DatabaseUnavailable, SchemaError
+from spica_core.errors import SchemaError
 
 SCHEMA_REVISION = "0002"
-
-
-def _masked(engine: Engine) -> str:
-    return mask_url(engine.url.render_as_string(hide_password=False))
 
 
 def _alembic_config(connection: Any) -> Any:
@@ -49,7 +44,7 @@ def current_revision(engine: Engine) -> str | None:
                 return None
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except DBAPIError as exc:
-        raise DatabaseUnavailable(_masked(engine), describe_db_error(exc)) from None
+        raise db_unavailable(engine, exc) from None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
@@ -62,7 +57,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
             foreign = [t for t in inspect(conn).get_table_names() if t in _TABLES]
         if foreign:
             raise SchemaError(
-                _masked(engine),
+                masked_url(engine),
                 f"tables {', '.join(sorted(foreign))} exist but carry no SPICA schema "
                 "revision; refusing to migrate over them",
             )
@@ -70,7 +65,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), revision)
     except DBAPIError as exc:
-        raise DatabaseUnavailable(_masked(engine), describe_db_error(exc)) from None
+        raise db_unavailable(engine, exc) from None
     return before, current_revision(engine)
 
 
@@ -80,9 +75,9 @@ def require_current(engine: Engine) -> None:
     if revision == SCHEMA_REVISION:
         return
     if revision is None:
-        raise SchemaError(_masked(engine), "no SPICA schema (run `spica db init`)")
+        raise SchemaError(masked_url(engine), "no SPICA schema (run `spica db init`)")
     raise SchemaError(
-        _masked(engine),
+        masked_url(engine),
         f"schema revision {revision}, this SPICA needs {SCHEMA_REVISION} (run `spica db upgrade`)",
     )
 
@@ -125,5 +120,5 @@ def status(engine: Engine) -> SchemaStatus:
                         select(func.count()).select_from(table)
                     ).scalar_one()
     except DBAPIError as exc:
-        raise DatabaseUnavailable(_masked(engine), describe_db_error(exc)) from None
-    return SchemaStatus(_masked(engine), revision, SCHEMA_REVISION, counts)
+        raise db_unavailable(engine, exc) from None
+    return SchemaStatus(masked_url(engine), revision, SCHEMA_REVISION, counts)

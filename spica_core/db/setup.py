@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spica_core.config import SpicaConfig
-from spica_core.db.engine import check_reachable, make_engine
+from spica_core.db.engine import check_reachable, make_engine, unavailable_raised
 from spica_core.db.registry import register_nodes
 from spica_core.db.schema import upgrade
 
@@ -32,7 +32,8 @@ def prepare_database(config: SpicaConfig, *, create: bool) -> SetupResult:
     try:
         check_reachable(engine)
         before, after = upgrade(engine)
-        reg = register_nodes(engine, config)
+        with unavailable_raised(engine):  # dbspica read-only: exit 3, not a traceback
+            reg = register_nodes(engine, config)
     finally:
         engine.dispose()
     return SetupResult(config.db.masked_url, before, after, reg.added, reg.updated)

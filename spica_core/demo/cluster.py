@@ -11,7 +11,7 @@ them until ``down`` stops exactly the pids recorded in ``demo.json``.
 Each node can also run its daemon (``spica daemon --node NAME``, a process of its own, pid
 in ``demo.json``), so stacks queued on a demo node run: ``up(daemons=True)`` — what ``spica
 demo up`` does — starts the dead daemons, ``down`` stops them (SIGTERM: running lines get the
-daemon's stop grace) before the servers.
+daemon's stop grace) before the servers, and kills the lines a daemon that died left running.
 
 Idempotence: ``up`` on a running cluster starts nothing twice; it restarts only the nodes whose
 server is dead, on the same port with the same keys, and the daemons that are dead. The layout
@@ -319,6 +319,7 @@ class DemoCluster:
         with self._locked():
             state = self._read_state() or state
             self._stop_daemons(state.nodes, timeout)
+            self._kill_orphan_lines(state.nodes)
             stopped = self._stop(state.nodes, timeout, signal.SIGTERM)
             for node in state.nodes:
                 node.pid = node.started = node.daemon_pid = None
@@ -602,6 +603,36 @@ class DemoCluster:
                     os.kill(node.daemon_pid, signal.SIGKILL)
         for node in nodes:
             node.daemon_pid = None
+
+    def _kill_orphan_lines(self, nodes: list[_NodeState]) -> list[tuple[str, int]]:
+        """Kill the lines a dead daemon of ``nodes`` left running (listed in ``running.json``
+        under the node's root); ``(stack, pid)`` of each. A line is only killed when it is
+        that line of that node's root (:func:`kill_orphan_line` checks its environment and
+        start time) and no live daemon claims its stack: what the demo did not start stays."""
+        from spica_core.daemon.stack_files import RUNNING_FILE, StackFileError, kill_orphan_line
+        from spica_core.names import is_valid_name
+        from spica_core.node_queue import ClaimRecord, NodeLayout, read_record
+        from spica_core.states import StackState
+
+        killed: list[tuple[str, int]] = []
+        for node in nodes:
+            layout = NodeLayout(self.node_root(node.name))
+            for running in sorted(self.node_root(node.name).glob(f"stacks/*/{RUNNING_FILE}")):
+                stack = running.parent.name
+                if not is_valid_name(stack):
+                    continue
+                try:
+                    claim, _ = read_record(
+                        layout.queue_file(stack, StackState.RUNNING), ClaimRecord
+                    )
+                    if claim is not None and claim.alive():
+                        continue  # a live daemon runs it (not one the demo started: those stopped)
+                    line = kill_orphan_line(layout, stack)
+                except (OSError, SpicaError, StackFileError):  # (one that survived SIGKILL too)
+                    continue
+                if line is not None:
+                    killed.append((stack, line.pid))
+        return killed
 
     def _abandon(self, state: _State, started: list[_NodeState]) -> None:
         """Undo a failed start: stop what this call started, record it as stopped. The

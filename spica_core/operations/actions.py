@@ -23,16 +23,12 @@ from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
-from spica_core.config import SpicaConfig, mask_url
-from spica_core.db.engine import describe_db_error
+from spica_core.config import SpicaConfig
+from spica_core.db.engine import db_unavailable, describe_db_error
 from spica_core.db.models import Image, OperatorAction, Stack, StackFile
+from spica_core.db.runs import end_dead_runs, wire_time
 from spica_core.db.types import utcnow
-from spica_core.errors import (
-    DatabaseUnavailable,
-    NodeAnswerLost,
-    NodeUnreachable,
-    StackStateError,
-)
+from spica_core.errors import NodeAnswerLost, NodeUnreachable, StackStateError
 from spica_core.names import validate_name
 from spica_core.node_pool import NodePool
 from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
@@ -44,7 +40,7 @@ from spica_core.operations.model import (
     Plan,
     PlanItem,
 )
-from spica_core.reports import iter_stacks
+from spica_core.reports import iso, iter_stacks
 from spica_core.states import Actor, StackState, check_transition
 
 #: Test hook: the apply phase exits the process right after this point (a real crash).
@@ -142,7 +138,12 @@ def _purgeable_inputs(
 
 
 def _verb_args(
-    request: OperationRequest, stack: str, priority: int, purge: tuple[str, ...], dry_run: bool
+    request: OperationRequest,
+    stack: str,
+    priority: int,
+    purge: tuple[str, ...],
+    dry_run: bool,
+    stack_id: int | None = None,
 ) -> dict[str, Any]:
     args: dict[str, Any] = {"stack": stack, "dry_run": dry_run}
     if request.action in (OpAction.LAUNCH, OpAction.REQUEUE, OpAction.UNLOCK):
@@ -154,6 +155,9 @@ def _verb_args(
         args["to"] = request.target_state
     if request.action is OpAction.REMOVE:
         args["purge"] = list(purge)
+        # Who removes it, and which dbspica stack: a second remover is told "removed by".
+        args["by"] = request.user
+        args["stack_id"] = stack_id
     return args
 
 
@@ -168,11 +172,13 @@ async def plan(
 ) -> Plan:
     """What ``request`` would do, stack by stack; nothing changes anywhere."""
     targets = select_targets(engine, request, config)
-    items = [await _plan_one(request, t, pool) for t in targets]
+    items = [await _plan_one(request, t, pool, engine) for t in targets]
     return Plan(request, tuple(items))
 
 
-async def _plan_one(request: OperationRequest, target: Target, pool: NodePool) -> PlanItem:
+async def _plan_one(
+    request: OperationRequest, target: Target, pool: NodePool, engine: Engine
+) -> PlanItem:
     base: dict[str, Any] = {
         "stack": target.name,
         "node": target.node,
@@ -180,9 +186,13 @@ async def _plan_one(request: OperationRequest, target: Target, pool: NodePool) -
         "target": request.target_state,
         "priority": target.priority,
         "purge": target.purge,
+        "stack_id": target.id if target.id >= 0 else None,
     }
     if target.id < 0:
-        return PlanItem(**base, refused=f"no stack named {target.name} in dbspica")
+        return PlanItem(
+            **base,
+            refused=f"no stack named {target.name} in dbspica{_removed(engine, target.name)}",
+        )
     try:
         check_transition(
             target.name,
@@ -203,7 +213,7 @@ async def _plan_one(request: OperationRequest, target: Target, pool: NodePool) -
         change = await pool.call(
             target.node,
             VERB[request.action],
-            _verb_args(request, target.name, target.priority, target.purge, dry_run=True),
+            _verb_args(request, target.name, target.priority, target.purge, True, target.id),
         )
     except ProtocolError as exc:
         return PlanItem(**base, refused=f"node {target.node}: {exc.message}")
@@ -221,6 +231,21 @@ async def _plan_one(request: OperationRequest, target: Target, pool: NodePool) -
     return PlanItem(**base, node_change=change, db_change=_db_change(request, target))
 
 
+def _removed(engine: Engine, stack: str) -> str:
+    """' (removed by USER at TIME)' from the audit when a remove of ``stack`` was applied."""
+    with Session(engine) as session:
+        rows = session.scalars(
+            select(OperatorAction)
+            .where(OperatorAction.action == OpAction.REMOVE.value)
+            .where(OperatorAction.result == Outcome.APPLIED.value)
+            .where(OperatorAction.plan.contains(stack, autoescape=True))
+            .order_by(OperatorAction.id.desc())
+            .limit(50)
+        )
+        row = next((r for r in rows if r.targets == [stack]), None)
+    return f" (removed by {row.user} at {iso(row.created_at)})" if row else ""
+
+
 async def _node_refusal(
     request: OperationRequest, target: Target, pool: NodePool, fallback: str
 ) -> str:
@@ -229,7 +254,7 @@ async def _node_refusal(
         await pool.call(
             target.node,
             VERB[request.action],
-            _verb_args(request, target.name, target.priority, target.purge, dry_run=True),
+            _verb_args(request, target.name, target.priority, target.purge, True, target.id),
         )
     except ProtocolError as exc:
         return f"node {target.node}: {exc.message}"
@@ -292,6 +317,8 @@ def finish_in_db(
                     values["progress"] = 0
             if action is OpAction.UNLOCK and item.target == StackState.FAILED:
                 values["error"] = message
+            if action is OpAction.UNLOCK:
+                _end_run(session, stack.id, item.node_change)
             done = session.execute(
                 update(Stack)
                 .where(Stack.id == stack.id, Stack.state == item.state)
@@ -306,6 +333,30 @@ def finish_in_db(
                 .values(result=outcome, detail=_merge_detail(session, action_id, message + note))
             )
     return note
+
+
+def _end_run(session: Session, stack_id: int, change: dict[str, Any]) -> None:
+    """Close the ``stack_run`` row an unlock ended on the node (its line was killed, or its
+    daemon was dead): the node's ``ended_run`` answer."""
+    ended = change.get("ended_run")
+    if ended:
+        end_dead_runs(
+            session,
+            stack_id,
+            ended["attempt"],
+            ended.get("line"),
+            ended.get("exit_code"),
+            wire_time(ended["ended_at"]),
+        )
+
+
+def end_unlocked_run(engine: Engine, stack: str, change: dict[str, Any]) -> None:
+    """:func:`_end_run` in a transaction of its own, for an unlock made outside ``apply``
+    (reconcile's fix of a stale claim)."""
+    with Session(engine) as session, session.begin():
+        stack_id = session.scalar(select(Stack.id).where(Stack.name == stack))
+        if stack_id is not None:
+            _end_run(session, stack_id, change)
 
 
 def _merge_detail(session: Session, action_id: int, message: str) -> dict[str, Any]:
@@ -364,19 +415,14 @@ async def _apply_one(
     request: OperationRequest, item: PlanItem, engine: Engine, pool: NodePool
 ) -> ItemResult:
     assert item.node is not None
-    url = mask_url(engine.url.render_as_string(hide_password=False))
     try:
         action_id = _intent(engine, request, item)
     except SQLAlchemyError as exc:
         return ItemResult(
-            item.stack,
-            item.node,
-            Outcome.FAILED,
-            str(DatabaseUnavailable(url, describe_db_error(exc))),
-            True,
+            item.stack, item.node, Outcome.FAILED, str(db_unavailable(engine, exc)), True
         )
     _fault("after-intent")
-    args = _verb_args(request, item.stack, item.priority, item.purge, dry_run=False)
+    args = _verb_args(request, item.stack, item.priority, item.purge, False, item.stack_id)
     try:
         change = await pool.call(item.node, VERB[request.action], args)
     except ProtocolError as exc:

@@ -87,6 +87,8 @@ class PlanItem:
     #: record) and the input files a remove --purge-inputs deletes.
     priority: int = 0
     purge: tuple[str, ...] = ()
+    #: The stack's dbspica id (None for a name dbspica does not know).
+    stack_id: int | None = None
 
     def describe(self) -> str:
         if self.refused:
@@ -97,6 +99,15 @@ class PlanItem:
             parts.append(f"{rename[0]} -> {rename[1]}")
         if self.node_change.get("create"):
             parts.append(f"create {self.node_change['create']}")
+        orphan = self.node_change.get("orphan")
+        if orphan:
+            command = orphan.get("command") or "?"
+            if len(command) > 120:
+                command = command[:117] + "..."
+            parts.append(
+                f"kill orphan line {orphan['line']} (process group {orphan['pgid']}, "
+                f"attempt {orphan['attempt']}): {command}"
+            )
         if self.node_change.get("resume_line"):
             parts.append(f"resumes at line {self.node_change['resume_line']}")
         for d in self.node_change.get("delete") or []:

@@ -31,7 +31,7 @@ from spica_core.db.types import utcnow
 from spica_core.errors import NodeUnreachable
 from spica_core.node_pool import NodePool
 from spica_core.node_protocol import ProtocolError, Verb
-from spica_core.operations.actions import finish_in_db
+from spica_core.operations.actions import end_unlocked_run, finish_in_db
 from spica_core.operations.model import OpAction, PlanItem
 
 QUEUE_STATES = ("pending", "running", "completed", "failed")
@@ -434,7 +434,10 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
         return "rolled back: action marked failed"
     if d.kind == "stale-claim":
         assert d.node is not None
-        await pool.call(d.node, Verb.UNLOCK, {"stack": d.stack, "to": "failed", "by": user})
+        change = await pool.call(
+            d.node, Verb.UNLOCK, {"stack": d.stack, "to": "failed", "by": user}
+        )
+        end_unlocked_run(engine, d.stack, change)
         with Session(engine) as session, session.begin():
             _set_state(
                 session,

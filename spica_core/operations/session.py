@@ -20,10 +20,15 @@ _USER_RE = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
 
 
 def operator_name(explicit: str | None = None) -> str:
-    """Who acts: ``--as NAME`` or the OS user; validated, it travels to the nodes."""
-    name = explicit or os.environ.get("SPICA_OPERATOR") or getpass.getuser()
+    """Who acts: ``--as NAME``, else ``$SPICA_OPERATOR``, else the OS user; validated, it
+    travels to the nodes and into the audit. A ``--as`` given is used as given: an empty
+    one is refused, never silently replaced by the login user."""
+    if explicit is not None:
+        name, what = explicit, "--as"
+    else:
+        name, what = os.environ.get("SPICA_OPERATOR") or getpass.getuser(), "operator name"
     if not _USER_RE.fullmatch(name):
-        raise UsageError(f"operator name {name!r}: letters, digits and _ . @ + - only")
+        raise UsageError(f"{what} {name!r}: 1 to 64 letters, digits and _ . @ + - only")
     return name
 
 

@@ -22,7 +22,7 @@ from spica_tui.cli import (
     ops_cmds,
     report_cmds,
 )
-from spica_tui.cli.context import state
+from spica_tui.cli.context import CliState, state
 
 app = typer.Typer(
     name="spica",
@@ -73,11 +73,22 @@ console_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: turns the engine's typed errors into a message and an exit code."""
+    """Entry point: turns the engine's typed errors into a message and an exit code.
+
+    dbspica failing in the middle of a command (made read-only, deleted, the server gone)
+    is reported like dbspica unreachable at its start: masked URL, reason, exit code 3.
+    """
     from spica_core.errors import SpicaError
 
+    cli = CliState()
     try:
-        app(args=argv, prog_name="spica")
+        try:
+            app(args=argv, prog_name="spica", obj=cli)
+        except Exception as exc:
+            translated = cli.db_failure(exc)
+            if translated is None:
+                raise
+            raise translated from None
     except SpicaError as exc:
         from spica_tui.cli.output import error
 

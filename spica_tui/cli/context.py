@@ -6,7 +6,7 @@ bad configuration is reported by the command that uses it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -16,12 +16,14 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from spica_core.config import SpicaConfig
+    from spica_core.errors import SpicaError
 
 
 @dataclass
 class CliState:
     config_path: str | None = None
-    _engines: dict[bool, Engine] = field(default_factory=dict)
+    #: The engine this command opened, so a dbspica failure can be reported with its URL.
+    opened: Engine | None = None
 
     @cached_property
     def config(self) -> SpicaConfig:
@@ -35,10 +37,20 @@ class CliState:
         from spica_core.db.schema import require_current
 
         engine = make_engine(self.config.db, create=create)
+        self.opened = engine
         check_reachable(engine)
         if require_schema:
             require_current(engine)
         return engine
+
+    def db_failure(self, exc: BaseException) -> SpicaError | None:
+        """``exc`` as the "dbspica unreachable" error when dbspica failed under the command
+        (read-only, gone, away) after it was opened; None for anything else."""
+        if self.opened is None:
+            return None
+        from spica_core.db.engine import db_unavailable, is_unavailable
+
+        return db_unavailable(self.opened, exc) if is_unavailable(exc) else None
 
 
 def state(ctx: typer.Context) -> CliState:

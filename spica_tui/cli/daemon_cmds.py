@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
+from spica_core.db import INT_MAX, INT_MIN
 from spica_tui.cli.context import state
-from spica_tui.cli.output import emit_json, escape, note, stdout, table
+from spica_tui.cli.output import emit_json, note, stdout, table
 
 NodeOpt = Annotated[
     str | None,
@@ -71,8 +73,8 @@ def check(
     else:
         t = table("check", "result", "detail")
         for item in result.items:
-            verdict = "ok" if item.ok else ("[red]fatal[/]" if item.fatal else "[red]failed[/]")
-            t.add_row(item.name, verdict, escape(item.detail))
+            verdict = Text("ok") if item.ok else Text("fatal" if item.fatal else "failed", "red")
+            t.add_row(item.name, verdict, item.detail)
         stdout.print(t)
         note(f"stack {name} on {result.node}: " + ("ready" if result.ok else "not ready"))
     if not result.ok:
@@ -94,7 +96,7 @@ def stack_add(
         ),
     ],
     step: Annotated[str, typer.Option(help="Its step (qfin, image, stack…).")] = "stack",
-    priority: Annotated[int, typer.Option(help="Higher runs first.")] = 0,
+    priority: Annotated[int, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = 0,
     launch: Annotated[bool, typer.Option("--launch", help="Queue it at once (pending).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,23 +104,25 @@ def stack_add(
     stacks/NAME/commands.sh on the node; --launch queues it.
 
     When the node's root is not on this machine the files go through the node's agent over
-    SSH. Exit codes: 0 created; 1 the name exists (in dbspica or on the node); 2 usage or
-    configuration error (bad name, empty or binary command file); 3 dbspica or the node
-    unreachable.
+    SSH. The command file is at most 1 MiB, a regular file or '-'; CRLF line ends become LF.
+    Exit codes: 0 created; 1 the name exists (in dbspica or on the node); 2 usage or
+    configuration error (bad name; command file empty, binary, too large, not a regular file,
+    or with a stray carriage return); 3 dbspica or the node unreachable.
     """
-    from spica_core.errors import UsageError
-    from spica_core.stack_add import add_stack
+    from spica_core.stack_add import add_stack, read_commands_file
 
-    if str(commands) == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            data = commands.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"--commands {commands}: {exc.strerror or exc}") from None
+    data = read_commands_file(str(commands), sys.stdin.buffer)
     st = state(ctx)
     added = add_stack(
-        st.engine(), st.config, name, node, data, step=step, priority=priority, launch=launch
+        st.engine(),
+        st.config,
+        name,
+        node,
+        data,
+        step=step,
+        priority=priority,
+        launch=launch,
+        source=f"--commands {commands}",
     )
     if as_json:
         emit_json(added.to_json())

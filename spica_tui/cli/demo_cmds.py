@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from spica_tui.cli.output import emit_json, escape, note, stdout, table
+from spica_tui.cli.output import emit_json, note, stdout, table
 
 if TYPE_CHECKING:
     from spica_core.demo import DemoStatus
@@ -47,7 +47,7 @@ def _print_status(status: DemoStatus) -> None:
             "up" if node.alive else "[red]down[/]",
             f"pid {node.daemon_pid}" if node.daemon_alive else "[yellow]stopped[/]",
             node.started or "-",
-            escape(str(node.root)),
+            str(node.root),
         )
     stdout.print(t)
 

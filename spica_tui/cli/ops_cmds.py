@@ -14,7 +14,8 @@ from typing import Annotated
 import typer
 
 from spica_tui.cli.context import CliState, state
-from spica_tui.cli.output import emit_json, escape, note, stdout, table
+from spica_tui.cli.output import emit_json, note, stdout, table
+from spica_tui.cli.report_cmds import LimitOpt
 
 Names = Annotated[list[str] | None, typer.Argument(help="Stack names.", show_default=False)]
 StateOpt = Annotated[str | None, typer.Option("--state", "-s", help="Filter: state.")]
@@ -76,6 +77,7 @@ def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None
 
     from spica_core.node_pool import NodePool
     from spica_core.operations import Operations, exit_code
+    from spica_core.text import printable
 
     engine = st.engine()
 
@@ -104,7 +106,7 @@ def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None
         if as_json:
             emit_json({"action": request.action.value, "dry_run": True, "plan": plan.to_json()})
         else:
-            typer.echo(plan.render())
+            typer.echo(printable(plan.render(), lines=True))
         codes = [3 if i.unreachable else 1 for i in plan.refused]
         raise typer.Exit(max(codes, default=0) if plan.refused else 0)
     assert results is not None
@@ -280,7 +282,7 @@ def remove(
 def audit(
     ctx: typer.Context,
     since: Annotated[str | None, typer.Option(help="Only newer: 2h, 3d or an ISO time.")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    limit: LimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Operator actions, newest first: who, when, what, on which stacks, and the result."""
@@ -376,7 +378,7 @@ def _print_drift(drifts) -> None:  # type: ignore[no-untyped-def]
             d.kind,
             d.stack or "-",
             d.node or "-",
-            escape(d.detail),
-            escape(d.fix or "(report only)"),
+            d.detail,
+            d.fix or "(report only)",
         )
     stdout.print(t)

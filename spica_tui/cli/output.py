@@ -1,4 +1,9 @@
-"""Rendering for the CLI: JSON on stdout, tables for people, messages on stderr."""
+"""Rendering for the CLI: JSON on stdout, tables for people, messages on stderr.
+
+Text from dbspica and the nodes (stack errors, commands, problem messages) is never taken
+as rich markup and never reaches the terminal with its control characters: table cells given
+as ``str``, :func:`error` and :func:`note` go through :func:`spica_core.text.printable`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.style import StyleType
 from rich.table import Table
+from rich.text import Text
+
+from spica_core.text import printable
 
 
 def _width() -> int | None:
@@ -28,27 +37,41 @@ stdout = Console(highlight=False, soft_wrap=False, width=_width())
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+#: C1 controls, which ``json.dumps(ensure_ascii=False)`` leaves raw (C0 it escapes itself).
+_JSON_C1 = str.maketrans({c: f"\\u{c:04x}" for c in range(0x80, 0xA0)})
+
+
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+    """``data`` as JSON; C1 controls as ``\\u0080``-style escapes (same JSON, safe to view)."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False).translate(_JSON_C1)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
 def error(message: str) -> None:
-    stderr.print(f"[bold red]spica: error:[/] {escape(message)}")
+    stderr.print(Text.assemble(("spica: error:", "bold red"), " ", printable(message, lines=True)))
 
 
 def note(message: str) -> None:
-    stderr.print(escape(message))
+    stderr.print(Text(printable(message, lines=True)))
 
 
-def escape(text: str) -> str:
-    from rich.markup import escape as _escape
+class SafeTable(Table):
+    """A table whose ``str`` cells are shown as they are: no markup, controls escaped.
+    Styled cells are given as :class:`~rich.text.Text`."""
 
-    return _escape(text)
+    def add_row(
+        self,
+        *renderables: RenderableType | None,
+        style: StyleType | None = None,
+        end_section: bool = False,
+    ) -> None:
+        cells = [Text(printable(c, lines=True)) if isinstance(c, str) else c for c in renderables]
+        super().add_row(*cells, style=style, end_section=end_section)
 
 
 def table(*columns: str, title: str | None = None) -> Table:
-    t = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    t = SafeTable(title=title, box=None, header_style="bold", pad_edge=False)
     for col in columns:
         t.add_column(col, overflow="fold")
     return t

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
+from spica_core.db import INT_MAX
 from spica_tui.cli.context import state
 from spica_tui.cli.output import (
     SECURITY_STYLE,
     age,
     emit_json,
-    escape,
     human_bytes,
     note,
     stdout,
@@ -20,6 +21,8 @@ from spica_tui.cli.output import (
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+#: A row limit; bounded so that no value overflows a database driver (exit 2 beyond).
+LimitOpt = Annotated[int | None, typer.Option(min=1, max=INT_MAX, help="At most this many rows.")]
 STATES = ["planned", "pending", "running", "completed", "failed"]
 
 stack_app = typer.Typer(help="One stack.", no_args_is_help=True)
@@ -40,13 +43,14 @@ def stacks(
         str | None,
         typer.Option("--match", "-m", help="Regex searched in the name and the error."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    limit: LimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List stacks from dbspica, by state then priority."""
     from spica_core.errors import UsageError
     from spica_core.reports import StackFilter, list_stacks
     from spica_core.states import StackState
+    from spica_core.text import one_line
 
     if state_ is not None and state_ not in STATES:
         raise UsageError(f"--state {state_!r}: expected one of {', '.join(STATES)}")
@@ -71,7 +75,7 @@ def stacks(
         if r.state == "failed" and r.failed_line:
             line = f"failed@{r.failed_line}/{r.lines}"
         # Why a failed stack failed, or why a pending one waits ("check: ...").
-        shown = " ".join((r.error or "").split())
+        shown = one_line(r.error)
         t.add_row(
             r.name,
             r.state,
@@ -82,7 +86,7 @@ def stacks(
             str(r.priority),
             line,
             age(r.updated_at),
-            escape(shown if len(shown) <= 70 else shown[:69] + "…"),
+            shown if len(shown) <= 70 else shown[:69] + "…",
         )
     stdout.print(t)
     stdout.print(f"{len(rows)} stack(s)", style="dim")
@@ -96,6 +100,7 @@ def stack_show(
 ) -> None:
     """Everything dbspica holds about one stack: metadata, files, runs."""
     from spica_core.reports import stack_detail
+    from spica_core.text import printable
 
     detail = stack_detail(state(ctx).engine(), name)
     if as_json:
@@ -124,7 +129,7 @@ def stack_show(
     if s.error:
         fields.append(("error", s.error))
     for key, value in fields:
-        stdout.print(f"[bold]{key:>10}[/]  {value}")
+        stdout.print(Text.assemble((f"{key:>10}", "bold"), "  ", printable(value, lines=True)))
     if detail.files:
         t = table("image", "role", "filter", title="files")
         for f in detail.files:
@@ -227,7 +232,7 @@ def _print_live(snapshot) -> None:  # type: ignore[no-untyped-def]
         hb = "-" if n.heartbeat_age is None else f"{n.heartbeat_age:.0f}s"
         t.add_row(
             n.name,
-            f"[{styles[n.liveness.value]}]{n.liveness.value}[/]",
+            Text(n.liveness.value, styles[n.liveness.value]),
             " ".join(f"{x:.2f}" for x in n.load) if n.load else "-",
             disks or "-",
             str(counts["pending"]),
@@ -266,7 +271,7 @@ def problems(
     ] = None,
     kind: Annotated[str | None, typer.Option(help="software, hardware or security.")] = None,
     unresolved: Annotated[bool, typer.Option(help="Hide resolved problems.")] = False,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many rows.")] = None,
+    limit: LimitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Software failures, hardware and security events, newest first."""

@@ -70,8 +70,8 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "filter",
         "slash",
         "Filter",
-        "Filter the stacks: text, or a regex if it has ^$*?()[]{}|\\ (name, node, runid, "
-        "filter, error); enter keeps it, escape clears it",
+        "Filter the stacks: text, or a regex (RE2 syntax) if it has ^$*?()[]{}|\\ (name, node, "
+        "runid, filter, error); enter keeps it, escape clears it",
         ("dashboard",),
     ),
     ConsoleAction(

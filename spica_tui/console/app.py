@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from functools import partial
 
 from textual.app import App, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from spica_core.config import SpicaConfig
@@ -25,6 +26,7 @@ from spica_core.operations import (
     Selection,
     operator_name,
 )
+from spica_core.text import printable
 from spica_tui.console.actions import SpicaCommands, allowed, bindings, keymap
 from spica_tui.console.modals import ConfirmPlan
 from spica_tui.console.panels.header import show_header
@@ -63,6 +65,26 @@ class SpicaConsole(App[None]):
         self.remapped_keys, self._unknown_keys = keymap(config.console.keys)
         self.poller = Poller(self, backend, config.console.refresh_interval, self._on_snapshot)
         self._operating = False
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every notification is plain text: results and errors carry stack, node and
+        command text, which must neither be read as markup nor reach the terminal with its
+        control characters (``markup`` is ignored)."""
+        super().notify(
+            printable(message, lines=True),
+            title=printable(title),
+            severity=severity,
+            timeout=timeout,
+            markup=False,
+        )
 
     # -- life cycle
 

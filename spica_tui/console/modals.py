@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from spica_core.operations import Plan
+from spica_core.text import printable
 
 
 class ConfirmPlan(ModalScreen[bool]):
@@ -63,7 +64,8 @@ class ConfirmPlan(ModalScreen[bool]):
                     note += f", {self.hidden} of them hidden by the current filter"
                 yield Static(note, id="hidden")
             with VerticalScroll(id="plan-scroll"):
-                yield Static(Text(self.plan.render(), overflow="fold"), id="plan")
+                plan = printable(self.plan.render(), lines=True)
+                yield Static(Text(plan, overflow="fold"), id="plan")
             with Horizontal(id="buttons"):
                 yield Button("Cancel", id="cancel", variant="primary")
                 yield Button(

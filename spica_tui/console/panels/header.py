@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from spica_core.cluster_snapshot import Liveness
 from spica_core.console_data import ConsoleSnapshot
+from spica_core.text import one_line
 from spica_tui.console.panels._common import age, hms
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def render_header(
         text.append("dbspica: waiting", "yellow")
     elif snap.db_error is not None:
         text.append("dbspica UNREACHABLE", "bold red")
-        text.append(f" since {hms(snap.db_error_since)}: {snap.db_error}", "red")
+        text.append(f" since {hms(snap.db_error_since)}: {one_line(snap.db_error)}", "red")
         if snap.db is not None:
             text.append(f" — data as of {hms(snap.db.read_at)}", "red")
     else:

@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 
 from spica_core.cluster_snapshot import Liveness, NodeSnapshot
 from spica_core.console_data import ConsoleSnapshot
+from spica_core.text import one_line
 from spica_tui.console.panels._common import (
     STALE,
     Cell,
@@ -94,7 +95,7 @@ def node_cells(node: NodeSnapshot, now: datetime, heartbeat_stale: float) -> lis
         disks if node.partitions else Text("-", "dim"),
         daemon_cell(node, heartbeat_stale),
         last_seen_cell(node, now),
-        Text(node.last_error or "", "red" if node.liveness is Liveness.DOWN else "yellow"),
+        Text(one_line(node.last_error), "red" if node.liveness is Liveness.DOWN else "yellow"),
         running_cell(node, dim),
     ]
 

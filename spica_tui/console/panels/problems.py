@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable
 
 from spica_core.console_data import ConsoleSnapshot
+from spica_core.text import one_line, printable
 from spica_tui.console.panels._common import Cell, LiveTable, Panel, hms, sync_rows
 
 COLUMNS = ("time", "kind", "node", "stack", "runid", "filter", "message")
@@ -57,10 +58,10 @@ def problem_cells(p: dict[str, Any]) -> list[Cell]:
     shown = when[5:10] + " " + when[11:19] if len(when) >= 19 else when
     return [
         Text(shown, "dim"),
-        Text(p["kind"], style),
-        Text(p["node"] or "", style),
-        Text(p["stack"] or "", style),
-        Text(p["runid"] or "", style),
-        Text(p["filter"] or "", style),
-        Text(" ".join((p["message"] or "").split()), style),
+        Text(printable(p["kind"]), style),
+        Text(printable(p["node"]), style),
+        Text(printable(p["stack"]), style),
+        Text(printable(p["runid"]), style),
+        Text(printable(p["filter"]), style),
+        Text(one_line(p["message"]), style),
     ]

@@ -31,6 +31,7 @@ from spica_core.console_data import StackPage, StackQuery
 from spica_core.errors import UsageError
 from spica_core.reports import StackRow
 from spica_core.states import StackState
+from spica_core.text import printable
 from spica_tui.console.panels._common import Panel
 
 STATE_STYLES = {
@@ -403,7 +404,7 @@ class StackTable(ScrollView, can_focus=True):
             if column.title == "":
                 segments.append(Segment(MARK if marked else " ", mark_style))
             else:
-                value = _value(column.title, row)
+                value = printable(_value(column.title, row))
                 if column.right:
                     text = value.rjust(column.width)
                     text = text[-column.width :] if cell_len(text) > column.width else text

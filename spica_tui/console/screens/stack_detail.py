@@ -23,6 +23,7 @@ from spica_core.console_data import CommandLine, ConsoleSnapshot, LogTail, comma
 from spica_core.errors import NotFound
 from spica_core.operations import OpAction
 from spica_core.reports import StackDetail
+from spica_core.text import printable
 from spica_tui.console.actions import BY_TEXTUAL, bindings
 from spica_tui.console.panels._common import LiveTable, sync_rows
 from spica_tui.console.panels.header import HeaderPanel, show_header
@@ -134,16 +135,16 @@ class StackDetailScreen(Screen[None]):
         grid.add_column()
         state = Text(s.state, STATE_STYLES.get(s.state, ""))
         pairs = [
-            ("stack", Text(s.name, "bold")),
+            ("stack", Text(printable(s.name), "bold")),
             ("state", state),
-            ("node", s.node or "-"),
-            ("step", s.step),
-            ("survey", s.survey or "-"),
-            ("filter", s.filter or "-"),
-            ("release", s.release or "-"),
-            ("runid", s.runid or "-"),
+            ("node", _plain(s.node)),
+            ("step", _plain(s.step)),
+            ("survey", _plain(s.survey)),
+            ("filter", _plain(s.filter)),
+            ("release", _plain(s.release)),
+            ("runid", _plain(s.runid)),
             ("priority", str(s.priority)),
-            ("ranking", s.ranking or "-"),
+            ("ranking", _plain(s.ranking)),
             ("progress", f"{s.progress}/{s.lines} lines"),
             ("failed line", "-" if s.failed_line is None else str(s.failed_line)),
             ("exit code", "-" if s.exit_code is None else str(s.exit_code)),
@@ -160,20 +161,20 @@ class StackDetailScreen(Screen[None]):
         below.add_column(width=11)
         below.add_column()
         if s.error:
-            below.add_row(Text("error", "dim"), Text(s.error, "bold red"))
+            below.add_row(Text("error", "dim"), Text(printable(s.error, lines=True), "bold red"))
         if detail.apps:
             apps = ", ".join(f"{a['name']} {a['version']}" for a in detail.apps)
-            below.add_row(Text("apps", "dim"), apps)
+            below.add_row(Text("apps", "dim"), _plain(apps))
         self.query_one("#meta", Static).update(Group(grid, below))
         commands: DataTable[str | Text] = self.query_one("#commands", DataTable)
         with self.app.batch_update():
             rows = [(str(line.number), _line_cells(line)) for line in command_lines(detail)]
             sync_rows(commands, rows)
-            files: DataTable[str] = self.query_one("#files", DataTable)
+            files: DataTable[Text] = self.query_one("#files", DataTable)
             if first or files.row_count != len(detail.files):
                 files.clear()
                 for f in detail.files:
-                    files.add_row(f["image"], f["role"], f["filter"] or "-")
+                    files.add_row(_plain(f["image"]), _plain(f["role"]), _plain(f["filter"]))
         self.refresh_bindings()
 
     def _show_tail(self, tail: LogTail) -> None:
@@ -181,15 +182,17 @@ class StackDetailScreen(Screen[None]):
         title = self.query_one("#log-title", Static)
         body = self.query_one("#log", Static)
         if tail.error:
-            title.update(f"Log tail ({tail.node or '-'})")
-            body.update(Text(tail.error, "yellow"))
+            title.update(Text(f"Log tail ({printable(tail.node) or '-'})"))
+            body.update(Text(printable(tail.error, lines=True), "yellow"))
             return
         where = f"line {tail.line}" if tail.line else "latest line"
         title.update(
-            f"Log tail: {where} on {tail.node}, {tail.path}"
-            + (" (end of a longer log)" if tail.truncated else "")
+            Text(
+                printable(f"Log tail: {where} on {tail.node}, {tail.path}")
+                + (" (end of a longer log)" if tail.truncated else "")
+            )
         )
-        body.update(Text(tail.text.rstrip("\n") or "(empty log)"))
+        body.update(Text(printable(tail.text.rstrip("\n"), lines=True) or "(empty log)"))
 
     # -- actions
 
@@ -231,11 +234,16 @@ def _t(value: object) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[attr-defined]
 
 
+def _plain(value: str | None) -> Text:
+    """Text from dbspica as it is: controls escaped, never read as markup."""
+    return Text(printable(value) or "-")
+
+
 def _line_cells(line: CommandLine) -> list[str | Text]:
     return [
         str(line.number),
         Text(line.status, LINE_STYLES[line.status]),
         "" if line.exit_code is None else str(line.exit_code),
         "" if line.attempt is None else str(line.attempt),
-        Text(line.command or "(on the node)", "" if line.command else "dim"),
+        Text(printable(line.command) or "(on the node)", "" if line.command else "dim"),
     ]
