@@ -45,6 +45,7 @@ from spica_core.node_queue import (
     RemovedRecord,
     find_interrupted_moves,
     iso_utc,
+    move_with_record,
     read_record,
     write_record,
 )
@@ -154,10 +155,14 @@ def _rename(src: Path, dst: Path, stack: str, layout: NodeLayout) -> None:
     try:
         os.rename(src, dst)
     except FileNotFoundError:
-        now = queue_state(layout, stack)
-        raise _wrong_state(
-            f"stack {stack} changed meanwhile: now {now.state}{_who(layout, stack, now)}"
-        ) from None
+        raise _changed_meanwhile(stack, layout) from None
+
+
+def _changed_meanwhile(stack: str, layout: NodeLayout) -> ProtocolError:
+    now = queue_state(layout, stack)
+    return _wrong_state(
+        f"stack {stack} changed meanwhile: now {now.state}{_who(layout, stack, now)}"
+    )
 
 
 def _move_with_record(
@@ -168,26 +173,13 @@ def _move_with_record(
     layout: NodeLayout,
     won: Callable[[], None] | None = None,
 ) -> None:
-    """Rename ``src`` to ``dst`` with ``record`` as its content, never visible half-done.
-
-    The source is first renamed to a hidden name (the exclusive commit: a concurrent actor's
-    rename fails), the record is written there, and only then does the file appear under its
-    new state, complete, for a daemon watching the queue. ``won`` runs once this process has
-    won the rename and before the daemon can see the new state: side effects that only the
-    winner may have (a rewound ``progress``) go there. If it fails the source is put back.
-    An agent dying between the two renames leaves the hidden file: the daemon finishes or
-    undoes that move (spica_core.daemon.claims.recover_moves).
-    """
-    hidden = src.with_name(f".{src.name}.{os.getpid()}.moving")
-    _rename(src, hidden, stack, layout)
-    if won is not None:
-        try:
-            won()
-        except BaseException:
-            os.rename(hidden, src)
-            raise
-    write_record(hidden, record)
-    os.rename(hidden, dst)
+    """:func:`move_with_record`, refused with what the stack became when another actor's
+    rename won. ``won`` holds the side effects that only the winner may have (a rewound
+    ``progress``)."""
+    if dst.exists():
+        raise _wrong_state(f"stack {stack}: {dst.name} already exists")
+    if not move_with_record(src, dst, record, won=won):
+        raise _changed_meanwhile(stack, layout)
 
 
 def _create_exclusive(path: Path, data: dict[str, Any]) -> None:

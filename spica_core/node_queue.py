@@ -735,6 +735,35 @@ class InterruptedMove:
         )
 
 
+def move_with_record(
+    src: Path, dst: Path, record: _Record, *, won: Callable[[], None] | None = None
+) -> bool:
+    """Rename ``src`` to ``dst`` with ``record`` as its content, never visible half-done;
+    False when ``src`` was gone (another actor's rename won).
+
+    The source is first renamed to a hidden ``.moving`` name (the exclusive commit), the
+    record is written there, and only then does the file appear under its new state,
+    complete, for a daemon or agent reading the queue. ``won`` runs once the commit is won and
+    before the new state is visible; if it fails the source is put back. A process dying
+    between the two renames leaves the hidden file, which the daemon finishes or undoes
+    (spica_core.daemon.claims.recover_moves).
+    """
+    hidden = src.with_name(f".{src.name}.{os.getpid()}{MOVING_SUFFIX}")
+    try:
+        os.rename(src, hidden)
+    except FileNotFoundError:
+        return False
+    if won is not None:
+        try:
+            won()
+        except BaseException:
+            os.rename(hidden, src)
+            raise
+    write_record(hidden, record)
+    os.rename(hidden, dst)
+    return True
+
+
 def parse_moving_name(name: str) -> tuple[str, StackState, int] | None:
     """``(stack, source state, pid)`` of ``.<stack>.<suffix>.<pid>.moving``, else None."""
     if not name.startswith(".") or not name.endswith(MOVING_SUFFIX):

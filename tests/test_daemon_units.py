@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,15 @@ from spica_core.daemon import claims
 from spica_core.daemon.service import DaemonService, journal_path, local_node
 from spica_core.daemon.stack_files import StackFileError, is_noop, parse_commands
 from spica_core.errors import ConfigError
-from spica_core.node_queue import ClaimRecord, NodeLayout, OutsideRoot, boot_id, hostname
+from spica_core.node_queue import (
+    ClaimRecord,
+    LaunchRecord,
+    NodeLayout,
+    OutsideRoot,
+    boot_id,
+    hostname,
+    write_record,
+)
 from spica_core.states import StackState
 from tests.daemon_support import make_node, wait_for
 
@@ -149,3 +159,59 @@ def test_slots_bound_the_stacks_running_at_once(tmp_path: Path, sqlite_url: str)
         service.stop()
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+_ERROR_WATCHER = """
+import json, os, sys, time
+queue, stop = sys.argv[1], sys.argv[2]
+seen = bad = 0
+while not os.path.exists(stop):
+    for name in os.listdir(queue):
+        if not name.endswith(".error"):
+            continue
+        try:
+            with open(os.path.join(queue, name), encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue
+        seen += 1
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or "message" not in record:
+            bad += 1
+            print("BAD", name, repr(text[:80]), flush=True)
+print("SEEN", seen, "BAD", bad, flush=True)
+"""
+
+
+def test_a_rejected_stack_never_shows_a_half_written_error(tmp_path: Path) -> None:
+    """A reader (the agent, a test) racing the daemon's reject only ever sees a whole error
+    record under ``.error``: the launch is never visible under the failed state."""
+    layout = NodeLayout(tmp_path)
+    layout.queue_dir().mkdir(parents=True)
+    stop = tmp_path / "stop"
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _ERROR_WATCHER, str(layout.queue_dir()), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        for round_ in range(400):
+            if time.monotonic() > deadline:
+                break
+            stack = f"S{round_}"
+            launch = LaunchRecord(stack=stack, priority=0, launched_at="x", by="op")
+            write_record(layout.queue_file(stack, StackState.PENDING), launch)
+            pending = next(p for p in claims.list_pending(layout) if p.stack == stack)
+            assert claims.reject(layout, pending, f"cannot run {stack}")
+            # Keep the queue small so the watcher looks at the newest rejects.
+            if round_ >= 5:
+                layout.queue_file(f"S{round_ - 5}", StackState.FAILED).unlink()
+    finally:
+        stop.touch()
+        out, _ = watcher.communicate(timeout=30)
+    last = out.splitlines()[-1].split()
+    assert last[0] == "SEEN" and int(last[1]) > 0 and last[3] == "0", out

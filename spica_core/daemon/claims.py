@@ -48,6 +48,7 @@ from spica_core.node_queue import (
     find_interrupted_moves,
     hostname,
     iso_utc,
+    move_with_record,
     pid_alive,
     read_record,
     read_small,
@@ -349,13 +350,13 @@ def release(layout: NodeLayout, owned: Claim) -> None:
 def reject(layout: NodeLayout, pending: PendingStack, message: str) -> bool:
     """pending → failed for a stack whose files cannot run; False if it was claimed first."""
     check_transition(pending.stack, P, F, Actor.DAEMON, Action.REJECT)
-    failed = layout.queue_file(pending.stack, F)
-    try:
-        os.rename(layout.queue_file(pending.stack, P), failed)
-    except FileNotFoundError:
-        return False
-    write_record(failed, ErrorRecord(line=None, exit_code=None, message=message))
-    return True
+    # Hidden while the error record is written: a reader never sees a .error that still
+    # holds the launch.
+    return move_with_record(
+        layout.queue_file(pending.stack, P),
+        layout.queue_file(pending.stack, F),
+        ErrorRecord(line=None, exit_code=None, message=message),
+    )
 
 
 # --------------------------------------------------------------------------- recovery
