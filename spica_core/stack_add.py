@@ -9,8 +9,9 @@ written directly; otherwise through the node agent over SSH (verbs ``stage`` and
 ``launch``), with the same checks on the node.
 
 Order of the writes, so that no failure leaves a half-made stack that could run: the name is
-checked free in dbspica and on the node; the command file is written; the row is inserted
-(planned) — if that fails the file is removed again; then, to launch, the ``.spica`` is
+checked free in dbspica and on the node; the command file is written (locally, or staged
+through the agent); the row is inserted (planned) — if that fails the file is removed again
+(through the agent's ``remove`` when staged); then, to launch, the ``.spica`` is
 written and the row moved to pending (a daemon claiming it first sets it running anyway).
 """
 
@@ -179,8 +180,15 @@ async def _add_over_ssh(
             raise NodeRootNotHere(f"node {node}: {exc.message}") from None
         except NodeUnreachable:
             raise
-        node_id = _node_id(engine, config, node)
-        _insert_planned(engine, config, name, node_id, step, priority, len(lines))
+        try:
+            node_id = _node_id(engine, config, node)
+            _insert_planned(engine, config, name, node_id, step, priority, len(lines))
+        except BaseException:
+            # No row, no staged stack: take the commands off the node again (best effort;
+            # the row's error is the one to report).
+            with contextlib.suppress(Exception):
+                await pool.call(node, Verb.REMOVE, {"stack": name, "purge": [], "by": by})
+            raise
         state = StackState.PLANNED
         if launch:
             await pool.call(node, Verb.LAUNCH, {"stack": name, "priority": priority, "by": by})

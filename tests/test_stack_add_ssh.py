@@ -108,3 +108,29 @@ def test_the_commands_limit_and_line_ends_are_the_same_over_ssh(demo: DemoCluste
         names = set(s.scalars(select(Stack.name)))
     assert {"big_T0001", "dos_T0001"} <= names and not {"over_T0001", "mac_T0001"} & names
     engine.dispose()
+
+
+def test_a_row_that_cannot_be_written_leaves_nothing_staged_on_the_node(
+    demo: DemoCluster, tmp_path
+) -> None:
+    """dbspica read-only: ``stack add`` over SSH fails on the row, and the commands it staged
+    through the agent are taken off the node again (no half-made stack)."""
+    from sqlalchemy.exc import OperationalError
+
+    config = load_config(demo.config_path)
+    prepare_database(config, create=True)
+    path = config.db.url.removeprefix("sqlite:///")
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"  # root ignores file modes
+    ro = config.model_copy(update={"db": config.db.model_copy(update={"url": read_only})})
+    engine = make_engine(ro.db)
+    root = demo.node_root("mix1")
+    with pytest.raises(OperationalError, match="readonly"):
+        add_stack(engine, ro, "unwritten_T0001", "mix1", b"true\n", over_ssh=True, by="op")
+    assert not (root / "stacks" / "unwritten_T0001").exists()
+    assert not list((root / "queue").glob("unwritten_T0001.*"))
+    engine.dispose()
+    # The name is free for a real add afterwards.
+    engine = make_engine(config.db)
+    added = add_stack(engine, config, "unwritten_T0001", "mix1", b"true\n", over_ssh=True)
+    assert added.state == "planned"
+    engine.dispose()
