@@ -34,7 +34,9 @@ from sqlalchemy.pool import NullPool
 from spica_core.config import load_config
 from spica_core.db.models import Stack, StackRun
 from spica_core.db.setup import prepare_database
-from spica_core.node_queue import LaunchRecord, NodeLayout, iso_utc, write_record
+from spica_core.node.host import iso_utc
+from spica_core.node.layout import NodeLayout
+from spica_core.node.records import LaunchRecord, write_record
 from spica_core.stack_add import add_stack, launch_stack
 
 CONFIG = """\

@@ -30,7 +30,7 @@ from pydantic import (
 
 from spica_core.errors import ConfigError, InvalidName
 from spica_core.names import validate_name
-from spica_core.node_queue import root_problem
+from spica_core.node.layout import root_problem
 
 CONFIG_FILENAME = "spica.toml"
 ENV_CONFIG = "SPICA_CONFIG"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from spica_core.node_queue import MAX_COMMANDS_BYTES
+from spica_core.node.layout import MAX_COMMANDS_BYTES
 
 PROTOCOL_VERSION = 1
 HELLO = "spica-agent"
@@ -40,7 +40,7 @@ class Verb(StrEnum):
     STATUS = "status"
     TAIL = "tail"
     VERSIONS = "versions"
-    # Operator actions (spica_core.node_actions); each takes "dry_run".
+    # Operator actions (spica_core.node.actions); each takes "dry_run".
     # {stack, commands_b64 (or commands, text), inputs?}: write commands.sh of a planned stack
     STAGE = "stage"
     LAUNCH = "launch"  # {stack, priority, by}: planned -> pending

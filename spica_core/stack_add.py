@@ -36,14 +36,10 @@ from spica_core.db.registry import register_nodes
 from spica_core.db.types import utcnow
 from spica_core.errors import SpicaError, UsageError
 from spica_core.names import validate_name
-from spica_core.node_queue import (
-    MAX_COMMANDS_BYTES,
-    LaunchRecord,
-    NodeLayout,
-    file_kind,
-    iso_utc,
-    write_record,
-)
+from spica_core.node.files import file_kind
+from spica_core.node.host import iso_utc
+from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
+from spica_core.node.records import LaunchRecord, write_record
 from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
 
 #: ``stack.step`` is a short word (qfin, image, stack, or any ad-hoc one).

@@ -20,7 +20,7 @@ def is_agent_command(argv: list[str]) -> bool:
 def main() -> None:
     argv = sys.argv[1:]
     if is_agent_command(argv):
-        from spica_core.node_agent import main as agent_main
+        from spica_core.node.agent import main as agent_main
 
         sys.exit(agent_main(argv[2:]))
     from spica_tui.cli import main as cli_main

@@ -114,7 +114,7 @@ def test_agent_start_imports_only_the_engine(tmp_path: Path) -> None:
     assert json.loads(hello)["hello"] == "spica-agent"
     assert json.loads(answer)["ok"] is True
     names = set(json.loads(modules))
-    assert "spica_core.node_agent" in names and "spica_tui.cli" not in names
+    assert "spica_core.node.agent" in names and "spica_tui.cli" not in names
     assert not {m.split(".")[0] for m in names} & {*UI, *HEAVY, "pydantic", "sqlalchemy"}
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Stack, StackRun
-from spica_core.node_queue import ErrorRecord, read_record
+from spica_core.node.records import ErrorRecord, read_record
 from tests.daemon_support import (
     Daemons,
     Mailbox,

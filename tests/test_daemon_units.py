@@ -16,15 +16,9 @@ from spica_core.daemon import claims
 from spica_core.daemon.service import DaemonService, journal_path, local_node
 from spica_core.daemon.stack_files import StackFileError, is_noop, parse_commands
 from spica_core.errors import ConfigError
-from spica_core.node_queue import (
-    ClaimRecord,
-    LaunchRecord,
-    NodeLayout,
-    OutsideRoot,
-    boot_id,
-    hostname,
-    write_record,
-)
+from spica_core.node.host import boot_id, hostname
+from spica_core.node.layout import NodeLayout, OutsideRoot
+from spica_core.node.records import ClaimRecord, LaunchRecord, write_record
 from spica_core.states import StackState
 from tests.daemon_support import make_node, wait_for
 

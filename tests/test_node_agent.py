@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
-from spica_core import __version__, node_agent
+from spica_core import __version__
 from spica_core import node_protocol as proto
-from spica_core.node_queue import boot_id, hostname, iso_utc
+from spica_core.node import agent as node_agent
+from spica_core.node.host import boot_id, hostname, iso_utc
 
 ROOT_FILES = {"raid1/a.fits": 1234, "raid1/sub/deeper/b.fits": 5678, "raid1/c.head": 90}
 

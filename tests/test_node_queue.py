@@ -11,24 +11,23 @@ from pathlib import Path
 import pytest
 
 from spica_core.errors import InvalidName
-from spica_core.node_queue import (
+from spica_core.node.disk import partition_usage
+from spica_core.node.files import StatCache, count_lines
+from spica_core.node.heartbeat import write_heartbeat
+from spica_core.node.host import boot_id, hostname, pid_alive
+from spica_core.node.layout import (
+    NodeLayout,
+    OutsideRoot,
+    log_file_name,
+    parse_log_file_name,
+    resolve_inside,
+)
+from spica_core.node.queue import list_queue
+from spica_core.node.records import (
     ClaimRecord,
     ErrorRecord,
     LaunchRecord,
-    NodeLayout,
-    OutsideRoot,
-    StatCache,
-    boot_id,
-    count_lines,
-    hostname,
-    list_queue,
-    log_file_name,
-    parse_log_file_name,
-    partition_usage,
-    pid_alive,
     read_record,
-    resolve_inside,
-    write_heartbeat,
     write_record,
 )
 from spica_core.states import StackState

@@ -439,7 +439,7 @@ def test_hostile_input_is_a_usage_error_before_any_node(demo, engine, args) -> N
 
 def test_agent_validates_names_again(demo) -> None:
     """Defence in depth: the node agent refuses the same names if a client sends them."""
-    from spica_core.node_agent import Agent
+    from spica_core.node.agent import Agent
 
     agent = Agent(root(demo, "mix1"))
     for verb in ("launch", "requeue", "unlock", "remove", "stage"):

@@ -387,7 +387,7 @@ def _dead_pid() -> int:
 def test_a_move_left_half_done_is_listed_then_finished_or_undone_by_the_daemon(
     tmp_path: Path, sqlite_url: str
 ) -> None:
-    from spica_core.node_agent import Agent
+    from spica_core.node.agent import Agent
     from tests.daemon_support import Daemons, make_node
 
     env = make_node(tmp_path, sqlite_url)

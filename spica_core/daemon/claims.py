@@ -2,7 +2,7 @@
 
 The claim is ``<stack>.spica`` → ``<stack>.processing``: of two daemons on one root only one
 rename can succeed (the loser finds no source), so a stack never runs twice at once. The
-winner then writes its :class:`ClaimRecord` into the ``.processing`` (write_json_atomic). For
+winner then writes its :class:`ClaimRecord` into the ``.processing`` (write_record). For
 that moment the file holds no claim, so a ``.processing`` without a valid claim is stale only
 once its ctime (which rename and replace update) is older than :data:`CLAIM_GRACE`; the
 same holds whenever a daemon rewrites a ``.processing`` before renaming it away.
@@ -16,13 +16,11 @@ the same claim, and the orphan line of a dead daemon is killed before the stack 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import stat
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,21 +35,16 @@ from spica_core.daemon.stack_files import (
 )
 from spica_core.errors import InvalidName
 from spica_core.names import is_valid_name, validate_name
-from spica_core.node_queue import (
+from spica_core.node.files import file_kind, read_small
+from spica_core.node.host import boot_id, hostname, iso_utc, pid_alive
+from spica_core.node.layout import NodeLayout
+from spica_core.node.locks import node_lock
+from spica_core.node.queue import InterruptedMove, find_interrupted_moves, move_with_record
+from spica_core.node.records import (
     ClaimRecord,
     ErrorRecord,
-    InterruptedMove,
     LaunchRecord,
-    NodeLayout,
-    boot_id,
-    file_kind,
-    find_interrupted_moves,
-    hostname,
-    iso_utc,
-    move_with_record,
-    pid_alive,
     read_record,
-    read_small,
     write_record,
 )
 from spica_core.states import (
@@ -71,7 +64,6 @@ CLAIM_GRACE = 10.0
 #: (a requeue renames ``.error`` to ``.spica``, then writes the launch). After that, garbage
 #: is rejected and any other JSON object is taken as a legacy launch.
 SETTLE_GRACE = 2.0
-NODE_LOCK = "daemon.lock"
 #: ``by`` of the launch record put back for a legacy (empty) ``.spica``.
 LEGACY_LAUNCHER = "legacy"
 
@@ -362,19 +354,6 @@ def reject(layout: NodeLayout, pending: PendingStack, message: str) -> bool:
 # --------------------------------------------------------------------------- recovery
 
 
-@contextlib.contextmanager
-def node_lock(layout: NodeLayout) -> Iterator[None]:
-    """Serialise the moves of claims no process owns among the daemons of one root."""
-    locks = layout.locks_dir()
-    locks.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks / NODE_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def stale_reason(
     layout: NodeLayout, stack: str, grace: float = CLAIM_GRACE, now: float | None = None
 ) -> StaleClaim | None:
@@ -478,7 +457,7 @@ MOVE_STALE = 120.0
 
 def recover_moves(layout: NodeLayout, now: float | None = None) -> list[InterruptedMove]:
     """Finish or undo the moves operator actions left half-done (the agent died between its
-    two renames, spica_core.node_actions._move_with_record); the moves recovered.
+    two renames, spica_core.node.actions._move_with_record); the moves recovered.
 
     Under the node lock, for each ``.moving`` file whose pid is dead: renamed to the state its
     record is of (the new state when the new record was written, else back to the old one),

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from spica_core.config import DatabaseConfig
 from spica_core.daemon.journal import JOURNAL_BEHIND, Journal
 from spica_core.errors import DatabaseUnavailable
-from spica_core.node_queue import iso_utc
+from spica_core.node.host import iso_utc
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spica_core.node_queue import iso_utc
+from spica_core.node.files import atomic_write
+from spica_core.node.host import iso_utc
 
 log = logging.getLogger("spica.daemon")
 
@@ -246,19 +247,8 @@ class Journal:
 
     def _write_header(self, journal_id: str, base: int) -> None:
         header = {"journal": journal_id, "node": self.node, "base": base, "created": iso_utc()}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            _write_all(fd, json.dumps(header).encode() + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        data = json.dumps(header).encode() + b"\n"
+        atomic_write(self.path, data, mode=0o644, sync_dir=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:

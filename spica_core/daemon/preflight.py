@@ -40,7 +40,9 @@ from spica_core.daemon.stack_files import (
 )
 from spica_core.errors import ConfigError
 from spica_core.names import validate_name
-from spica_core.node_queue import NodeLayout, StatCache, partition_usage, tree_bytes
+from spica_core.node.disk import partition_usage, tree_bytes
+from spica_core.node.files import StatCache
+from spica_core.node.layout import NodeLayout
 
 #: How many missing inputs a reason names before "and N more".
 SHOWN_MISSING = 3
@@ -254,7 +256,7 @@ def _installed(row: ApplicationRow) -> float:
 
 
 def _sha256(path: Path) -> str:
-    from spica_core.node_agent import sha256_file
+    from spica_core.node.agent import sha256_file
 
     return sha256_file(path)
 

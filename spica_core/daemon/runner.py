@@ -38,7 +38,9 @@ from spica_core.daemon.stack_files import (
     write_progress,
     write_running,
 )
-from spica_core.node_queue import ErrorRecord, NodeLayout, boot_id, hostname, iso_utc
+from spica_core.node.host import boot_id, hostname, iso_utc
+from spica_core.node.layout import NodeLayout
+from spica_core.node.records import ErrorRecord
 
 log = logging.getLogger("spica.daemon")
 
@@ -266,7 +268,7 @@ class StackRunner:
         return Outcome.FAILED
 
     def _log_tail(self, line: int) -> str | None:
-        from spica_core.node_agent import read_tail
+        from spica_core.node.agent import read_tail
 
         try:
             data, _, _ = read_tail(self.ctx.layout.log_file(self.stack, line), lines=TAIL_LINES)

@@ -45,13 +45,9 @@ from spica_core.daemon.stack_files import (
 from spica_core.daemon.watch import QueueWatch
 from spica_core.errors import ConfigError, SpicaError
 from spica_core.names import validate_name
-from spica_core.node_queue import (
-    NodeLayout,
-    iso_utc,
-    resolve_inside,
-    root_problem,
-    write_heartbeat,
-)
+from spica_core.node.heartbeat import write_heartbeat
+from spica_core.node.host import iso_utc
+from spica_core.node.layout import NodeLayout, resolve_inside, root_problem
 from spica_core.states import StackState
 
 log = logging.getLogger("spica.daemon")

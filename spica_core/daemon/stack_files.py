@@ -1,4 +1,4 @@
-"""The daemon's files under ``stacks/<stack>/``, beside those of :mod:`spica_core.node_queue`.
+"""The daemon's files under ``stacks/<stack>/``, beside those of :mod:`spica_core.node`.
 
 ::
 
@@ -23,24 +23,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from spica_core import node_queue
-from spica_core.node_queue import (
-    MAX_COMMANDS_BYTES,
-    NodeLayout,
-    _Record,
-    boot_id,
-    hostname,
-    pid_alive,
-    read_progress,
-    read_record,
-    read_small,
-    write_record,
-)
+from spica_core.node import records
+from spica_core.node.files import atomic_write, read_small
+from spica_core.node.host import boot_id, hostname, pid_alive
+from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
+from spica_core.node.records import _Record, read_progress, read_record, write_record
 
 INPUTS_FILE = "inputs"
 CHECK_FILE = "check.json"
@@ -143,17 +134,7 @@ def missing_inputs(root: Path, inputs: list[str]) -> list[str]:
 
 def write_int_atomic(path: Path, value: int) -> None:
     """Replace ``path`` by ``value`` as text, fsynced: a crash leaves the old or the new."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(f"{value}\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, f"{value}\n".encode("ascii"))
 
 
 def read_stack_progress(layout: NodeLayout, stack: str) -> int:
@@ -169,7 +150,7 @@ def write_progress(layout: NodeLayout, stack: str, line: int) -> None:
 
 
 def read_attempt(layout: NodeLayout, stack: str) -> int:
-    value, why = node_queue.read_attempt(layout, stack)
+    value, why = records.read_attempt(layout, stack)
     if why:
         raise StackFileError(f"{why} ({layout.relative(layout.attempt_file(stack))})")
     return value or 0
@@ -245,14 +226,7 @@ def running_path(layout: NodeLayout, stack: str) -> Path:
 
 def write_running(layout: NodeLayout, stack: str, record: RunningLine) -> None:
     """Not fsynced: it only matters while this boot's processes exist."""
-    path = running_path(layout, stack)
-    tmp = path.with_name(f".{RUNNING_FILE}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, _dumps(record).encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_record(running_path(layout, stack), record, mode=0o644, durable=False)
 
 
 def read_running(layout: NodeLayout, stack: str) -> RunningLine | None:
@@ -370,12 +344,6 @@ def _process_exists(pid: int) -> bool:
     except (OSError, IndexError):
         return pid_alive(pid, hostname(), boot_id())
     return state != "Z"
-
-
-def _dumps(record: _Record) -> str:
-    import json
-
-    return json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
 
 
 def _why(exc: BaseException) -> str:

@@ -611,7 +611,8 @@ class DemoCluster:
         start time) and no live daemon claims its stack: what the demo did not start stays."""
         from spica_core.daemon.stack_files import RUNNING_FILE, StackFileError, kill_orphan_line
         from spica_core.names import is_valid_name
-        from spica_core.node_queue import ClaimRecord, NodeLayout, read_record
+        from spica_core.node.layout import NodeLayout
+        from spica_core.node.records import ClaimRecord, read_record
         from spica_core.states import StackState
 
         killed: list[tuple[str, int]] = []

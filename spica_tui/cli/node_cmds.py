@@ -20,6 +20,6 @@ def serve(
     ],
 ) -> None:
     """Answer JSON-line requests on stdin with one JSON line each on stdout, until EOF."""
-    from spica_core.node_agent import run
+    from spica_core.node.agent import run
 
     raise typer.Exit(run(root))

@@ -27,26 +27,15 @@ from spica_core import __version__
 from spica_core import node_protocol as proto
 from spica_core.errors import InvalidName
 from spica_core.names import validate_name
+from spica_core.node.disk import discover_partitions, partition_usage, tree_bytes
+from spica_core.node.files import StatCache
+from spica_core.node.heartbeat import read_heartbeat
+from spica_core.node.host import boot_id, hostname, iso_utc
+from spica_core.node.layout import NodeLayout, OutsideRoot, parse_log_file_name, root_problem
+from spica_core.node.locks import list_qfin_locks
+from spica_core.node.queue import scan_queue
+from spica_core.node.records import ErrorRecord, read_attempt, read_record
 from spica_core.node_protocol import ErrorCode, ProtocolError, Request, Verb
-from spica_core.node_queue import (
-    ErrorRecord,
-    NodeLayout,
-    OutsideRoot,
-    StatCache,
-    boot_id,
-    discover_partitions,
-    hostname,
-    iso_utc,
-    list_qfin_locks,
-    parse_log_file_name,
-    partition_usage,
-    read_attempt,
-    read_heartbeat,
-    read_record,
-    root_problem,
-    scan_queue,
-    tree_bytes,
-)
 from spica_core.states import StackState
 
 #: A virtual partition's tree walk is reused this long: status comes every 2 s and a raid
@@ -130,7 +119,7 @@ class Agent:
 
     # ------------------------------------------------------------------- verbs
 
-    # Operator actions: argument checking here, the moves in spica_core.node_actions,
+    # Operator actions: argument checking here, the moves in spica_core.node.actions,
     # imported on first use: most sessions only poll, and every connection starts an agent.
 
     def stage(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -517,9 +506,9 @@ def _encode(response: dict[str, Any]) -> bytes:
 
 
 def _actions() -> ModuleType:
-    from spica_core import node_actions
+    from spica_core.node import actions
 
-    return node_actions
+    return actions
 
 
 def run(root: str) -> int:

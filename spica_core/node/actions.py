@@ -10,7 +10,6 @@ accepts ``dry_run``: it checks everything and reports what it would change, chan
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spica_core.daemon.claims import CLAIM_GRACE, node_lock
+from spica_core.daemon.claims import CLAIM_GRACE
 from spica_core.daemon.stack_files import (
     KILLED_EXIT_CODE,
     OrphanSurvived,
@@ -34,21 +33,21 @@ from spica_core.daemon.stack_files import (
     read_running,
 )
 from spica_core.errors import StackStateError
-from spica_core.node_protocol import ErrorCode, ProtocolError
-from spica_core.node_queue import (
-    MAX_COMMANDS_BYTES,
+from spica_core.node.files import atomic_write
+from spica_core.node.host import iso_utc
+from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
+from spica_core.node.locks import node_lock
+from spica_core.node.queue import find_interrupted_moves, move_with_record
+from spica_core.node.records import (
     ClaimRecord,
     ErrorRecord,
     LaunchRecord,
     LockRecord,
-    NodeLayout,
     RemovedRecord,
-    find_interrupted_moves,
-    iso_utc,
-    move_with_record,
     read_record,
     write_record,
 )
+from spica_core.node_protocol import ErrorCode, ProtocolError
 from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
 
 MAX_INPUTS = 2000
@@ -182,24 +181,6 @@ def _move_with_record(
         raise _changed_meanwhile(stack, layout)
 
 
-def _create_exclusive(path: Path, data: dict[str, Any]) -> None:
-    """A complete file at ``path`` or an error if it exists: link(2) never overwrites."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise _wrong_state(f"{path.name} already exists") from None
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-
-
 def _rel(layout: NodeLayout, path: Path | None) -> str | None:
     return None if path is None else layout.relative(path)
 
@@ -259,28 +240,14 @@ def stage(
     # New commands start from line 1: a resume point of older commands means nothing.
     layout.progress_file(stack).unlink(missing_ok=True)
     # As given, byte for byte (as `stack add` writes locally): a last line may lack its "\n".
-    _write_text_atomic(layout.commands_file(stack), commands)
+    atomic_write(layout.commands_file(stack), data)
     inputs_file = layout.resolve("stacks", stack, "inputs")
     if inputs:
-        _write_text_atomic(inputs_file, "".join(f"{p}\n" for p in inputs))
+        atomic_write(inputs_file, "".join(f"{p}\n" for p in inputs).encode("utf-8"))
     else:
         with contextlib.suppress(FileNotFoundError):
             inputs_file.unlink()
     return result
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def launch(
@@ -296,7 +263,11 @@ def launch(
     if dry_run:
         return result
     record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
-    _create_exclusive(layout.queue_file(stack, StackState.PENDING), record.to_dict())
+    path = layout.queue_file(stack, StackState.PENDING)
+    try:
+        write_record(path, record, exclusive=True)
+    except FileExistsError:
+        raise _wrong_state(f"{path.name} already exists") from None
     return result
 
 
@@ -324,7 +295,7 @@ def requeue(
     def rewind() -> None:
         # Only once this requeue has won the rename: a loser must not rewind the winner's.
         if from_start and layout.stack_dir(stack).exists():
-            _write_text_atomic(layout.progress_file(stack), "0\n")
+            atomic_write(layout.progress_file(stack), b"0\n")
 
     record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
     _move_with_record(
