@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spica_core import node_protocol as proto
 from spica_core.cluster_snapshot import (
@@ -393,6 +393,13 @@ class NodeLink:
             agent_version=(self.hello or {}).get("version") if liveness is Liveness.UP else None,
             boot_id=r.get("boot_id"),
         )
+
+
+class NodeCaller(Protocol):
+    """What the operations need of the nodes: one agent request at a time. The pool over SSH
+    offers it, and so does :class:`spica_core.local_node.LocalNodes` for a root here."""
+
+    async def call(self, node: str, verb: str, args: dict[str, Any] | None = None) -> Any: ...
 
 
 class NodePool:

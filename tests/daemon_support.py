@@ -114,10 +114,9 @@ class NodeEnv:
                     for key, value in columns.items():
                         setattr(row, key, value)
             if launch:
-                from spica_core.node_queue import NodeLayout
                 from spica_core.stack_add import launch_stack
 
-                launch_stack(engine, NodeLayout(self.root), stack, priority, "test")
+                launch_stack(engine, self.config(), stack, "test")
         finally:
             engine.dispose()
 
