@@ -107,7 +107,7 @@ def main() -> None:
         # -- per line -----------------------------------------------------------------------
         add_stack(engine, config, "BENCH_LINES", "mix1", b"true\n" * args.lines)
         t0 = time.perf_counter()
-        launch_stack(engine, layout, "BENCH_LINES", 0, "bench")
+        launch_stack(engine, config, "BENCH_LINES", "bench")
 
         def completed() -> bool:
             with Session(engine) as s:
@@ -134,7 +134,7 @@ def main() -> None:
         stamp = base / "root" / "first"
         line = f"date +%s.%N > {stamp}; test -e ../../ok"
         add_stack(engine, config, "BENCH_REQUEUE", "mix1", f"{line}\n".encode())
-        launch_stack(engine, layout, "BENCH_REQUEUE", 0, "bench")
+        launch_stack(engine, config, "BENCH_REQUEUE", "bench")
         queue = base / "root" / "queue"
         latencies: list[float] = []
         for _ in range(args.requeues):

@@ -31,32 +31,11 @@ from pydantic import (
 from spica_core.errors import ConfigError, InvalidName
 from spica_core.names import validate_name
 from spica_core.node.layout import root_problem
+from spica_core.units import parse_size
 
 CONFIG_FILENAME = "spica.toml"
 ENV_CONFIG = "SPICA_CONFIG"
 ENV_DB_URL = "SPICA_DB_URL"
-
-_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?i?B?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
-
-
-def parse_size(value: Any) -> int:
-    """Bytes from an int or a string like ``"650 GB"`` / ``"1.5TiB"``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size in bytes or a string like '650 GB'")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    if isinstance(value, str):
-        m = _SIZE_RE.match(value)
-        if m:
-            number, unit = float(m.group(1)), m.group(2).upper()
-            base = unit[:1] if unit[:1] in _UNITS else ""
-            factor = 1024 ** "KMGTP".index(base) * 1024 if "I" in unit and base else _UNITS[base]
-            return int(number * factor)
-    raise ValueError(f"expected a size in bytes or a string like '650 GB', got {value!r}")
-
 
 Size = Annotated[int, BeforeValidator(parse_size)]
 

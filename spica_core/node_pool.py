@@ -19,12 +19,13 @@ import logging
 import shlex
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spica_core import node_protocol as proto
+from spica_core.backoff import Backoff
 from spica_core.cluster_snapshot import (
     ClusterSnapshot,
     Liveness,
@@ -88,25 +89,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-@dataclass
-class _Backoff:
-    failures: int = 0
-    next_attempt: float = 0.0
-
-    def failed(self, cap: float) -> None:
-        self.failures += 1
-        delay = min(cap, BACKOFF_BASE * 2 ** (self.failures - 1))
-        self.next_attempt = time.monotonic() + delay
-
-    def succeeded(self) -> None:
-        self.failures = 0
-        self.next_attempt = 0.0
-
-    @property
-    def waiting(self) -> bool:
-        return time.monotonic() < self.next_attempt
-
-
 class NodeLink:
     """The connection to one node, its agent channel, and what was last seen of it."""
 
@@ -125,7 +107,7 @@ class NodeLink:
         self._queue: tuple[str, tuple[QueueEntry, ...]] | None = None
         self._lock = asyncio.Lock()
         self._ids = 0
-        self.backoff = _Backoff()
+        self.backoff = Backoff(BACKOFF_BASE, ssh.max_backoff)
         self.hello: dict[str, Any] | None = None
         self.snapshot = NodeSnapshot(name=node.name, host=node.host, port=node.port)
 
@@ -346,7 +328,7 @@ class NodeLink:
                 liveness = Liveness.AGENT_MISSING
                 result["agent_error"] = str(missing)
         except (NodeUnreachable, ConfigError, proto.ProtocolError) as exc:
-            self.backoff.failed(self.ssh.max_backoff)
+            self.backoff.failed()
             reason = exc.reason if isinstance(exc, NodeUnreachable) else str(exc)
             self.snapshot = replace(
                 prev,
@@ -393,6 +375,13 @@ class NodeLink:
             agent_version=(self.hello or {}).get("version") if liveness is Liveness.UP else None,
             boot_id=r.get("boot_id"),
         )
+
+
+class NodeCaller(Protocol):
+    """What the operations need of the nodes: one agent request at a time. The pool over SSH
+    offers it, and so does :class:`spica_core.local_node.LocalNodes` for a root here."""
+
+    async def call(self, node: str, verb: str, args: dict[str, Any] | None = None) -> Any: ...
 
 
 class NodePool:

@@ -11,14 +11,21 @@ written directly; otherwise through the node agent over SSH (verbs ``stage`` and
 Order of the writes, so that no failure leaves a half-made stack that could run: the name is
 checked free in dbspica and on the node; the command file is written (locally, or staged
 through the agent); the row is inserted (planned) — if that fails the file is removed again
-(through the agent's ``remove`` when staged); then, to launch, the ``.spica`` is
-written and the row moved to pending (a daemon claiming it first sets it running anyway).
+(through the agent's ``remove`` when staged); then ``launch`` is an operator launch of that
+one stack through the operations (plan, then apply: audited intent, the agent's exclusive
+create of the ``.spica``, the row moved to pending), like ``spica launch --yes``. A
+``.spica`` that appeared meanwhile is never overwritten: the launch is refused, audited, and
+the stack stays planned. An add with ``launch`` refused because the name is taken is
+audited as a refused launch too.
+
+For a root on this machine the launch needs no SSH: the agent's own code answers in-process
+(:class:`~spica_core.local_node.LocalNodes`), so staging and launch happen on the same side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import getpass
 import os
 import shutil
 import stat
@@ -26,21 +33,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from spica_core.config import SpicaConfig
 from spica_core.daemon.stack_files import is_noop, parse_commands, write_int_atomic
 from spica_core.db.models import Node, Stack
 from spica_core.db.registry import register_nodes
-from spica_core.db.types import utcnow
 from spica_core.errors import SpicaError, UsageError
+from spica_core.local_node import LocalNodes
 from spica_core.names import validate_name
 from spica_core.node.files import file_kind
-from spica_core.node.host import iso_utc
 from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
-from spica_core.node.records import LaunchRecord, write_record
-from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
+from spica_core.operations import (
+    ItemResult,
+    OpAction,
+    OperationRequest,
+    Operations,
+    Outcome,
+    Selection,
+    operator_name,
+)
+from spica_core.operations.audit import record_refused
+from spica_core.states import SUFFIX, StackState
 
 #: ``stack.step`` is a short word (qfin, image, stack, or any ad-hoc one).
 MAX_STEP = 32
@@ -56,6 +71,20 @@ class StackExists(SpicaError):
 
 class NodeRootNotHere(SpicaError):
     """The node's spica root is not reachable from this machine."""
+
+
+class LaunchNotApplied(SpicaError):
+    """The stack was added but its launch did not apply (refused: another ``.spica`` was
+    there first; or failed); the audit row says so too."""
+
+    def __init__(self, stack: str, result: ItemResult) -> None:
+        self.stack = stack
+        self.result = result
+        self.exit_code = 3 if result.unreachable else 1
+        super().__init__(
+            f"stack {stack} added on {result.node}, its launch {result.outcome.value}: "
+            f"{result.message}"
+        )
 
 
 @dataclass(frozen=True)
@@ -90,7 +119,10 @@ def add_stack(
     """Create stack ``name`` on ``node`` from ``commands`` (one shell command per line).
 
     ``over_ssh`` None writes locally when the node's root is here, through its agent else.
-    ``source`` names the commands in messages (``--commands FILE``).
+    ``source`` names the commands in messages (``--commands FILE``). ``by`` is the operator
+    (default: :func:`~spica_core.operations.operator_name`). Raises StackExists when the name
+    is taken (audited when ``launch``), LaunchNotApplied when the stack was added but not
+    launched.
     """
     validate_name(name)
     node_config = config.node(validate_name(node, "node"))
@@ -98,19 +130,60 @@ def add_stack(
         raise UsageError(f"--step {step[:40]!r}: at most {MAX_STEP} characters")
     validate_name(step, "step")
     commands, lines = check_commands(commands, source)
+    new = _NewStack(
+        name, node, commands, lines, step, priority, launch,
+        by if by is not None else operator_name(),
+    )  # fmt: skip
+    try:
+        root = Path(os.path.expanduser(node_config.root))
+        if over_ssh or (over_ssh is None and not root.is_dir()):
+            return asyncio.run(_add_over_ssh(engine, config, new))
+        return _add_here(engine, config, new, NodeLayout(root))
+    except StackExists as exc:
+        if launch:
+            record_refused(engine, _launch_request(name, new.by), name, node, str(exc))
+        raise
+
+
+@dataclass(frozen=True)
+class _NewStack:
+    """What ``add_stack`` was asked for, checked."""
+
+    name: str
+    node: str
+    commands: bytes
+    lines: list[bytes]
+    step: str
+    priority: int
+    launch: bool
+    by: str
+
+    def added(self, state: StackState, commands_path: str) -> StackAdded:
+        return StackAdded(
+            stack=self.name,
+            node=self.node,
+            step=self.step,
+            priority=self.priority,
+            lines=len(self.lines),
+            commands=sum(1 for line in self.lines if not is_noop(line)),
+            state=state.value,
+            commands_path=commands_path,
+        )
+
+
+def _name_free_in_db(engine: Engine, name: str) -> None:
     with Session(engine) as session:
         if session.scalar(select(Stack.id).where(Stack.name == name)) is not None:
             raise StackExists(name, "in dbspica")
-    root = Path(os.path.expanduser(node_config.root))
-    if over_ssh or (over_ssh is None and not root.is_dir()):
-        import asyncio
 
-        return asyncio.run(
-            _add_over_ssh(
-                engine, config, name, node, commands, lines, step, priority, launch, by or _user()
-            )
-        )
-    layout = NodeLayout(root)
+
+def _add_here(
+    engine: Engine, config: SpicaConfig, new: _NewStack, layout: NodeLayout
+) -> StackAdded:
+    """The stack written into a root on this machine, then launched through the agent's code
+    in-process."""
+    name, node = new.name, new.node
+    _name_free_in_db(engine, name)
     stack_dir = layout.stack_dir(name)
     present = [f"{name}.{sfx}" for sfx in SUFFIX.values() if _queue_file(layout, name, sfx)]
     if present or stack_dir.exists():
@@ -121,41 +194,21 @@ def add_stack(
     try:
         (stack_dir / "logs").mkdir()
         commands_path = layout.commands_file(name)
-        _write_commands(commands_path, commands)
+        _write_commands(commands_path, new.commands)
         write_int_atomic(layout.progress_file(name), 0)
         node_id = _node_id(engine, config, node)
-        _insert_planned(engine, config, name, node_id, step, priority, len(lines))
+        _insert_planned(engine, config, name, node_id, new.step, new.priority, len(new.lines))
     except BaseException:
         shutil.rmtree(stack_dir, ignore_errors=True)
         raise
     state = StackState.PLANNED
-    if launch:
-        launch_stack(engine, layout, name, priority, by)
+    if new.launch:
+        launch_stack(engine, config, name, new.by)
         state = StackState.PENDING
-    return StackAdded(
-        stack=name,
-        node=node,
-        step=step,
-        priority=priority,
-        lines=len(lines),
-        commands=sum(1 for line in lines if not is_noop(line)),
-        state=state.value,
-        commands_path=str(commands_path),
-    )
+    return new.added(state, str(commands_path))
 
 
-async def _add_over_ssh(
-    engine: Engine,
-    config: SpicaConfig,
-    name: str,
-    node: str,
-    commands: bytes,
-    lines: list[bytes],
-    step: str,
-    priority: int,
-    launch: bool,
-    by: str,
-) -> StackAdded:
+async def _add_over_ssh(engine: Engine, config: SpicaConfig, new: _NewStack) -> StackAdded:
     """The same stack through the node agent: stage, the row, then launch (and its row)."""
     import base64
 
@@ -163,12 +216,14 @@ async def _add_over_ssh(
     from spica_core.node_pool import NodePool
     from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
 
+    name, node = new.name, new.node
+    _name_free_in_db(engine, name)
     async with NodePool(config, nodes=[node]) as pool:
         try:
             staged = await pool.call(
                 node,
                 Verb.STAGE,
-                {"stack": name, "commands_b64": base64.b64encode(commands).decode("ascii")},
+                {"stack": name, "commands_b64": base64.b64encode(new.commands).decode("ascii")},
             )
         except ProtocolError as exc:
             if exc.code == ErrorCode.WRONG_STATE:
@@ -178,28 +233,18 @@ async def _add_over_ssh(
             raise
         try:
             node_id = _node_id(engine, config, node)
-            _insert_planned(engine, config, name, node_id, step, priority, len(lines))
+            _insert_planned(engine, config, name, node_id, new.step, new.priority, len(new.lines))
         except BaseException:
             # No row, no staged stack: take the commands off the node again (best effort;
             # the row's error is the one to report).
             with contextlib.suppress(Exception):
-                await pool.call(node, Verb.REMOVE, {"stack": name, "purge": [], "by": by})
+                await pool.call(node, Verb.REMOVE, {"stack": name, "purge": [], "by": new.by})
             raise
         state = StackState.PLANNED
-        if launch:
-            await pool.call(node, Verb.LAUNCH, {"stack": name, "priority": priority, "by": by})
-            _mark_launched(engine, name)
+        if new.launch:
+            await _launch(Operations(config, engine, pool), name, new.by)
             state = StackState.PENDING
-    return StackAdded(
-        stack=name,
-        node=node,
-        step=step,
-        priority=priority,
-        lines=len(lines),
-        commands=sum(1 for line in lines if not is_noop(line)),
-        state=state.value,
-        commands_path=staged.get("commands", f"stacks/{name}/commands.sh"),
-    )
+    return new.added(state, staged.get("commands", f"stacks/{name}/commands.sh"))
 
 
 def read_commands_file(path: str, stdin: BinaryIO | None = None) -> bytes:
@@ -261,18 +306,27 @@ def _too_large() -> str:
     )
 
 
-def launch_stack(
-    engine: Engine, layout: NodeLayout, name: str, priority: int, by: str | None = None
-) -> None:
-    """planned → pending for a stack just added: its ``.spica``, then the row.
+def launch_stack(engine: Engine, config: SpicaConfig, name: str, by: str | None = None) -> None:
+    """planned → pending for a stack just added whose node's root is on this machine: an
+    operator launch through the operations, answered by the agent's code in-process.
 
-    (The operator's ``spica launch`` of any planned stack belongs to the operations.)
+    Raises LaunchNotApplied (audited) when the launch is refused or fails.
     """
-    check_transition(name, StackState.PLANNED, StackState.PENDING, Actor.OPERATOR, Action.LAUNCH)
-    record = LaunchRecord(name, priority, iso_utc(), by or _user())
-    layout.queue_dir().mkdir(exist_ok=True)
-    write_record(layout.queue_file(name, StackState.PENDING), record)
-    _mark_launched(engine, name)
+    ops = Operations(config, engine, LocalNodes(config))
+    asyncio.run(_launch(ops, name, by if by is not None else operator_name()))
+
+
+def _launch_request(name: str, by: str) -> OperationRequest:
+    return OperationRequest(OpAction.LAUNCH, Selection(names=(name,)), user=by)
+
+
+async def _launch(ops: Operations, name: str, by: str) -> None:
+    """``spica launch NAME --yes``: the plan (the agent's dry run), then its apply, which
+    writes the audit rows; the ``.spica`` is created exclusively, never replaced."""
+    plan = await ops.plan(_launch_request(name, by))
+    (result,) = await ops.apply(plan)
+    if result.outcome is not Outcome.APPLIED:
+        raise LaunchNotApplied(name, result)
 
 
 def _insert_planned(
@@ -296,16 +350,6 @@ def _insert_planned(
                 progress=0,
                 release=config.release.name,
             )
-        )
-
-
-def _mark_launched(engine: Engine, name: str) -> None:
-    """planned -> pending in dbspica, once the ``.spica`` exists on the node."""
-    with Session(engine) as session, session.begin():
-        session.execute(
-            update(Stack)
-            .where(Stack.name == name, Stack.state == StackState.PLANNED.value)
-            .values(state=StackState.PENDING.value, launched_at=utcnow())
         )
 
 
@@ -336,10 +380,3 @@ def _node_id(engine: Engine, config: SpicaConfig, node: str) -> int | None:
         with Session(engine) as session:
             found = session.scalar(select(Node.id).where(Node.name == node))
     return found
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "spica"

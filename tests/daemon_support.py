@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
@@ -28,8 +29,13 @@ from sqlalchemy.pool import NullPool
 from spica_core.config import load_config
 from spica_core.db.models import DaemonJournal, Problem, Stack, StackRun
 from spica_core.db.setup import prepare_database
-from spica_core.demo.cluster import toml_string
 from spica_core.stack_add import add_stack
+
+
+def toml_string(value: str) -> str:
+    """``value`` as a TOML string, for the config files the tests write line by line."""
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").rstrip("\n")
+
 
 NODE = "mix1"
 
@@ -114,10 +120,9 @@ class NodeEnv:
                     for key, value in columns.items():
                         setattr(row, key, value)
             if launch:
-                from spica_core.node.layout import NodeLayout
                 from spica_core.stack_add import launch_stack
 
-                launch_stack(engine, NodeLayout(self.root), stack, priority, "test")
+                launch_stack(engine, self.config(), stack, "test")
         finally:
             engine.dispose()
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from spica_core.config import load_config
 from spica_core.db.engine import make_engine
-from spica_core.db.models import Stack
+from spica_core.db.models import OperatorAction, Stack
 from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
 from spica_core.stack_add import StackExists, add_stack
@@ -49,6 +49,10 @@ def test_add_and_launch_over_ssh(demo: DemoCluster) -> None:
     with Session(engine) as s:
         row = s.scalars(select(Stack).where(Stack.name == "adhoc_T0001")).one()
         assert (row.state, row.step, row.priority, row.lines) == ("pending", "adhoc", 3, 3)
+        # Launched as every launch is: an audited intent, applied.
+        audits = s.scalars(select(OperatorAction).where(OperatorAction.action == "launch"))
+        (audit,) = [a for a in audits if a.targets == ["adhoc_T0001"]]
+        assert (audit.user, audit.result, audit.dry_run) == ("laurent", "applied", False)
     with pytest.raises(StackExists):
         add_stack(engine, config, "adhoc_T0001", "mix1", b"true\n", over_ssh=True)
     # Files on the node but no row (a half-removed stack): refused by the node, nothing added.

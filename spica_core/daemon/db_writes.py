@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from spica_core.backoff import Backoff
 from spica_core.config import DatabaseConfig
 from spica_core.daemon.journal import JOURNAL_BEHIND, Journal
 from spica_core.errors import DatabaseUnavailable
@@ -47,7 +48,9 @@ log = logging.getLogger("spica.daemon")
 
 #: Entries applied per transaction at most.
 BATCH = 200
-#: Seconds between two replay attempts while dbspica does not answer, at most.
+#: Seconds between two replay attempts while dbspica does not answer: doubling from the
+#: first to the most.
+RETRY_BASE = 0.2
 RETRY_MAX = 5.0
 #: Seconds between two looks at the journal when nothing woke the replay (entries appended
 #: by the other daemon of the same root, or left by a dead one).
@@ -152,6 +155,7 @@ class DaemonDb:
 
     def _run(self) -> None:
         delay = 0.0
+        retry = Backoff(RETRY_BASE, RETRY_MAX)
         while True:
             if self._wake.wait(timeout=delay or IDLE_RESCAN) and not self._flushing:
                 time.sleep(COALESCE)
@@ -162,7 +166,7 @@ class DaemonDb:
             try:
                 self.replay()
             except _Unavailable as exc:
-                delay = min(max(0.2, delay * 2), RETRY_MAX)
+                delay = retry.failed()
                 if self._down_reason is None:
                     log.warning(
                         "dbspica unreachable (%s): writes wait in the journal %s",
@@ -173,9 +177,10 @@ class DaemonDb:
                 continue
             except Exception:  # a bug must not kill the replay thread silently
                 log.exception("journal replay failed; retrying")
-                delay = RETRY_MAX
+                delay = retry.at_cap()
                 continue
             delay = 0.0
+            retry.succeeded()
             if self._down_reason is not None:
                 log.info("dbspica answers again: journal replayed up to seq %d", self._applied)
                 self._down_reason = None

@@ -43,6 +43,7 @@ from spica_core.names import validate_name
 from spica_core.node.disk import partition_usage, tree_bytes
 from spica_core.node.files import StatCache
 from spica_core.node.layout import NodeLayout
+from spica_core.units import human_bytes
 
 #: How many missing inputs a reason names before "and N more".
 SHOWN_MISSING = 3
@@ -259,12 +260,3 @@ def _sha256(path: Path) -> str:
     from spica_core.node.agent import sha256_file
 
     return sha256_file(path)
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} PB"

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from spica_core.backoff import capped_delay
 from spica_core.config import NodeConfig, SpicaConfig
 from spica_core.daemon import claims
 from spica_core.daemon.claims import PendingStack
@@ -316,10 +317,7 @@ class DaemonService:
         assert self.db is not None
         same_launch = previous is not None and previous.launch == pending.identity
         failures = previous.failures + 1 if same_launch and previous is not None else 1
-        delay = min(
-            self.settings.check_backoff * 2 ** min(failures - 1, 30),
-            self.settings.check_backoff_max,
-        )
+        delay = capped_delay(failures, self.settings.check_backoff, self.settings.check_backoff_max)
         new = not same_launch or previous is None or previous.reason != reason
         write_check(
             self.layout,

@@ -30,7 +30,7 @@ from spica_core.db.runs import end_dead_runs, wire_time
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeAnswerLost, NodeUnreachable, StackStateError
 from spica_core.names import validate_name
-from spica_core.node_pool import NodePool
+from spica_core.node_pool import NodeCaller
 from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
 from spica_core.operations.model import (
     ItemResult,
@@ -168,7 +168,7 @@ def _db_change(request: OperationRequest, target: Target) -> str:
 
 
 async def plan(
-    request: OperationRequest, engine: Engine, pool: NodePool, config: SpicaConfig
+    request: OperationRequest, engine: Engine, pool: NodeCaller, config: SpicaConfig
 ) -> Plan:
     """What ``request`` would do, stack by stack; nothing changes anywhere."""
     targets = select_targets(engine, request, config)
@@ -177,7 +177,7 @@ async def plan(
 
 
 async def _plan_one(
-    request: OperationRequest, target: Target, pool: NodePool, engine: Engine
+    request: OperationRequest, target: Target, pool: NodeCaller, engine: Engine
 ) -> PlanItem:
     base: dict[str, Any] = {
         "stack": target.name,
@@ -247,7 +247,7 @@ def _removed(engine: Engine, stack: str) -> str:
 
 
 async def _node_refusal(
-    request: OperationRequest, target: Target, pool: NodePool, fallback: str
+    request: OperationRequest, target: Target, pool: NodeCaller, fallback: str
 ) -> str:
     assert target.node is not None
     try:
@@ -392,7 +392,7 @@ def _note_intent(engine: Engine, action_id: int, message: str) -> None:
 async def apply(
     plan_: Plan,
     engine: Engine,
-    pool: NodePool,
+    pool: NodeCaller,
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> list[ItemResult]:
     """Carry out every doable item of ``plan_``; refused items are reported as refused."""
@@ -412,7 +412,7 @@ async def apply(
 
 
 async def _apply_one(
-    request: OperationRequest, item: PlanItem, engine: Engine, pool: NodePool
+    request: OperationRequest, item: PlanItem, engine: Engine, pool: NodeCaller
 ) -> ItemResult:
     assert item.node is not None
     try:

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import OperatorAction
-from spica_core.operations.model import Plan
+from spica_core.operations.model import OperationRequest, Plan, PlanItem
 from spica_core.reports import iso
 
 
@@ -33,6 +33,15 @@ def record_request(engine: Engine, plan: Plan, *, dry_run: bool) -> None:
                 detail={"refused": {i.stack: i.refused for i in plan.refused}},
             )
         )
+
+
+def record_refused(
+    engine: Engine, request: OperationRequest, stack: str, node: str | None, reason: str
+) -> None:
+    """The refused row of a request refused before any plan could be made (``stack add
+    --launch`` of a name that is taken), the same row a refused plan item leaves."""
+    item = PlanItem(stack, node, "unknown", request.target_state, refused=reason)
+    record_request(engine, Plan(request, (item,)), dry_run=False)
 
 
 def audit_json(row: OperatorAction) -> dict[str, Any]:

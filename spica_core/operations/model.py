@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from spica_core.reports import StackFilter
+from spica_core.units import human_bytes
 
 
 class OpAction(StrEnum):
@@ -126,15 +127,6 @@ class PlanItem:
             "db_change": self.db_change,
             "refused": self.refused,
         }
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} PB"
 
 
 @dataclass(frozen=True)

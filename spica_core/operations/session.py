@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from spica_core.config import SpicaConfig
 from spica_core.errors import UsageError
-from spica_core.node_pool import NodePool
+from spica_core.node_pool import NodeCaller
 from spica_core.operations import actions
 from spica_core.operations.audit import record_request
 from spica_core.operations.model import ItemResult, OperationRequest, Plan
@@ -35,10 +35,11 @@ def operator_name(explicit: str | None = None) -> str:
 class Operations:
     """Plans and applies requests over one NodePool and one dbspica engine.
 
-    The pool is the caller's (the console shares its polling pool; the CLI opens one).
+    The pool is the caller's (the console shares its polling pool; the CLI opens one;
+    ``stack add --launch`` for a root on this machine passes a LocalNodes).
     """
 
-    def __init__(self, config: SpicaConfig, engine: Engine, pool: NodePool) -> None:
+    def __init__(self, config: SpicaConfig, engine: Engine, pool: NodeCaller) -> None:
         self.config = config
         self.engine = engine
         self.pool = pool

@@ -97,17 +97,21 @@ def stack_add(
     ],
     step: Annotated[str, typer.Option(help="Its step (qfin, image, stack…).")] = "stack",
     priority: Annotated[int, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = 0,
-    launch: Annotated[bool, typer.Option("--launch", help="Queue it at once (pending).")] = False,
+    launch: Annotated[
+        bool, typer.Option("--launch", help="Launch it at once (audited, as spica launch).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an ad-hoc stack from a command file: its dbspica row (planned) and
-    stacks/NAME/commands.sh on the node; --launch queues it.
+    stacks/NAME/commands.sh on the node; --launch then launches it as `spica launch NAME
+    --yes` does (audited; a queue file already there is never replaced).
 
     When the node's root is not on this machine the files go through the node's agent over
     SSH. The command file is at most 1 MiB, a regular file or '-'; CRLF line ends become LF.
-    Exit codes: 0 created; 1 the name exists (in dbspica or on the node); 2 usage or
-    configuration error (bad name; command file empty, binary, too large, not a regular file,
-    or with a stray carriage return); 3 dbspica or the node unreachable.
+    Exit codes: 0 created; 1 the name exists (in dbspica or on the node) or the launch was
+    refused; 2 usage or configuration error (bad name; command file empty, binary, too
+    large, not a regular file, or with a stray carriage return); 3 dbspica or the node
+    unreachable.
     """
     from spica_core.stack_add import add_stack, read_commands_file
 

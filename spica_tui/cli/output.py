@@ -77,17 +77,6 @@ def table(*columns: str, title: str | None = None) -> Table:
     return t
 
 
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} PB"
-
-
 def age(when: datetime | None, now: datetime | None = None) -> str:
     if when is None:
         return "never"

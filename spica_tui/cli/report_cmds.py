@@ -8,12 +8,12 @@ import typer
 from rich.text import Text
 
 from spica_core.db import INT_MAX
+from spica_core.units import human_bytes
 from spica_tui.cli.context import state
 from spica_tui.cli.output import (
     SECURITY_STYLE,
     age,
     emit_json,
-    human_bytes,
     note,
     stdout,
     table,

@@ -117,11 +117,6 @@ def bar(fraction: float, width: int = 10) -> Text:
     return Text.assemble((BAR_FULL * full, style), (BAR_EMPTY * (width - full), "dim"))
 
 
-def gb(n: int) -> str:
-    """Bytes as the seed's DataTransfer page shows them: ``433.107 GB``."""
-    return f"{n / 1e9:.3f} GB"
-
-
 def hms(moment: datetime | None) -> str:
     return "-" if moment is None else moment.strftime("%H:%M:%S")
 

@@ -10,6 +10,7 @@ from textual.widgets import DataTable
 
 from spica_core.cluster_snapshot import Liveness, NodeSnapshot
 from spica_core.console_data import ConsoleSnapshot
+from spica_core.units import gigabytes
 from spica_tui.console.panels._common import (
     STALE,
     Cell,
@@ -17,7 +18,6 @@ from spica_tui.console.panels._common import (
     Panel,
     RowCache,
     bar,
-    gb,
     hms,
     sync_rows,
 )
@@ -64,7 +64,7 @@ def disk_cells(node: NodeSnapshot) -> list[Cell]:
     return [
         Text(node.name, dim),
         used_cell,
-        Text(gb(virtual_free), dim, justify="right"),
-        Text(gb(total), dim, justify="right"),
+        Text(gigabytes(virtual_free), dim, justify="right"),
+        Text(gigabytes(total), dim, justify="right"),
         Text(hms(node.last_seen), "bold red") if stale else Text("now", "dim"),
     ]
