@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from spica_core.config import SpicaConfig
 from spica_core.daemon.stack_files import is_noop, parse_commands, write_int_atomic
+from spica_core.db import stack_state
 from spica_core.db.models import Node, Stack
 from spica_core.db.registry import register_nodes
 from spica_core.db.types import utcnow
@@ -289,27 +290,29 @@ def _insert_planned(
     lines: int,
 ) -> None:
     with Session(engine) as session, session.begin():
-        session.add(
-            Stack(
-                name=name,
-                step=step,
-                node_id=node_id,
-                state=StackState.PLANNED.value,
-                priority=priority,
-                lines=lines,
-                progress=0,
-                release=config.release.name,
-            )
+        stack_state.create_planned(
+            session,
+            name=name,
+            step=step,
+            node_id=node_id,
+            priority=priority,
+            lines=lines,
+            progress=0,
+            release=config.release.name,
         )
 
 
 def _mark_launched(engine: Engine, name: str) -> None:
     """planned -> pending in dbspica, once the ``.spica`` exists on the node."""
     with Session(engine) as session, session.begin():
-        session.execute(
-            update(Stack)
-            .where(Stack.name == name, Stack.state == StackState.PLANNED.value)
-            .values(state=StackState.PENDING.value, launched_at=utcnow())
+        stack_state.move(
+            session,
+            name,
+            StackState.PLANNED,
+            StackState.PENDING,
+            Actor.OPERATOR,
+            Action.LAUNCH,
+            values={"launched_at": utcnow()},
         )
 
 
