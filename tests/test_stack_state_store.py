@@ -86,6 +86,16 @@ def state_writes(source: str) -> list[str]:
     return found
 
 
+def test_only_the_store_writes_stack_state() -> None:
+    offenders = {
+        str(path.relative_to(CORE.parent)): hits
+        for path in sorted(CORE.rglob("*.py"))
+        if path != STORE and (hits := state_writes(path.read_text()))
+    }
+    assert offenders == {}, "stack.state is written outside spica_core/db/stack_state.py"
+    assert state_writes(STORE.read_text())  # the guard sees the store's own writes
+
+
 @pytest.mark.parametrize(
     "code",
     [
