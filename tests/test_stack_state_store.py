@@ -246,3 +246,29 @@ def test_racing_writers_move_each_stack_once(db_engine) -> None:
             outcomes = sorted(tuple(r[name]) for r in results)
             assert outcomes == [(False, "pending")] * 3 + [(True, "planned")], name
             assert _state(db_engine, name) == "pending"
+
+
+def test_a_later_change_lands_after_a_move_over_a_copy_read_earlier(
+    mysql_url: str, engine_factory
+) -> None:
+    """MariaDB: the daemon's session read the row before an operator's commit; the mirror's
+    move lands on the row as it is now, and a column set afterwards through the session's
+    copy is still written (the copy is reloaded, not trusted)."""
+    from spica_core.db.schema import upgrade
+
+    engine = engine_factory(mysql_url)
+    upgrade(engine)
+    _add(engine, "S1")
+    with Session(engine) as daemon, daemon.begin():
+        row = daemon.scalars(select(Stack).where(Stack.name == "S1")).one()  # its snapshot
+        assert (row.state, row.progress) == ("planned", 0)
+        with Session(engine) as operator, operator.begin():
+            stack_state.move(operator, "S1", "planned", "pending", "operator", "launch")
+        moved = stack_state.mirror(
+            daemon, "S1", "pending", "running", "daemon", "claim", values={"progress": 7}
+        )
+        assert (moved.applied, moved.had) == (True, "pending")
+        row.progress = 0  # what the stale copy held: must still be written
+    with Session(engine) as session:
+        row = session.scalars(select(Stack).where(Stack.name == "S1")).one()
+        assert (row.state, row.progress) == ("running", 0)

@@ -149,13 +149,20 @@ def _write(
     if "state" in columns:
         raise TypeError("the state is the store's argument, not one of the other values")
     columns.update(state=target.value, updated_at=utcnow())
+    session.flush()  # the session's own pending changes land first, not after this write
     done = session.execute(
         update(Stack)
         .where(Stack.name == stack, Stack.state == seen.value)
         .values(**columns)
-        .execution_options(synchronize_session="fetch")
+        .execution_options(synchronize_session=False)
     ).rowcount  # type: ignore[attr-defined]
     if done:
+        # The session's copy of the row is reloaded at its next use: it may have been read
+        # before another writer's commit (MariaDB's snapshot), and the ORM must not skip a
+        # later change because it equals what that stale copy held.
+        for row in list(session.identity_map.values()):
+            if isinstance(row, Stack) and row.name == stack:
+                session.expire(row)
         return Moved(stack, True, seen.value, target.value)
     # A locking read: under MariaDB's repeatable read a plain one would answer from the
     # transaction's snapshot, older than the write that made this one miss.
