@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from spica_core.config import SpicaConfig
 from spica_core.daemon.stack_files import is_noop, parse_commands, write_int_atomic
+from spica_core.db import stack_state
 from spica_core.db.models import Node, Stack
 from spica_core.db.registry import register_nodes
 from spica_core.errors import SpicaError, UsageError
@@ -339,17 +340,15 @@ def _insert_planned(
     lines: int,
 ) -> None:
     with Session(engine) as session, session.begin():
-        session.add(
-            Stack(
-                name=name,
-                step=step,
-                node_id=node_id,
-                state=StackState.PLANNED.value,
-                priority=priority,
-                lines=lines,
-                progress=0,
-                release=config.release.name,
-            )
+        stack_state.create_planned(
+            session,
+            name=name,
+            step=step,
+            node_id=node_id,
+            priority=priority,
+            lines=lines,
+            progress=0,
+            release=config.release.name,
         )
 
 

@@ -131,6 +131,33 @@ def check_transition(
     )
 
 
+#: The states dbspica can follow a node into: every state a node shows (``planned``: no queue
+#: file). ``removed`` is never followed into: its row goes only with an operator's remove.
+FOLLOWABLE = frozenset(StackState) - {StackState.REMOVED}
+
+
+def check_follow(stack: str, source: StackState | str | None, target: StackState | str) -> None:
+    """Allow dbspica's ``source -> target`` when it follows the node, or raise ``StackStateError``.
+
+    The node's queue file is the execution truth: where dbspica disagrees (an apply
+    interrupted before its dbspica half, a daemon write replayed after an operator's, a
+    dbspica restored from a backup, a stack queued by hand), dbspica takes the node's state
+    whatever it held. This is the one move outside :data:`TRANSITIONS`; it never touches a
+    node. ``source`` None: dbspica has no row yet (the row is registered in ``target``).
+    """
+    target = StackState(target)
+    if source is not None and StackState(source) is StackState.REMOVED:
+        raise StackStateError(stack, "removed", f"follow its node to {target}", [])
+    if target not in FOLLOWABLE:
+        shown = "absent from dbspica" if source is None else str(StackState(source))
+        raise StackStateError(
+            stack,
+            shown,
+            f"follow its node to {target} (only an operator's remove removes a stack)",
+            [f"follow -> {s}" for s in sorted(FOLLOWABLE)],
+        )
+
+
 def queue_file_name(stack: str, state: StackState) -> str:
     """``<stack>.<suffix>``; only states with a queue file have one."""
     try:

@@ -7,7 +7,7 @@ The file (``[daemon].journal`` under the node root, default ``journal/dbspica.js
     {"seq": 2, …}
 
 Every dbspica write of the daemon is appended here first (and fsynced) and applied to dbspica
-afterwards (:mod:`spica_core.daemon.db_writes`); ``seq`` is dense and increasing, so the
+afterwards (:mod:`spica_core.daemon.replay`); ``seq`` is dense and increasing, so the
 replay can apply entries in order and skip what dbspica already holds.
 
 Appends from several processes (two daemons on one root) are serialised by ``flock`` on

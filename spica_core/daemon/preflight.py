@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spica_core.config import NodeConfig, ReleaseConfig, SpicaConfig
-from spica_core.daemon.db_writes import ApplicationRow, try_read_applications
+from spica_core.config import DatabaseConfig, NodeConfig, ReleaseConfig, SpicaConfig
 from spica_core.daemon.stack_files import (
     StackFileError,
     clear_check,
@@ -38,7 +40,7 @@ from spica_core.daemon.stack_files import (
     read_inputs,
     read_stack_progress,
 )
-from spica_core.errors import ConfigError
+from spica_core.errors import ConfigError, DatabaseUnavailable
 from spica_core.names import validate_name
 from spica_core.node.disk import partition_usage, tree_bytes
 from spica_core.node.files import StatCache
@@ -88,6 +90,81 @@ class CheckResult:
             "reason": self.reason or None,
             "checks": [item.to_json() for item in self.items],
         }
+
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+#: Seconds the application table read for preflight is reused.
+APPLICATIONS_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class ApplicationRow:
+    name: str
+    version: str
+    binary: str
+    checksum: str | None
+    installed_at: datetime | None
+
+
+class ApplicationTable:
+    """The application table for the daemon's preflight, read through the replay's engine
+    and reused for a minute; the last copy read when dbspica does not answer, None when it
+    never did."""
+
+    def __init__(self, engine: Callable[[], Engine]) -> None:
+        self._engine = engine
+        self._rows: list[ApplicationRow] | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> list[ApplicationRow] | None:
+        from spica_core.daemon.replay import transient
+
+        with self._lock:
+            if self._rows is not None and time.monotonic() - self._at < APPLICATIONS_TTL:
+                return self._rows
+            try:
+                self._rows = read_applications(self._engine())
+                self._at = time.monotonic()
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+            return self._rows
+
+
+def read_applications(engine: Engine) -> list[ApplicationRow]:
+    """Every row of the application table."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from spica_core.db.models import Application
+
+    with Session(engine) as session:
+        return [
+            ApplicationRow(a.name, a.version, a.binary, a.checksum, a.installed_at)
+            for a in session.scalars(select(Application))
+        ]
+
+
+def try_read_applications(db: DatabaseConfig) -> list[ApplicationRow] | None:
+    """The application table, or None when dbspica does not answer."""
+    from spica_core.daemon.replay import transient
+    from spica_core.db.engine import make_engine
+
+    try:
+        engine = make_engine(db)
+    except DatabaseUnavailable:
+        return None
+    try:
+        return read_applications(engine)
+    except Exception as exc:
+        if transient(exc):
+            return None
+        raise
+    finally:
+        engine.dispose()
 
 
 class Preflight:

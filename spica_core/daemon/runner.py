@@ -23,10 +23,10 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 
-from spica_core.daemon import claims
+from spica_core.daemon import claims, events
 from spica_core.daemon.claims import Claim
-from spica_core.daemon.db_writes import DaemonDb
 from spica_core.daemon.mail import FailureReport, Mailer
+from spica_core.daemon.replay import DaemonDb
 from spica_core.daemon.stack_files import (
     RunningLine,
     StackFileError,
@@ -115,11 +115,12 @@ class StackRunner:
             return self._fail(None, None, None, f"stack files: {exc.reason}")
         total = len(lines)
         ctx.db.record(
-            "claimed",
-            stack=stack,
-            attempt=self.owned.attempt,
-            progress=min(self._progress, total),
-            lines=total,
+            events.Claimed(
+                stack=stack,
+                attempt=self.owned.attempt,
+                progress=min(self._progress, total),
+                lines=total,
+            )
         )
         log.info(
             "%s: claimed (attempt %d), %s",
@@ -146,20 +147,19 @@ class StackRunner:
                 write_progress(ctx.layout, stack, number)
                 self._progress = number
                 ctx.db.record(
-                    "line_finished",
-                    stack=stack,
-                    line=number,
-                    attempt=self.owned.attempt,
-                    exit_code=0,
-                    progress=number,
+                    events.LineEnded(
+                        stack=stack,
+                        line=number,
+                        attempt=self.owned.attempt,
+                        exit_code=0,
+                        progress=number,
+                    )
                 )
                 continue
             ctx.db.record(
-                "line_finished",
-                stack=stack,
-                line=number,
-                attempt=self.owned.attempt,
-                exit_code=exit_code,
+                events.LineEnded(
+                    stack=stack, line=number, attempt=self.owned.attempt, exit_code=exit_code
+                )
             )
             if self._interrupted:
                 return self._release()
@@ -169,7 +169,7 @@ class StackRunner:
             return self._fail(number, exit_code, command, message)
         if self._progress < total:
             write_progress(ctx.layout, stack, total)  # trailing blank lines or comments
-        ctx.db.record("completed", stack=stack, lines=total)
+        ctx.db.record(events.Completed(stack=stack, lines=total))
         claims.complete(ctx.layout, self.owned)
         clear_running(ctx.layout, stack)
         log.info("%s: completed", stack)
@@ -179,11 +179,9 @@ class StackRunner:
         """Run one line to its end; its exit code (128 + N when killed by signal N)."""
         ctx, stack = self.ctx, self.stack
         ctx.db.record(
-            "line_started",
-            stack=stack,
-            line=number,
-            attempt=self.owned.attempt,
-            command=command_text(line),
+            events.LineStarted(
+                stack=stack, line=number, attempt=self.owned.attempt, command=command_text(line)
+            )
         )
         env = {**env, "SPICA_LINE": str(number)}
         with open(ctx.layout.log_file(stack, number), "wb") as logfile, self._lock:
@@ -222,13 +220,14 @@ class StackRunner:
         ctx, stack = self.ctx, self.stack
         tail = self._log_tail(line) if line is not None else None
         ctx.db.record(
-            "failed",
-            stack=stack,
-            line=line,
-            exit_code=exit_code,
-            attempt=self.owned.attempt,
-            message=message,
-            progress=self._progress,
+            events.Failed(
+                stack=stack,
+                line=line,
+                exit_code=exit_code,
+                attempt=self.owned.attempt,
+                message=message,
+                progress=self._progress,
+            )
         )
         claims.fail(ctx.layout, self.owned, ErrorRecord(line, exit_code, message, tail))
         clear_running(ctx.layout, stack)
@@ -249,7 +248,7 @@ class StackRunner:
 
     def _release(self) -> Outcome:
         ctx, stack = self.ctx, self.stack
-        ctx.db.record("released", stack=stack, progress=self._progress)
+        ctx.db.record(events.Released(stack=stack, progress=self._progress))
         claims.release(ctx.layout, self.owned)
         clear_running(ctx.layout, stack)
         log.info("%s: released as pending, resumes at line %d", stack, self._progress + 1)

@@ -29,12 +29,12 @@ from pathlib import Path
 
 from spica_core.backoff import capped_delay
 from spica_core.config import NodeConfig, SpicaConfig
-from spica_core.daemon import claims
+from spica_core.daemon import claims, events
 from spica_core.daemon.claims import PendingStack
-from spica_core.daemon.db_writes import DaemonDb
 from spica_core.daemon.journal import Journal
 from spica_core.daemon.mail import FailureReport, Mailer
-from spica_core.daemon.preflight import Preflight
+from spica_core.daemon.preflight import ApplicationTable, Preflight
+from spica_core.daemon.replay import DaemonDb
 from spica_core.daemon.runner import RunnerContext, StackRunner
 from spica_core.daemon.stack_files import (
     CheckRecord,
@@ -156,7 +156,9 @@ class DaemonService:
         self.db = DaemonDb(self.config.db, journal, self.node.name)
         self.db.start()
         self.mailer = Mailer(self.config.smtp)
-        self.preflight = Preflight(self.root, self.node, self.config.release, self.db.applications)
+        self.preflight = Preflight(
+            self.root, self.node, self.config.release, ApplicationTable(self.db.engine)
+        )
         self._watch = QueueWatch(self.layout.queue_dir(), use_inotify=self._use_inotify)
         self._ctx = RunnerContext(self.layout, self.node.name, self.db, self.mailer, self._stopping)
         write_heartbeat(self.root)
@@ -283,7 +285,7 @@ class DaemonService:
     def _problem(self, message: str, stack: str | None = None) -> None:
         """A software problem row about this node (through the journal, as every write)."""
         assert self.db is not None
-        self.db.record("node_problem", stack=stack, message=message)
+        self.db.record(events.NodeProblem(stack=stack, message=message))
 
     def _claim(self, pending: PendingStack, previous: CheckRecord | None) -> None:
         try:
@@ -326,7 +328,7 @@ class DaemonService:
         )
         if new:
             log.warning("%s: check failed, stays pending: %s", pending.stack, reason)
-            self.db.record("check_failed", stack=pending.stack, reason=reason, problem=True)
+            self.db.record(events.CheckFailed(stack=pending.stack, reason=reason, problem=True))
         return delay
 
     def _reject(self, pending: PendingStack, reason: str) -> None:
@@ -335,7 +337,7 @@ class DaemonService:
         message = f"rejected: {reason}"
         if not claims.reject(self.layout, pending, message):
             return
-        self.db.record("rejected", stack=pending.stack, line=None, exit_code=None, message=message)
+        self.db.record(events.Rejected(stack=pending.stack, message=message))
         log.warning("%s: %s", pending.stack, message)
         self.mailer.submit(
             FailureReport(
@@ -367,14 +369,15 @@ class DaemonService:
             if done is None:
                 continue
             self.db.record(
-                "recovered",
-                stack=done.stack,
-                state=done.state.value,
-                line=done.line,
-                message=done.message,
-                attempt=done.attempt,
-                run_line=done.run_line,
-                run_exit_code=done.run_exit_code,
+                events.Recovered(
+                    stack=done.stack,
+                    state=done.state.value,
+                    line=done.line,
+                    message=done.message,
+                    attempt=done.attempt,
+                    run_line=done.run_line,
+                    run_exit_code=done.run_exit_code,
+                )
             )
             killed = f" (killed its orphan line, pid {done.killed_pid})" if done.killed_pid else ""
             log.warning("%s%s", done.message, killed)

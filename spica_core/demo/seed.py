@@ -27,6 +27,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from spica_core.config import NodeConfig, SpicaConfig
+from spica_core.db import stack_state
 from spica_core.db.models import Image, Node, Runid, Stack, StackFile
 from spica_core.node_pool import NodePool
 from spica_core.node_protocol import ProtocolError, Verb
@@ -193,7 +194,8 @@ def _create_rows(engine: Engine, examples: list[ExampleStack]) -> int:
         image_number = 800_100
         for i, example in enumerate(examples):
             node = nodes.get(example.node)
-            stack = Stack(
+            stack = stack_state.create_planned(
+                session,
                 name=example.name,
                 step=EXAMPLE_STEP,
                 survey="example",
@@ -201,11 +203,9 @@ def _create_rows(engine: Engine, examples: list[ExampleStack]) -> int:
                 release="T0003",
                 runid=example.runid,
                 node=node,
-                state="planned",
                 priority=example.priority,
                 lines=example.lines,
             )
-            session.add(stack)
             for _ in range(3 + i % 4):
                 image = Image(
                     filename=f"{image_number}p",

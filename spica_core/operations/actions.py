@@ -19,11 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from spica_core.config import SpicaConfig
+from spica_core.db import stack_state
 from spica_core.db.engine import db_unavailable, describe_db_error
 from spica_core.db.models import Image, OperatorAction, Stack, StackFile
 from spica_core.db.runs import end_dead_runs, wire_time
@@ -306,9 +307,9 @@ def finish_in_db(
         if stack is None:
             note = "; the stack's row was already gone"
         elif action is OpAction.REMOVE:
-            session.execute(delete(Stack).where(Stack.id == stack.id))
+            stack_state.remove(session, stack.name, item.state)
         else:
-            values: dict[str, Any] = {"state": item.target, "updated_at": utcnow()}
+            values: dict[str, Any] = {}
             if action is OpAction.LAUNCH:
                 values["launched_at"] = utcnow()
             if item.target == StackState.PENDING:
@@ -319,13 +320,18 @@ def finish_in_db(
                 values["error"] = message
             if action is OpAction.UNLOCK:
                 _end_run(session, stack.id, item.node_change)
-            done = session.execute(
-                update(Stack)
-                .where(Stack.id == stack.id, Stack.state == item.state)
-                .values(**values)
-            ).rowcount
-            if not done and stack.state != item.target:
-                note = f"; dbspica had {stack.state}, left as is (run spica reconcile)"
+            moved = stack_state.move(
+                session,
+                stack.name,
+                item.state,
+                item.target,
+                Actor.OPERATOR,
+                action.value,
+                stale=True,  # the node decided that (an unlock of a live claim is refused)
+                values=values,
+            )
+            if not moved.applied and moved.had != item.target:
+                note = f"; dbspica had {moved.had}, left as is (run spica reconcile)"
         if action_id is not None:
             session.execute(
                 update(OperatorAction)

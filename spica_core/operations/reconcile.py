@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from spica_core.config import SpicaConfig
 from spica_core.daemon.journal import JOURNAL_BEHIND
+from spica_core.db import stack_state
 from spica_core.db.models import Node, OperatorAction, Problem, Stack, StackRun
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeUnreachable
@@ -33,6 +34,7 @@ from spica_core.node_pool import NodePool
 from spica_core.node_protocol import ProtocolError, Verb
 from spica_core.operations.actions import end_unlocked_run, finish_in_db
 from spica_core.operations.model import OpAction, PlanItem
+from spica_core.states import Action, Actor, StackState
 
 QUEUE_STATES = ("pending", "running", "completed", "failed")
 #: The kind of finding for a node reconcile could not ask (exit code 3).
@@ -438,13 +440,20 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
             d.node, Verb.UNLOCK, {"stack": d.stack, "to": "failed", "by": user}
         )
         end_unlocked_run(engine, d.stack, change)
+        message = f"unlocked by reconcile ({user}): its claimer was dead"
         with Session(engine) as session, session.begin():
-            _set_state(
-                session,
-                d.stack,
-                d.db_state,
-                "failed",
-                f"unlocked by reconcile ({user}): its claimer was dead",
+            _applied(
+                stack_state.mirror(
+                    session,
+                    d.stack,
+                    StackState.RUNNING,
+                    StackState.FAILED,
+                    Actor.OPERATOR,
+                    Action.UNLOCK,
+                    stale=True,
+                    values={"error": message, "failed_line": None},
+                    seen=str(d.db_state),
+                )
             )
         return "unlocked to failed"
     if d.kind in ("state", "missing-queue-file"):
@@ -454,40 +463,28 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
     if d.kind == "orphan-queue-file":
         with Session(engine) as session, session.begin():
             node = session.scalars(select(Node).where(Node.name == d.node)).one()
-            session.add(_orphan_row(d, node.id))
+            _register_orphan(session, d, node.id)
         return f"registered as {d.node_state}"
     raise ValueError(f"no fix for {d.kind}")
 
 
-def _set_state(
-    session: Session,
-    stack: str,
-    seen: str | None,
-    state: str,
-    error: str | None,
-    failed_line: int | None = None,
-) -> None:
-    """dbspica's state of ``stack`` -> ``state``, only if it still is ``seen``."""
-    values: dict[str, Any] = {"state": state, "updated_at": utcnow()}
-    if state == "failed":
-        values.update(error=error, failed_line=failed_line)
-    done = session.execute(
-        update(Stack).where(Stack.name == stack, Stack.state == seen).values(**values)
-    ).rowcount
-    if not done:
-        raise RuntimeError(f"stack {stack} changed in dbspica meanwhile; run reconcile again")
+def _applied(moved: stack_state.Moved) -> None:
+    """Refuse a fix whose stack dbspica changed since reconcile looked at it."""
+    if not moved.applied:
+        raise RuntimeError(f"stack {moved.stack} changed in dbspica meanwhile; run reconcile again")
 
 
-def _orphan_row(d: Drift, node_id: int) -> Stack:
+def _register_orphan(session: Session, d: Drift, node_id: int) -> None:
     """A dbspica row for a stack only its node knows (queued by hand, or lost by a restored
     dbspica), rebuilt from what the node's records hold: priority, resume point, error."""
     entry = d.entry or {}
     launch = entry.get("launch") or entry.get("claim") or {}
     error = entry.get("error") or {}
-    return Stack(
+    stack_state.register(
+        session,
+        str(d.node_state),
         name=d.stack,
         node_id=node_id,
-        state=str(d.node_state),
         step="unknown",
         priority=launch.get("priority") or 0,
         lines=entry.get("lines") or 0,
@@ -501,15 +498,10 @@ def _orphan_row(d: Drift, node_id: int) -> Stack:
 def _take_node_state(session: Session, d: Drift) -> None:
     """dbspica's row of ``d.stack`` takes the node's state (and error), if still as seen."""
     assert d.stack is not None and d.node_state is not None
-    error = (d.error or {}).get("message") if d.node_state == "failed" else None
-    _set_state(
-        session,
-        d.stack,
-        d.db_state,
-        d.node_state,
-        error,
-        failed_line=(d.error or {}).get("line"),
-    )
+    values: dict[str, Any] = {}
+    if d.node_state == "failed":
+        values.update(error=(d.error or {}).get("message"), failed_line=(d.error or {}).get("line"))
+    _applied(stack_state.follow(session, d.stack, str(d.db_state), d.node_state, values=values))
 
 
 def _close_applied(engine: Engine, d: Drift, message: str) -> None:

@@ -1,12 +1,14 @@
-"""The daemon's dbspica writes: journal first, then applied in order, exactly once.
+"""The replay of the daemon's journal into dbspica: in order, exactly once.
 
-Each write is one journal entry (a ``kind`` and its fields), appended and fsynced before the
-caller goes on (:mod:`spica_core.daemon.journal`). A replay thread applies the entries to
-dbspica in seq order, many per transaction, and advances ``daemon_journal.applied_seq`` in
-the same transaction: whatever crashes, outages or concurrent replays happen (the other
-daemon of the same root replays the same file), an entry is applied once and none is
-skipped. While dbspica does not answer, entries simply wait in the journal: the runner never
-touches the database, so an outage needs no special path and never slows a stack down.
+Each write is one typed event (:mod:`spica_core.daemon.events`), journalled with its
+``kind`` tag, appended and fsynced before the caller goes on
+(:mod:`spica_core.daemon.journal`); what an event does to dbspica is
+:mod:`spica_core.daemon.mirror`'s. A replay thread applies the entries to dbspica in seq
+order, many per transaction, and advances ``daemon_journal.applied_seq`` in the same
+transaction: whatever crashes, outages or concurrent replays happen (the other daemon of the
+same root replays the same file), an entry is applied once and none is skipped. While
+dbspica does not answer, entries simply wait in the journal: the runner never touches the
+database, so an outage needs no special path and never slows a stack down.
 
 The replay serialises on the ``daemon_journal`` row: its first statement updates the row,
 which takes the row lock (MariaDB) or the write lock (SQLite) before ``applied_seq`` is read.
@@ -28,12 +30,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from spica_core.backoff import Backoff
 from spica_core.config import DatabaseConfig
+from spica_core.daemon.events import MirrorEvent, to_fields
 from spica_core.daemon.journal import JOURNAL_BEHIND, Journal
 from spica_core.errors import DatabaseUnavailable
 from spica_core.node.host import iso_utc
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
-    from spica_core.db.models import Stack
 
 log = logging.getLogger("spica.daemon")
 
@@ -55,8 +55,6 @@ RETRY_MAX = 5.0
 #: Seconds between two looks at the journal when nothing woke the replay (entries appended
 #: by the other daemon of the same root, or left by a dead one).
 IDLE_RESCAN = 5.0
-#: Seconds the application table read for preflight is reused.
-APPLICATIONS_TTL = 60.0
 #: Seconds the replay lets entries gather after a wake: one transaction for a burst of lines
 #: instead of one each, and the runners' threads are not fighting the ORM for the GIL.
 COALESCE = 0.05
@@ -66,15 +64,6 @@ POSITION_CHECK = 30.0
 
 class _Unavailable(Exception):
     """dbspica did not answer, or answered that it cannot take writes now: retry later."""
-
-
-@dataclass(frozen=True)
-class ApplicationRow:
-    name: str
-    version: str
-    binary: str
-    checksum: str | None
-    installed_at: datetime | None
 
 
 class DaemonDb:
@@ -99,15 +88,13 @@ class DaemonDb:
         self._flushing = False
         self._thread: threading.Thread | None = None
         self._down_reason: str | None = None
-        self._apps: list[ApplicationRow] | None = None
-        self._apps_at = 0.0
-        self._apps_lock = threading.Lock()
 
     # ------------------------------------------------------------------- the writes
 
-    def record(self, kind: str, **fields: Any) -> int:
-        """Journal one write (durable on return) and wake the replay; its seq."""
-        entry = {"kind": kind, "node": self.node, "at": iso_utc(), **fields}
+    def record(self, event: MirrorEvent) -> int:
+        """Journal one event (durable on return) and wake the replay; its seq."""
+        fields = to_fields(event)
+        entry = {"kind": fields.pop("kind"), "node": self.node, "at": iso_utc(), **fields}
         seq = self.journal.append(entry)
         self._wake.set()
         return seq
@@ -218,7 +205,7 @@ class DaemonDb:
         from sqlalchemy.exc import SQLAlchemyError
 
         try:
-            return self._transaction(lambda s, applied: _apply_all(s, chunk, applied, self.node))
+            return self._transaction(lambda s, applied: _apply_all(s, chunk, applied))
         except _Unavailable:
             raise
         except (SQLAlchemyError, KeyError, ValueError, TypeError) as exc:
@@ -267,7 +254,7 @@ class DaemonDb:
         except _Unavailable:
             raise
         except Exception as exc:
-            if _transient(exc):
+            if transient(exc):
                 raise _Unavailable(_describe(exc)) from None
             raise
         finally:
@@ -342,262 +329,33 @@ class DaemonDb:
             raise _Unavailable(f"no dbspica file at {path}")
         return self._engine
 
-    # ------------------------------------------------------------------- reads
-
-    def applications(self) -> list[ApplicationRow] | None:
-        """The application table (for preflight), reused for a minute; the last copy read
-        when dbspica does not answer, None when it never did."""
-        with self._apps_lock:
-            if self._apps is not None and time.monotonic() - self._apps_at < APPLICATIONS_TTL:
-                return self._apps
-            try:
-                self._apps = read_applications(self._get_engine())
-                self._apps_at = time.monotonic()
-            except _Unavailable:
-                pass
-            except Exception as exc:
-                if not _transient(exc):
-                    raise
-            return self._apps
-
-
-def read_applications(engine: Engine) -> list[ApplicationRow]:
-    """Every row of the application table."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from spica_core.db.models import Application
-
-    with Session(engine) as session:
-        return [
-            ApplicationRow(a.name, a.version, a.binary, a.checksum, a.installed_at)
-            for a in session.scalars(select(Application))
-        ]
-
-
-def try_read_applications(db: DatabaseConfig) -> list[ApplicationRow] | None:
-    """The application table, or None when dbspica does not answer."""
-    from spica_core.db.engine import make_engine
-
-    try:
-        engine = make_engine(db)
-    except DatabaseUnavailable:
-        return None
-    try:
-        return read_applications(engine)
-    except Exception as exc:
-        if _transient(exc):
-            return None
-        raise
-    finally:
-        engine.dispose()
+    def engine(self) -> Engine:
+        """dbspica's engine, shared by the replay and the preflight's reads; _Unavailable
+        when it cannot be made (or its SQLite file is gone)."""
+        return self._get_engine()
 
 
 # --------------------------------------------------------------------------- applying
 
 
-def _apply_all(session: Session, entries: list[dict[str, Any]], applied: int, node: str) -> int:
+def _apply_all(session: Session, entries: list[dict[str, Any]], applied: int) -> int:
+    """Mirror ``entries`` after ``applied`` into dbspica, in seq order; the last seq."""
+    from spica_core.daemon import mirror
+
     for entry in entries:
         seq = entry["seq"]
         if seq <= applied:
             continue
-        handler = _HANDLERS.get(entry.get("kind", ""))
-        if handler is None:
-            raise ValueError(f"unknown journal entry kind {entry.get('kind')!r}")
-        handler(session, entry)
+        mirror.apply(session, entry)
         applied = seq
     return applied
 
 
-def _stack(session: Session, entry: dict[str, Any]) -> Stack:
-    """The entry's stack row; created when dbspica does not know it (a stack queued by
-    hand): the daemon ran it, so dbspica must hold its runs."""
-    from sqlalchemy import select
-
-    from spica_core.db.models import Node, Stack
-
-    name = entry["stack"]
-    known: dict[str, Stack] = session.info.setdefault("stacks", {})
-    if name in known:
-        return known[name]
-    stack = session.scalars(select(Stack).where(Stack.name == name)).one_or_none()
-    if stack is None:
-        node_id = session.scalar(select(Node.id).where(Node.name == entry["node"]))
-        stack = Stack(name=name, node_id=node_id, state="pending")
-        session.add(stack)
-        session.flush()
-    elif stack.node_id is None:
-        stack.node_id = session.scalar(select(Node.id).where(Node.name == entry["node"]))
-    known[name] = stack
-    return stack
-
-
-def _at(entry: dict[str, Any]) -> datetime:
-    from spica_core.db.runs import wire_time
-
-    return wire_time(entry["at"])
-
-
-def _problem(session: Session, stack: Stack, entry: dict[str, Any], message: str) -> None:
-    from spica_core.db.models import Problem
-
-    session.add(
-        Problem(
-            created_at=_at(entry),
-            kind="software",
-            node=entry["node"],
-            stack=stack.name,
-            runid=stack.runid,
-            filter=stack.filter,
-            release=stack.release,
-            message=message,
-        )
-    )
-
-
-def _claimed(session: Session, entry: dict[str, Any]) -> None:
-    stack = _stack(session, entry)
-    stack.state = "running"
-    stack.started_at = _at(entry)
-    stack.finished_at = None
-    stack.lines = entry["lines"]
-    stack.progress = entry["progress"]
-    stack.failed_line = stack.exit_code = stack.error = None
-
-
-def _run_row(session: Session, entry: dict[str, Any]) -> Any:
-    from sqlalchemy import select
-
-    from spica_core.db.models import StackRun
-
-    stack = _stack(session, entry)
-    run = session.scalars(
-        select(StackRun).where(
-            StackRun.stack_id == stack.id,
-            StackRun.line == entry["line"],
-            StackRun.attempt == entry["attempt"],
-        )
-    ).one_or_none()
-    if run is None:
-        run = StackRun(
-            stack_id=stack.id,
-            line=entry["line"],
-            attempt=entry["attempt"],
-            command=entry.get("command", ""),
-            node=entry["node"],
-            started_at=_at(entry),
-        )
-        session.add(run)
-    return stack, run
-
-
-def _line_started(session: Session, entry: dict[str, Any]) -> None:
-    _, run = _run_row(session, entry)
-    run.command = entry["command"]
-    run.started_at = _at(entry)
-
-
-def _line_finished(session: Session, entry: dict[str, Any]) -> None:
-    stack, run = _run_row(session, entry)
-    run.ended_at = _at(entry)
-    run.exit_code = entry["exit_code"]
-    if entry.get("progress") is not None:
-        stack.progress = entry["progress"]
-
-
-def _completed(session: Session, entry: dict[str, Any]) -> None:
-    stack = _stack(session, entry)
-    stack.state = "completed"
-    stack.finished_at = _at(entry)
-    stack.progress = stack.lines = entry["lines"]
-    stack.failed_line = stack.exit_code = stack.error = None
-
-
-def _failed(session: Session, entry: dict[str, Any]) -> None:
-    stack = _stack(session, entry)
-    stack.state = "failed"
-    stack.finished_at = _at(entry)
-    stack.failed_line = entry.get("line")
-    stack.exit_code = entry.get("exit_code")
-    stack.error = entry["message"]
-    if entry.get("progress") is not None:
-        stack.progress = entry["progress"]
-    _problem(session, stack, entry, entry["message"])
-
-
-def _released(session: Session, entry: dict[str, Any]) -> None:
-    stack = _stack(session, entry)
-    stack.state = "pending"
-    stack.progress = entry["progress"]
-
-
-def _recovered(session: Session, entry: dict[str, Any]) -> None:
-    stack = _stack(session, entry)
-    stack.state = entry["state"]
-    if entry["state"] == "failed":
-        stack.failed_line = entry.get("line")
-        stack.exit_code = None
-        stack.error = entry["message"]
-        stack.finished_at = _at(entry)
-    if entry.get("attempt") is not None:
-        from spica_core.db.runs import end_dead_runs
-
-        session.flush()  # the rows of this batch's line_started entries, if any
-        end_dead_runs(
-            session,
-            stack.id,
-            entry["attempt"],
-            entry.get("run_line"),
-            entry.get("run_exit_code"),
-            _at(entry),
-        )
-    _problem(session, stack, entry, entry["message"])
-
-
-def _check_failed(session: Session, entry: dict[str, Any]) -> None:
-    stack = _stack(session, entry)
-    stack.error = f"check: {entry['reason']}"
-    if entry.get("problem"):
-        _problem(session, stack, entry, f"check failed, stack waits: {entry['reason']}")
-
-
-def _node_problem(session: Session, entry: dict[str, Any]) -> None:
-    """A problem of the node's queue, not of a stack's run: no stack row is made or changed."""
-    from spica_core.db.models import Problem
-
-    session.add(
-        Problem(
-            created_at=_at(entry),
-            kind="software",
-            node=entry["node"],
-            stack=entry.get("stack"),
-            message=entry["message"],
-        )
-    )
-
-
-_HANDLERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
-    "claimed": _claimed,
-    "line_started": _line_started,
-    "line_finished": _line_finished,
-    "completed": _completed,
-    "failed": _failed,
-    "rejected": _failed,
-    "released": _released,
-    "recovered": _recovered,
-    "check_failed": _check_failed,
-    "node_problem": _node_problem,
-}
-
-#: The entry kinds a daemon writes (documentation and tests).
-KINDS = tuple(_HANDLERS)
-
-
-def _transient(exc: BaseException) -> bool:
+def transient(exc: BaseException) -> bool:
     """An outage (or a schema not yet upgraded): the same write will succeed later."""
     from spica_core.db.engine import is_unavailable
 
-    return isinstance(exc, DatabaseUnavailable | OSError) or is_unavailable(exc)
+    return isinstance(exc, DatabaseUnavailable | OSError | _Unavailable) or is_unavailable(exc)
 
 
 def _describe(exc: BaseException) -> str:
