@@ -175,9 +175,8 @@ def _move_with_record(
     """:func:`move_with_record`, refused with what the stack became when another actor's
     rename won. ``won`` holds the side effects that only the winner may have (a rewound
     ``progress``)."""
-    if dst.exists():
-        raise _wrong_state(f"stack {stack}: {dst.name} already exists")
-    if not move_with_record(src, dst, record, won=won):
+    # The destination already there means another actor's move won meanwhile.
+    if dst.exists() or not move_with_record(src, dst, record, won=won):
         raise _changed_meanwhile(stack, layout)
 
 
