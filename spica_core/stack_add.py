@@ -44,7 +44,7 @@ from spica_core.db.registry import register_nodes
 from spica_core.errors import SpicaError, UsageError
 from spica_core.local_node import LocalNodes
 from spica_core.names import validate_name
-from spica_core.node.files import file_kind
+from spica_core.node.files import atomic_write, file_kind
 from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
 from spica_core.operations import (
     ItemResult,
@@ -195,7 +195,7 @@ def _add_here(
     try:
         (stack_dir / "logs").mkdir()
         commands_path = layout.commands_file(name)
-        _write_commands(commands_path, new.commands)
+        atomic_write(commands_path, new.commands, mode=0o644)
         write_int_atomic(layout.progress_file(name), 0)
         node_id = _node_id(engine, config, node)
         _insert_planned(engine, config, name, node_id, new.step, new.priority, len(new.lines))
@@ -354,20 +354,6 @@ def _insert_planned(
 
 def _queue_file(layout: NodeLayout, name: str, suffix: str) -> bool:
     return (layout.queue_dir() / f"{name}.{suffix}").exists()
-
-
-def _write_commands(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def _node_id(engine: Engine, config: SpicaConfig, node: str) -> int | None:

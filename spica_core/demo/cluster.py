@@ -66,6 +66,7 @@ from spica_core.demo.layout import (
     demo_partitions,
 )
 from spica_core.errors import SpicaError, UsageError
+from spica_core.node.files import atomic_write
 
 STATE_VERSION = 1
 #: Seconds ``up`` waits, overall, for every node to accept an SSH login.
@@ -436,7 +437,12 @@ class DemoCluster:
                 for n in state.nodes
             ],
         }
-        _write_atomic(self.paths.state, (json.dumps(data, indent=2) + "\n").encode(), 0o600)
+        atomic_write(
+            self.paths.state,
+            (json.dumps(data, indent=2) + "\n").encode(),
+            mode=0o600,
+            durable=False,
+        )
 
     def _status(self, state: _State) -> DemoStatus:
         return DemoStatus(
@@ -513,10 +519,12 @@ class DemoCluster:
             for sub in NODE_SUBDIRS:
                 (self.paths.root(node.name) / sub).mkdir(parents=True, exist_ok=True)
             lines.append(f"[{HOST}]:{node.port} {_public_key_text(host_key)}")
-        _write_atomic(self.paths.known_hosts, ("\n".join(lines) + "\n").encode(), 0o644)
+        atomic_write(
+            self.paths.known_hosts, ("\n".join(lines) + "\n").encode(), mode=0o644, durable=False
+        )
         if config or not self.paths.config.exists():
             text = render_config(self.paths, [(n.name, n.port) for n in state.nodes])
-            _write_atomic(self.paths.config, text.encode("utf-8"), 0o600)
+            atomic_write(self.paths.config, text.encode("utf-8"), mode=0o600, durable=False)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -830,27 +838,11 @@ def _user() -> str | None:
     return user if _POSIX_USER_RE.fullmatch(user) else None
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write via a temporary file and rename(2): readers never see half a file, and the file
-    never exists with a wider mode than ``mode``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def _generate_key(path: Path, comment: str) -> None:
     import asyncssh
 
     key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
-    _write_atomic(path, key.export_private_key(), 0o600)
+    atomic_write(path, key.export_private_key(), mode=0o600, durable=False)
 
 
 def _read_key(private: Path) -> Any:
@@ -866,7 +858,7 @@ def _read_key(private: Path) -> Any:
 
 
 def _write_public_key(private: Path, public: Path) -> None:
-    _write_atomic(public, _read_key(private).export_public_key(), 0o644)
+    atomic_write(public, _read_key(private).export_public_key(), mode=0o644, durable=False)
 
 
 def _public_key_text(private: Path) -> str:
