@@ -36,7 +36,8 @@ from spica_core.db.models import Stack, StackRun
 from spica_core.db.setup import prepare_database
 from spica_core.node.host import iso_utc
 from spica_core.node.layout import NodeLayout
-from spica_core.node.records import LaunchRecord, write_record
+from spica_core.node.protocol import LaunchRecord
+from spica_core.node.records import write_record
 from spica_core.stack_add import add_stack, launch_stack
 
 CONFIG = """\
@@ -146,7 +147,7 @@ def main() -> None:
             os.rename(queue / "BENCH_REQUEUE.error", queue / "BENCH_REQUEUE.spica")
             write_record(
                 queue / "BENCH_REQUEUE.spica",
-                LaunchRecord("BENCH_REQUEUE", 0, iso_utc(), "bench"),
+                LaunchRecord(stack="BENCH_REQUEUE", priority=0, launched_at=iso_utc(), by="bench"),
             )
             wait(lambda: stamp.exists() and stamp.read_text().strip())
             latencies.append(float(stamp.read_text()) - t_requeue)

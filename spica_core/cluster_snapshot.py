@@ -7,11 +7,14 @@ when the last poll failed, the error; the console shows stale data as stale from
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from spica_core.node.protocol import QueueEntry
 from spica_core.states import StackState
+
+__all__ = ["ClusterSnapshot", "Liveness", "NodeSnapshot", "PartitionStatus", "QueueEntry"]
 
 
 class Liveness(StrEnum):
@@ -27,18 +30,6 @@ class Liveness(StrEnum):
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
 
 
 @dataclass(frozen=True)
@@ -71,49 +62,6 @@ class PartitionStatus:
         }
 
 
-@dataclass(frozen=True)
-class QueueEntry:
-    stack: str
-    state: StackState
-    mtime: datetime | None
-    #: For running stacks: the claim record (pid, host, started_at…) and whether the pid lives.
-    claim: dict[str, Any] | None = None
-    claim_alive: bool | None = None
-    #: For failed stacks: the error record (line, exit_code, message).
-    error: dict[str, Any] | None = None
-    progress: int | None = None
-    lines: int | None = None
-    malformed: str | None = None
-
-    @classmethod
-    def from_agent(cls, raw: dict[str, Any]) -> QueueEntry:
-        claim = raw.get("claim") if isinstance(raw.get("claim"), dict) else None
-        return cls(
-            stack=str(raw["stack"]),
-            state=StackState(raw["state"]),
-            mtime=_parse_time(raw.get("mtime")),
-            claim=claim,
-            claim_alive=None if claim is None else bool(claim.get("alive")),
-            error=raw.get("error") if isinstance(raw.get("error"), dict) else None,
-            progress=raw.get("progress"),
-            lines=raw.get("lines"),
-            malformed=raw.get("malformed"),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "stack": self.stack,
-            "state": self.state.value,
-            "mtime": _iso(self.mtime),
-            "claim": self.claim,
-            "claim_alive": self.claim_alive,
-            "error": self.error,
-            "progress": self.progress,
-            "lines": self.lines,
-            "malformed": self.malformed,
-        }
-
-
 QUEUE_STATES = (StackState.PENDING, StackState.RUNNING, StackState.COMPLETED, StackState.FAILED)
 
 
@@ -129,7 +77,8 @@ class NodeSnapshot:
     last_error: str | None = None
     polled_at: datetime | None = None
     partitions: tuple[PartitionStatus, ...] = ()
-    #: Queue entries of the polled states (pending, running, failed by default).
+    #: Queue entries of the polled states (pending, running, failed by default), as the
+    #: node's agent sent them.
     queue: tuple[QueueEntry, ...] = ()
     #: Queue files per state as counted by the agent (all states, completed included).
     counts: dict[str, int] | None = None
@@ -178,8 +127,8 @@ class NodeSnapshot:
                     "stack": e.stack,
                     "progress": e.progress,
                     "lines": e.lines,
-                    "pid": (e.claim or {}).get("pid"),
-                    "alive": e.claim_alive,
+                    "pid": e.claim.pid if e.claim else None,
+                    "alive": e.claim.alive if e.claim else None,
                 }
                 for e in self.running()
             ],

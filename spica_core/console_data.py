@@ -480,7 +480,7 @@ async def fetch_log_tail(
     """The log tail of ``stack``'s line ``line`` (default: the failed line, else the latest)
     from its node; node trouble is returned in ``error``, never raised."""
     from spica_core.errors import SpicaError
-    from spica_core.node_protocol import ProtocolError, Verb
+    from spica_core.node.protocol import ProtocolError, Verb
 
     if node is None:
         return LogTail(stack, node, error="the stack has no node in dbspica")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import shlex
 import time
@@ -22,24 +21,34 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from spica_core import node_protocol as proto
 from spica_core.backoff import Backoff
 from spica_core.cluster_snapshot import (
     ClusterSnapshot,
     Liveness,
     NodeSnapshot,
     PartitionStatus,
-    QueueEntry,
 )
 from spica_core.config import NodeConfig, SpicaConfig, SshConfig
 from spica_core.errors import ConfigError, NodeAnswerLost, NodeUnreachable
+from spica_core.node import protocol as proto
+from spica_core.node.protocol import (
+    Args,
+    Hello,
+    PartitionArg,
+    PartitionUsage,
+    QueueEntry,
+    StatusArgs,
+    StatusResult,
+)
+from spica_core.states import StackState
 
 if TYPE_CHECKING:
     import asyncssh
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 #: AES-GCM first: one cryptography call per packet, where asyncssh's chacha20-poly1305 makes
 #: several; it more than triples the polls a 2-core console can drive (bench/poll.py).
@@ -108,7 +117,7 @@ class NodeLink:
         self._lock = asyncio.Lock()
         self._ids = 0
         self.backoff = Backoff(BACKOFF_BASE, ssh.max_backoff)
-        self.hello: dict[str, Any] | None = None
+        self.hello: Hello | None = None
         self.snapshot = NodeSnapshot(name=node.name, host=node.host, port=node.port)
 
     # -- connection ------------------------------------------------------------------------
@@ -143,12 +152,13 @@ class NodeLink:
                 f"{known_hosts} ({exc.reason}); refusing to connect",
             ) from None
 
-    async def _greet(self, proc: asyncssh.SSHClientProcess[bytes]) -> dict[str, Any]:
-        """The agent's hello, within ``agent_start_timeout``; closes the process otherwise."""
+    async def _greet(self, proc: asyncssh.SSHClientProcess[bytes]) -> Hello:
+        """The agent's hello, within ``agent_start_timeout``; closes the process otherwise.
+        An agent of another protocol version is refused, naming both versions."""
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), self.ssh.agent_start_timeout)
-            hello = proto.check_hello(json.loads(line)) if line else None
-        except (ValueError, proto.ProtocolError, TimeoutError) as exc:
+            hello = proto.decode_hello(line) if line else None
+        except (proto.ProtocolError, TimeoutError) as exc:
             proc.close()
             raise AgentMissing(f"agent did not greet: {_describe(exc)}") from None
         except BaseException:
@@ -223,8 +233,10 @@ class NodeLink:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def call(self, verb: str, args: dict[str, Any] | None = None) -> Any:
-        """One agent request; raises ProtocolError for agent errors, NodeUnreachable else.
+    async def request(self, args: Args[R]) -> R:
+        """One agent request; its answer decoded as the verb's result type. Raises
+        ProtocolError for agent errors and for an answer that does not fit (naming the verb
+        and the field), NodeUnreachable else.
 
         NodeUnreachable means the request was never sent (nothing changed on the node);
         its subclass NodeAnswerLost means it was sent and no answer came (a lost connection
@@ -238,27 +250,31 @@ class NodeLink:
                 if self._agent is None:
                     raise AgentMissing(self._agent_problem or "spica agent not available")
                 self._ids += 1
-                request = proto.Request(self._ids, verb, args or {})
-                self._agent.stdin.write(request.encode())
+                request_id = self._ids
+                self._agent.stdin.write(proto.encode_request(request_id, args))
                 sent = True
                 async with asyncio.timeout(self.ssh.call_timeout):  # no task per call
                     line = await self._agent.stdout.readline()
                 if not line:
                     raise ConnectionError("agent channel closed")
-                message = proto.decode_response(line)
-                if message.get("id") != request.id:
-                    raise ConnectionError(
-                        f"answer to request {message.get('id')}, not {request.id}"
-                    )
+                response = proto.decode_response(line)
+                if response.id != request_id:
+                    raise ConnectionError(f"answer to request {response.id}, not {request_id}")
             except (proto.ProtocolError, AgentMissing, HostKeyMismatch, ConfigError):
                 raise
             except Exception as exc:
                 await self.close()
                 lost = NodeAnswerLost if sent else NodeUnreachable
                 raise lost(self.node.name, _describe(exc)) from exc
-        return proto.result_of(message)
+        return proto.result_of(response, type(args))
 
-    async def _plain_status(self) -> dict[str, Any]:
+    async def call(self, verb: str, args: dict[str, Any] | None = None) -> Any:
+        """``request`` with a dict of arguments and plain data back.
+        # legacy: removed once the executor lands"""
+        result = await self.request(proto.legacy_args(verb, args))
+        return proto.legacy_result(result)
+
+    async def _plain_status(self) -> StatusResult:
         """df -P and loadavg through plain commands, for a node without the agent."""
         assert self._conn is not None
         paths = [f"{self.node.root.rstrip('/')}/{p.name}" for p in self.node.partitions]
@@ -276,34 +292,50 @@ class NodeLink:
             if len(cols) >= 4 and cols[1].isdigit():
                 total, used, free = (int(c) * 1024 for c in cols[1:4])
                 partitions.append(
-                    {
-                        "name": part.name,
-                        "total_bytes": total,
-                        "free_bytes": free,
-                        "used_bytes": used,
-                        "virtual": False,
-                    }
+                    PartitionUsage(
+                        name=part.name,
+                        total_bytes=total,
+                        free_bytes=free,
+                        used_bytes=used,
+                        virtual=False,
+                        exists=True,
+                    )
                 )
         try:
             loadavg = [float(x) for x in str(load.stdout or "").split()[:3]]
         except ValueError:
             loadavg = []
-        return {"partitions": partitions, "load": loadavg or None, "queue": []}
+        # What plain commands can tell: no queue, no heartbeat, no listing version.
+        return StatusResult(
+            root=self.node.root,
+            host=self.node.host,
+            boot_id=None,
+            time=_now().isoformat(),
+            load=loadavg or None,
+            partitions=partitions,
+            queue=[],
+            queue_version="",
+            queue_unchanged=False,
+            counts={},
+            heartbeat=None,
+            qfin_locks=[],
+        )
 
-    def _status_args(self) -> dict[str, Any]:
-        return {
-            "partitions": [{"name": p.name, "capacity": p.capacity} for p in self.node.partitions],
-            "states": list(POLLED_STATES),
-            "queue_version": self._queue[0] if self._queue else None,
-        }
+    def _status_args(self) -> StatusArgs:
+        return StatusArgs(
+            partitions=[
+                PartitionArg(name=p.name, capacity=p.capacity) for p in self.node.partitions
+            ],
+            states=[StackState(s) for s in POLLED_STATES],
+            queue_version=self._queue[0] if self._queue else None,
+        )
 
-    def _queue_of(self, r: dict[str, Any]) -> tuple[QueueEntry, ...]:
+    def _queue_of(self, r: StatusResult) -> tuple[QueueEntry, ...]:
         """The listing of a status answer: the one already held when the agent says so."""
-        if r.get("queue_unchanged") and self._queue is not None:
+        if r.queue_unchanged and self._queue is not None:
             return self._queue[1]
-        queue = tuple(QueueEntry.from_agent(q) for q in r.get("queue") or [])
-        version = r.get("queue_version")
-        self._queue = (version, queue) if isinstance(version, str) else None
+        queue = tuple(r.queue or ())
+        self._queue = (r.queue_version, queue) if r.queue_version else None
         return queue
 
     async def poll(self) -> NodeSnapshot:
@@ -313,9 +345,10 @@ class NodeLink:
         if self.backoff.waiting:
             self.snapshot = replace(prev, polled_at=now, liveness=Liveness.DOWN)
             return self.snapshot
+        agent_error: str | None = None
         try:
             try:
-                result = await self.call(proto.Verb.STATUS, self._status_args())
+                result = await self.request(self._status_args())
                 liveness = Liveness.UP
             except AgentMissing as missing:
                 async with self._lock:
@@ -326,7 +359,7 @@ class NodeLink:
                         await self.close()
                         raise NodeUnreachable(self.node.name, _describe(exc)) from exc
                 liveness = Liveness.AGENT_MISSING
-                result["agent_error"] = str(missing)
+                agent_error = str(missing)
         except (NodeUnreachable, ConfigError, proto.ProtocolError) as exc:
             self.backoff.failed()
             reason = exc.reason if isinstance(exc, NodeUnreachable) else str(exc)
@@ -339,41 +372,43 @@ class NodeLink:
             )
             return self.snapshot
         self.backoff.succeeded()
-        self.snapshot = self._snapshot_from(result, liveness, now)
+        self.snapshot = self._snapshot_from(result, liveness, now, agent_error)
         return self.snapshot
 
-    def _snapshot_from(self, r: dict[str, Any], liveness: Liveness, now: datetime) -> NodeSnapshot:
+    def _snapshot_from(
+        self, r: StatusResult, liveness: Liveness, now: datetime, agent_error: str | None = None
+    ) -> NodeSnapshot:
         reserved = {p.name: p.reserved for p in self.node.partitions}
         partitions = tuple(
             PartitionStatus(
-                name=p["name"],
-                total_bytes=int(p.get("total_bytes") or 0),
-                free_bytes=int(p.get("free_bytes") or 0),
-                used_bytes=int(p.get("used_bytes") or 0),
-                reserved_bytes=reserved.get(p["name"], 0),
-                virtual=bool(p.get("virtual")),
+                name=p.name,
+                total_bytes=p.total_bytes or 0,
+                free_bytes=p.free_bytes or 0,
+                used_bytes=p.used_bytes or 0,
+                reserved_bytes=reserved.get(p.name, 0),
+                virtual=p.virtual,
             )
-            for p in r.get("partitions") or []
+            for p in r.partitions
         )
         queue = self._queue_of(r)
-        hb = r.get("heartbeat") or {}
-        load = r.get("load")
+        hb = r.heartbeat
+        load = r.load
         return NodeSnapshot(
             name=self.node.name,
             host=self.node.host,
             port=self.node.port,
             liveness=liveness,
             last_seen=now,
-            last_error=r.get("agent_error"),
+            last_error=agent_error,
             polled_at=now,
             partitions=partitions,
             queue=queue,
-            counts=r.get("counts"),
-            heartbeat_age=hb.get("age_seconds"),
-            heartbeat_pid=hb.get("pid"),
-            load=tuple(load[:3]) if load and len(load) >= 3 else None,  # type: ignore[arg-type]
-            agent_version=(self.hello or {}).get("version") if liveness is Liveness.UP else None,
-            boot_id=r.get("boot_id"),
+            counts=r.counts if liveness is Liveness.UP else None,
+            heartbeat_age=hb.age_seconds if hb else None,
+            heartbeat_pid=hb.pid if hb else None,
+            load=(load[0], load[1], load[2]) if load and len(load) >= 3 else None,
+            agent_version=self.hello.version if self.hello and liveness is Liveness.UP else None,
+            boot_id=r.boot_id,
         )
 
 
@@ -381,6 +416,9 @@ class NodeCaller(Protocol):
     """What the operations need of the nodes: one agent request at a time. The pool over SSH
     offers it, and so does :class:`spica_core.local_node.LocalNodes` for a root here."""
 
+    async def request(self, node: str, args: Args[R]) -> R: ...
+
+    # legacy: removed once the executor lands
     async def call(self, node: str, verb: str, args: dict[str, Any] | None = None) -> Any: ...
 
 
@@ -424,7 +462,12 @@ class NodePool:
         self.snapshot = ClusterSnapshot(taken_at=_now(), nodes=tuple(snaps))
         return self.snapshot
 
+    async def request(self, node: str, args: Args[R]) -> R:
+        """One typed request to ``node``'s agent (see :meth:`NodeLink.request`)."""
+        return await self.link(node).request(args)
+
     async def call(self, node: str, verb: str, args: dict[str, Any] | None = None) -> Any:
+        """# legacy: removed once the executor lands"""
         return await self.link(node).call(verb, args)
 
     async def close(self) -> None:

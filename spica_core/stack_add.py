@@ -37,7 +37,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from spica_core.config import SpicaConfig
-from spica_core.daemon.stack_files import is_noop, parse_commands, write_int_atomic
 from spica_core.db import stack_state
 from spica_core.db.models import Node, Stack
 from spica_core.db.registry import register_nodes
@@ -46,6 +45,7 @@ from spica_core.local_node import LocalNodes
 from spica_core.names import validate_name
 from spica_core.node.files import atomic_write, file_kind
 from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
+from spica_core.node.stack_files import is_noop, parse_commands, write_int_atomic
 from spica_core.operations import (
     ItemResult,
     OpAction,
@@ -214,8 +214,8 @@ async def _add_over_ssh(engine: Engine, config: SpicaConfig, new: _NewStack) -> 
     import base64
 
     from spica_core.errors import NodeUnreachable
+    from spica_core.node.protocol import ErrorCode, ProtocolError, Verb
     from spica_core.node_pool import NodePool
-    from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
 
     name, node = new.name, new.node
     _name_free_in_db(engine, name)
@@ -289,7 +289,7 @@ def _read_upto(fd: int, size: int) -> bytes:
 def check_commands(commands: bytes, source: str) -> tuple[bytes, list[bytes]]:
     """The commands as written on the node (CRLF made LF) and their lines, or UsageError
     naming ``source``: over the size limit, empty, binary, not UTF-8, a stray CR."""
-    from spica_core.daemon.stack_files import StackFileError, normalize_newlines
+    from spica_core.node.stack_files import StackFileError, normalize_newlines
 
     if len(commands) > MAX_COMMANDS_BYTES:
         raise UsageError(f"{source}: {_too_large()}")

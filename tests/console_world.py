@@ -23,6 +23,8 @@ from spica_core.cluster_snapshot import (
 from spica_core.config import SpicaConfig, parse_config
 from spica_core.console_data import LogTail
 from spica_core.db.models import Image, Node, Problem, Runid, Stack, StackFile, StackRun
+from spica_core.node.host import iso_utc
+from spica_core.node.protocol import ClaimSeen
 from spica_core.states import StackState
 
 NOW = datetime(2026, 11, 25, 3, 14, 15, tzinfo=UTC)
@@ -218,9 +220,10 @@ def cluster() -> ClusterSnapshot:
     running = QueueEntry(
         stack="CFHTLS_W_u_021410-041200_T0005",
         state=StackState.RUNNING,
-        mtime=NOW - timedelta(minutes=3),
-        claim={"pid": 4242, "host": "mix1", "alive": True},
-        claim_alive=True,
+        mtime=iso_utc((NOW - timedelta(minutes=3)).timestamp()),
+        claim=ClaimSeen(
+            pid=4242, host="mix1", boot_id="b", started_at="2026-01-01T00:00:00Z", alive=True
+        ),
         progress=5,
         lines=12,
     )

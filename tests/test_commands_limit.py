@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from spica_core.daemon.stack_files import StackFileError, read_commands
 from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
+from spica_core.node.stack_files import StackFileError, read_commands
 from tests.daemon_support import NodeEnv, make_node
 
 #: The address space a `stack add` may use here: /dev/zero read to its end would exceed it.

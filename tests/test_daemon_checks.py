@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Application
-from spica_core.node.records import ErrorRecord, read_record
+from spica_core.node.protocol import ErrorRecord
+from spica_core.node.records import read_record
 from tests.conftest import run_spica
 from tests.daemon_support import (
     Daemons,

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Stack, StackRun
-from spica_core.node.records import ErrorRecord, read_record
+from spica_core.node.protocol import ErrorRecord
+from spica_core.node.records import read_record
 from tests.daemon_support import (
     Daemons,
     Mailbox,

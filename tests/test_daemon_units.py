@@ -14,11 +14,12 @@ import pytest
 
 from spica_core.daemon import claims
 from spica_core.daemon.service import DaemonService, journal_path, local_node
-from spica_core.daemon.stack_files import StackFileError, is_noop, parse_commands
 from spica_core.errors import ConfigError
 from spica_core.node.host import boot_id, hostname
 from spica_core.node.layout import NodeLayout, OutsideRoot
-from spica_core.node.records import ClaimRecord, LaunchRecord, write_record
+from spica_core.node.protocol import ClaimRecord, LaunchRecord
+from spica_core.node.records import record_bytes, write_record
+from spica_core.node.stack_files import StackFileError, is_noop, parse_commands
 from spica_core.states import StackState
 from tests.daemon_support import make_node, wait_for
 
@@ -97,10 +98,12 @@ def test_stale_claims(tmp_path: Path) -> None:
     layout = NodeLayout(tmp_path)
     for sub in ("queue", "stacks/DEAD", "stacks/REBOOTED", "stacks/YOUNG", "stacks/OLD"):
         (tmp_path / sub).mkdir(parents=True)
-    dead = ClaimRecord(2**22 + 12345, hostname(), boot_id(), "t", attempt=1, priority=4)
-    (tmp_path / "queue" / "DEAD.processing").write_text(json.dumps(dead.to_dict()))
-    rebooted = ClaimRecord(os.getpid(), hostname(), "another-boot", "t")
-    (tmp_path / "queue" / "REBOOTED.processing").write_text(json.dumps(rebooted.to_dict()))
+    dead = ClaimRecord(
+        pid=2**22 + 12345, host=hostname(), boot_id=boot_id(), started_at="t", attempt=1, priority=4
+    )
+    (tmp_path / "queue" / "DEAD.processing").write_bytes(record_bytes(dead))
+    rebooted = ClaimRecord(pid=os.getpid(), host=hostname(), boot_id="another-boot", started_at="t")
+    (tmp_path / "queue" / "REBOOTED.processing").write_bytes(record_bytes(rebooted))
     (tmp_path / "queue" / "YOUNG.processing").write_text("")  # being claimed right now
     old = tmp_path / "queue" / "OLD.processing"
     old.write_text("")

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from spica_core import __version__
-from spica_core import node_protocol as proto
 from spica_core.node import agent as node_agent
+from spica_core.node import protocol as proto
 from spica_core.node.host import boot_id, hostname, iso_utc
 
 ROOT_FILES = {"raid1/a.fits": 1234, "raid1/sub/deeper/b.fits": 5678, "raid1/c.head": 90}
@@ -160,8 +160,8 @@ class AgentProcess:
 
     def request(self, verb: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
         self._next_id += 1
-        message = proto.Request(self._next_id, verb, args or {})
-        response = self.send_raw(message.encode())
+        message = {"id": self._next_id, "verb": verb, "args": args or {}}
+        response = self.send_raw(json.dumps(message).encode() + b"\n")
         assert response["id"] == self._next_id
         return response
 
@@ -190,12 +190,12 @@ def agent(root: Path) -> Iterator[AgentProcess]:
 
 
 def test_subprocess_hello_then_ping_then_clean_exit_on_eof(agent: AgentProcess, root: Path):
-    hello = proto.check_hello(agent.hello)
-    assert hello["protocol"] == proto.PROTOCOL_VERSION
-    assert hello["version"] == __version__
-    assert hello["root"] == str(root)
-    assert hello["host"] == hostname() and hello["boot_id"] == boot_id()
-    assert hello["pid"] == agent.proc.pid
+    hello = proto.decode_hello(json.dumps(agent.hello).encode())
+    assert hello.protocol == proto.PROTOCOL_VERSION == 2
+    assert hello.version == __version__
+    assert hello.root == str(root)
+    assert hello.host == hostname() and hello.boot_id == boot_id()
+    assert hello.pid == agent.proc.pid
     pong = agent.request("ping")
     assert pong["ok"] and pong["result"]["time"].endswith("Z")
     code, err = agent.close()
@@ -344,10 +344,12 @@ def test_status_queue_version_sends_the_listing_only_when_it_changed(root: Path)
     args: dict[str, Any] = {"partitions": []}
 
     def status(version: str | None) -> dict[str, Any]:
-        response = agent.respond(
-            json.dumps(
-                {"id": 1, "verb": "status", "args": {**args, "queue_version": version}}
-            ).encode()
+        response = json.loads(
+            agent.respond(
+                json.dumps(
+                    {"id": 1, "verb": "status", "args": {**args, "queue_version": version}}
+                ).encode()
+            )
         )
         assert response["ok"], response
         return response["result"]
@@ -397,10 +399,16 @@ def test_status_queue_version_sends_the_listing_only_when_it_changed(root: Path)
 
     # Another agent session never takes this session's version for its own.
     other = node_agent.Agent(root)
-    response = other.respond(
-        json.dumps(
-            {"id": 2, "verb": "status", "args": {**args, "queue_version": after["queue_version"]}}
-        ).encode()
+    response = json.loads(
+        other.respond(
+            json.dumps(
+                {
+                    "id": 2,
+                    "verb": "status",
+                    "args": {**args, "queue_version": after["queue_version"]},
+                }
+            ).encode()
+        )
     )
     assert response["result"]["queue"] is not None
     assert response["result"]["queue_version"] != after["queue_version"]
@@ -503,7 +511,8 @@ def test_versions_hashes_binaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         {"name": "scamp", "binary": "scamp-not-installed"},
         {"name": "dir", "binary": str(tmp_path)},
     ]
-    by_name = {v["name"]: v for v in result(tmp_path, "versions", {"applications": apps})}
+    answer = result(tmp_path, "versions", {"applications": apps})
+    by_name = {v["name"]: v for v in answer["binaries"]}
     digest = hashlib.sha256(content).hexdigest()
     for name in ("swarp", "swarp-abs"):
         assert by_name[name]["path"] == str(swarp)

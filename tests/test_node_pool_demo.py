@@ -60,7 +60,7 @@ async def test_snapshot_matches_disk(demo: DemoCluster) -> None:
     expected = {node.name: populate(Path(node.root), i) for i, node in enumerate(cfg.nodes)}
     async with NodePool(cfg) as pool:
         snap = await pool.refresh()
-    assert snap.unreachable == []
+    assert snap.unreachable == [], [n.last_error for n in snap.nodes]
     for node in snap.nodes:
         assert node.liveness is Liveness.UP, (node.name, node.last_error)
         assert node.queue_counts() == expected[node.name], node.name
@@ -222,7 +222,7 @@ async def test_unchanged_listing_is_reused_and_changes_are_seen(demo: DemoCluste
             )
             failed = (await pool.refresh()).node("mix5")
             entry = next(e for e in failed.queue if e.stack == stack)
-            assert entry.state.value == "failed" and entry.error["message"] == "swarp died"
+            assert entry.state.value == "failed" and entry.error.message == "swarp died"
         finally:
             for suffix in ("spica", "error"):
                 (root / "queue" / f"{stack}.{suffix}").unlink(missing_ok=True)

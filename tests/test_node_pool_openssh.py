@@ -73,7 +73,7 @@ async def test_pool_through_openssh(sshd, tmp_path: Path) -> None:
         assert not raid2.virtual and raid2.total_bytes > 0
         assert snap.queue_counts() == {"pending": 1, "running": 0, "completed": 0, "failed": 1}
         failed = next(e for e in snap.queue if e.state == "failed")
-        assert failed.error and failed.error["line"] == 7
+        assert failed.error and failed.error.line == 7
         # The same channel serves the next poll: the agent's pid does not change.
         first_hello = pool.links["mix6"].hello
         await pool.refresh()

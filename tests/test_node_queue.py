@@ -22,14 +22,9 @@ from spica_core.node.layout import (
     parse_log_file_name,
     resolve_inside,
 )
+from spica_core.node.protocol import ClaimRecord, ErrorRecord, LaunchRecord
 from spica_core.node.queue import list_queue
-from spica_core.node.records import (
-    ClaimRecord,
-    ErrorRecord,
-    LaunchRecord,
-    read_record,
-    write_record,
-)
+from spica_core.node.records import read_record, write_record
 from spica_core.states import StackState
 
 
@@ -140,7 +135,10 @@ def test_read_record_reports_malformed_claims(tmp_path: Path, content: bytes, wh
 def test_read_record_round_trip_and_oddities(tmp_path: Path):
     path = tmp_path / "S.error"
     write_record(path, ErrorRecord(line=4, exit_code=1, message="boom", log_tail=None))
-    assert read_record(path, ErrorRecord) == (ErrorRecord(4, 1, "boom", None), None)
+    assert read_record(path, ErrorRecord) == (
+        ErrorRecord(line=4, exit_code=1, message="boom", log_tail=None),
+        None,
+    )
     assert json.loads(path.read_text())["line"] == 4
     empty = tmp_path / "S.spica"
     empty.write_text("  \n")

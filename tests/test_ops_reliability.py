@@ -22,7 +22,6 @@ from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.models import Node, OperatorAction, Stack, StackRun
 from spica_core.demo.cluster import DemoCluster
-from spica_core.node_protocol import Request
 from tests.conftest import run_spica
 from tests.daemon_support import wait_for
 
@@ -218,7 +217,8 @@ class _Agent:
     def send(self, verb: str, args: dict[str, Any]) -> None:
         assert self.proc.stdin is not None
         self._id += 1
-        self.proc.stdin.write(Request(self._id, verb, args).encode())
+        request = {"id": self._id, "verb": verb, "args": args}
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
         self.proc.stdin.flush()
 
     def read(self) -> dict[str, Any]:
@@ -402,13 +402,15 @@ def test_a_move_left_half_done_is_listed_then_finished_or_undone_by_the_daemon(
     (env.queue / f".{undone}.error.{pid}.moving").write_text(json.dumps(error))
 
     agent = Agent(env.root)
-    listing = agent.respond(json.dumps({"id": 1, "verb": "status", "args": {}}).encode())
+    listing = json.loads(
+        agent.respond(json.dumps({"id": 1, "verb": "status", "args": {}}).encode())
+    )
     seen = {e["stack"]: e for e in listing["result"]["queue"]}
     assert seen[done]["state"] == "pending" and "interrupted move" in seen[done]["malformed"]
     assert seen[undone]["state"] == "failed" and "interrupted move" in seen[undone]["malformed"]
     # Not taken for absent by an action either: no remove of a stack half-way moved.
-    refused = agent.respond(
-        json.dumps({"id": 2, "verb": "remove", "args": {"stack": undone}}).encode()
+    refused = json.loads(
+        agent.respond(json.dumps({"id": 2, "verb": "remove", "args": {"stack": undone}}).encode())
     )
     assert refused["error"]["code"] == "wrong_state", refused
     assert "interrupted move" in refused["error"]["message"]

@@ -71,11 +71,11 @@ def test_the_commands_limit_and_line_ends_are_the_same_over_ssh(demo: DemoCluste
     import asyncio
     import base64
 
-    from spica_core.daemon.stack_files import read_commands
     from spica_core.errors import UsageError
     from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
+    from spica_core.node.protocol import ErrorCode, ProtocolError, Verb
+    from spica_core.node.stack_files import read_commands
     from spica_core.node_pool import NodePool
-    from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
 
     config = load_config(demo.config_path)
     prepare_database(config, create=True)

@@ -3,8 +3,9 @@
 One process per node (two on one root are safe: a claim is an exclusive rename). Modules,
 each named for what it holds:
 
-* :mod:`~spica_core.daemon.stack_files` — the per-stack files the daemon reads and writes
-  (``commands.sh`` validation, ``inputs``, ``attempt``, ``check.json``, ``running.json``).
+* (in the node package, shared with the agent) :mod:`~spica_core.node.stack_files` — the
+  per-stack files the daemon reads and writes (``commands.sh`` validation, ``inputs``,
+  ``attempt``, ``check.json``, ``running.json``).
 * :mod:`~spica_core.daemon.claims` — claim, release, fail, reject and recover by rename.
 * :mod:`~spica_core.daemon.preflight` — ``spica check``: disk space, application checksums
   (the application table, cached), inputs, stack files.

@@ -21,10 +21,26 @@ import logging
 import os
 import stat
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from spica_core.daemon.stack_files import (
+import msgspec
+
+from spica_core.errors import InvalidName
+from spica_core.names import is_valid_name, validate_name
+from spica_core.node.files import file_kind, read_small
+from spica_core.node.host import boot_id, hostname, iso_utc, pid_alive
+from spica_core.node.layout import NodeLayout
+from spica_core.node.locks import node_lock
+from spica_core.node.protocol import ClaimRecord, ErrorRecord, LaunchRecord
+from spica_core.node.queue import (
+    CLAIM_GRACE,
+    InterruptedMove,
+    find_interrupted_moves,
+    move_with_record,
+)
+from spica_core.node.records import claim_alive, read_record, write_record
+from spica_core.node.stack_files import (
     KILLED_EXIT_CODE,
     StackFileError,
     clear_running,
@@ -32,20 +48,6 @@ from spica_core.daemon.stack_files import (
     next_attempt,
     read_running,
     read_stack_progress,
-)
-from spica_core.errors import InvalidName
-from spica_core.names import is_valid_name, validate_name
-from spica_core.node.files import file_kind, read_small
-from spica_core.node.host import boot_id, hostname, iso_utc, pid_alive
-from spica_core.node.layout import NodeLayout
-from spica_core.node.locks import node_lock
-from spica_core.node.queue import InterruptedMove, find_interrupted_moves, move_with_record
-from spica_core.node.records import (
-    ClaimRecord,
-    ErrorRecord,
-    LaunchRecord,
-    read_record,
-    write_record,
 )
 from spica_core.states import (
     SUFFIX,
@@ -58,8 +60,6 @@ from spica_core.states import (
 
 log = logging.getLogger("spica.daemon")
 
-#: Seconds a ``.processing`` may hold no valid claim before it counts as stale.
-CLAIM_GRACE = 10.0
 #: Seconds a ``.spica`` that holds no launch record is left alone: it may be being written
 #: (a requeue renames ``.error`` to ``.spica``, then writes the launch). After that, garbage
 #: is rejected and any other JSON object is taken as a legacy launch.
@@ -227,7 +227,9 @@ def _pending_entry(
     and all."""
     identity = f"{st.st_ino}:{st.st_mtime_ns}"
     age = now - max(st.st_mtime, st.st_ctime)
-    legacy = LaunchRecord(stack, 0, iso_utc(st.st_mtime), LEGACY_LAUNCHER)
+    legacy = LaunchRecord(
+        stack=stack, priority=0, launched_at=iso_utc(st.st_mtime), by=LEGACY_LAUNCHER
+    )
 
     def bad(why: str) -> PendingStack:
         return PendingStack(stack, 0, st.st_mtime, legacy, identity, why, age)
@@ -252,15 +254,15 @@ def _pending_entry(
         return bad("not a JSON object")
     unsettled = False
     try:
-        launch = LaunchRecord.from_dict(content)
-    except ValueError:
+        launch = msgspec.convert(content, LaunchRecord)
+    except msgspec.ValidationError:
         priority = content.get("priority")
         if not isinstance(priority, int) or isinstance(priority, bool):
             priority = 0
-        launch = replace(legacy, priority=priority)
+        launch = msgspec.structs.replace(legacy, priority=priority)
         unsettled = True
     if launch.stack != stack:
-        launch = replace(launch, stack=stack)
+        launch = msgspec.structs.replace(launch, stack=stack)
     return PendingStack(stack, launch.priority, st.st_mtime, launch, identity, None, age, unsettled)
 
 
@@ -365,7 +367,7 @@ def stale_reason(
         return None
     record, why = read_record(path, ClaimRecord)
     if record is not None:
-        if record.alive():
+        if claim_alive(record):
             return None
         where = f"pid {record.pid} on {record.host}"
         if record.host == hostname() and record.boot_id != boot_id():
@@ -493,10 +495,10 @@ def recover_moves(layout: NodeLayout, now: float | None = None) -> list[Interrup
 def launch_of(stack: str, record: ClaimRecord | None) -> LaunchRecord:
     """The launch a claim was made from (priority, time, by), as recorded in the claim."""
     if record is None:
-        return LaunchRecord(stack, 0, iso_utc(), "recovered")
+        return LaunchRecord(stack=stack, priority=0, launched_at=iso_utc(), by="recovered")
     return LaunchRecord(
-        stack,
-        record.priority or 0,
-        record.launched_at or record.started_at,
-        record.launched_by or "recovered",
+        stack=stack,
+        priority=record.priority or 0,
+        launched_at=record.launched_at or record.started_at,
+        by=record.launched_by or "recovered",
     )

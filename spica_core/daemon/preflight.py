@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spica_core.config import DatabaseConfig, NodeConfig, ReleaseConfig, SpicaConfig
-from spica_core.daemon.stack_files import (
+from spica_core.errors import ConfigError, DatabaseUnavailable
+from spica_core.names import validate_name
+from spica_core.node.disk import partition_usage, tree_bytes
+from spica_core.node.files import StatCache
+from spica_core.node.layout import NodeLayout
+from spica_core.node.stack_files import (
     StackFileError,
     clear_check,
     is_noop,
@@ -40,11 +45,6 @@ from spica_core.daemon.stack_files import (
     read_inputs,
     read_stack_progress,
 )
-from spica_core.errors import ConfigError, DatabaseUnavailable
-from spica_core.names import validate_name
-from spica_core.node.disk import partition_usage, tree_bytes
-from spica_core.node.files import StatCache
-from spica_core.node.layout import NodeLayout
 from spica_core.units import human_bytes
 
 #: How many missing inputs a reason names before "and N more".

@@ -27,7 +27,10 @@ from spica_core.daemon import claims, events
 from spica_core.daemon.claims import Claim
 from spica_core.daemon.mail import FailureReport, Mailer
 from spica_core.daemon.replay import DaemonDb
-from spica_core.daemon.stack_files import (
+from spica_core.node.host import boot_id, hostname, iso_utc
+from spica_core.node.layout import NodeLayout
+from spica_core.node.protocol import ErrorRecord
+from spica_core.node.stack_files import (
     RunningLine,
     StackFileError,
     clear_running,
@@ -38,9 +41,6 @@ from spica_core.daemon.stack_files import (
     write_progress,
     write_running,
 )
-from spica_core.node.host import boot_id, hostname, iso_utc
-from spica_core.node.layout import NodeLayout
-from spica_core.node.records import ErrorRecord
 
 log = logging.getLogger("spica.daemon")
 
@@ -229,7 +229,11 @@ class StackRunner:
                 progress=self._progress,
             )
         )
-        claims.fail(ctx.layout, self.owned, ErrorRecord(line, exit_code, message, tail))
+        claims.fail(
+            ctx.layout,
+            self.owned,
+            ErrorRecord(line=line, exit_code=exit_code, message=message, log_tail=tail),
+        )
         clear_running(ctx.layout, stack)
         log.warning("%s: failed: %s", stack, message)
         ctx.mailer.submit(

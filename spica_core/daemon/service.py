@@ -36,19 +36,19 @@ from spica_core.daemon.mail import FailureReport, Mailer
 from spica_core.daemon.preflight import ApplicationTable, Preflight
 from spica_core.daemon.replay import DaemonDb
 from spica_core.daemon.runner import RunnerContext, StackRunner
-from spica_core.daemon.stack_files import (
-    CheckRecord,
-    StackFileError,
-    clear_check,
-    read_check,
-    write_check,
-)
 from spica_core.daemon.watch import QueueWatch
 from spica_core.errors import ConfigError, SpicaError
 from spica_core.names import validate_name
 from spica_core.node.heartbeat import write_heartbeat
 from spica_core.node.host import iso_utc
 from spica_core.node.layout import NodeLayout, resolve_inside, root_problem
+from spica_core.node.stack_files import (
+    CheckRecord,
+    StackFileError,
+    clear_check,
+    read_check,
+    write_check,
+)
 from spica_core.states import StackState
 
 log = logging.getLogger("spica.daemon")

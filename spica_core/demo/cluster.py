@@ -628,10 +628,11 @@ class DemoCluster:
         under the node's root); ``(stack, pid)`` of each. A line is only killed when it is
         that line of that node's root (:func:`kill_orphan_line` checks its environment and
         start time) and no live daemon claims its stack: what the demo did not start stays."""
-        from spica_core.daemon.stack_files import RUNNING_FILE, StackFileError, kill_orphan_line
         from spica_core.names import is_valid_name
         from spica_core.node.layout import NodeLayout
-        from spica_core.node.records import ClaimRecord, read_record
+        from spica_core.node.protocol import ClaimRecord
+        from spica_core.node.records import claim_alive, read_record
+        from spica_core.node.stack_files import RUNNING_FILE, StackFileError, kill_orphan_line
         from spica_core.states import StackState
 
         killed: list[tuple[str, int]] = []
@@ -645,7 +646,7 @@ class DemoCluster:
                     claim, _ = read_record(
                         layout.queue_file(stack, StackState.RUNNING), ClaimRecord
                     )
-                    if claim is not None and claim.alive():
+                    if claim is not None and claim_alive(claim):
                         continue  # a live daemon runs it (not one the demo started: those stopped)
                     line = kill_orphan_line(layout, stack)
                 except (OSError, SpicaError, StackFileError):  # (one that survived SIGKILL too)

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 from spica_core.config import NodeConfig, SpicaConfig
 from spica_core.db import stack_state
 from spica_core.db.models import Image, Node, Runid, Stack, StackFile
+from spica_core.node.protocol import ProtocolError, Verb
 from spica_core.node_pool import NodePool
-from spica_core.node_protocol import ProtocolError, Verb
 
 EXAMPLE_STEP = "example"
 SEED_USER = "spica-demo"

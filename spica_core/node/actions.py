@@ -19,8 +19,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spica_core.daemon.claims import CLAIM_GRACE
-from spica_core.daemon.stack_files import (
+import msgspec
+
+from spica_core.errors import StackStateError
+from spica_core.node.files import atomic_write
+from spica_core.node.host import iso_utc
+from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
+from spica_core.node.locks import node_lock
+from spica_core.node.protocol import (
+    ClaimRecord,
+    Deletion,
+    EndedRun,
+    ErrorCode,
+    ErrorRecord,
+    LaunchRecord,
+    LockRecord,
+    Orphan,
+    ProtocolError,
+    RemovedRecord,
+    StackChange,
+    StageResult,
+    UnlockQfinResult,
+)
+from spica_core.node.queue import CLAIM_GRACE, find_interrupted_moves, move_with_record
+from spica_core.node.records import claim_alive, daemon_alive, read_record, write_record
+from spica_core.node.stack_files import (
     KILLED_EXIT_CODE,
     OrphanSurvived,
     RunningLine,
@@ -32,22 +55,6 @@ from spica_core.daemon.stack_files import (
     read_commands,
     read_running,
 )
-from spica_core.errors import StackStateError
-from spica_core.node.files import atomic_write
-from spica_core.node.host import iso_utc
-from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
-from spica_core.node.locks import node_lock
-from spica_core.node.queue import find_interrupted_moves, move_with_record
-from spica_core.node.records import (
-    ClaimRecord,
-    ErrorRecord,
-    LaunchRecord,
-    LockRecord,
-    RemovedRecord,
-    read_record,
-    write_record,
-)
-from spica_core.node_protocol import ErrorCode, ProtocolError
 from spica_core.states import SUFFIX, Action, Actor, StackState, check_transition
 
 MAX_INPUTS = 2000
@@ -167,7 +174,7 @@ def _changed_meanwhile(stack: str, layout: NodeLayout) -> ProtocolError:
 def _move_with_record(
     src: Path,
     dst: Path,
-    record: Any,
+    record: msgspec.Struct,
     stack: str,
     layout: NodeLayout,
     won: Callable[[], None] | None = None,
@@ -185,16 +192,14 @@ def _rel(layout: NodeLayout, path: Path | None) -> str | None:
 
 
 def _move(
-    layout: NodeLayout, stack: str, current: QueueState, target: StackState
-) -> dict[str, Any]:
-    return {
-        "stack": stack,
-        "from": current.state.value,
-        "to": target.value,
-        "rename": [_rel(layout, current.path), f"queue/{stack}.{SUFFIX[target]}"]
-        if current.path is not None and target in SUFFIX
-        else None,
-    }
+    layout: NodeLayout, stack: str, current: QueueState, target: StackState, **more: Any
+) -> StackChange:
+    rename = None
+    if current.path is not None and target in SUFFIX:
+        rename = (_rel(layout, current.path), f"queue/{stack}.{SUFFIX[target]}")
+    return StackChange(
+        stack=stack, from_=current.state.value, to=target.value, rename=rename, **more
+    )
 
 
 # ----------------------------------------------------------------------------- actions
@@ -207,7 +212,7 @@ def stage(
     inputs: list[str] | None,
     *,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> StageResult:
     """Write ``stacks/<stack>/commands.sh`` (and ``inputs``) of a planned stack.
 
     Refused once the stack has a queue file: commands of a launched stack never change
@@ -229,7 +234,7 @@ def stage(
     if "\0" in commands:
         raise ProtocolError(ErrorCode.BAD_ARGS, "commands contain a NUL byte")
     lines = commands.count("\n") + (0 if commands.endswith("\n") or not commands else 1)
-    result = {"stack": stack, "lines": lines, "commands": f"stacks/{stack}/commands.sh"}
+    result = StageResult(stack=stack, lines=lines, commands=f"stacks/{stack}/commands.sh")
     if dry_run:
         return result
     directory = layout.stack_dir(stack)
@@ -251,14 +256,14 @@ def stage(
 
 def launch(
     layout: NodeLayout, stack: str, priority: int, by: str, *, dry_run: bool = False
-) -> dict[str, Any]:
+) -> StackChange:
     """planned -> pending: create ``<stack>.spica`` (exclusively) for staged commands."""
     current = _require(layout, stack, Action.LAUNCH, StackState.PENDING)
     if not layout.commands_file(stack).is_file():
         raise ProtocolError(
             ErrorCode.NOT_FOUND, f"stack {stack} has no commands.sh on this node (stage it first)"
         )
-    result = {**_move(layout, stack, current, StackState.PENDING), "create": f"queue/{stack}.spica"}
+    result = _move(layout, stack, current, StackState.PENDING, create=f"queue/{stack}.spica")
     if dry_run:
         return result
     record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
@@ -278,16 +283,19 @@ def requeue(
     from_start: bool,
     *,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> StackChange:
     """failed -> pending, resuming after ``progress`` (or from line 1 with ``from_start``)."""
     current = _require(layout, stack, Action.REQUEUE, StackState.PENDING)
     assert current.path is not None
     error, _ = read_record(current.path, ErrorRecord)
-    result = {
-        **_move(layout, stack, current, StackState.PENDING),
-        "from_start": from_start,
-        "resume_line": 1 if from_start or error is None else error.line,
-    }
+    result = _move(
+        layout,
+        stack,
+        current,
+        StackState.PENDING,
+        from_start=from_start,
+        resume_line=1 if from_start or error is None else error.line,
+    )
     if dry_run:
         return result
 
@@ -311,7 +319,7 @@ def unlock(
     priority: int = 0,
     *,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> StackChange:
     """A stale running stack (its claimer is dead or the node rebooted) -> failed or pending.
 
     As the daemon's own recovery (spica_core.daemon.claims.recover) does, under the node lock:
@@ -327,7 +335,7 @@ def unlock(
 
 def _unlock(
     layout: NodeLayout, stack: str, to: StackState, by: str, priority: int, *, dry_run: bool
-) -> dict[str, Any]:
+) -> StackChange:
     current = queue_state(layout, stack)
     claim = None
     if current.state is StackState.RUNNING and current.path is not None:
@@ -340,7 +348,7 @@ def _unlock(
         )
         stale = current.state is StackState.RUNNING and not young
     else:
-        stale = not claim.alive() and claim.daemon_alive() is not True
+        stale = not claim_alive(claim) and daemon_alive(claim) is not True
     if current.state is StackState.RUNNING and not stale:
         who = (
             f"pid {claim.pid} on {claim.host}, daemon pid {claim.daemon_pid}"
@@ -355,11 +363,14 @@ def _unlock(
     assert current.path is not None
     holder = f"pid {claim.pid} on {claim.host}" if claim else "an unreadable claim"
     orphan = live_orphan_line(layout, stack)
-    result = {
-        **_move(layout, stack, current, to),
-        "claim": claim.to_dict() if claim else None,
-        "orphan": _orphan(layout, stack, orphan) if orphan else None,
-    }
+    result = _move(
+        layout,
+        stack,
+        current,
+        to,
+        claim=claim,
+        orphan=_orphan(layout, stack, orphan) if orphan else None,
+    )
     if dry_run:
         return result
     line = read_running(layout, stack)
@@ -376,60 +387,57 @@ def _unlock(
     else:
         record = LaunchRecord(stack=stack, priority=priority, launched_at=iso_utc(), by=by)
     _move_with_record(current.path, layout.queue_file(stack, to), record, stack, layout)
-    if killed is not None:
-        result["orphan"] = _orphan(layout, stack, killed)
-    result["ended_run"] = _ended_run(line, killed, claim)
-    return result
+    return msgspec.structs.replace(
+        result,
+        orphan=_orphan(layout, stack, killed) if killed is not None else result.orphan,
+        ended_run=_ended_run(line, killed, claim),
+    )
 
 
-def _orphan(layout: NodeLayout, stack: str, line: RunningLine) -> dict[str, Any]:
+def _orphan(layout: NodeLayout, stack: str, line: RunningLine) -> Orphan:
     """The orphan line as a plan shows it: line, process group, attempt, command text."""
     try:
         command = command_text(read_commands(layout, stack)[line.line - 1])
     except (StackFileError, IndexError):
         command = None
-    return {
-        "line": line.line,
-        "pgid": line.pid,
-        "attempt": line.attempt,
-        "started_at": line.started_at,
-        "command": command,
-    }
+    return Orphan(
+        line=line.line,
+        pgid=line.pid,
+        attempt=line.attempt,
+        started_at=line.started_at,
+        command=command,
+    )
 
 
 def _ended_run(
     line: RunningLine | None, killed: RunningLine | None, claim: ClaimRecord | None
-) -> dict[str, Any] | None:
+) -> EndedRun | None:
     """The ``stack_run`` row this unlock ends (dbspica closes it): the claim's attempt, the
     line that was running and, when this unlock killed it, its exit code."""
     attempt = line.attempt if line is not None else claim.attempt if claim else None
     if attempt is None:
         return None
-    return {
-        "attempt": attempt,
-        "line": line.line if line is not None else None,
-        "exit_code": KILLED_EXIT_CODE if killed is not None else None,
-        "ended_at": iso_utc(),
-    }
+    return EndedRun(
+        attempt=attempt,
+        line=line.line if line is not None else None,
+        exit_code=KILLED_EXIT_CODE if killed is not None else None,
+        ended_at=iso_utc(),
+    )
 
 
 def unlock_qfin(
     layout: NodeLayout, partition: str, by: str, *, dry_run: bool = False
-) -> dict[str, Any]:
+) -> UnlockQfinResult:
     """Remove a partition's QFin lock whose holder is gone."""
     path = layout.qfin_lock(partition)
     if not path.exists():
         raise ProtocolError(ErrorCode.NOT_FOUND, f"no QFin lock on partition {partition}")
     holder, _ = read_record(path, LockRecord, empty_ok=True)
-    if holder is not None and holder.alive():
+    if holder is not None and claim_alive(holder):
         raise _wrong_state(
             f"QFin lock of {partition} is held by live pid {holder.pid} on {holder.host}"
         )
-    result = {
-        "partition": partition,
-        "delete": [layout.relative(path)],
-        "holder": holder.to_dict() if holder else None,
-    }
+    result = UnlockQfinResult(partition=partition, delete=[layout.relative(path)], holder=holder)
     if not dry_run:
         path.unlink(missing_ok=True)
     return result
@@ -459,7 +467,7 @@ def remove(
     stack_id: int | None = None,
     *,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> StackChange:
     """Delete a stack's queue file, its directory (commands, logs, outputs) and, when asked,
     the input files listed in ``purge`` (paths inside the root). Refused while running.
 
@@ -487,7 +495,7 @@ def _remove(
     stack_id: int | None,
     *,
     dry_run: bool,
-) -> tuple[dict[str, Any], list[Path]]:
+) -> tuple[StackChange, list[Path]]:
     """The remove's plan and, applied, the renamed-away paths left to delete."""
     current = _require(layout, stack, Action.REMOVE, StackState.REMOVED)
     directory = layout.stack_dir(stack)
@@ -501,33 +509,27 @@ def _remove(
         raise _wrong_state(
             f"stack {stack} is already removed: removed by {removed.by} at {removed.removed_at}"
         )
-    deletes: list[dict[str, Any]] = []
+    deletes: list[Deletion] = []
     if current.path is not None:
         deletes.append(
-            {
-                "path": layout.relative(current.path),
-                "files": 1,
-                "bytes": current.path.stat().st_size,
-            }
+            Deletion(path=layout.relative(current.path), files=1, bytes=current.path.stat().st_size)
         )
     if directory.exists():
         files, size = _tree_size(directory)
-        deletes.append({"path": layout.relative(directory), "files": files, "bytes": size})
+        deletes.append(Deletion(path=layout.relative(directory), files=files, bytes=size))
     inputs = []
     for rel in purge[:MAX_INPUTS]:
         path = layout.resolve(rel)
         if path.is_file():
             inputs.append(path)
-            deletes.append(
-                {"path": layout.relative(path), "files": 1, "bytes": path.stat().st_size}
-            )
-    result = {
-        "stack": stack,
-        "from": current.state.value,
-        "to": StackState.REMOVED.value,
-        "delete": deletes,
-        "bytes": sum(d["bytes"] for d in deletes),
-    }
+            deletes.append(Deletion(path=layout.relative(path), files=1, bytes=path.stat().st_size))
+    result = StackChange(
+        stack=stack,
+        from_=current.state.value,
+        to=StackState.REMOVED.value,
+        delete=deletes,
+        bytes=sum(d.bytes for d in deletes),
+    )
     if dry_run:
         return result, []
     trash: list[Path] = []
@@ -543,7 +545,9 @@ def _remove(
         )
         os.rename(directory, hidden_dir)
         trash.append(hidden_dir)
-    record = RemovedRecord(stack, by, iso_utc(), current.state.value, stack_id)
+    record = RemovedRecord(
+        stack=stack, by=by, removed_at=iso_utc(), state=current.state.value, stack_id=stack_id
+    )
     layout.removed_file(stack).parent.mkdir(exist_ok=True)
     write_record(layout.removed_file(stack), record)
     return result, trash + inputs

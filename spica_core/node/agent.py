@@ -9,41 +9,61 @@ never reaches stdout (that is the wire), only stderr.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import re
-import shutil
 import stat
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO
 
+import msgspec
+
 from spica_core import __version__
-from spica_core import node_protocol as proto
 from spica_core.errors import InvalidName
 from spica_core.names import validate_name
+from spica_core.node import protocol as proto
 from spica_core.node.disk import discover_partitions, partition_usage, tree_bytes
 from spica_core.node.files import StatCache
 from spica_core.node.heartbeat import read_heartbeat
 from spica_core.node.host import boot_id, hostname, iso_utc
 from spica_core.node.layout import NodeLayout, OutsideRoot, parse_log_file_name, root_problem
 from spica_core.node.locks import list_qfin_locks
+from spica_core.node.protocol import (
+    BinaryVersion,
+    ErrorCode,
+    ErrorRecord,
+    Hello,
+    LaunchArgs,
+    PartitionArg,
+    PingArgs,
+    PingResult,
+    ProtocolError,
+    QueueEntry,
+    RemoveArgs,
+    RequeueArgs,
+    StackChange,
+    StageArgs,
+    StageResult,
+    StatusArgs,
+    StatusResult,
+    TailArgs,
+    TailResult,
+    UnlockArgs,
+    UnlockQfinArgs,
+    UnlockQfinResult,
+    Verb,
+    VersionsArgs,
+    VersionsResult,
+)
 from spica_core.node.queue import scan_queue
-from spica_core.node.records import ErrorRecord, read_attempt, read_record
-from spica_core.node_protocol import ErrorCode, ProtocolError, Request, Verb
+from spica_core.node.records import read_attempt, read_record
 from spica_core.states import StackState
 
 #: A virtual partition's tree walk is reused this long: status comes every 2 s and a raid
 #: partition may hold hundreds of thousands of files.
 VIRTUAL_USAGE_TTL = 5.0
-#: Bounds of ``versions``: how many applications, how long a binary path.
-MAX_APPLICATIONS = 256
-MAX_BINARY_CHARS = 4096
 _READ_CHUNK = 1 << 16
 _HASH_CHUNK = 1 << 20
 
@@ -59,10 +79,10 @@ class Agent:
         self._file_cache = StatCache(max_entries=16384)
         self._session = os.urandom(6).hex()
         self._queue_versions = 0
-        self._queue_seen: tuple[str, list[dict[str, Any]]] | None = None
+        self._queue_seen: tuple[str, list[QueueEntry]] | None = None
         self._hash_cache = StatCache(max_entries=512)
         self._virtual_used: dict[str, tuple[float, int]] = {}
-        self._handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+        self._handlers: dict[str, Callable[[Any], msgspec.Struct]] = {
             Verb.PING: self.ping,
             Verb.STATUS: self.status,
             Verb.TAIL: self.tail,
@@ -75,18 +95,24 @@ class Agent:
             Verb.REMOVE: self.remove,
         }
 
-    def hello(self) -> dict[str, Any]:
-        return proto.hello(
-            __version__, str(self.root), host=hostname(), pid=os.getpid(), boot_id=boot_id()
+    def hello(self) -> Hello:
+        return Hello(
+            hello=proto.HELLO,
+            protocol=proto.PROTOCOL_VERSION,
+            version=__version__,
+            root=str(self.root),
+            host=hostname(),
+            pid=os.getpid(),
+            boot_id=boot_id(),
         )
 
-    def respond(self, line: bytes) -> dict[str, Any]:
-        """The response to one request line (without its newline); never raises."""
+    def respond(self, line: bytes) -> bytes:
+        """The response line (with its newline) to one request line; never raises."""
         request_id: int | str | None = None
         try:
             request = proto.decode_request(line)
             request_id = request.id
-            return proto.ok(request_id, self.handle(request))
+            return proto.ok(request_id, self.handle(request.verb, request.args))
         except ProtocolError as exc:
             if request_id is None:
                 request_id = _salvage_id(line)
@@ -96,118 +122,119 @@ class Agent:
         except OutsideRoot as exc:
             return proto.fail(request_id, ErrorCode.OUTSIDE_ROOT, str(exc))
         except Exception as exc:
+            import traceback  # here: only a failure needs it, and every connection starts an agent
+
             traceback.print_exc(file=sys.stderr)
             message = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
             return proto.fail(request_id, ErrorCode.INTERNAL, message)
 
-    def handle(self, request: Request) -> Any:
-        handler = self._handlers.get(request.verb)
-        if handler is None:
-            known = ", ".join(sorted(self._handlers))
-            raise ProtocolError(
-                ErrorCode.UNKNOWN_VERB, f"unknown verb {request.verb!r:.60} (known: {known})"
-            )
-        result = handler(request.args)
-        if request.verb in _MOVES:
+    def handle(self, verb: str, raw_args: bytes) -> msgspec.Struct:
+        """Decode ``raw_args`` with the verb's type (``bad_args`` naming the field) and answer."""
+        args = proto.decode_args(verb, raw_args)
+        result = self._handlers[args.VERB](args)
+        if isinstance(result, StackChange):
             # The claim counter as it is now: the operator's side keeps it with its intent,
             # so reconcile can later tell whether the daemon claimed the stack since.
-            attempt, unreadable = read_attempt(self.layout, result["stack"])
-            result["attempt"] = attempt if attempt is not None or unreadable else 0
-            if not request.args.get("dry_run"):
+            attempt, unreadable = read_attempt(self.layout, result.stack)
+            attempt = attempt if attempt is not None or unreadable else 0
+            result = msgspec.structs.replace(result, attempt=attempt)
+            if not getattr(args, "dry_run", False):
                 _fault_pause()
         return result
 
     # ------------------------------------------------------------------- verbs
 
-    # Operator actions: argument checking here, the moves in spica_core.node.actions,
-    # imported on first use: most sessions only poll, and every connection starts an agent.
+    # Operator actions: semantic checks here, the moves in spica_core.node.actions, imported
+    # on first use: most sessions only poll, and every connection starts an agent.
 
-    def stage(self, args: dict[str, Any]) -> dict[str, Any]:
-        stack = _stack(args)
-        inputs = _str_list(args, "inputs")
-        return _actions().stage(self.layout, stack, _commands(args), inputs, dry_run=_dry(args))
-
-    def launch(self, args: dict[str, Any]) -> dict[str, Any]:
-        return _actions().launch(
-            self.layout, _stack(args), _int(args, "priority"), _by(args), dry_run=_dry(args)
+    def stage(self, args: StageArgs) -> StageResult:
+        stack = validate_name(args.stack, "stack")
+        return _actions().stage(  # type: ignore[no-any-return]
+            self.layout, stack, _commands(args), args.inputs, dry_run=args.dry_run
         )
 
-    def requeue(self, args: dict[str, Any]) -> dict[str, Any]:
-        return _actions().requeue(
+    def launch(self, args: LaunchArgs) -> StackChange:
+        return _actions().launch(  # type: ignore[no-any-return]
+            self.layout, _stack(args.stack), args.priority, args.by, dry_run=args.dry_run
+        )
+
+    def requeue(self, args: RequeueArgs) -> StackChange:
+        return _actions().requeue(  # type: ignore[no-any-return]
             self.layout,
-            _stack(args),
-            _int(args, "priority"),
-            _by(args),
-            _bool(args, "from_start"),
-            dry_run=_dry(args),
+            _stack(args.stack),
+            args.priority,
+            args.by,
+            args.from_start,
+            dry_run=args.dry_run,
         )
 
-    def unlock(self, args: dict[str, Any]) -> dict[str, Any]:
-        to = args.get("to", "failed")
-        if to not in ("failed", "pending"):
-            raise ProtocolError(ErrorCode.BAD_ARGS, "to must be 'failed' or 'pending'")
-        return _actions().unlock(
+    def unlock(self, args: UnlockArgs) -> StackChange:
+        return _actions().unlock(  # type: ignore[no-any-return]
             self.layout,
-            _stack(args),
-            StackState(to),
-            _by(args),
-            _int(args, "priority"),
-            dry_run=_dry(args),
+            _stack(args.stack),
+            StackState(args.to),
+            args.by,
+            args.priority,
+            dry_run=args.dry_run,
         )
 
-    def unlock_qfin(self, args: dict[str, Any]) -> dict[str, Any]:
-        partition = validate_name(_str(args, "partition"), "partition")
-        return _actions().unlock_qfin(self.layout, partition, _by(args), dry_run=_dry(args))
+    def unlock_qfin(self, args: UnlockQfinArgs) -> UnlockQfinResult:
+        partition = validate_name(args.partition, "partition")
+        return _actions().unlock_qfin(  # type: ignore[no-any-return]
+            self.layout, partition, args.by, dry_run=args.dry_run
+        )
 
-    def remove(self, args: dict[str, Any]) -> dict[str, Any]:
-        purge = _str_list(args, "purge") or []
-        by = _by(args) if "by" in args else "unknown"
-        stack_id = args.get("stack_id")
-        if stack_id is not None and (
-            not isinstance(stack_id, int) or isinstance(stack_id, bool) or stack_id < 0
-        ):
-            raise _bad("stack_id must be a non-negative integer or null")
-        return _actions().remove(self.layout, _stack(args), purge, by, stack_id, dry_run=_dry(args))
+    def remove(self, args: RemoveArgs) -> StackChange:
+        return _actions().remove(  # type: ignore[no-any-return]
+            self.layout,
+            _stack(args.stack),
+            args.purge,
+            args.by,
+            args.stack_id,
+            dry_run=args.dry_run,
+        )
 
-    def ping(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"time": iso_utc()}
+    def ping(self, args: PingArgs) -> PingResult:
+        return PingResult(time=iso_utc())
 
-    def status(self, args: dict[str, Any]) -> dict[str, Any]:
+    def status(self, args: StatusArgs) -> StatusResult:
         """Everything a console poll needs from this node, in one round trip."""
-        partitions = _partition_args(args.get("partitions"))
+        partitions = _partitions(args.partitions)
         if partitions is None:
             partitions = [(name, None) for name in discover_partitions(self.root)]
-        states = _state_args(args.get("states"))
         now = time.time()
         heartbeat = read_heartbeat(self.root, now, self._file_cache)
         queue = scan_queue(
-            self.root, states=states, line_cache=self._line_cache, entry_cache=self._file_cache
+            self.root,
+            states=args.states,
+            line_cache=self._line_cache,
+            entry_cache=self._file_cache,
         )
-        entries = [entry.to_wire() for entry in queue.entries]
+        entries = queue.entries
         version = self._queue_version_of(entries)
-        unchanged = _optional_str(args, "queue_version") == version
-        return {
-            "root": str(self.root),
-            "host": hostname(),
-            "boot_id": boot_id(),
-            "time": iso_utc(now),
-            "load": _load(),
-            "partitions": [
-                partition_usage(self.root, name, capacity, used_of=self._virtual_used_of).to_wire()
+        unchanged = args.queue_version == version
+        return StatusResult(
+            root=str(self.root),
+            host=hostname(),
+            boot_id=boot_id(),
+            time=iso_utc(now),
+            load=_load(),
+            partitions=[
+                partition_usage(self.root, name, capacity, used_of=self._virtual_used_of)
                 for name, capacity in partitions
             ],
             # The listing, or null when the client already holds this version of it: a poll
             # of an idle node then carries a few hundred bytes, not every pending stack.
-            "queue": None if unchanged else entries,
-            "queue_version": version,
-            "queue_unchanged": unchanged,
+            queue=None if unchanged else entries,
+            queue_version=version,
+            queue_unchanged=unchanged,
             # Every queue file by state, whatever ``states`` selected for the entries above.
-            "counts": queue.counts,
-            "heartbeat": heartbeat.to_wire() if heartbeat else None,
-            "qfin_locks": [lock.to_wire() for lock in list_qfin_locks(self.root)],
-        }
+            counts=queue.counts,
+            heartbeat=heartbeat,
+            qfin_locks=list_qfin_locks(self.root),
+        )
 
-    def _queue_version_of(self, entries: list[dict[str, Any]]) -> str:
+    def _queue_version_of(self, entries: list[QueueEntry]) -> str:
         """A name for this exact listing, new whenever it differs from the last one; unique
         to this agent session, so a version a client kept from another session never
         matches."""
@@ -216,15 +243,10 @@ class Agent:
             self._queue_seen = (f"{self._session}.{self._queue_versions}", entries)
         return self._queue_seen[0]
 
-    def tail(self, args: dict[str, Any]) -> dict[str, Any]:
+    def tail(self, args: TailArgs) -> TailResult:
         """The end of one command line's log, read from the end: logs can be gigabytes."""
-        stack = args.get("stack")
-        if not isinstance(stack, str):
-            raise ProtocolError(ErrorCode.BAD_ARGS, "tail needs a 'stack' string")
-        validate_name(stack)
-        line = _int_arg(args, "line", 1, 10**9)
-        n_lines = _int_arg(args, "lines", 1, proto.MAX_TAIL_LINES)
-        n_bytes = _int_arg(args, "bytes", 1, proto.MAX_TAIL_BYTES)
+        stack = validate_name(args.stack)
+        line, n_lines, n_bytes = args.line, args.lines, args.bytes
         if n_lines is not None and n_bytes is not None:
             raise ProtocolError(ErrorCode.BAD_ARGS, "give 'lines' or 'bytes', not both")
         if n_lines is None and n_bytes is None:
@@ -244,34 +266,21 @@ class Agent:
             ) from None
         except ValueError as exc:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"log of line {line}: {exc}") from None
-        return {
-            "stack": stack,
-            "line": line,
-            "path": self.layout.relative(path),
-            "size": size,
-            "text": text.decode("utf-8", errors="replace"),
-            "truncated": truncated,
-        }
+        return TailResult(
+            stack=stack,
+            line=line,
+            path=self.layout.relative(path),
+            size=size,
+            text=text.decode("utf-8", errors="replace"),
+            truncated=truncated,
+        )
 
-    def versions(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+    def versions(self, args: VersionsArgs) -> VersionsResult:
         """What each application binary really is on this node (path, size, sha256)."""
-        apps = args.get("applications")
-        if not isinstance(apps, list) or len(apps) > MAX_APPLICATIONS:
-            raise ProtocolError(
-                ErrorCode.BAD_ARGS,
-                f"versions needs 'applications': a list of at most {MAX_APPLICATIONS} objects",
-            )
         checked: list[tuple[str, str]] = []
-        for app in apps:
-            if not isinstance(app, dict):
-                raise ProtocolError(ErrorCode.BAD_ARGS, "each application is an object")
-            name, binary = app.get("name"), app.get("binary")
-            if not isinstance(name, str) or not isinstance(binary, str):
-                raise ProtocolError(
-                    ErrorCode.BAD_ARGS, "each application needs 'name' and 'binary' strings"
-                )
-            validate_name(name, "application")
-            if not binary or len(binary) > MAX_BINARY_CHARS or "\x00" in binary:
+        for app in args.applications:
+            name, binary = validate_name(app.name, "application"), app.binary
+            if "\x00" in binary:
                 raise ProtocolError(ErrorCode.BAD_ARGS, f"bad binary for {name}")
             if "/" in binary and not os.path.isabs(binary):
                 raise ProtocolError(
@@ -279,7 +288,7 @@ class Agent:
                     f"binary of {name} must be an absolute path or a bare command name",
                 )
             checked.append((name, binary))
-        return [self._version_of(name, binary) for name, binary in checked]
+        return VersionsResult(binaries=[self._version_of(name, binary) for name, binary in checked])
 
     # ------------------------------------------------------------------- helpers
 
@@ -317,31 +326,29 @@ class Agent:
         self._virtual_used[str(path)] = (now, used)
         return used
 
-    def _version_of(self, name: str, binary: str) -> dict[str, Any]:
+    def _version_of(self, name: str, binary: str) -> BinaryVersion:
+        import shutil  # here: most sessions never ask, and the agent's start stays light
+
         found = binary if os.path.isabs(binary) else shutil.which(binary)
-        result: dict[str, Any] = {
-            "name": name,
-            "binary": binary,
-            "path": None,
-            "exists": False,
-            "size": None,
-            "sha256": None,
-        }
+        missing = BinaryVersion(
+            name=name, binary=binary, path=None, exists=False, size=None, sha256=None
+        )
         if found is None:
-            return result
-        result["path"] = os.path.abspath(found)
+            return missing
+        where = os.path.abspath(found)
         path = Path(os.path.realpath(found))  # what really runs, and a stable cache key
         try:
             st = os.stat(path)
         except OSError:
-            return result
+            return msgspec.structs.replace(missing, path=where)
         if not stat.S_ISREG(st.st_mode):
-            return result
-        result["exists"] = True
-        result["size"] = st.st_size
+            return msgspec.structs.replace(missing, path=where)
+        sha256 = None
         with contextlib.suppress(OSError, ValueError):  # unreadable: exists, no checksum
-            result["sha256"] = self._hash_cache.get(path, sha256_file)
-        return result
+            sha256 = self._hash_cache.get(path, sha256_file)
+        return BinaryVersion(
+            name=name, binary=binary, path=where, exists=True, size=st.st_size, sha256=sha256
+        )
 
 
 # ----------------------------------------------------------------------- file reading
@@ -384,6 +391,8 @@ def read_tail(
 
 def sha256_file(path: Path) -> str:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    import hashlib  # here: most sessions never ask, and the agent's start stays light
+
     digest = hashlib.sha256()
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -396,55 +405,14 @@ def sha256_file(path: Path) -> str:
 # ----------------------------------------------------------------------- arguments
 
 
-def _int_arg(args: dict[str, Any], key: str, low: int, high: int) -> int | None:
-    value = args.get(key)
+def _partitions(value: list[PartitionArg] | None) -> list[tuple[str, int | None]] | None:
+    """The partitions asked for, names checked, each once: a tree is never walked twice."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(ErrorCode.BAD_ARGS, f"{key!r} must be an integer")
-    if not low <= value <= high:
-        raise ProtocolError(ErrorCode.BAD_ARGS, f"{key!r} must be between {low} and {high}")
-    return value
-
-
-def _partition_args(value: Any) -> list[tuple[str, int | None]] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise ProtocolError(ErrorCode.BAD_ARGS, "'partitions' must be a list of objects")
-    out: list[tuple[str, int | None]] = []
-    seen: set[str] = set()
+    out: dict[str, int | None] = {}
     for item in value:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise ProtocolError(
-                ErrorCode.BAD_ARGS, "each partition is an object with a 'name' string"
-            )
-        name = validate_name(item["name"], "partition")
-        capacity = item.get("capacity")
-        if capacity is not None and (
-            isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0
-        ):
-            raise ProtocolError(
-                ErrorCode.BAD_ARGS, f"capacity of {name} must be a byte count or null"
-            )
-        if name not in seen:  # the same tree is never walked twice in one poll
-            seen.add(name)
-            out.append((name, capacity))
-    return out
-
-
-def _state_args(value: Any) -> list[StackState] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ProtocolError(ErrorCode.BAD_ARGS, "'states' must be a list of state names")
-    try:
-        return [StackState(v) for v in value]
-    except ValueError:
-        known = ", ".join(s.value for s in StackState)
-        raise ProtocolError(
-            ErrorCode.BAD_ARGS, f"'states' holds an unknown state ({known})"
-        ) from None
+        out.setdefault(validate_name(item.name, "partition"), item.capacity)
+    return list(out.items())
 
 
 def _load() -> list[float] | None:
@@ -454,16 +422,18 @@ def _load() -> list[float] | None:
         return None
 
 
+class _Id(msgspec.Struct):
+    id: int | str | None = None
+
+
 def _salvage_id(line: bytes) -> int | str | None:
     """The id of a request refused for its args, so the client can still match the answer."""
     if len(line) > proto.MAX_REQUEST_BYTES:
         return None
     try:
-        message = json.loads(line)
-    except ValueError:
+        return msgspec.json.decode(line, type=_Id).id
+    except msgspec.DecodeError:
         return None
-    rid = message.get("id") if isinstance(message, dict) else None
-    return rid if isinstance(rid, int | str) and not isinstance(rid, bool) else None
 
 
 # ----------------------------------------------------------------------- the loop
@@ -483,8 +453,6 @@ def _read_request_line(stdin: BinaryIO) -> tuple[bytes, bool] | None:
             return b"", True
 
 
-#: Verbs that move a stack (their answer carries the stack's claim counter).
-_MOVES = frozenset({Verb.LAUNCH, Verb.REQUEUE, Verb.UNLOCK, Verb.REMOVE})
 #: Test hook: with ``SPICA_FAULT_POINT=agent-slow-answer`` in the agent's environment (put
 #: there by the node's ``agent_command``), a move is answered only after
 #: ``SPICA_FAULT_SECONDS`` (default 10): the time to lose the connection after the commit.
@@ -494,15 +462,6 @@ FAULT_ENV = "SPICA_FAULT_POINT"
 def _fault_pause() -> None:
     if os.environ.get(FAULT_ENV) == "agent-slow-answer":
         time.sleep(float(os.environ.get("SPICA_FAULT_SECONDS", "10")))
-
-
-def _encode(response: dict[str, Any]) -> bytes:
-    try:
-        return proto.encode(response)
-    except (TypeError, ValueError) as exc:  # a result JSON cannot carry: still one answer
-        traceback.print_exc(file=sys.stderr)
-        message = f"unencodable result: {' '.join(str(exc).split())[:300]}"
-        return proto.encode(proto.fail(response.get("id"), ErrorCode.INTERNAL, message))
 
 
 def _actions() -> ModuleType:
@@ -558,7 +517,7 @@ def serve(root: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
                 )
             else:
                 response = agent.respond(line)
-            stdout.write(_encode(response))
+            stdout.write(response)
             stdout.flush()
     except BrokenPipeError:
         pass  # the client went away: nothing left to answer
@@ -567,74 +526,22 @@ def serve(root: Path, stdin: BinaryIO, stdout: BinaryIO) -> int:
 
 # ------------------------------------------------------------------- action arguments
 
-_BY_RE = re.compile(r"[A-Za-z0-9_.@+-]{1,64}")
+
+def _stack(stack: str) -> str:
+    return validate_name(stack, "stack")
 
 
-def _bad(message: str) -> ProtocolError:
-    return ProtocolError(ErrorCode.BAD_ARGS, message)
-
-
-def _str(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str):
-        raise _bad(f"{key} must be a string")
-    return value
-
-
-def _commands(args: dict[str, Any]) -> bytes:
+def _commands(args: StageArgs) -> bytes:
     """The ``stage`` commands: ``commands_b64`` (exact bytes, a size the request limit can
     hold whatever the text) or ``commands`` (text, as older clients send it)."""
-    if "commands_b64" not in args:
-        return _str(args, "commands").encode("utf-8", "surrogatepass")
+    if args.commands_b64 is None:
+        if args.commands is None:
+            raise ProtocolError(ErrorCode.BAD_ARGS, "stage: give `commands_b64` or `commands`")
+        return args.commands.encode("utf-8", "surrogatepass")
     import base64
     import binascii
 
     try:
-        return base64.b64decode(_str(args, "commands_b64"), validate=True)
+        return base64.b64decode(args.commands_b64, validate=True)
     except (binascii.Error, ValueError):
-        raise _bad("commands_b64 must be base64") from None
-
-
-def _stack(args: dict[str, Any]) -> str:
-    return validate_name(_str(args, "stack"), "stack")
-
-
-def _by(args: dict[str, Any]) -> str:
-    by = _str(args, "by")
-    if not _BY_RE.fullmatch(by):
-        raise _bad("by must be an operator name (letters, digits, _ . @ + -)")
-    return by
-
-
-def _optional_str(args: dict[str, Any], key: str) -> str | None:
-    value = args.get(key)
-    if value is not None and not isinstance(value, str):
-        raise _bad(f"{key} must be a string or null")
-    return value
-
-
-def _int(args: dict[str, Any], key: str) -> int:
-    value = args.get(key, 0)
-    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > 10**6:
-        raise _bad(f"{key} must be an integer")
-    return value
-
-
-def _bool(args: dict[str, Any], key: str) -> bool:
-    value = args.get(key, False)
-    if not isinstance(value, bool):
-        raise _bad(f"{key} must be true or false")
-    return value
-
-
-def _dry(args: dict[str, Any]) -> bool:
-    return _bool(args, "dry_run")
-
-
-def _str_list(args: dict[str, Any], key: str) -> list[str] | None:
-    value = args.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _bad(f"{key} must be a list of strings")
-    return value
+        raise ProtocolError(ErrorCode.BAD_ARGS, "stage: `commands_b64` must be base64") from None

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from spica_core.errors import InvalidName
 from spica_core.names import validate_name
 from spica_core.node.files import one_line
 from spica_core.node.layout import PARTITION_PREFIX, NodeLayout, OutsideRoot
-from spica_core.node.records import shallow_dict
-
-
-@dataclass(frozen=True)
-class PartitionUsage:
-    """Disk figures of a partition; the byte counts are None when it cannot be measured."""
-
-    name: str
-    total_bytes: int | None
-    free_bytes: int | None
-    used_bytes: int | None
-    virtual: bool
-    exists: bool
-    error: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return shallow_dict(self)
+from spica_core.node.protocol import PartitionUsage
 
 
 def discover_partitions(root: Path) -> list[str]:
@@ -92,22 +74,43 @@ def partition_usage(
     try:
         path = NodeLayout(root).partition_dir(name)
     except OutsideRoot as exc:
-        return PartitionUsage(name, None, None, None, virtual, False, f"outside_root: {exc.reason}")
+        return _unmeasured(name, virtual, exists=False, error=f"outside_root: {exc.reason}")
     if not path.is_dir():
-        return PartitionUsage(name, None, None, None, virtual, False)
+        return _unmeasured(name, virtual, exists=False)
     if capacity is not None:
         used = used_of(path)
-        return PartitionUsage(name, capacity, max(0, capacity - used), used, True, True)
+        return PartitionUsage(
+            name=name,
+            total_bytes=capacity,
+            free_bytes=max(0, capacity - used),
+            used_bytes=used,
+            virtual=True,
+            exists=True,
+        )
     try:
         vfs = os.statvfs(path)
     except OSError as exc:
-        return PartitionUsage(name, None, None, None, False, True, one_line(exc))
+        return _unmeasured(name, False, exists=True, error=one_line(exc))
     total = vfs.f_blocks * vfs.f_frsize
     return PartitionUsage(
-        name,
-        total,
-        vfs.f_bavail * vfs.f_frsize,
-        total - vfs.f_bfree * vfs.f_frsize,
-        False,
-        True,
+        name=name,
+        total_bytes=total,
+        free_bytes=vfs.f_bavail * vfs.f_frsize,
+        used_bytes=total - vfs.f_bfree * vfs.f_frsize,
+        virtual=False,
+        exists=True,
+    )
+
+
+def _unmeasured(
+    name: str, virtual: bool, *, exists: bool, error: str | None = None
+) -> PartitionUsage:
+    return PartitionUsage(
+        name=name,
+        total_bytes=None,
+        free_bytes=None,
+        used_bytes=None,
+        virtual=virtual,
+        exists=exists,
+        error=error,
     )

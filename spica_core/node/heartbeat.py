@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from spica_core.node.files import StatCache
 from spica_core.node.host import hostname, iso_utc
 from spica_core.node.layout import NodeLayout
-from spica_core.node.records import HeartbeatRecord, read_record, shallow_dict, write_record
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    pid: int | None
-    host: str | None
-    time: str | None
-    age_seconds: float
-    malformed: str | None
-
-    def to_wire(self) -> dict[str, Any]:
-        return shallow_dict(self)
+from spica_core.node.protocol import Heartbeat, HeartbeatRecord
+from spica_core.node.records import read_record, write_record
 
 
 def read_heartbeat(
@@ -44,11 +31,13 @@ def read_heartbeat(
 
     record, why = cache.get(path, read, st) if cache else read(path)
     if record is None:
-        return Heartbeat(None, None, None, age, why)
-    return Heartbeat(record.pid, record.host, record.time, age, None)
+        return Heartbeat(pid=None, host=None, time=None, age_seconds=age, malformed=why)
+    return Heartbeat(pid=record.pid, host=record.host, time=record.time, age_seconds=age)
 
 
 def write_heartbeat(root: Path, pid: int | None = None) -> None:
     """Refresh the heartbeat (the daemon calls this on a timer)."""
-    record = HeartbeatRecord(pid if pid is not None else os.getpid(), hostname(), iso_utc())
+    record = HeartbeatRecord(
+        pid=pid if pid is not None else os.getpid(), host=hostname(), time=iso_utc()
+    )
     write_record(NodeLayout(root).heartbeat_file(), record)

@@ -9,14 +9,13 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from spica_core.errors import InvalidName
 from spica_core.names import validate_name
 from spica_core.node.layout import QFIN_LOCK_SUFFIX, NodeLayout
-from spica_core.node.records import LockRecord, read_record
+from spica_core.node.protocol import LockRecord, QfinLock
+from spica_core.node.records import claim_alive, read_record
 
 #: ``locks/daemon.lock``: flock(2)ed by :func:`node_lock`, never removed.
 NODE_LOCK = "daemon.lock"
@@ -33,22 +32,6 @@ def node_lock(layout: NodeLayout) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-@dataclass(frozen=True)
-class QfinLock:
-    partition: str
-    holder: LockRecord | None
-    alive: bool
-    malformed: str | None
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "partition": self.partition,
-            "holder": self.holder.to_dict() if self.holder else None,
-            "alive": self.alive,
-            "malformed": self.malformed,
-        }
 
 
 def list_qfin_locks(root: Path) -> list[QfinLock]:
@@ -71,7 +54,7 @@ def list_qfin_locks(root: Path) -> list[QfinLock]:
             holder, why = read_record(Path(dirent.path), LockRecord, empty_ok=True)
             if holder is None and why is None:
                 why = "empty lock file (no holder recorded)"
-            alive = holder.alive() if holder else False
-            locks.append(QfinLock(partition, holder, alive, why))
+            alive = claim_alive(holder) if holder else False
+            locks.append(QfinLock(partition=partition, holder=holder, alive=alive, malformed=why))
     locks.sort(key=lambda lock: lock.partition)
     return locks

@@ -1,46 +1,94 @@
-"""The typed node protocol: every record a node keeps and every verb's arguments and result.
+"""The typed node protocol: the one definition of what the console and the node agent say.
 
-Both ends decode with these types (msgspec): an unknown field or a wrong type is refused with
-the field named, on the agent (``bad_args``) and on the console alike. Records are what the
+Transport: JSON lines (UTF-8) over the stdin/stdout of ``spica node serve`` running in an SSH
+channel. The agent first writes a :class:`Hello`; then each request line gets exactly one
+response line, in order, carrying the request's id::
+
+    agent:   {"hello": "spica-agent", "protocol": 2, "version": "0.1.0", "root": "/data/spica", ...}
+    client:  {"id": 7, "verb": "status", "args": {"partitions": [{"name": "raid1"}]}}
+    agent:   {"id": 7, "ok": true, "result": {...}}
+    agent:   {"id": 8, "ok": false, "error": {"code": "bad_name", "message": "..."}}
+
+Every record a node keeps and every verb's arguments and result is a msgspec Struct here; both
+ends decode with these types: an unknown field or a wrong type is refused with the field named,
+on the agent (``bad_args``) and on the console (``bad_answer``) alike. Records are what the
 node's files hold (queue records, locks, removals, the heartbeat); the wire views add what the
 agent saw of them (``alive``). Nothing shaped as ``dict[str, Any]`` crosses the node boundary.
+Errors are always structured responses (never a traceback on the wire); after any error the
+agent keeps serving.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, ClassVar, Generic, Literal, TypeVar
+import re
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
-from spica_core.node_protocol import (
-    DEFAULT_TAIL_LINES,
-    MAX_REQUEST_BYTES,
-    MAX_TAIL_BYTES,
-    MAX_TAIL_LINES,
-    PROTOCOL_VERSION,
-    ErrorCode,
-    ProtocolError,
-    Verb,
-)
+from spica_core.node.layout import MAX_COMMANDS_BYTES
 from spica_core.states import StackState
 
-__all__ = [
-    "DEFAULT_TAIL_LINES",
-    "MAX_REQUEST_BYTES",
-    "MAX_TAIL_BYTES",
-    "MAX_TAIL_LINES",
-    "PROTOCOL_VERSION",
-    "ErrorCode",
-    "ProtocolError",
-    "Verb",
-]
+#: 2: typed messages (msgspec); ``versions`` answers ``{"binaries": [...]}``.
+PROTOCOL_VERSION = 2
+HELLO = "spica-agent"
+
+#: A request line longer than this is refused (``too_large``) without being parsed. It
+#: leaves room for the largest ``stage``: commands of MAX_COMMANDS_BYTES sent in base64
+#: (``commands_b64``: 4 bytes per 3, whatever the text holds), plus the other arguments.
+MAX_REQUEST_BYTES = 64 * 1024 + 4 * -(-MAX_COMMANDS_BYTES // 3)
+#: Bounds of ``tail``.
+DEFAULT_TAIL_LINES = 50
+MAX_TAIL_LINES = 5000
+MAX_TAIL_BYTES = 256 * 1024
+
+
+class Verb(StrEnum):
+    PING = "ping"
+    STATUS = "status"
+    TAIL = "tail"
+    VERSIONS = "versions"
+    # Operator actions (spica_core.node.actions); each takes "dry_run".
+    STAGE = "stage"  # write commands.sh of a planned stack
+    LAUNCH = "launch"  # planned -> pending
+    REQUEUE = "requeue"  # failed -> pending
+    UNLOCK = "unlock"  # stale running -> failed | pending
+    UNLOCK_QFIN = "unlock_qfin"  # remove a dead holder's QFin lock
+    REMOVE = "remove"  # queue file, stack dir, listed inputs
+
+
+class ErrorCode(StrEnum):
+    BAD_REQUEST = "bad_request"  # not JSON, not an object, missing id/verb
+    TOO_LARGE = "too_large"  # request line over MAX_REQUEST_BYTES
+    UNKNOWN_VERB = "unknown_verb"
+    BAD_ARGS = "bad_args"  # args of the wrong shape or type
+    BAD_NAME = "bad_name"  # a stack/partition name outside spica_core.names
+    OUTSIDE_ROOT = "outside_root"  # a path (or symlink) leading out of the spica root
+    NOT_FOUND = "not_found"
+    WRONG_STATE = "wrong_state"  # the stack is not (or no longer) where the action needs it
+    INTERNAL = "internal"  # an unexpected failure, described in one line
+    #: Raised on the console: the agent's hello or answer does not fit this SPICA's protocol.
+    BAD_ANSWER = "bad_answer"
+
+
+class ProtocolError(Exception):
+    """A structured error, raised on either end; ``code`` is an :class:`ErrorCode`."""
+
+    def __init__(self, code: ErrorCode | str, message: str) -> None:
+        self.code = ErrorCode(code) if code in ErrorCode._value2member_map_ else code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
 
 MAX_APPLICATIONS = 256
 MAX_BINARY_CHARS = 4096
 
 NonNegative = Annotated[int, Meta(ge=0)]
+#: A queue priority as operators give it.
+Priority = Annotated[int, Meta(ge=-(10**6), le=10**6)]
+#: Who asks for a move: an operator name, written into the node's records.
+Operator = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@+-]{1,64}$")]
 
 
 class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -123,7 +171,8 @@ class ClaimSeen(ClaimRecord, kw_only=True):
 class QueueEntry(Message):
     stack: str
     state: StackState
-    mtime: datetime | None
+    #: The queue file's mtime, as every time on the wire: ISO 8601 UTC to the millisecond.
+    mtime: str | None
     launch: LaunchRecord | None = None
     claim: ClaimSeen | None = None
     error: ErrorRecord | None = None
@@ -308,7 +357,10 @@ class StageArgs(Args[StageResult]):
     VERB = Verb.STAGE
     RESULT = StageResult
     stack: str
-    commands_b64: str
+    #: The exact bytes in base64: a size the request limit holds whatever the text is.
+    commands_b64: str | None = None
+    #: The commands as text, as older clients send them (one of the two is required).
+    commands: str | None = None
     inputs: list[str] | None = None
     dry_run: bool = False
 
@@ -317,8 +369,8 @@ class LaunchArgs(Args[StackChange]):
     VERB = Verb.LAUNCH
     RESULT = StackChange
     stack: str
-    by: str
-    priority: int = 0
+    by: Operator
+    priority: Priority = 0
     dry_run: bool = False
 
 
@@ -326,8 +378,8 @@ class RequeueArgs(Args[StackChange]):
     VERB = Verb.REQUEUE
     RESULT = StackChange
     stack: str
-    by: str
-    priority: int = 0
+    by: Operator
+    priority: Priority = 0
     from_start: bool = False
     dry_run: bool = False
 
@@ -336,9 +388,9 @@ class UnlockArgs(Args[StackChange]):
     VERB = Verb.UNLOCK
     RESULT = StackChange
     stack: str
-    by: str
+    by: Operator
     to: Literal["failed", "pending"] = "failed"
-    priority: int = 0
+    priority: Priority = 0
     dry_run: bool = False
 
 
@@ -346,7 +398,7 @@ class RemoveArgs(Args[StackChange]):
     VERB = Verb.REMOVE
     RESULT = StackChange
     stack: str
-    by: str
+    by: Operator = "unknown"
     purge: list[str] = []
     stack_id: NonNegative | None = None
     dry_run: bool = False
@@ -362,7 +414,7 @@ class UnlockQfinArgs(Args[UnlockQfinResult]):
     VERB = Verb.UNLOCK_QFIN
     RESULT = UnlockQfinResult
     partition: str
-    by: str
+    by: Operator
     dry_run: bool = False
 
 
@@ -408,8 +460,155 @@ class Request(Message):
     args: msgspec.Raw = msgspec.Raw(b"{}")
 
 
-class Response(Message):
+class Response(Message, omit_defaults=True):
     id: int | str | None
     ok: bool
-    result: msgspec.Raw | None = None
+    result: msgspec.Raw = msgspec.Raw(b"null")
     error: ErrorBody | None = None
+
+
+# ------------------------------------------------------------------ encoding and decoding
+
+_encoder = msgspec.json.Encoder()
+_request_decoder = msgspec.json.Decoder(Request)
+_response_decoder = msgspec.json.Decoder(Response)
+_hello_decoder = msgspec.json.Decoder(Hello)
+_AT = re.compile(r"^(?P<what>.*?) - at `\$\.?(?P<where>[^`]*)`$", re.S)
+
+
+def describe(exc: msgspec.DecodeError) -> str:
+    """msgspec's error made readable: "`by`: expected `str`, got `int`"."""
+    text = " ".join(str(exc).split())
+    match = _AT.match(text)
+    what, where = (match["what"], match["where"]) if match else (text, "")
+    what = what[:1].lower() + what[1:]
+    what = what.replace("object contains unknown field", "unknown field")
+    what = what.replace("object missing required field", "missing field").replace(" | null`", "`")
+    return f"`{where}`: {what}" if where else what
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """One JSON line; never contains a raw newline, whatever the strings hold."""
+    return _encoder.encode(message) + b"\n"
+
+
+def encode_request(request_id: int | str, args: Args[Any]) -> bytes:
+    return encode(
+        Request(id=request_id, verb=args.VERB.value, args=msgspec.Raw(_encoder.encode(args)))
+    )
+
+
+def ok(request_id: int | str | None, result: msgspec.Struct) -> bytes:
+    raw = msgspec.Raw(_encoder.encode(result))
+    return encode(Response(id=request_id, ok=True, result=raw))
+
+
+def fail(request_id: int | str | None, code: ErrorCode | str, message: str) -> bytes:
+    error = ErrorBody(code=str(code), message=message)
+    return encode(Response(id=request_id, ok=False, error=error))
+
+
+def decode_request(line: bytes) -> Request:
+    """Parse one request line (not its args), or raise ProtocolError(bad_request / too_large)."""
+    if len(line) > MAX_REQUEST_BYTES:
+        raise ProtocolError(
+            ErrorCode.TOO_LARGE, f"request of {len(line)} bytes, at most {MAX_REQUEST_BYTES}"
+        )
+    try:
+        return _request_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"bad request: {describe(exc)}") from None
+
+
+_args_decoders: dict[str, msgspec.json.Decoder[Any]] = {}
+
+
+def args_type(verb: str) -> type[Args[Any]]:
+    """The argument type of ``verb``; ``unknown_verb`` naming the known ones."""
+    cls = ARGS.get(verb)  # type: ignore[call-overload]
+    if cls is None:
+        known = ", ".join(sorted(ARGS))
+        raise ProtocolError(ErrorCode.UNKNOWN_VERB, f"unknown verb {verb!r:.60} (known: {known})")
+    return cls  # type: ignore[no-any-return]
+
+
+def decode_args(verb: str, raw: bytes) -> Args[Any]:
+    """A request's args as its verb's type; ``bad_args`` naming the field when they do not fit."""
+    decoder = _args_decoders.get(verb)
+    if decoder is None:
+        decoder = _args_decoders[verb] = msgspec.json.Decoder(args_type(verb))
+    try:
+        return decoder.decode(raw)  # type: ignore[no-any-return]
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_ARGS, f"{verb}: {describe(exc)}") from None
+
+
+class _Greeting(msgspec.Struct):
+    """The two fields every protocol version's hello keeps, read before the strict decode."""
+
+    hello: Any = None
+    protocol: Any = None
+
+
+def decode_hello(line: bytes) -> Hello:
+    """The agent's first line, strictly; refuses another protocol version naming both."""
+    try:
+        greeting = msgspec.json.decode(line, type=_Greeting)
+    except msgspec.DecodeError:
+        greeting = _Greeting()
+    if greeting.hello != HELLO:
+        raise ProtocolError(ErrorCode.BAD_ANSWER, f"not a spica agent greeting: {line[:200]!r}")
+    if greeting.protocol != PROTOCOL_VERSION:
+        raise ProtocolError(
+            ErrorCode.BAD_ANSWER,
+            f"the node's agent speaks protocol {greeting.protocol!r:.20}, this SPICA speaks "
+            f"{PROTOCOL_VERSION}: install the same SPICA version on the node",
+        )
+    try:
+        return _hello_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_ANSWER, f"agent hello: {describe(exc)}") from None
+
+
+def decode_response(line: bytes) -> Response:
+    try:
+        return _response_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(
+            ErrorCode.BAD_ANSWER, f"agent sent no response ({describe(exc)}): {line[:200]!r}"
+        ) from None
+
+
+_result_decoders: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+def result_of(response: Response, args_type: type[Args[R]]) -> R:
+    """The answer as the verb's result type, or the agent's error raised as ProtocolError; an
+    answer that does not fit is ``bad_answer`` naming the verb and the field."""
+    if not response.ok:
+        error = response.error
+        raise ProtocolError(
+            error.code if error else ErrorCode.INTERNAL, error.message if error else ""
+        )
+    decoder = _result_decoders.get(args_type)
+    if decoder is None:
+        decoder = _result_decoders[args_type] = msgspec.json.Decoder(args_type.RESULT)
+    try:
+        return decoder.decode(response.result)  # type: ignore[no-any-return]
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(
+            ErrorCode.BAD_ANSWER, f"{args_type.VERB} answer: {describe(exc)}"
+        ) from None
+
+
+def legacy_args(verb: str, args: dict[str, Any] | None) -> Args[Any]:
+    """A verb's dict of arguments as its type.  # legacy: removed once the executor lands"""
+    try:
+        return msgspec.convert(args or {}, args_type(verb))  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        raise ProtocolError(ErrorCode.BAD_ARGS, f"{verb}: {describe(exc)}") from None
+
+
+def legacy_result(result: msgspec.Struct) -> Any:
+    """A typed result as plain data.  # legacy: removed once the executor lands"""
+    return msgspec.to_builtins(result)

@@ -12,19 +12,25 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import partial
 from pathlib import Path
-from typing import Any
+
+import msgspec
 
 from spica_core.names import is_valid_name, validate_name
 from spica_core.node.files import StatCache, count_lines, one_line
 from spica_core.node.host import boot_id, hostname, iso_utc, pid_alive
 from spica_core.node.layout import MOVING_SUFFIX, NodeLayout, OutsideRoot
-from spica_core.node.records import (
+from spica_core.node.protocol import (
     ClaimRecord,
+    ClaimSeen,
     ErrorRecord,
     LaunchRecord,
-    _Record,
+    QueueEntry,
+)
+from spica_core.node.records import (
+    claim_alive,
+    daemon_alive,
     read_attempt,
     read_progress,
     read_record,
@@ -34,53 +40,16 @@ from spica_core.states import SUFFIX, StackState, parse_queue_file_name
 
 
 @dataclass(frozen=True)
-class QueueEntry:
-    """One queue file as found on disk; ``malformed`` says what could not be read."""
-
-    stack: str
-    state: StackState
-    mtime: float
-    launch: LaunchRecord | None = None
-    claim: ClaimRecord | None = None
-    alive: bool | None = None
-    daemon_alive: bool | None = None
-    error: ErrorRecord | None = None
-    malformed: str | None = None
-    progress: int | None = None
-    lines: int | None = None
-    #: The daemon's claim counter (``stacks/<stack>/attempt``; None before the first claim):
-    #: it only grows, so reconcile can tell whether the stack was claimed since an action.
-    attempt: int | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        """The entry on the wire; computed once per entry (callers must not change it)."""
-        return self._wire
-
-    @cached_property
-    def _wire(self) -> dict[str, Any]:
-        claim = None
-        if self.claim is not None:
-            claim = {**self.claim.to_dict(), "alive": self.alive, "daemon_alive": self.daemon_alive}
-        return {
-            "stack": self.stack,
-            "state": self.state.value,
-            "mtime": iso_utc(self.mtime),
-            "launch": self.launch.to_dict() if self.launch else None,
-            "claim": claim,
-            "error": self.error.to_dict() if self.error else None,
-            "malformed": self.malformed,
-            "progress": self.progress,
-            "lines": self.lines,
-            "attempt": self.attempt,
-        }
-
-
-@dataclass(frozen=True)
 class QueueScan:
     """One pass over ``queue/``: the entries of the states asked for, and every file counted."""
 
     entries: list[QueueEntry]
     counts: dict[str, int]
+
+
+#: Seconds a ``.processing`` may hold no valid claim before it counts as stale: a daemon
+#: renames first and writes its claim just after (spica_core.daemon.claims).
+CLAIM_GRACE = 10.0
 
 
 def scan_queue(
@@ -118,7 +87,10 @@ def scan_queue(
                     if move.target in wanted:
                         entries.append(
                             QueueEntry(
-                                move.stack, move.target, move.ctime, malformed=move.describe()
+                                stack=move.stack,
+                                state=move.target,
+                                mtime=iso_utc(move.ctime),
+                                malformed=move.describe(),
                             )
                         )
                 continue
@@ -134,7 +106,12 @@ def scan_queue(
                 continue
             if not stat.S_ISREG(st.st_mode):
                 entries.append(
-                    QueueEntry(stack, state, st.st_mtime, malformed="not a regular file")
+                    QueueEntry(
+                        stack=stack,
+                        state=state,
+                        mtime=iso_utc(st.st_mtime),
+                        malformed="not a regular file",
+                    )
                 )
                 continue
             read = partial(
@@ -160,7 +137,7 @@ def list_queue(
 
 
 #: The record each queue state holds, and whether an empty file is allowed (legacy launchers).
-_STATE_RECORDS: dict[StackState, tuple[type[_Record], bool]] = {
+_STATE_RECORDS: dict[StackState, tuple[type[msgspec.Struct], bool]] = {
     StackState.PENDING: (LaunchRecord, True),
     StackState.RUNNING: (ClaimRecord, False),
     StackState.FAILED: (ErrorRecord, False),
@@ -198,7 +175,7 @@ class InterruptedMove:
 
 
 def move_with_record(
-    src: Path, dst: Path, record: _Record, *, won: Callable[[], None] | None = None
+    src: Path, dst: Path, record: msgspec.Struct, *, won: Callable[[], None] | None = None
 ) -> bool:
     """Rename ``src`` to ``dst`` with ``record`` as its content, never visible half-done;
     False when ``src`` was gone (another actor's rename won).
@@ -279,8 +256,7 @@ def _read_entry(
     line_cache: StatCache | None,
 ) -> QueueEntry:
     notes: list[str] = []
-    record: _Record | None = None
-    alive = daemon_alive = None
+    record: msgspec.Struct | None = None
     progress = lines = None
     if state in _STATE_RECORDS:
         kind, empty_ok = _STATE_RECORDS[state]
@@ -290,21 +266,25 @@ def _read_entry(
     if state is StackState.COMPLETED:
         # The claim that ran it stays in the ``.processed``; legacy ones hold nothing.
         record, _ = read_record(path, ClaimRecord, empty_ok=True)
-    claim = record if isinstance(record, ClaimRecord) else None
+    claim = None
+    if isinstance(record, ClaimRecord):
+        # Whether the claimer lives matters only while it runs: a completed one is history.
+        running = state is StackState.RUNNING
+        claim = ClaimSeen(
+            **msgspec.structs.asdict(record),
+            alive=claim_alive(record) if running else False,
+            daemon_alive=daemon_alive(record) if running else None,
+        )
     if state is StackState.RUNNING:
-        alive = claim.alive() if claim else False
-        daemon_alive = claim.daemon_alive() if claim else None
         progress, lines, why = _progress_of(layout, stack, line_cache)
         if why:
             notes.append(why)
     return QueueEntry(
-        stack,
-        state,
-        st.st_mtime,
+        stack=stack,
+        state=state,
+        mtime=iso_utc(st.st_mtime),
         launch=record if isinstance(record, LaunchRecord) else None,
         claim=claim,
-        alive=alive,
-        daemon_alive=daemon_alive,
         error=record if isinstance(record, ErrorRecord) else None,
         malformed="; ".join(notes) or None,
         progress=progress,

@@ -31,8 +31,8 @@ from spica_core.db.runs import end_dead_runs, wire_time
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeAnswerLost, NodeUnreachable, StackStateError
 from spica_core.names import validate_name
+from spica_core.node.protocol import ErrorCode, ProtocolError, Verb
 from spica_core.node_pool import NodeCaller
-from spica_core.node_protocol import ErrorCode, ProtocolError, Verb
 from spica_core.operations.model import (
     ItemResult,
     OpAction,

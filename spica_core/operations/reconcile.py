@@ -30,8 +30,8 @@ from spica_core.db import stack_state
 from spica_core.db.models import Node, OperatorAction, Problem, Stack, StackRun
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeUnreachable
+from spica_core.node.protocol import ProtocolError, Verb
 from spica_core.node_pool import NodePool
-from spica_core.node_protocol import ProtocolError, Verb
 from spica_core.operations.actions import end_unlocked_run, finish_in_db
 from spica_core.operations.model import OpAction, PlanItem
 from spica_core.states import Action, Actor, StackState

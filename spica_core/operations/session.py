@@ -71,7 +71,7 @@ async def unlock_qfin(
 
     from spica_core.db.models import OperatorAction
     from spica_core.names import validate_name
-    from spica_core.node_protocol import ProtocolError, Verb
+    from spica_core.node.protocol import ProtocolError, Verb
 
     validate_name(node, "node")
     validate_name(partition, "partition")

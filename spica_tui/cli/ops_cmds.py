@@ -215,8 +215,8 @@ def _unlock_qfin(st, node, partition, as_user, dry_run, yes, as_json) -> None:  
     import asyncio
 
     from spica_core.errors import UsageError
+    from spica_core.node.protocol import ProtocolError
     from spica_core.node_pool import NodePool
-    from spica_core.node_protocol import ProtocolError
     from spica_core.operations import Operations, operator_name
     from spica_core.operations.session import unlock_qfin
 

@@ -73,7 +73,7 @@ def shown_by_row(node: NodeSnapshot, now: datetime, heartbeat_stale: float) -> t
         fresh or (None if heartbeat is None else round(heartbeat)),
         None if node.liveness.reachable else (node.last_seen, age(now, node.last_seen)),
         node.last_error,
-        tuple((e.stack, e.progress, e.lines, e.claim_alive) for e in node.running()),
+        tuple((e.stack, e.progress, e.lines, e.claim) for e in node.running()),
     )
 
 
@@ -108,7 +108,7 @@ def running_cell(node: NodeSnapshot, dim: str) -> Text:
     text = Text(first.stack, dim)
     if first.lines:
         text.append(f" line {min((first.progress or 0) + 1, first.lines)}/{first.lines}", "dim")
-    if first.claim_alive is False:
+    if first.claim is not None and not first.claim.alive:
         text.append(" (claimer dead)", "bold red")
     if len(running) > 1:
         text.append(f" +{len(running) - 1}", "bold")

@@ -1,4 +1,4 @@
-"""The daemon's files under ``stacks/<stack>/``, beside those of :mod:`spica_core.node`.
+"""The files of ``stacks/<stack>/`` the daemon runs from, read by the agent too.
 
 ::
 
@@ -24,14 +24,15 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from spica_core.node import records
 from spica_core.node.files import atomic_write, read_small
 from spica_core.node.host import boot_id, hostname, pid_alive
 from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
-from spica_core.node.records import _Record, read_progress, read_record, write_record
+from spica_core.node.records import read_progress, read_record, write_record
 
 INPUTS_FILE = "inputs"
 CHECK_FILE = "check.json"
@@ -167,8 +168,7 @@ def next_attempt(layout: NodeLayout, stack: str) -> int:
 # --------------------------------------------------------------------------- check.json
 
 
-@dataclass(frozen=True)
-class CheckRecord(_Record):
+class CheckRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Content of ``check.json``: why the stack waits, and not before when to look again."""
 
     reason: str
@@ -208,8 +208,7 @@ def clear_check(layout: NodeLayout, stack: str) -> bool:
 # --------------------------------------------------------------------------- running.json
 
 
-@dataclass(frozen=True)
-class RunningLine(_Record):
+class RunningLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Content of ``running.json``: the line's ``/bin/sh`` leads its own process group."""
 
     pid: int
@@ -293,17 +292,18 @@ def _is_line_process(record: RunningLine, stack: str, root: Path) -> bool:
     started = _start_time(pid)
     if started is not None and started > _epoch(record.started_at) + START_SLACK:
         return False  # started after the line was recorded: a reused pid
+    import psutil  # here: only an unlock or a recovery looks at other processes
+
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except FileNotFoundError:
+        env = psutil.Process(pid).environ()
+    except psutil.NoSuchProcess:
         return False
-    except OSError:
+    except psutil.Error:
         return True  # no access to its environment: pid, host, boot and start time agree
-    env = dict(item.partition(b"=")[::2] for item in environ.split(b"\0") if item)
-    line_root = os.fsdecode(env.get(b"SPICA_ROOT", b""))
+    line_root = env.get("SPICA_ROOT", "")
     return (
-        env.get(b"SPICA_STACK") == stack.encode()
-        and env.get(b"SPICA_ATTEMPT") == str(record.attempt).encode()
+        env.get("SPICA_STACK") == stack
+        and env.get("SPICA_ATTEMPT") == str(record.attempt)
         # a line of the same stack name under another root (another node, another demo)
         and bool(line_root)
         and os.path.realpath(line_root) == os.path.realpath(root)
@@ -316,13 +316,12 @@ START_SLACK = 30.0
 
 
 def _start_time(pid: int) -> float | None:
-    """When ``pid`` started (epoch seconds), from /proc; None when it cannot be read."""
+    """When ``pid`` started (epoch seconds); None when it cannot be read."""
+    import psutil
+
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        with open("/proc/stat", encoding="ascii") as f:
-            btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
-        return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        return float(psutil.Process(pid).create_time())
+    except (psutil.Error, OSError):
         return None
 
 
@@ -337,13 +336,14 @@ def _epoch(iso: str) -> float:
 
 def _process_exists(pid: int) -> bool:
     """Whether ``pid`` is a process that is not a zombie."""
+    import psutil
+
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except (OSError, IndexError):
+    except (psutil.Error, OSError):
         return pid_alive(pid, hostname(), boot_id())
-    return state != "Z"
 
 
 def _why(exc: BaseException) -> str:
