@@ -109,7 +109,7 @@ class NodeLink:
         self._agent_failed_at: float | None = None
         #: An agent started but not greeted yet: its process, the greeting, when it started.
         self._greeting: (
-            tuple[asyncssh.SSHClientProcess[bytes], asyncio.Future[dict[str, Any]], float] | None
+            tuple[asyncssh.SSHClientProcess[bytes], asyncio.Future[Hello], float] | None
         ) = None
         self._agent_problem: str | None = None
         #: The queue listing last received from the current agent, and its version.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -32,7 +32,7 @@ from spica_core.states import StackState
 
 #: 2: typed messages (msgspec); ``versions`` answers ``{"binaries": [...]}``.
 PROTOCOL_VERSION = 2
-HELLO = "spica-agent"
+HELLO: Final = "spica-agent"
 
 #: A request line longer than this is refused (``too_large``) without being parsed. It
 #: leaves room for the largest ``stage``: commands of MAX_COMMANDS_BYTES sent in base64
@@ -419,7 +419,7 @@ class UnlockQfinArgs(Args[UnlockQfinResult]):
 
 
 #: Every verb's argument type: the agent decodes a request's args with it.
-ARGS: dict[Verb, type[Args[object]]] = {
+ARGS: dict[Verb, type[Args[Any]]] = {
     cls.VERB: cls
     for cls in (
         PingArgs,
@@ -498,9 +498,17 @@ def encode_request(request_id: int | str, args: Args[Any]) -> bytes:
     )
 
 
+class _Answer(msgspec.Struct):
+    """A successful :class:`Response` as the agent writes it: the result encoded in the same
+    pass (a status of thousands of entries is not encoded twice)."""
+
+    id: int | str | None
+    ok: bool
+    result: Any
+
+
 def ok(request_id: int | str | None, result: msgspec.Struct) -> bytes:
-    raw = msgspec.Raw(_encoder.encode(result))
-    return encode(Response(id=request_id, ok=True, result=raw))
+    return encode(_Answer(id=request_id, ok=True, result=result))
 
 
 def fail(request_id: int | str | None, code: ErrorCode | str, message: str) -> bytes:
