@@ -40,7 +40,7 @@ from spica_core.reports import StackDetail, StackRow, list_problems
 from spica_core.states import StackState
 
 if TYPE_CHECKING:
-    from spica_core.node_pool import NodePool
+    from spica_core.executor import Executor
 
 #: Characters that make a console filter a regular expression rather than a substring.
 #: ``.``, ``+``, ``-`` and ``_`` are left out: stack names are made of them.
@@ -475,31 +475,21 @@ class LogTail:
 
 
 async def fetch_log_tail(
-    pool: NodePool, node: str | None, stack: str, line: int | None = None, lines: int = 40
+    executor: Executor, node: str | None, stack: str, line: int | None = None, lines: int = 40
 ) -> LogTail:
     """The log tail of ``stack``'s line ``line`` (default: the failed line, else the latest)
     from its node; node trouble is returned in ``error``, never raised."""
     from spica_core.errors import SpicaError
-    from spica_core.node.protocol import ProtocolError, Verb
+    from spica_core.executor import ProtocolError
 
     if node is None:
         return LogTail(stack, node, error="the stack has no node in dbspica")
-    args: dict[str, Any] = {"stack": stack, "lines": lines}
-    if line is not None:
-        args["line"] = line
     try:
-        result = await pool.call(node, Verb.TAIL, args)
+        result = await executor.tail(node, stack, line, lines)
     except ProtocolError as exc:
         return LogTail(stack, node, line, error=f"node {node}: {exc.message}")
     except (SpicaError, OSError) as exc:
         return LogTail(stack, node, line, error=str(exc))
     except Exception as exc:  # AgentMissing and other node trouble: shown, never raised
         return LogTail(stack, node, line, error=f"node {node}: {exc}")
-    return LogTail(
-        stack,
-        node,
-        result.get("line"),
-        result.get("path"),
-        result.get("text") or "",
-        bool(result.get("truncated")),
-    )
+    return LogTail(stack, node, result.line, result.path, result.text, result.truncated)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from spica_core.config import SpicaConfig
 from spica_core.node import protocol as proto
@@ -44,7 +44,3 @@ class LocalNodes:
         self._ids += 1
         line = proto.encode_request(self._ids, args).rstrip(b"\n")
         return proto.result_of(proto.decode_response(agent.respond(line)), type(args))
-
-    async def call(self, node: str, verb: str, args: dict[str, Any] | None = None) -> Any:
-        """# legacy: removed once the executor lands"""
-        return proto.legacy_result(await self.request(node, proto.legacy_args(verb, args)))

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from spica_core.backoff import Backoff
 from spica_core.cluster_snapshot import (
@@ -268,12 +268,6 @@ class NodeLink:
                 raise lost(self.node.name, _describe(exc)) from exc
         return proto.result_of(response, type(args))
 
-    async def call(self, verb: str, args: dict[str, Any] | None = None) -> Any:
-        """``request`` with a dict of arguments and plain data back.
-        # legacy: removed once the executor lands"""
-        result = await self.request(proto.legacy_args(verb, args))
-        return proto.legacy_result(result)
-
     async def _plain_status(self) -> StatusResult:
         """df -P and loadavg through plain commands, for a node without the agent."""
         assert self._conn is not None
@@ -418,9 +412,6 @@ class NodeCaller(Protocol):
 
     async def request(self, node: str, args: Args[R]) -> R: ...
 
-    # legacy: removed once the executor lands
-    async def call(self, node: str, verb: str, args: dict[str, Any] | None = None) -> Any: ...
-
 
 class NodePool:
     """All configured nodes; ``refresh()`` polls them concurrently into a ClusterSnapshot.
@@ -465,10 +456,6 @@ class NodePool:
     async def request(self, node: str, args: Args[R]) -> R:
         """One typed request to ``node``'s agent (see :meth:`NodeLink.request`)."""
         return await self.link(node).request(args)
-
-    async def call(self, node: str, verb: str, args: dict[str, Any] | None = None) -> Any:
-        """# legacy: removed once the executor lands"""
-        return await self.link(node).call(verb, args)
 
     async def close(self) -> None:
         await asyncio.gather(*(link.close() for link in self.links.values()))

@@ -4,22 +4,18 @@ For one-off work (and for tests and benchmarks): the dbspica row (planned, on it
 ``stacks/<name>/commands.sh`` on the node; ``launch`` also queues it (``<name>.spica``,
 pending), so the node's daemon runs it.
 
-When the node's spica root is on this machine (on the node itself, or mounted) the files are
-written directly; otherwise through the node agent over SSH (verbs ``stage`` and
-``launch``), with the same checks on the node.
+Everything on the node goes through the executor (:mod:`spica_core.executor`): its node
+agent over SSH, or, when the node's spica root is on this machine (on the node itself, or
+mounted), the agent's own code answering in-process — the same checks either way.
 
 Order of the writes, so that no failure leaves a half-made stack that could run: the name is
-checked free in dbspica and on the node; the command file is written (locally, or staged
-through the agent); the row is inserted (planned) — if that fails the file is removed again
-(through the agent's ``remove`` when staged); then ``launch`` is an operator launch of that
-one stack through the operations (plan, then apply: audited intent, the agent's exclusive
-create of the ``.spica``, the row moved to pending), like ``spica launch --yes``. A
-``.spica`` that appeared meanwhile is never overwritten: the launch is refused, audited, and
-the stack stays planned. An add with ``launch`` refused because the name is taken is
-audited as a refused launch too.
-
-For a root on this machine the launch needs no SSH: the agent's own code answers in-process
-(:class:`~spica_core.local_node.LocalNodes`), so staging and launch happen on the same side.
+checked free in dbspica; the commands are staged (refused when the node has a queue file of
+that name); the row is inserted (planned) — if that fails the stack is removed from the node
+again; then ``launch`` is an operator launch of that one stack through the operations (plan,
+then apply: audited intent, the exclusive create of the ``.spica``, the row moved to
+pending), like ``spica launch --yes``. A ``.spica`` that appeared meanwhile is never
+overwritten: the launch is refused, audited, and the stack stays planned. An add with
+``launch`` refused because the name is taken is audited as a refused launch too.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +36,12 @@ from spica_core.db import stack_state
 from spica_core.db.models import Node, Stack
 from spica_core.db.registry import register_nodes
 from spica_core.errors import SpicaError, UsageError
-from spica_core.local_node import LocalNodes
+from spica_core.executor import ErrorCode, Executor, ProtocolError, Remove
+from spica_core.executor.agents import AgentExecutor
 from spica_core.names import validate_name
-from spica_core.node.files import atomic_write, file_kind
-from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
-from spica_core.node.stack_files import is_noop, parse_commands, write_int_atomic
+from spica_core.node.files import file_kind
+from spica_core.node.layout import MAX_COMMANDS_BYTES
+from spica_core.node.stack_files import is_noop, parse_commands
 from spica_core.operations import (
     ItemResult,
     OpAction,
@@ -56,7 +52,7 @@ from spica_core.operations import (
     operator_name,
 )
 from spica_core.operations.audit import record_refused
-from spica_core.states import SUFFIX, StackState
+from spica_core.states import StackState
 
 #: ``stack.step`` is a short word (qfin, image, stack, or any ad-hoc one).
 MAX_STEP = 32
@@ -138,8 +134,10 @@ def add_stack(
     try:
         root = Path(os.path.expanduser(node_config.root))
         if over_ssh or (over_ssh is None and not root.is_dir()):
-            return asyncio.run(_add_over_ssh(engine, config, new))
-        return _add_here(engine, config, new, NodeLayout(root))
+            return asyncio.run(
+                _add_with(AgentExecutor.over_ssh(config, [node]), engine, config, new)
+            )
+        return asyncio.run(_add_with(AgentExecutor.here(config), engine, config, new, root))
     except StackExists as exc:
         if launch:
             record_refused(engine, _launch_request(name, new.by), name, node, str(exc))
@@ -178,74 +176,35 @@ def _name_free_in_db(engine: Engine, name: str) -> None:
             raise StackExists(name, "in dbspica")
 
 
-def _add_here(
-    engine: Engine, config: SpicaConfig, new: _NewStack, layout: NodeLayout
+async def _add(
+    engine: Engine, config: SpicaConfig, new: _NewStack, executor: Executor, root: Path | None
 ) -> StackAdded:
-    """The stack written into a root on this machine, then launched through the agent's code
-    in-process."""
+    """Stage the commands through the executor, insert the row, then launch (and its row).
+
+    ``root``: the node's root on this machine (the commands path is reported under it)."""
     name, node = new.name, new.node
     _name_free_in_db(engine, name)
-    stack_dir = layout.stack_dir(name)
-    present = [f"{name}.{sfx}" for sfx in SUFFIX.values() if _queue_file(layout, name, sfx)]
-    if present or stack_dir.exists():
-        where = ", ".join(present) or layout.relative(stack_dir)
-        raise StackExists(name, f"on node {node} ({where}): remove it first")
-
-    stack_dir.mkdir(parents=True)
     try:
-        (stack_dir / "logs").mkdir()
-        commands_path = layout.commands_file(name)
-        atomic_write(commands_path, new.commands, mode=0o644)
-        write_int_atomic(layout.progress_file(name), 0)
+        staged = await executor.stage(node, name, new.commands)
+    except ProtocolError as exc:
+        if exc.code == ErrorCode.WRONG_STATE:
+            raise StackExists(name, f"on node {node} ({exc.message})") from None
+        raise NodeRootNotHere(f"node {node}: {exc.message}") from None
+    try:
         node_id = _node_id(engine, config, node)
         _insert_planned(engine, config, name, node_id, new.step, new.priority, len(new.lines))
     except BaseException:
-        shutil.rmtree(stack_dir, ignore_errors=True)
+        # No row, no staged stack: take the commands off the node again (best effort;
+        # the row's error is the one to report).
+        with contextlib.suppress(Exception):
+            await executor.apply(Remove(node, name, new.by))
         raise
     state = StackState.PLANNED
     if new.launch:
-        launch_stack(engine, config, name, new.by)
+        await _launch(Operations(config, engine, executor), name, new.by)
         state = StackState.PENDING
-    return new.added(state, str(commands_path))
-
-
-async def _add_over_ssh(engine: Engine, config: SpicaConfig, new: _NewStack) -> StackAdded:
-    """The same stack through the node agent: stage, the row, then launch (and its row)."""
-    import base64
-
-    from spica_core.errors import NodeUnreachable
-    from spica_core.node.protocol import ErrorCode, ProtocolError, Verb
-    from spica_core.node_pool import NodePool
-
-    name, node = new.name, new.node
-    _name_free_in_db(engine, name)
-    async with NodePool(config, nodes=[node]) as pool:
-        try:
-            staged = await pool.call(
-                node,
-                Verb.STAGE,
-                {"stack": name, "commands_b64": base64.b64encode(new.commands).decode("ascii")},
-            )
-        except ProtocolError as exc:
-            if exc.code == ErrorCode.WRONG_STATE:
-                raise StackExists(name, f"on node {node} ({exc.message})") from None
-            raise NodeRootNotHere(f"node {node}: {exc.message}") from None
-        except NodeUnreachable:
-            raise
-        try:
-            node_id = _node_id(engine, config, node)
-            _insert_planned(engine, config, name, node_id, new.step, new.priority, len(new.lines))
-        except BaseException:
-            # No row, no staged stack: take the commands off the node again (best effort;
-            # the row's error is the one to report).
-            with contextlib.suppress(Exception):
-                await pool.call(node, Verb.REMOVE, {"stack": name, "purge": [], "by": new.by})
-            raise
-        state = StackState.PLANNED
-        if new.launch:
-            await _launch(Operations(config, engine, pool), name, new.by)
-            state = StackState.PENDING
-    return new.added(state, staged.get("commands", f"stacks/{name}/commands.sh"))
+    commands_path = str(root / staged.commands) if root is not None else staged.commands
+    return new.added(state, commands_path)
 
 
 def read_commands_file(path: str, stdin: BinaryIO | None = None) -> bytes:
@@ -307,13 +266,24 @@ def _too_large() -> str:
     )
 
 
+async def _add_with(
+    executor: AgentExecutor,
+    engine: Engine,
+    config: SpicaConfig,
+    new: _NewStack,
+    root: Path | None = None,
+) -> StackAdded:
+    async with executor:
+        return await _add(engine, config, new, executor, root)
+
+
 def launch_stack(engine: Engine, config: SpicaConfig, name: str, by: str | None = None) -> None:
     """planned → pending for a stack just added whose node's root is on this machine: an
     operator launch through the operations, answered by the agent's code in-process.
 
     Raises LaunchNotApplied (audited) when the launch is refused or fails.
     """
-    ops = Operations(config, engine, LocalNodes(config))
+    ops = Operations(config, engine, AgentExecutor.here(config))
     asyncio.run(_launch(ops, name, by if by is not None else operator_name()))
 
 
@@ -350,10 +320,6 @@ def _insert_planned(
             progress=0,
             release=config.release.name,
         )
-
-
-def _queue_file(layout: NodeLayout, name: str, suffix: str) -> bool:
-    return (layout.queue_dir() / f"{name}.{suffix}").exists()
 
 
 def _node_id(engine: Engine, config: SpicaConfig, node: str) -> int | None:

@@ -1,5 +1,6 @@
 """A test's operator: a real process that plans and applies operator actions through the
-operations API, one request per line of its stdin, over one NodePool (real SSH) and dbspica.
+operations API, one request per line of its stdin, over one executor (node agents over real
+SSH) and dbspica.
 
     python -m tests.ops_worker CONFIG USER
 
@@ -19,13 +20,13 @@ from pathlib import Path
 async def serve(config_path: Path, user: str) -> None:
     from spica_core.config import load_config
     from spica_core.db.engine import make_engine
-    from spica_core.node_pool import NodePool
+    from spica_core.executor.agents import AgentExecutor
     from spica_core.operations import OpAction, OperationRequest, Operations, Selection
 
     config = load_config(config_path)
     engine = make_engine(config.db)
-    async with NodePool(config) as pool:
-        ops = Operations(config, engine, pool)
+    async with AgentExecutor.over_ssh(config) as executor:
+        ops = Operations(config, engine, executor)
         print(json.dumps({"ready": True}), flush=True)
         loop = asyncio.get_running_loop()
         while line := await loop.run_in_executor(None, sys.stdin.readline):

@@ -126,3 +126,128 @@ def test_agent_help_is_the_cli_help() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0 and "--root" in out.stdout and "JSON" in out.stdout
+
+
+# ---------------------------------------------------------------- the executor is the seam
+
+#: Where node agents, their verbs and the queue files may be named: the executor, the node
+#: package and the daemon (both run on the node), the transports, the protocol itself and
+#: the demo cluster (it builds node roots and serves agents).
+EXECUTION_SIDE = (
+    "spica_core/executor/",
+    "spica_core/node/",
+    "spica_core/daemon/",
+    "spica_core/node_pool.py",
+    "spica_core/local_node.py",
+    "spica_core/node_protocol.py",
+    "spica_core/cluster_snapshot.py",
+    "spica_core/demo/cluster.py",
+    "spica_core/demo/server.py",
+    "spica_core/demo/layout.py",
+)
+PROTOCOL_MODULES = ("spica_core.node.protocol", "spica_core.node_protocol")
+#: Names of the protocol that build a request: the verbs, their arguments, the envelope.
+REQUEST_NAMES = frozenset({"Verb", "ARGS", "Request", "Args", "encode", "result_of"})
+#: Modules that read or write the node's queue (files, locks, the scan).
+QUEUE_MODULES = (
+    "spica_core.node.queue",
+    "spica_core.node.actions",
+    "spica_core.node.locks",
+    "spica_core.node.records",
+)
+#: NodeLayout's paths of queue files and locks, and the states' queue-file suffixes.
+QUEUE_PATHS = frozenset({"queue_dir", "queue_file", "qfin_lock", "locks_dir", "SUFFIX"})
+
+
+def _verbs() -> frozenset[str]:
+    from spica_core.node.protocol import Verb
+
+    return frozenset(v.value for v in Verb)
+
+
+def _offences(path: Path, verbs: frozenset[str], where: str) -> list[str]:
+    """``module:line what`` for each request built, verb called or queue file touched."""
+    import ast
+
+    tree = ast.parse(path.read_text(), str(path))
+    found: list[str] = []
+
+    def say(node: ast.AST, what: str) -> None:
+        found.append(f"{where}:{getattr(node, 'lineno', 0)} {what}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [a.name for a in node.names]
+            if node.module in PROTOCOL_MODULES:
+                for name in names:
+                    if name in REQUEST_NAMES or name.endswith("Args"):
+                        say(node, f"imports {name} from {node.module}")
+            if node.module.startswith(QUEUE_MODULES):
+                say(node, f"imports {node.module}")
+            if node.module == "spica_core.node":
+                for name in set(names) & {m.rsplit(".", 1)[1] for m in QUEUE_MODULES}:
+                    say(node, f"imports spica_core.node.{name}")
+            for name in set(names) & QUEUE_PATHS:
+                say(node, f"imports {name} from {node.module}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(QUEUE_MODULES):
+                    say(node, f"imports {alias.name}")
+        elif isinstance(node, ast.Attribute):
+            if node.attr in REQUEST_NAMES - {"encode"} or node.attr.endswith("Args"):
+                say(node, f"uses .{node.attr} of the node protocol")
+            elif node.attr in QUEUE_PATHS:
+                say(node, f"uses .{node.attr} (a queue path)")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "call"
+            and any(isinstance(a, ast.Constant) and a.value in verbs for a in node.args)
+        ):
+            say(node, "calls an agent verb")
+    return found
+
+
+def _operations_side() -> list[Path]:
+    files = sorted((ROOT / "spica_core").rglob("*.py")) + sorted((ROOT / "spica_tui").rglob("*.py"))
+    return [f for f in files if not str(f.relative_to(ROOT)).startswith(EXECUTION_SIDE)]
+
+
+def test_only_the_executor_calls_agent_verbs_or_touches_queue_files() -> None:
+    """Operations, reconcile, stack add, the seed, the console and the CLI go through the
+    executor: a Slurm executor then replaces the node agents without touching them."""
+    files = _operations_side()
+    assert ROOT / "spica_core" / "operations" / "actions.py" in files
+    verbs = _verbs()
+    offences = [o for f in files for o in _offences(f, verbs, str(f.relative_to(ROOT)))]
+    assert not offences, "outside the executor:\n" + "\n".join(offences)
+
+
+def test_the_seam_guard_names_each_offence(tmp_path: Path) -> None:
+    """The guard sees each way through the seam, and says where."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from spica_core.node_protocol import Verb\n"
+        "from spica_core.node.protocol import LaunchArgs, StackChange\n"
+        "from spica_core.node.queue import scan_queue\n"
+        "from spica_core.states import SUFFIX, StackState\n"
+        "import spica_core.node.locks\n"
+        "async def f(pool, layout, proto):\n"
+        "    await pool.call('mix1', 'launch', {})\n"
+        "    await pool.call('mix1', proto.Verb.STAGE, {})\n"
+        "    await pool.call('mix1', 'anything')\n"
+        "    return layout.queue_file('S', 'pending'), layout.stack_dir('S')\n"
+    )
+    offences = _offences(probe, _verbs(), "m.py")
+    assert sorted(offences) == sorted(
+        [
+            "m.py:1 imports Verb from spica_core.node_protocol",
+            "m.py:2 imports LaunchArgs from spica_core.node.protocol",
+            "m.py:3 imports spica_core.node.queue",
+            "m.py:4 imports SUFFIX from spica_core.states",
+            "m.py:5 imports spica_core.node.locks",
+            "m.py:7 calls an agent verb",
+            "m.py:8 uses .Verb of the node protocol",
+            "m.py:10 uses .queue_file (a queue path)",
+        ]
+    ), offences

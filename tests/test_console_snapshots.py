@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from spica_core.executor import StackChange
 from spica_core.operations import OpAction, OperationRequest, Plan, PlanItem, Selection
 from tests.console_support import settled, until
 from tests.console_world import FAILED, frozen_console, make_db
@@ -81,12 +82,13 @@ def test_confirmation_modal(snap_compare) -> None:
                 "mix3",
                 "failed",
                 "pending",
-                node_change={
-                    "from": "failed",
-                    "to": "pending",
-                    "rename": [f"queue/{FAILED}.error", f"queue/{FAILED}.spica"],
-                    "resume_line": 3,
-                },
+                node_change=StackChange(
+                    stack=FAILED,
+                    from_="failed",
+                    to="pending",
+                    rename=(f"queue/{FAILED}.error", f"queue/{FAILED}.spica"),
+                    resume_line=3,
+                ),
                 db_change="stack.state failed -> pending",
             ),
             PlanItem(

@@ -258,9 +258,6 @@ def test_args_and_result_round_trip(args: proto.Args[Any], result: msgspec.Struc
     line = proto.ok(7, result)
     assert line.endswith(b"\n") and b"\n" not in line[:-1]
     assert proto.result_of(proto.decode_response(line), type(args)) == result
-    # The legacy dict form of both converts back to the same values.
-    assert proto.legacy_args(request.verb, msgspec.to_builtins(args)) == args
-    assert msgspec.convert(proto.legacy_result(result), type(result)) == result
 
 
 def test_stack_change_says_from_on_the_wire() -> None:
@@ -372,10 +369,10 @@ async def test_local_nodes_request_goes_through_the_wire(tmp_path: Path) -> None
     with pytest.raises(ProtocolError) as info:
         await nodes.request("mix1", LaunchArgs(stack="../x", by="ops"))
     assert info.value.code == "bad_name"
-    # The legacy adapter: plain data in and out, refused naming the field before sending.
-    assert (await nodes.call("mix1", "ping"))["time"].endswith("Z")
+    # A request of the wrong shape is refused by the agent naming the field.
     with pytest.raises(ProtocolError, match="launch: `priority`: expected `int`"):
-        await nodes.call("mix1", "launch", {"stack": "S", "by": "ops", "priority": "high"})
+        # Constructors do not check types: the wrong value goes out as it is.
+        await nodes.request("mix1", LaunchArgs(stack="S", by="ops", priority="high"))  # type: ignore[arg-type]
 
 
 def load_config_for(tmp_path: Path, root: Path):

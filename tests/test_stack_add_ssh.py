@@ -69,13 +69,12 @@ def test_the_commands_limit_and_line_ends_are_the_same_over_ssh(demo: DemoCluste
     of what JSON escapes, is staged byte for byte; one byte more is refused, by the client
     and by the agent itself; CRLF arrives as LF, a stray CR is refused naming the line."""
     import asyncio
-    import base64
 
     from spica_core.errors import UsageError
+    from spica_core.executor.agents import AgentExecutor
     from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
-    from spica_core.node.protocol import ErrorCode, ProtocolError, Verb
+    from spica_core.node.protocol import ErrorCode, ProtocolError
     from spica_core.node.stack_files import read_commands
-    from spica_core.node_pool import NodePool
 
     config = load_config(demo.config_path)
     prepare_database(config, create=True)
@@ -94,10 +93,9 @@ def test_the_commands_limit_and_line_ends_are_the_same_over_ssh(demo: DemoCluste
         add_stack(engine, config, "over_T0001", "mix1", at_limit + b"\n", over_ssh=True)
 
     async def stage_over_limit() -> None:
-        async with NodePool(config, nodes=["mix1"]) as pool:
-            data = base64.b64encode(at_limit + b"\n").decode()
+        async with AgentExecutor.over_ssh(config, ["mix1"]) as executor:
             with pytest.raises(ProtocolError) as info:
-                await pool.call("mix1", Verb.STAGE, {"stack": "over_T0001", "commands_b64": data})
+                await executor.stage("mix1", "over_T0001", at_limit + b"\n")
             assert info.value.code == ErrorCode.BAD_ARGS
             assert f"at most {MAX_COMMANDS_BYTES}" in info.value.message
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from spica_core.executor import StackChange
+from spica_core.node.protocol import Deletion
 from spica_core.operations.model import PlanItem
 from spica_core.units import gigabytes, human_bytes, parse_size
 
@@ -40,6 +42,9 @@ def test_sizes_read_back() -> None:
 def test_a_plan_shows_bytes_as_everywhere_else() -> None:
     item = PlanItem(
         "S", "mix1", "failed", "removed",
-        node_change={"delete": [{"path": "stacks/S", "files": 2, "bytes": 1_500}]},
+        node_change=StackChange(
+            stack="S", from_="failed", to="removed",
+            delete=[Deletion(path="stacks/S", files=2, bytes=1_500)],
+        ),
     )  # fmt: skip
     assert item.describe() == "delete stacks/S (2 files, 1.5 KB)"

@@ -29,8 +29,7 @@ from sqlalchemy.orm import Session
 from spica_core.config import NodeConfig, SpicaConfig
 from spica_core.db import stack_state
 from spica_core.db.models import Image, Node, Runid, Stack, StackFile
-from spica_core.node.protocol import ProtocolError, Verb
-from spica_core.node_pool import NodePool
+from spica_core.executor import Executor, ProtocolError
 
 EXAMPLE_STEP = "example"
 SEED_USER = "spica-demo"
@@ -237,7 +236,7 @@ def _planned(engine: Engine) -> list[str]:
 
 
 async def seed_examples(
-    config: SpicaConfig, engine: Engine, pool: NodePool, *, user: str = SEED_USER
+    config: SpicaConfig, engine: Engine, executor: Executor, *, user: str = SEED_USER
 ) -> SeedResult:
     """Create the example stacks once, stage their commands and launch them."""
     from spica_core.operations import OpAction, OperationRequest, Operations, Selection
@@ -254,11 +253,7 @@ async def seed_examples(
         if example is None:
             continue
         try:
-            await pool.call(
-                example.node,
-                Verb.STAGE,
-                {"stack": name, "commands": example.commands, "dry_run": False},
-            )
+            await executor.stage(example.node, name, example.commands.encode("utf-8"))
         except ProtocolError as exc:
             result.problems.append(f"{name}: node {example.node}: {exc.message}")
             continue
@@ -268,7 +263,7 @@ async def seed_examples(
         result.staged += 1
         ready.append(name)
     if ready:
-        ops = Operations(config, engine, pool)
+        ops = Operations(config, engine, executor)
         request = OperationRequest(OpAction.LAUNCH, Selection(names=tuple(ready)), user=user)
         plan = await ops.plan(request)
         for item in await ops.apply(plan):
@@ -282,12 +277,13 @@ async def seed_examples(
 def seed_demo(config: SpicaConfig, *, user: str = SEED_USER) -> SeedResult:
     """:func:`seed_examples` for a command line: its own engine, pool and event loop."""
     from spica_core.db.engine import make_engine
+    from spica_core.executor.agents import AgentExecutor
 
     engine = make_engine(config.db)
 
     async def run() -> SeedResult:
-        async with NodePool(config) as pool:
-            return await seed_examples(config, engine, pool, user=user)
+        async with AgentExecutor.over_ssh(config) as executor:
+            return await seed_examples(config, engine, executor, user=user)
 
     try:
         return asyncio.run(run())

@@ -220,8 +220,9 @@ def stage(
     """
     current = queue_state(layout, stack)
     if current.state is not StackState.PLANNED:
+        where = f" (queue/{current.path.name})" if current.path else ""
         raise _wrong_state(
-            f"stack {stack} is {current.state}: its commands cannot change (remove it first)"
+            f"stack {stack} is {current.state}{where}: its commands cannot change (remove it first)"
         )
     if len(data) > MAX_COMMANDS_BYTES:
         raise ProtocolError(

@@ -98,7 +98,7 @@ class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
 # ------------------------------------------------------------------ records (node files)
 
 
-class LaunchRecord(Message):
+class LaunchRecord(Message, frozen=True):
     """``queue/<stack>.spica``; legacy launchers leave the file empty."""
 
     stack: str
@@ -107,7 +107,7 @@ class LaunchRecord(Message):
     by: str
 
 
-class ClaimRecord(Message):
+class ClaimRecord(Message, frozen=True):
     """``queue/<stack>.processing``: who runs it, and the launch it claimed."""
 
     pid: int
@@ -121,7 +121,7 @@ class ClaimRecord(Message):
     launched_by: str | None = None
 
 
-class ErrorRecord(Message):
+class ErrorRecord(Message, frozen=True):
     """``queue/<stack>.error``: where a requeue resumes and what the operator sees."""
 
     line: int | None
@@ -130,7 +130,7 @@ class ErrorRecord(Message):
     log_tail: str | None = None
 
 
-class LockRecord(Message):
+class LockRecord(Message, frozen=True):
     """``locks/<partition>.qfin.lock``; legacy locks are empty files."""
 
     pid: int
@@ -140,7 +140,7 @@ class LockRecord(Message):
     stack: str | None = None
 
 
-class RemovedRecord(Message):
+class RemovedRecord(Message, frozen=True):
     """``removed/<stack>.json``: who removed the stack, from which state."""
 
     stack: str
@@ -150,7 +150,7 @@ class RemovedRecord(Message):
     stack_id: int | None = None
 
 
-class HeartbeatRecord(Message):
+class HeartbeatRecord(Message, frozen=True):
     """``daemon.heartbeat``; its freshness is the file's mtime, not ``time``."""
 
     pid: int
@@ -161,14 +161,14 @@ class HeartbeatRecord(Message):
 # ------------------------------------------------------------------ wire views
 
 
-class ClaimSeen(ClaimRecord, kw_only=True):
+class ClaimSeen(ClaimRecord, kw_only=True, frozen=True):
     """A claim as the agent found it: is its process (and its daemon) alive."""
 
     alive: bool
     daemon_alive: bool | None = None
 
 
-class QueueEntry(Message):
+class QueueEntry(Message, frozen=True):
     stack: str
     state: StackState
     #: The queue file's mtime, as every time on the wire: ISO 8601 UTC to the millisecond.
@@ -182,7 +182,7 @@ class QueueEntry(Message):
     attempt: int | None = None
 
 
-class PartitionUsage(Message):
+class PartitionUsage(Message, frozen=True):
     name: str
     total_bytes: int | None
     free_bytes: int | None
@@ -192,7 +192,7 @@ class PartitionUsage(Message):
     error: str | None = None
 
 
-class Heartbeat(Message):
+class Heartbeat(Message, frozen=True):
     pid: int | None
     host: str | None
     time: str | None
@@ -200,14 +200,14 @@ class Heartbeat(Message):
     malformed: str | None = None
 
 
-class QfinLock(Message):
+class QfinLock(Message, frozen=True):
     partition: str
     holder: LockRecord | None
     alive: bool
     malformed: str | None = None
 
 
-class Orphan(Message):
+class Orphan(Message, frozen=True):
     """A command line still running under a dead claim: what an unlock kills."""
 
     line: int
@@ -217,7 +217,7 @@ class Orphan(Message):
     command: str | None
 
 
-class EndedRun(Message):
+class EndedRun(Message, frozen=True):
     """The ``stack_run`` row an unlock ends."""
 
     attempt: int
@@ -226,13 +226,13 @@ class EndedRun(Message):
     ended_at: str
 
 
-class Deletion(Message):
+class Deletion(Message, frozen=True):
     path: str
     files: int
     bytes: int
 
 
-class StackChange(Message):
+class StackChange(Message, frozen=True):
     """What a move (launch, requeue, unlock, remove) does, or did, to one stack on its node;
     the fields a move does not use stay None."""
 
@@ -257,28 +257,28 @@ class StackChange(Message):
 R = TypeVar("R")
 
 
-class Args(Message, Generic[R]):
+class Args(Message, Generic[R], frozen=True):
     """A verb's arguments; ``VERB`` names it and ``RESULT`` is the type of its answer."""
 
     VERB: ClassVar[Verb]
     RESULT: ClassVar[type]
 
 
-class PingResult(Message):
+class PingResult(Message, frozen=True):
     time: str
 
 
-class PingArgs(Args[PingResult]):
+class PingArgs(Args[PingResult], frozen=True):
     VERB = Verb.PING
     RESULT = PingResult
 
 
-class PartitionArg(Message):
+class PartitionArg(Message, frozen=True):
     name: str
     capacity: NonNegative | None = None
 
 
-class StatusResult(Message):
+class StatusResult(Message, frozen=True):
     root: str
     host: str
     boot_id: str | None
@@ -294,7 +294,7 @@ class StatusResult(Message):
     qfin_locks: list[QfinLock]
 
 
-class StatusArgs(Args[StatusResult]):
+class StatusArgs(Args[StatusResult], frozen=True):
     VERB = Verb.STATUS
     RESULT = StatusResult
     #: None: every ``raid*`` directory under the root.
@@ -303,7 +303,7 @@ class StatusArgs(Args[StatusResult]):
     queue_version: str | None = None
 
 
-class TailResult(Message):
+class TailResult(Message, frozen=True):
     stack: str
     line: int
     path: str
@@ -312,7 +312,7 @@ class TailResult(Message):
     truncated: bool
 
 
-class TailArgs(Args[TailResult]):
+class TailArgs(Args[TailResult], frozen=True):
     VERB = Verb.TAIL
     RESULT = TailResult
     stack: str
@@ -321,12 +321,12 @@ class TailArgs(Args[TailResult]):
     bytes: Annotated[int, Meta(ge=1, le=MAX_TAIL_BYTES)] | None = None
 
 
-class Application(Message):
+class Application(Message, frozen=True):
     name: str
     binary: Annotated[str, Meta(min_length=1, max_length=MAX_BINARY_CHARS)]
 
 
-class BinaryVersion(Message):
+class BinaryVersion(Message, frozen=True):
     name: str
     binary: str
     path: str | None
@@ -335,23 +335,23 @@ class BinaryVersion(Message):
     sha256: str | None
 
 
-class VersionsResult(Message):
+class VersionsResult(Message, frozen=True):
     binaries: list[BinaryVersion]
 
 
-class VersionsArgs(Args[VersionsResult]):
+class VersionsArgs(Args[VersionsResult], frozen=True):
     VERB = Verb.VERSIONS
     RESULT = VersionsResult
     applications: Annotated[list[Application], Meta(max_length=MAX_APPLICATIONS)]
 
 
-class StageResult(Message):
+class StageResult(Message, frozen=True):
     stack: str
     lines: int
     commands: str
 
 
-class StageArgs(Args[StageResult]):
+class StageArgs(Args[StageResult], frozen=True):
     """Write ``commands.sh`` (and ``inputs``) of a planned stack; commands travel in base64."""
 
     VERB = Verb.STAGE
@@ -365,7 +365,7 @@ class StageArgs(Args[StageResult]):
     dry_run: bool = False
 
 
-class LaunchArgs(Args[StackChange]):
+class LaunchArgs(Args[StackChange], frozen=True):
     VERB = Verb.LAUNCH
     RESULT = StackChange
     stack: str
@@ -374,7 +374,7 @@ class LaunchArgs(Args[StackChange]):
     dry_run: bool = False
 
 
-class RequeueArgs(Args[StackChange]):
+class RequeueArgs(Args[StackChange], frozen=True):
     VERB = Verb.REQUEUE
     RESULT = StackChange
     stack: str
@@ -384,7 +384,7 @@ class RequeueArgs(Args[StackChange]):
     dry_run: bool = False
 
 
-class UnlockArgs(Args[StackChange]):
+class UnlockArgs(Args[StackChange], frozen=True):
     VERB = Verb.UNLOCK
     RESULT = StackChange
     stack: str
@@ -394,7 +394,7 @@ class UnlockArgs(Args[StackChange]):
     dry_run: bool = False
 
 
-class RemoveArgs(Args[StackChange]):
+class RemoveArgs(Args[StackChange], frozen=True):
     VERB = Verb.REMOVE
     RESULT = StackChange
     stack: str
@@ -404,13 +404,13 @@ class RemoveArgs(Args[StackChange]):
     dry_run: bool = False
 
 
-class UnlockQfinResult(Message):
+class UnlockQfinResult(Message, frozen=True):
     partition: str
     delete: list[str]
     holder: LockRecord | None
 
 
-class UnlockQfinArgs(Args[UnlockQfinResult]):
+class UnlockQfinArgs(Args[UnlockQfinResult], frozen=True):
     VERB = Verb.UNLOCK_QFIN
     RESULT = UnlockQfinResult
     partition: str
@@ -439,7 +439,7 @@ ARGS: dict[Verb, type[Args[Any]]] = {
 # ------------------------------------------------------------------ envelope
 
 
-class Hello(Message):
+class Hello(Message, frozen=True):
     hello: Literal["spica-agent"]
     protocol: int
     version: str
@@ -449,18 +449,18 @@ class Hello(Message):
     boot_id: str | None
 
 
-class ErrorBody(Message):
+class ErrorBody(Message, frozen=True):
     code: str
     message: str
 
 
-class Request(Message):
+class Request(Message, frozen=True):
     id: int | str
     verb: str
     args: msgspec.Raw = msgspec.Raw(b"{}")
 
 
-class Response(Message, omit_defaults=True):
+class Response(Message, omit_defaults=True, frozen=True):
     id: int | str | None
     ok: bool
     result: msgspec.Raw = msgspec.Raw(b"null")
@@ -607,16 +607,3 @@ def result_of(response: Response, args_type: type[Args[R]]) -> R:
         raise ProtocolError(
             ErrorCode.BAD_ANSWER, f"{args_type.VERB} answer: {describe(exc)}"
         ) from None
-
-
-def legacy_args(verb: str, args: dict[str, Any] | None) -> Args[Any]:
-    """A verb's dict of arguments as its type.  # legacy: removed once the executor lands"""
-    try:
-        return msgspec.convert(args or {}, args_type(verb))  # type: ignore[no-any-return]
-    except msgspec.ValidationError as exc:
-        raise ProtocolError(ErrorCode.BAD_ARGS, f"{verb}: {describe(exc)}") from None
-
-
-def legacy_result(result: msgspec.Struct) -> Any:
-    """A typed result as plain data.  # legacy: removed once the executor lands"""
-    return msgspec.to_builtins(result)

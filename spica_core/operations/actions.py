@@ -1,10 +1,10 @@
 """Launch, requeue, unlock and remove in three phases: select, plan, apply.
 
-*select* reads dbspica; *plan* asks each stack's node agent for a dry run, so the plan says
+*select* reads dbspica; *plan* asks the executor for each stack's dry run, so the plan says
 exactly which files are renamed or deleted; *apply* works stack by stack:
 
 1. an ``operator_action`` row with result ``pending`` (the intent; nothing changed yet);
-2. the agent verb on the node — the rename there is the commit point;
+2. the executor's apply on the node — the rename there is the commit point;
 3. dbspica follows, with an optimistic check on the state, and the intent becomes
    ``applied`` in the same transaction.
 
@@ -30,9 +30,18 @@ from spica_core.db.models import Image, OperatorAction, Stack, StackFile
 from spica_core.db.runs import end_dead_runs, wire_time
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeAnswerLost, NodeUnreachable, StackStateError
+from spica_core.executor import (
+    Change,
+    ErrorCode,
+    Executor,
+    Launch,
+    ProtocolError,
+    Remove,
+    Requeue,
+    StackChange,
+    Unlock,
+)
 from spica_core.names import validate_name
-from spica_core.node.protocol import ErrorCode, ProtocolError, Verb
-from spica_core.node_pool import NodeCaller
 from spica_core.operations.model import (
     ItemResult,
     OpAction,
@@ -46,13 +55,6 @@ from spica_core.states import Actor, StackState, check_transition
 
 #: Test hook: the apply phase exits the process right after this point (a real crash).
 FAULT_ENV = "SPICA_FAULT_POINT"
-
-VERB = {
-    OpAction.LAUNCH: Verb.LAUNCH,
-    OpAction.REQUEUE: Verb.REQUEUE,
-    OpAction.UNLOCK: Verb.UNLOCK,
-    OpAction.REMOVE: Verb.REMOVE,
-}
 
 
 def _fault(point: str) -> None:
@@ -138,28 +140,33 @@ def _purgeable_inputs(
     return {k: tuple(sorted(set(v))) for k, v in out.items()}
 
 
-def _verb_args(
+def _change(
     request: OperationRequest,
+    node: str,
     stack: str,
     priority: int,
     purge: tuple[str, ...],
-    dry_run: bool,
     stack_id: int | None = None,
-) -> dict[str, Any]:
-    args: dict[str, Any] = {"stack": stack, "dry_run": dry_run}
-    if request.action in (OpAction.LAUNCH, OpAction.REQUEUE, OpAction.UNLOCK):
-        args["by"] = request.user
-        args["priority"] = priority
-    if request.action is OpAction.REQUEUE:
-        args["from_start"] = request.from_start
-    if request.action is OpAction.UNLOCK:
-        args["to"] = request.target_state
-    if request.action is OpAction.REMOVE:
-        args["purge"] = list(purge)
-        # Who removes it, and which dbspica stack: a second remover is told "removed by".
-        args["by"] = request.user
-        args["stack_id"] = stack_id
-    return args
+) -> Change:
+    """The executor's change for one stack of ``request``."""
+    by = request.user
+    match request.action:
+        case OpAction.LAUNCH:
+            return Launch(node, stack, by, priority=priority)
+        case OpAction.REQUEUE:
+            return Requeue(node, stack, by, priority=priority, from_start=request.from_start)
+        case OpAction.UNLOCK:
+            if request.requeue:
+                return Unlock(node, stack, by, to="pending", priority=priority)
+            return Unlock(node, stack, by, to="failed", priority=priority)
+    # Who removes it, and which dbspica stack: a second remover is told "removed by".
+    return Remove(node, stack, by, purge=purge, stack_id=stack_id)
+
+
+def _target_change(request: OperationRequest, target: Target) -> Change:
+    assert target.node is not None
+    stack_id = target.id if target.id >= 0 else None
+    return _change(request, target.node, target.name, target.priority, target.purge, stack_id)
 
 
 def _db_change(request: OperationRequest, target: Target) -> str:
@@ -169,16 +176,16 @@ def _db_change(request: OperationRequest, target: Target) -> str:
 
 
 async def plan(
-    request: OperationRequest, engine: Engine, pool: NodeCaller, config: SpicaConfig
+    request: OperationRequest, engine: Engine, executor: Executor, config: SpicaConfig
 ) -> Plan:
     """What ``request`` would do, stack by stack; nothing changes anywhere."""
     targets = select_targets(engine, request, config)
-    items = [await _plan_one(request, t, pool, engine) for t in targets]
+    items = [await _plan_one(request, t, executor, engine) for t in targets]
     return Plan(request, tuple(items))
 
 
 async def _plan_one(
-    request: OperationRequest, target: Target, pool: NodeCaller, engine: Engine
+    request: OperationRequest, target: Target, executor: Executor, engine: Engine
 ) -> PlanItem:
     base: dict[str, Any] = {
         "stack": target.name,
@@ -207,22 +214,18 @@ async def _plan_one(
         if target.state != request.target_state or target.node is None:
             return PlanItem(**base, refused=str(exc))
         # Already where this action leads: let the node say who moved it and when.
-        return PlanItem(**base, refused=await _node_refusal(request, target, pool, str(exc)))
+        return PlanItem(**base, refused=await _node_refusal(request, target, executor, str(exc)))
     if target.node is None:
         return PlanItem(**base, refused=f"stack {target.name} has no node in dbspica")
     try:
-        change = await pool.call(
-            target.node,
-            VERB[request.action],
-            _verb_args(request, target.name, target.priority, target.purge, True, target.id),
-        )
+        change = await executor.plan(_target_change(request, target))
     except ProtocolError as exc:
         return PlanItem(**base, refused=f"node {target.node}: {exc.message}")
     except NodeUnreachable as exc:
         return PlanItem(**base, refused=str(exc), unreachable=True)
     except Exception as exc:  # AgentMissing, config errors: refuse this stack only
         return PlanItem(**base, refused=f"node {target.node}: {exc}", unreachable=True)
-    node_state = change.get("from")
+    node_state = change.from_
     if node_state and node_state != target.state:
         return PlanItem(
             **base,
@@ -248,15 +251,11 @@ def _removed(engine: Engine, stack: str) -> str:
 
 
 async def _node_refusal(
-    request: OperationRequest, target: Target, pool: NodeCaller, fallback: str
+    request: OperationRequest, target: Target, executor: Executor, fallback: str
 ) -> str:
     assert target.node is not None
     try:
-        await pool.call(
-            target.node,
-            VERB[request.action],
-            _verb_args(request, target.name, target.priority, target.purge, True, target.id),
-        )
+        await executor.plan(_target_change(request, target))
     except ProtocolError as exc:
         return f"node {target.node}: {exc.message}"
     except Exception:
@@ -283,7 +282,7 @@ def _intent(engine: Engine, request: OperationRequest, item: PlanItem) -> int:
                 "from_start": request.from_start,
                 # The node's claim counter as the plan saw it: a higher one later proves the
                 # stack was claimed since, i.e. this action reached the node (reconcile).
-                "attempt": item.node_change.get("attempt"),
+                "attempt": item.node_change.attempt if item.node_change else None,
             },
         )
         session.add(row)
@@ -314,7 +313,7 @@ def finish_in_db(
                 values["launched_at"] = utcnow()
             if item.target == StackState.PENDING:
                 values.update(error=None, exit_code=None)
-                if item.node_change.get("from_start"):
+                if item.node_change and item.node_change.from_start:
                     values["progress"] = 0
             if action is OpAction.UNLOCK and item.target == StackState.FAILED:
                 values["error"] = message
@@ -341,22 +340,17 @@ def finish_in_db(
     return note
 
 
-def _end_run(session: Session, stack_id: int, change: dict[str, Any]) -> None:
+def _end_run(session: Session, stack_id: int, change: StackChange | None) -> None:
     """Close the ``stack_run`` row an unlock ended on the node (its line was killed, or its
     daemon was dead): the node's ``ended_run`` answer."""
-    ended = change.get("ended_run")
+    ended = change.ended_run if change else None
     if ended:
         end_dead_runs(
-            session,
-            stack_id,
-            ended["attempt"],
-            ended.get("line"),
-            ended.get("exit_code"),
-            wire_time(ended["ended_at"]),
+            session, stack_id, ended.attempt, ended.line, ended.exit_code, wire_time(ended.ended_at)
         )
 
 
-def end_unlocked_run(engine: Engine, stack: str, change: dict[str, Any]) -> None:
+def end_unlocked_run(engine: Engine, stack: str, change: StackChange) -> None:
     """:func:`_end_run` in a transaction of its own, for an unlock made outside ``apply``
     (reconcile's fix of a stale claim)."""
     with Session(engine) as session, session.begin():
@@ -398,7 +392,7 @@ def _note_intent(engine: Engine, action_id: int, message: str) -> None:
 async def apply(
     plan_: Plan,
     engine: Engine,
-    pool: NodeCaller,
+    executor: Executor,
     on_result: Callable[[ItemResult], None] | None = None,
 ) -> list[ItemResult]:
     """Carry out every doable item of ``plan_``; refused items are reported as refused."""
@@ -410,7 +404,7 @@ async def apply(
                 item.stack, item.node, Outcome.REFUSED, item.refused, item.unreachable
             )
         else:
-            result = await _apply_one(request, item, engine, pool)
+            result = await _apply_one(request, item, engine, executor)
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -418,7 +412,7 @@ async def apply(
 
 
 async def _apply_one(
-    request: OperationRequest, item: PlanItem, engine: Engine, pool: NodeCaller
+    request: OperationRequest, item: PlanItem, engine: Engine, executor: Executor
 ) -> ItemResult:
     assert item.node is not None
     try:
@@ -428,9 +422,9 @@ async def _apply_one(
             item.stack, item.node, Outcome.FAILED, str(db_unavailable(engine, exc)), True
         )
     _fault("after-intent")
-    args = _verb_args(request, item.stack, item.priority, item.purge, False, item.stack_id)
+    move = _change(request, item.node, item.stack, item.priority, item.purge, item.stack_id)
     try:
-        change = await pool.call(item.node, VERB[request.action], args)
+        change = await executor.apply(move)
     except ProtocolError as exc:
         outcome = Outcome.REFUSED if exc.code == ErrorCode.WRONG_STATE else Outcome.FAILED
         message = f"node {item.node}: {exc.message}"
@@ -447,8 +441,8 @@ async def _apply_one(
         return ItemResult(item.stack, item.node, Outcome.FAILED, str(exc), True)
     _fault("after-node-commit")
     message = f"{item.state} -> {item.target} on {item.node}"
-    if change.get("resume_line"):
-        message += f", resumes at line {change['resume_line']}"
+    if change.resume_line:
+        message += f", resumes at line {change.resume_line}"
     done = replace(item, node_change=change)
     try:
         note = finish_in_db(

@@ -6,10 +6,11 @@ confirmation prompt and the console's modal all print :meth:`Plan.render`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from spica_core.executor import StackChange
 from spica_core.reports import StackFilter
 from spica_core.units import human_bytes
 
@@ -70,6 +71,15 @@ class OperationRequest:
         return TARGET_STATE[self.action]
 
 
+def change_json(change: StackChange | None) -> dict[str, Any]:
+    """A change as ``--json`` prints it: the fields the move uses (None ones left out)."""
+    if change is None:
+        return {}
+    import msgspec
+
+    return {k: v for k, v in msgspec.to_builtins(change).items() if v is not None}
+
+
 @dataclass(frozen=True)
 class PlanItem:
     """One stack: what will change on its node and in dbspica, or why it will not."""
@@ -78,8 +88,8 @@ class PlanItem:
     node: str | None
     state: str
     target: str
-    #: The node agent's dry-run answer (renames, files and bytes to delete, resume line).
-    node_change: dict[str, Any] = field(default_factory=dict)
+    #: The executor's dry-run answer (renames, files and bytes to delete, resume line).
+    node_change: StackChange | None = None
     db_change: str = ""
     refused: str | None = None
     #: Why it was refused because something did not answer (exit code 3, not 1).
@@ -95,24 +105,25 @@ class PlanItem:
         if self.refused:
             return self.refused
         parts = []
-        rename = self.node_change.get("rename")
-        if rename:
-            parts.append(f"{rename[0]} -> {rename[1]}")
-        if self.node_change.get("create"):
-            parts.append(f"create {self.node_change['create']}")
-        orphan = self.node_change.get("orphan")
-        if orphan:
-            command = orphan.get("command") or "?"
-            if len(command) > 120:
-                command = command[:117] + "..."
-            parts.append(
-                f"kill orphan line {orphan['line']} (process group {orphan['pgid']}, "
-                f"attempt {orphan['attempt']}): {command}"
-            )
-        if self.node_change.get("resume_line"):
-            parts.append(f"resumes at line {self.node_change['resume_line']}")
-        for d in self.node_change.get("delete") or []:
-            parts.append(f"delete {d['path']} ({d['files']} files, {human_bytes(d['bytes'])})")
+        change = self.node_change
+        if change is not None:
+            if change.rename:
+                parts.append(f"{change.rename[0]} -> {change.rename[1]}")
+            if change.create:
+                parts.append(f"create {change.create}")
+            if change.orphan:
+                orphan = change.orphan
+                command = orphan.command or "?"
+                if len(command) > 120:
+                    command = command[:117] + "..."
+                parts.append(
+                    f"kill orphan line {orphan.line} (process group {orphan.pgid}, "
+                    f"attempt {orphan.attempt}): {command}"
+                )
+            if change.resume_line:
+                parts.append(f"resumes at line {change.resume_line}")
+            for d in change.delete or []:
+                parts.append(f"delete {d.path} ({d.files} files, {human_bytes(d.bytes)})")
         if self.db_change:
             parts.append(f"dbspica: {self.db_change}")
         return "; ".join(parts)
@@ -123,7 +134,7 @@ class PlanItem:
             "node": self.node,
             "state": self.state,
             "target": self.target,
-            "node_change": self.node_change,
+            "node_change": change_json(self.node_change),
             "db_change": self.db_change,
             "refused": self.refused,
         }
@@ -144,7 +155,7 @@ class Plan:
 
     @property
     def bytes_deleted(self) -> int:
-        return sum(int(i.node_change.get("bytes") or 0) for i in self.doable)
+        return sum((i.node_change.bytes or 0) if i.node_change else 0 for i in self.doable)
 
     def summary(self) -> str:
         action = self.request.action.value

@@ -29,14 +29,12 @@ from spica_core.daemon.journal import JOURNAL_BEHIND
 from spica_core.db import stack_state
 from spica_core.db.models import Node, OperatorAction, Problem, Stack, StackRun
 from spica_core.db.types import utcnow
-from spica_core.errors import NodeUnreachable
-from spica_core.node.protocol import ProtocolError, Verb
-from spica_core.node_pool import NodePool
+from spica_core.executor import ErrorRecord, Executor, QueueEntry, StackChange, Unlock
 from spica_core.operations.actions import end_unlocked_run, finish_in_db
 from spica_core.operations.model import OpAction, PlanItem
 from spica_core.states import Action, Actor, StackState
 
-QUEUE_STATES = ("pending", "running", "completed", "failed")
+QUEUE_STATES = (StackState.PENDING, StackState.RUNNING, StackState.COMPLETED, StackState.FAILED)
 #: The kind of finding for a node reconcile could not ask (exit code 3).
 UNCHECKED = "node-unchecked"
 #: The kind of finding for a daemon journal dbspica went back in (an older backup restored).
@@ -55,11 +53,11 @@ class Drift:
     node_state: str | None = None
     #: unfinished-action: the intent's row; journal-behind: the problem's.
     action_id: int | None = None
-    error: dict[str, Any] | None = None
+    error: ErrorRecord | None = None
     #: unfinished-action: whether the evidence says the action reached the node.
     reached: bool | None = None
     #: orphan-queue-file: the node's queue entry, its records rebuild the dbspica row.
-    entry: dict[str, Any] | None = None
+    entry: QueueEntry | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,32 +81,31 @@ class FixResult:
         return {**self.drift.to_json(), "fixed": self.ok, "message": self.message}
 
 
-async def _node_queues(
-    pool: NodePool,
-) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, str]]:
+Queues = dict[str, dict[str, QueueEntry]]
+
+
+async def _node_queues(executor: Executor) -> tuple[Queues, dict[str, str]]:
     """Every node's queue (stack -> entry), and the nodes that did not answer (-> why)."""
     import asyncio
 
-    queues: dict[str, dict[str, dict[str, Any]]] = {}
+    queues: Queues = {}
     down: dict[str, str] = {}
 
     async def one(name: str) -> None:
         try:
-            status = await pool.call(
-                name, Verb.STATUS, {"partitions": [], "states": list(QUEUE_STATES)}
-            )
-        except (NodeUnreachable, ProtocolError, Exception) as exc:
+            entries = await executor.units(name, QUEUE_STATES)
+        except Exception as exc:  # unreachable, refused, agent missing: not checked
             down[name] = str(exc)
             return
-        queues[name] = {e["stack"]: e for e in status.get("queue") or []}
+        queues[name] = {e.stack: e for e in entries}
 
-    await asyncio.gather(*(one(n) for n in pool.links))
+    await asyncio.gather(*(one(n) for n in executor.hosts))
     return queues, down
 
 
-def _node_state(queue: dict[str, dict[str, Any]], stack: str) -> str:
+def _node_state(queue: dict[str, QueueEntry], stack: str) -> str:
     entry = queue.get(stack)
-    return entry["state"] if entry else "planned"
+    return entry.state.value if entry else "planned"
 
 
 def exit_code(drifts: list[Drift], results: list[FixResult] | None) -> int:
@@ -119,8 +116,8 @@ def exit_code(drifts: list[Drift], results: list[FixResult] | None) -> int:
     return 1 if remaining else 0
 
 
-async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> list[Drift]:
-    queues, down = await _node_queues(pool)
+async def find_drift(config: SpicaConfig, engine: Engine, executor: Executor) -> list[Drift]:
+    queues, down = await _node_queues(executor)
     drifts: list[Drift] = [
         Drift(UNCHECKED, None, node, f"node {node} not checked: {why}", None)
         for node, why in sorted(down.items())
@@ -200,7 +197,7 @@ async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> lis
                     "stale-claim",
                     s.name,
                     node,
-                    f"claimed by dead pid {(entry.get('claim') or {}).get('pid')}",
+                    f"claimed by dead pid {entry.claim.pid if entry.claim else None}",
                     "unlock it on the node to failed; dbspica follows",
                     s.state,
                     node_state,
@@ -231,7 +228,7 @@ async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> lis
                     f"dbspica -> {node_state} (the node is the truth)",
                     s.state,
                     node_state,
-                    error=(entry or {}).get("error"),
+                    error=entry.error if entry else None,
                 )
             )
     for node, queue in queues.items():
@@ -242,19 +239,19 @@ async def find_drift(config: SpicaConfig, engine: Engine, pool: NodePool) -> lis
                         "orphan-queue-file",
                         stack,
                         node,
-                        f"queue/{stack} ({entry['state']}) has no dbspica row",
-                        f"register it in dbspica as {entry['state']} on {node}",
+                        f"queue/{stack} ({entry.state}) has no dbspica row",
+                        f"register it in dbspica as {entry.state} on {node}",
                         None,
-                        entry["state"],
+                        entry.state.value,
                         entry=entry,
                     )
                 )
     return drifts
 
 
-def _stale(entry: dict[str, Any]) -> bool:
-    claim = entry.get("claim")
-    return bool(claim) and not claim.get("alive") and not claim.get("daemon_alive")
+def _stale(entry: QueueEntry) -> bool:
+    claim = entry.claim
+    return claim is not None and not claim.alive and not claim.daemon_alive
 
 
 @dataclass(frozen=True)
@@ -269,7 +266,7 @@ def _intent_drift(
     intent: OperatorAction,
     stack: str,
     node: str | None,
-    queues: dict[str, dict[str, dict[str, Any]]],
+    queues: Queues,
     down: dict[str, str],
     seen: _DbSeen,
 ) -> Drift:
@@ -309,13 +306,13 @@ def _intent_drift(
         seen.state,
         now,
         action_id=intent.id,
-        error=(entry or {}).get("error"),
+        error=entry.error if entry else None,
         reached=evidence is not None,
     )
 
 
 def _reached_node(
-    intent: OperatorAction, entry: dict[str, Any] | None, db_attempt: int | None
+    intent: OperatorAction, entry: QueueEntry | None, db_attempt: int | None
 ) -> str | None:
     """The node's evidence that ``intent`` was carried out there, in words; None if none.
 
@@ -325,28 +322,27 @@ def _reached_node(
     """
     detail = intent.detail or {}
     after, user = detail.get("to"), intent.user
-    now = entry["state"] if entry else "planned"
+    now = entry.state.value if entry else "planned"
     if after == "removed":
         return "the node has no queue file left" if now == "planned" else None
     if now == after == "pending":
-        launch = (entry or {}).get("launch") or {}
-        by = launch.get("by")
+        by = entry.launch.by if entry and entry.launch else None
         if by in (None, user):
             return f"the node's launch record is {by or 'unsigned'}'s"
         return None
     planned_attempt = detail.get("attempt")
     if after == "pending" and isinstance(planned_attempt, int):
-        claim = (entry or {}).get("claim") or {}
-        attempt = (entry or {}).get("attempt")
-        launched_by = claim.get("launched_by")
+        claim = entry.claim if entry else None
+        attempt = entry.attempt if entry else None
+        launched_by = claim.launched_by if claim else None
         if isinstance(attempt, int) and attempt > planned_attempt and launched_by in (None, user):
-            by = f", launched by {launched_by} at {claim.get('launched_at')}" if claim else ""
+            by = f", launched by {launched_by} at {claim.launched_at}" if claim else ""
             return f"the daemon claimed it since: attempt {attempt}{by}"
         if db_attempt is not None and db_attempt > planned_attempt:
             return f"dbspica holds runs of attempt {db_attempt}, the plan saw {planned_attempt}"
         return None
     if after == "failed" and now == "failed":
-        message = str(((entry or {}).get("error") or {}).get("message") or "")
+        message = entry.error.message if entry and entry.error else ""
         return (
             "the node's error record says so" if message.startswith(f"unlocked by {user}") else None
         )
@@ -354,7 +350,7 @@ def _reached_node(
 
 
 async def fix_drift(
-    drifts: list[Drift], engine: Engine, pool: NodePool, user: str
+    drifts: list[Drift], engine: Engine, executor: Executor, user: str
 ) -> list[FixResult]:
     results = []
     for d in drifts:
@@ -362,7 +358,7 @@ async def fix_drift(
             results.append(FixResult(d, False, "report only: an operator must decide"))
             continue
         try:
-            message = await _fix_one(d, engine, pool, user)
+            message = await _fix_one(d, engine, executor, user)
             ok = True
         except Exception as exc:  # one fix failing never stops the others
             message, ok = f"not fixed: {exc}", False
@@ -386,7 +382,7 @@ def _audit(engine: Engine, user: str, d: Drift, ok: bool, message: str) -> None:
         )
 
 
-async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
+async def _fix_one(d: Drift, engine: Engine, executor: Executor, user: str) -> str:
     if d.kind == JOURNAL:
         with Session(engine) as session, session.begin():
             session.execute(
@@ -408,13 +404,14 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
         if d.reached and (
             d.node_state == after or (after == "removed" and d.node_state == "planned")
         ):
-            item = PlanItem(
-                d.stack,
-                d.node,
-                str(detail.get("from")),
-                str(after),
-                {"from_start": detail.get("from_start")},
+            before = str(detail.get("from"))
+            change = StackChange(
+                stack=d.stack,
+                from_=before,
+                to=str(after),
+                from_start=bool(detail.get("from_start")),
             )
+            item = PlanItem(d.stack, d.node, before, str(after), change)
             finish_in_db(engine, d.action_id, item, OpAction(action), finished)
             return f"finished: dbspica -> {after}"
         if d.reached:
@@ -436,9 +433,7 @@ async def _fix_one(d: Drift, engine: Engine, pool: NodePool, user: str) -> str:
         return "rolled back: action marked failed"
     if d.kind == "stale-claim":
         assert d.node is not None
-        change = await pool.call(
-            d.node, Verb.UNLOCK, {"stack": d.stack, "to": "failed", "by": user}
-        )
+        change = await executor.apply(Unlock(d.node, d.stack, user))
         end_unlocked_run(engine, d.stack, change)
         message = f"unlocked by reconcile ({user}): its claimer was dead"
         with Session(engine) as session, session.begin():
@@ -477,21 +472,21 @@ def _applied(moved: stack_state.Moved) -> None:
 def _register_orphan(session: Session, d: Drift, node_id: int) -> None:
     """A dbspica row for a stack only its node knows (queued by hand, or lost by a restored
     dbspica), rebuilt from what the node's records hold: priority, resume point, error."""
-    entry = d.entry or {}
-    launch = entry.get("launch") or entry.get("claim") or {}
-    error = entry.get("error") or {}
+    entry = d.entry
+    launch = (entry.launch or entry.claim) if entry else None
+    error = entry.error if entry else None
     stack_state.register(
         session,
         str(d.node_state),
         name=d.stack,
         node_id=node_id,
         step="unknown",
-        priority=launch.get("priority") or 0,
-        lines=entry.get("lines") or 0,
-        progress=entry.get("progress") or 0,
-        failed_line=error.get("line"),
-        exit_code=error.get("exit_code"),
-        error=error.get("message"),
+        priority=(launch.priority if launch else None) or 0,
+        lines=(entry.lines if entry else None) or 0,
+        progress=(entry.progress if entry else None) or 0,
+        failed_line=error.line if error else None,
+        exit_code=error.exit_code if error else None,
+        error=error.message if error else None,
     )
 
 
@@ -500,7 +495,10 @@ def _take_node_state(session: Session, d: Drift) -> None:
     assert d.stack is not None and d.node_state is not None
     values: dict[str, Any] = {}
     if d.node_state == "failed":
-        values.update(error=(d.error or {}).get("message"), failed_line=(d.error or {}).get("line"))
+        error = d.error
+        values.update(
+            error=error.message if error else None, failed_line=error.line if error else None
+        )
     _applied(stack_state.follow(session, d.stack, str(d.db_state), d.node_state, values=values))
 
 

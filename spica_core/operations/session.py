@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from spica_core.config import SpicaConfig
 from spica_core.errors import UsageError
-from spica_core.node_pool import NodeCaller
+from spica_core.executor import Executor, UnlockQfinResult
 from spica_core.operations import actions
 from spica_core.operations.audit import record_request
 from spica_core.operations.model import ItemResult, OperationRequest, Plan
@@ -33,16 +33,16 @@ def operator_name(explicit: str | None = None) -> str:
 
 
 class Operations:
-    """Plans and applies requests over one NodePool and one dbspica engine.
+    """Plans and applies requests over one executor and one dbspica engine.
 
-    The pool is the caller's (the console shares its polling pool; the CLI opens one;
-    ``stack add --launch`` for a root on this machine passes a LocalNodes).
+    The executor is the caller's (the console's runs over its polling pool; the CLI opens
+    one; ``stack add --launch`` for a root on this machine answers in-process).
     """
 
-    def __init__(self, config: SpicaConfig, engine: Engine, pool: NodeCaller) -> None:
+    def __init__(self, config: SpicaConfig, engine: Engine, executor: Executor) -> None:
         self.config = config
         self.engine = engine
-        self.pool = pool
+        self.executor = executor
 
     async def plan(self, request: OperationRequest) -> Plan:
         if request.selection.empty:
@@ -50,7 +50,7 @@ class Operations:
                 f"{request.action}: name at least one stack or give a filter "
                 "(--state, --node, --step, --runid, --filter, --release, --match)"
             )
-        return await actions.plan(request, self.engine, self.pool, self.config)
+        return await actions.plan(request, self.engine, self.executor, self.config)
 
     def record_dry_run(self, plan: Plan) -> None:
         record_request(self.engine, plan, dry_run=True)
@@ -58,27 +58,27 @@ class Operations:
     async def apply(
         self, plan: Plan, on_result: Callable[[ItemResult], None] | None = None
     ) -> list[ItemResult]:
-        results = await actions.apply(plan, self.engine, self.pool, on_result)
+        results = await actions.apply(plan, self.engine, self.executor, on_result)
         record_request(self.engine, plan, dry_run=False)
         return results
 
 
 async def unlock_qfin(
     ops: Operations, node: str, partition: str, user: str, *, dry_run: bool
-) -> dict[str, object]:
+) -> UnlockQfinResult:
     """Remove a QFin lock whose holder is gone (audited); raises the agent's refusal."""
     from sqlalchemy.orm import Session
 
     from spica_core.db.models import OperatorAction
+    from spica_core.executor import ProtocolError
     from spica_core.names import validate_name
-    from spica_core.node.protocol import ProtocolError, Verb
 
     validate_name(node, "node")
     validate_name(partition, "partition")
-    args = {"partition": partition, "by": user, "dry_run": dry_run}
-    result, outcome, message = None, "applied" if not dry_run else "dry-run", ""
+    result: UnlockQfinResult | None = None
+    outcome, message = "applied" if not dry_run else "dry-run", ""
     try:
-        result = await ops.pool.call(node, Verb.UNLOCK_QFIN, args)
+        result = await ops.executor.release_qfin_lock(node, partition, user, dry_run=dry_run)
     except ProtocolError as exc:
         outcome, message = "refused", exc.message
         raise
@@ -92,7 +92,17 @@ async def unlock_qfin(
                     dry_run=dry_run,
                     plan=f"delete locks/{partition}.qfin.lock on {node}",
                     result=outcome,
-                    detail={"message": message, "holder": (result or {}).get("holder")},
+                    detail={"message": message, "holder": _holder(result)},
                 )
             )
+    assert result is not None
     return result
+
+
+def _holder(result: UnlockQfinResult | None) -> dict[str, object] | None:
+    """The lock's holder as the audit keeps it (JSON)."""
+    if result is None or result.holder is None:
+        return None
+    import msgspec
+
+    return msgspec.to_builtins(result.holder)  # type: ignore[no-any-return]

@@ -75,15 +75,15 @@ def _confirm(yes: bool, dry_run: bool) -> None:
 def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
-    from spica_core.node_pool import NodePool
+    from spica_core.executor.agents import AgentExecutor
     from spica_core.operations import Operations, exit_code
     from spica_core.text import printable
 
     engine = st.engine()
 
     async def go():  # type: ignore[no-untyped-def]
-        async with NodePool(st.config) as pool:
-            ops = Operations(st.config, engine, pool)
+        async with AgentExecutor.over_ssh(st.config) as executor:
+            ops = Operations(st.config, engine, executor)
             plan = await ops.plan(request)
             if dry_run:
                 ops.record_dry_run(plan)
@@ -214,9 +214,11 @@ def unlock(
 def _unlock_qfin(st, node, partition, as_user, dry_run, yes, as_json) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
+    import msgspec
+
     from spica_core.errors import UsageError
-    from spica_core.node.protocol import ProtocolError
-    from spica_core.node_pool import NodePool
+    from spica_core.executor import ProtocolError
+    from spica_core.executor.agents import AgentExecutor
     from spica_core.operations import Operations, operator_name
     from spica_core.operations.session import unlock_qfin
 
@@ -226,9 +228,11 @@ def _unlock_qfin(st, node, partition, as_user, dry_run, yes, as_json) -> None:  
     engine = st.engine()
 
     async def go(dry: bool):  # type: ignore[no-untyped-def]
-        async with NodePool(st.config, nodes=[node]) as pool:
-            return await unlock_qfin(
-                Operations(st.config, engine, pool), node, partition, user, dry_run=dry
+        async with AgentExecutor.over_ssh(st.config, nodes=[node]) as executor:
+            return msgspec.to_builtins(
+                await unlock_qfin(
+                    Operations(st.config, engine, executor), node, partition, user, dry_run=dry
+                )
             )
 
     try:
@@ -328,7 +332,7 @@ def reconcile(
     """
     import asyncio
 
-    from spica_core.node_pool import NodePool
+    from spica_core.executor.agents import AgentExecutor
     from spica_core.operations import operator_name
     from spica_core.operations.reconcile import exit_code, find_drift, fix_drift
 
@@ -337,15 +341,15 @@ def reconcile(
     user = operator_name(as_user)
 
     async def go():  # type: ignore[no-untyped-def]
-        async with NodePool(st.config) as pool:
-            drifts = await find_drift(st.config, engine, pool)
+        async with AgentExecutor.over_ssh(st.config) as executor:
+            drifts = await find_drift(st.config, engine, executor)
             if not fix or not drifts:
                 return drifts, None
             if not as_json:
                 _print_drift(drifts)
             if any(d.fix for d in drifts):
                 _confirm(yes, False)
-            return drifts, await fix_drift(drifts, engine, pool, user)
+            return drifts, await fix_drift(drifts, engine, executor, user)
 
     drifts, results = asyncio.run(go())
     if as_json:

@@ -34,6 +34,7 @@ from spica_core.console_data import (
     read_db_state,
     state_counts_for,
 )
+from spica_core.executor.agents import AgentExecutor
 from spica_core.liveness import LivenessRecorder, record_quietly, recorded_last_seen
 from spica_core.node_pool import NodePool
 from spica_core.operations import ItemResult, OperationRequest, Operations, Plan
@@ -89,8 +90,9 @@ class NodeLoop:
 class ConsoleBackend:
     """Every core call the console makes, over one configuration, engine and NodePool.
 
-    The pool belongs to the console and lives on its :class:`NodeLoop`: polls and operations
-    share its connections (the operations API plans over the same links the dashboard polls).
+    The pool belongs to the console and lives on its :class:`NodeLoop`, behind the console's
+    executor: polls and operations share its connections (the operations API plans over the
+    same links the dashboard polls).
     """
 
     def __init__(
@@ -105,7 +107,8 @@ class ConsoleBackend:
         self.config = config
         self.engine = engine
         self.pool = pool if pool is not None else NodePool(config)
-        self.ops = Operations(config, engine, self.pool)
+        self.executor = AgentExecutor(self.pool)
+        self.ops = Operations(config, engine, self.executor)
         self.recorder = LivenessRecorder(engine)
         self.clock = clock
         self.problems = problems
@@ -124,11 +127,11 @@ class ConsoleBackend:
                 log.info("last_seen not read from dbspica: %s", exc)
                 seen = {}
             return await self.nodes.run(self._refresh_remembering(seen))
-        return await self.nodes.run(self.pool.refresh())
+        return await self.nodes.run(self.executor.snapshot())
 
     async def _refresh_remembering(self, seen: dict[str, datetime]) -> ClusterSnapshot:
         self.pool.remember_last_seen(seen)  # on the node loop, where the pool lives
-        return await self.pool.refresh()
+        return await self.executor.snapshot()
 
     def read_db(self) -> DbState:
         """Runs in a thread; raises when dbspica does not answer."""
@@ -167,7 +170,7 @@ class ConsoleBackend:
         return await asyncio.to_thread(stack_detail, self.engine, name)
 
     async def log_tail(self, node: str | None, stack: str, line: int | None = None) -> LogTail:
-        return await self.nodes.run(fetch_log_tail(self.pool, node, stack, line))
+        return await self.nodes.run(fetch_log_tail(self.executor, node, stack, line))
 
     async def plan(self, request: OperationRequest) -> Plan:
         return await self.nodes.run(self.ops.plan(request))
@@ -185,7 +188,7 @@ class ConsoleBackend:
 
     async def close(self) -> None:
         try:
-            await self.nodes.run(self.pool.close())
+            await self.nodes.run(self.executor.close())
         finally:
             self.nodes.close()
             self.engine.dispose()

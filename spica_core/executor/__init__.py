@@ -1,0 +1,37 @@
+"""What runs units: the executor interface and the node agents behind it."""
+
+from spica_core.executor.base import (
+    Capability,
+    Change,
+    Executor,
+    Launch,
+    NotSupported,
+    QueueEntry,
+    Remove,
+    Requeue,
+    StackChange,
+    StageResult,
+    TailResult,
+    Unlock,
+    UnlockQfinResult,
+)
+from spica_core.node.protocol import ErrorCode, ErrorRecord, ProtocolError
+
+__all__ = [
+    "Capability",
+    "Change",
+    "ErrorCode",
+    "ErrorRecord",
+    "Executor",
+    "Launch",
+    "NotSupported",
+    "ProtocolError",
+    "QueueEntry",
+    "Remove",
+    "Requeue",
+    "StackChange",
+    "StageResult",
+    "TailResult",
+    "Unlock",
+    "UnlockQfinResult",
+]

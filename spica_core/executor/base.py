@@ -1,0 +1,152 @@
+"""The Executor: what runs units (stacks) on hosts, as the operations see it.
+
+Operations, reconcile, ``stack add``, the demo seed and the console talk to an executor,
+never to node agents, verbs or queue files. Today's executor is the node agents
+(:class:`~spica_core.executor.agents.AgentExecutor`); a batch scheduler (Slurm: ``sbatch``,
+``scontrol hold/release``, ``scancel``) fits behind the same interface, saying through
+:attr:`Executor.capabilities` what it can do beyond the four moves.
+
+A change is a typed value (:class:`Launch`, :class:`Requeue`, :class:`Unlock`,
+:class:`Remove`): the stack, its host (``node``), who asks and what the move needs. Its answer
+is a :class:`StackChange` — the same shape whether dry (``plan``) or done (``apply``), so one
+``Plan.render`` shows both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from spica_core.errors import SpicaError
+from spica_core.node.protocol import (
+    QueueEntry,
+    StackChange,
+    StageResult,
+    TailResult,
+    UnlockQfinResult,
+)
+from spica_core.states import StackState
+
+if TYPE_CHECKING:
+    from spica_core.cluster_snapshot import ClusterSnapshot
+
+
+class Capability(StrEnum):
+    """What an executor can do beyond launch, requeue, unlock and remove."""
+
+    #: Keep a queued unit from starting, and let it start again (Slurm: scontrol hold).
+    HOLD = "hold"
+    #: Units and hosts answered as one snapshot (a poll of every host).
+    SNAPSHOT = "snapshot"
+    #: Write a unit's commands (and inputs) where it will run.
+    STAGE = "stage"
+    #: Read the log of one of a unit's command lines.
+    TAIL = "tail"
+    #: Remove a QFin lock whose holder is gone.
+    QFIN_LOCKS = "qfin-locks"
+
+
+class NotSupported(SpicaError):
+    """The executor cannot do this (see its ``capabilities``)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One move of one stack on its host, asked by ``by``."""
+
+    node: str
+    stack: str
+    by: str
+
+
+@dataclass(frozen=True)
+class Launch(Change):
+    """planned -> pending; refused if the stack is queued already (exclusive create)."""
+
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Requeue(Change):
+    """failed -> pending, from the failed line (or from line 1 with ``from_start``)."""
+
+    priority: int = 0
+    from_start: bool = False
+
+
+@dataclass(frozen=True)
+class Unlock(Change):
+    """running (its claimer dead) -> failed, or pending with ``to``."""
+
+    to: Literal["failed", "pending"] = "failed"
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Remove(Change):
+    """Any queued or planned state -> gone; ``purge``: input files (relative) deleted too."""
+
+    purge: tuple[str, ...] = ()
+    stack_id: int | None = None
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """What runs units. Errors: ``NodeUnreachable`` (nothing was sent, nothing changed),
+    its subclass ``NodeAnswerLost`` (sent, answer lost: the change may have happened),
+    ``ProtocolError`` (the host refused; its ``code`` says why, ``wrong_state`` for a move
+    the unit's state does not allow)."""
+
+    capabilities: frozenset[Capability]
+
+    @property
+    def hosts(self) -> Sequence[str]:
+        """The hosts this executor runs units on (reconcile asks each)."""
+        ...
+
+    async def snapshot(self) -> ClusterSnapshot:
+        """Every host and its units as seen now; a host that does not answer is in it,
+        marked down, never left out."""
+        ...
+
+    async def plan(self, change: Change) -> StackChange:
+        """What ``change`` would do (dry run): nothing changes; refused as apply would be."""
+        ...
+
+    async def apply(self, change: Change) -> StackChange:
+        """Do ``change``, at most once: the host's commit is atomic and exclusive."""
+        ...
+
+    async def stage(
+        self, node: str, stack: str, commands: bytes, inputs: Sequence[str] | None = None
+    ) -> StageResult:
+        """Write a planned unit's commands (exact bytes) and inputs where it will run."""
+        ...
+
+    async def tail(
+        self, node: str, stack: str, line: int | None = None, lines: int | None = None
+    ) -> TailResult:
+        """The end of the log of ``stack``'s line ``line`` (default: failed, else latest)."""
+        ...
+
+    async def units(self, node: str, states: Sequence[StackState]) -> list[QueueEntry]:
+        """The units of ``node`` in ``states``, with their records (reconcile's evidence)."""
+        ...
+
+    async def release_qfin_lock(
+        self, node: str, partition: str, by: str, *, dry_run: bool
+    ) -> UnlockQfinResult:
+        """Remove the QFin lock of ``partition`` if its holder is gone."""
+        ...
+
+    async def hold(self, node: str, stack: str, by: str) -> StackChange:
+        """Keep a queued unit from starting (needs ``Capability.HOLD``)."""
+        ...
+
+    async def release(self, node: str, stack: str, by: str) -> StackChange:
+        """Let a held unit start again (needs ``Capability.HOLD``)."""
+        ...
+
+    async def close(self) -> None: ...
