@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from spica_core.reports import StackFilter
+from spica_core.read_model import StackSelection
 from spica_core.units import human_bytes
 
 
@@ -44,7 +44,7 @@ class Selection:
     """Stacks named one by one, or every stack a filter matches (never both empty)."""
 
     names: tuple[str, ...] = ()
-    filter: StackFilter | None = None
+    filter: StackSelection | None = None
 
     @property
     def empty(self) -> bool:
