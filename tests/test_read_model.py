@@ -61,6 +61,11 @@ PATTERNS = [
     "a{",
     "^(?:a|b)+-$",
     "\\x{65}xit",
+    # literal runs (checked with LIKE before the regex): optional and repeated characters
+    "spica_?copy",
+    "Code +2",
+    "W_g_0{0,4}2",
+    "foo\\.bar",
 ]
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, literal
+from sqlalchemy import ColumnElement, and_, literal
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -77,6 +77,9 @@ class SqlPattern:
     ignore_case: bool
     re2: str
     pcre: str
+    #: Text every match contains (ASCII, at least 2 characters), or None: a ``LIKE``
+    #: checked first, so the regex only runs on rows that may match.
+    literal: str | None = None
 
     def for_dialect(self, dialect: str) -> str:
         return self.re2 if dialect == "sqlite" else self.pcre
@@ -94,10 +97,11 @@ def sql_pattern(text: str, what: str, *, ignore_case: bool = False) -> SqlPatter
             f"{what} {text[:57] + '...'!r}: longer than {MAX_PATTERN} characters "
             "(dbspica matches at most that)"
         )
-    body = _Translator(text, what).run()
+    walk = _Translator(text, what)
+    body = walk.run()
     flag = "(?i)" if ignore_case else "(?-i)"
     re2 = f"(?i){text}" if ignore_case else text
-    return SqlPattern(text, what, ignore_case, re2, flag + body)
+    return SqlPattern(text, what, ignore_case, re2, flag + body, walk.required_literal())
 
 
 class _Translator:
@@ -111,6 +115,34 @@ class _Translator:
         # Per open group: whether it holds an unbounded repetition (for "(a+)+").
         self.groups: list[bool] = [False]
         self.prev_group_unbounded = False
+        # Runs of literal characters at the top level (for the LIKE prefilter).
+        self.run_chars: list[str] = []
+        self.runs: list[str] = []
+        self.last_literal = False
+        self.alternation = False
+
+    def required_literal(self) -> str | None:
+        """The longest top-level literal run, when no top-level ``|`` makes it optional."""
+        self.end_run()
+        best = max(self.runs, key=len, default="")
+        return None if self.alternation or len(best) < 2 else best
+
+    def end_run(self) -> None:
+        if self.run_chars:
+            self.runs.append("".join(self.run_chars))
+            self.run_chars = []
+
+    def literal(self, char: str, width: int) -> None:
+        """A character matched as itself: part of the current run at the top level."""
+        self.out.append(self.text[self.i : self.i + width])
+        self.i += width
+        self.prev_group_unbounded = False
+        self.last_literal = False
+        if len(self.groups) == 1 and char.isascii() and char.isprintable():
+            self.run_chars.append(char)
+            self.last_literal = True
+        else:
+            self.end_run()
 
     def refuse(self, why: str) -> UsageError:
         shown = self.text if len(self.text) <= 60 else self.text[:57] + "..."
@@ -139,14 +171,23 @@ class _Translator:
                 self.quantifier()
             elif c == "$":
                 self.atom("\\z", 1)
-            else:
+            elif c in ".^":
                 self.atom(c, 1)
+            else:
+                if c == "|" and len(self.groups) == 1:
+                    self.alternation = True
+                if c == "|":
+                    self.atom(c, 1)
+                else:
+                    self.literal(c, 1)
         return "".join(self.out)
 
     def atom(self, text: str, width: int) -> None:
         self.out.append(text)
         self.i += width
         self.prev_group_unbounded = False
+        self.last_literal = False
+        self.end_run()
 
     def escape(self) -> None:
         t, i = self.text, self.i
@@ -168,6 +209,8 @@ class _Translator:
         elif e == "x" and t.startswith("{", i + 2):
             end = t.index("}", i) + 1
             self.atom(t[i:end], end - i)
+        elif not e.isalnum():  # an escaped punctuation character: itself
+            self.literal(e, 2)
         else:
             self.atom(t[i : i + 2], 2)
 
@@ -248,6 +291,12 @@ class _Translator:
             width = 1
         if unbounded and self.prev_group_unbounded:
             raise self.refuse("nested repetition such as (a+)+ is refused")
+        if self.last_literal:  # the repeated character leaves the literal run
+            optional = t[i] in "?*" or (t[i] == "{" and t.startswith("{0", i))
+            if optional:
+                self.run_chars.pop()
+            self.end_run()
+            self.last_literal = False
         if unbounded:
             self.groups[-1] = True
         if t.startswith("?", i + width):
@@ -261,8 +310,14 @@ class _Translator:
 
 
 def regexp(column: ColumnElement[Any], pattern: SqlPattern, dialect: str) -> ColumnElement[bool]:
-    """``column REGEXP pattern`` for ``dialect`` (NULL never matches)."""
-    return column.op("REGEXP", is_comparison=True)(literal(pattern.for_dialect(dialect)))
+    """``column REGEXP pattern`` for ``dialect`` (NULL never matches), behind a ``LIKE`` of
+    the pattern's required literal when it has one (case-insensitive, so never stricter
+    than the regex; the regex then runs on few rows)."""
+    matches = column.op("REGEXP", is_comparison=True)(literal(pattern.for_dialect(dialect)))
+    if pattern.literal is None:
+        return matches
+    escaped = pattern.literal.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return and_(column.like(f"%{escaped}%", escape="\\"), matches)
 
 
 @lru_cache(maxsize=256)
