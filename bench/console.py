@@ -36,12 +36,12 @@ from pathlib import Path
 from sqlalchemy import insert, select
 
 from spica_core.config import load_config
-from spica_core.console_data import StackQuery, count_stacks
 from spica_core.db.engine import make_engine
 from spica_core.db.models import Image, Node, Problem, Runid, Stack
 from spica_core.db.setup import prepare_database
 from spica_core.demo import DemoCluster
 from spica_core.errors import UsageError
+from spica_core.read_model import StackSelection, count_stacks
 
 COLS, ROWS = 160, 50
 STATES = ["completed"] * 70 + ["failed"] * 5 + ["pending"] * 15 + ["running"] * 5
@@ -207,7 +207,7 @@ def main() -> None:
             t0 = time.perf_counter()
             fill(engine, args.stacks)
             print(f"dbspica: {args.stacks:,} stacks in {time.perf_counter() - t0:.1f} s")
-        total = count_stacks(engine, StackQuery())
+        total = count_stacks(engine, StackSelection())
         if not args.no_renice:  # the agents each SSH connection starts inherit it
             for node in cluster.status().nodes:
                 if node.pid:
@@ -238,7 +238,7 @@ def main() -> None:
             for ch in text:
                 typed += ch
                 try:
-                    expected = count_stacks(engine, StackQuery(text=typed))
+                    expected = count_stacks(engine, StackSelection(text=typed))
                 except UsageError:  # an unfinished regex: shown as such, nothing to time
                     term.press(ch.encode())
                     time.sleep(0.3)

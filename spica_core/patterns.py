@@ -7,14 +7,14 @@ atomic groups or possessive quantifiers. A pattern RE2 cannot run is refused wit
 :class:`~spica_core.errors.UsageError` naming the option, the pattern and the reason, never
 handed to a backtracking engine instead.
 
-:func:`compile_pattern` is the one way SPICA compiles such a pattern; the CLI's
-:class:`~spica_core.reports.StackFilter` and the console's
-:class:`~spica_core.console_data.StackQuery` both match through :class:`UserPattern`.
+:func:`compile_pattern` is the one way SPICA compiles such a pattern. Stack selections
+(:class:`~spica_core.read_model.StackSelection`, the CLI's ``--match`` and the console's
+filter alike) match in dbspica: :mod:`spica_core.read_model.regex` validates with this
+module, then runs RE2 inside SQLite or a checked translation on MariaDB.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,20 +39,18 @@ _SHOWN = 200
 
 @dataclass(frozen=True)
 class UserPattern:
-    """A compiled operator pattern; ``search_any`` is the one place it meets stack text."""
+    """A compiled operator pattern (RE2)."""
 
     text: str
     ignore_case: bool
     _regexp: Any = field(compare=False, repr=False)
 
-    def search(self, value: str | None) -> bool:
-        # Searched as UTF-8 bytes: RE2's wrapper maps every match offset back to str
-        # indices otherwise, which costs several times the search itself.
-        return bool(value) and self._regexp.search(value.encode("utf-8", "replace")) is not None
+    def matches(self, value: str) -> bool:
+        """Whether the pattern is found in ``value``, empty text included (SQL's REGEXP).
 
-    def search_any(self, values: Iterable[str | None]) -> bool:
-        """Whether the pattern is found in any of ``values`` (None and empty never match)."""
-        return any(self.search(v) for v in values)
+        Searched as UTF-8 bytes: RE2's wrapper maps every match offset back to str indices
+        otherwise, which costs several times the search itself."""
+        return self._regexp.search(value.encode("utf-8", "replace")) is not None
 
 
 def _reason(message: str, pattern: str) -> str:

@@ -353,5 +353,7 @@ def frozen_console(url: str, console: str = "", *, read_only: bool = False):  # 
     from spica_tui.console.app import SpicaConsole
 
     config = world_config(url, console)
-    backend = frozen_backend_class()(config, make_engine(config.db), clock=lambda: NOW)
-    return SpicaConsole(config, backend, clock=lambda: NOW, operator="laurent", read_only=read_only)
+    backend = frozen_backend_class()(
+        config, make_engine(config.db), clock=lambda: NOW, read_only=read_only
+    )
+    return SpicaConsole(config, backend, clock=lambda: NOW, operator="laurent")

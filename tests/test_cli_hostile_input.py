@@ -1,8 +1,9 @@
 """What an operator, a stack or a failing dbspica can throw at the faces, end to end.
 
 * A pattern that makes a backtracking engine run for ever (``(a+)+$`` over 60 ``a`` then
-  ``-``) completes in ``stacks --match``, ``remove --match --dry-run`` and the console's
-  queries: every operator pattern runs on RE2. Patterns RE2 cannot run are refused (exit 2).
+  ``-``) is refused (exit 2) by ``stacks --match``, ``remove --match --dry-run`` and the
+  console's queries; one the static checks let through (``(a|aa)+$``) is answered by RE2 on
+  SQLite and refused when MariaDB's PCRE gives up. Patterns RE2 cannot run are refused.
 * Numbers and times that overflow a driver or ``datetime`` are usage errors naming the option.
 * Terminal control sequences in stack errors, commands and problem messages are shown
   escaped, and rich markup in them is shown as it is.
@@ -25,12 +26,14 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.orm import Session
 
-from spica_core.console_data import REGEX_CHARS, StackQuery
 from spica_core.db.models import Node, OperatorAction, Problem, Stack, StackRun
 from spica_core.errors import UsageError
+from spica_core.read_model import REGEX_CHARS, StackSelection
 from tests.conftest import run_spica
 
 EVIL = "(a+)+$"
+#: Exponential on a backtracking engine too, but not refused by the static checks.
+RUNAWAY = "(a|aa)+$"
 #: With Python's ``re`` this name makes EVIL backtrack 2**60 times.
 VICTIM = "a" * 60 + "-"
 HOSTILE = "Failed on printf '\x1b]0;pwned\x07' ; clear \x1b[2J\x9b31m [bold]x[/bold] [/oops]"
@@ -85,45 +88,67 @@ def hostile(db_engine):
     ],
     ids=["stacks", "stacks-json", "remove-dry-run"],
 )
-def test_catastrophic_pattern_completes_in_the_cli(hostile, args: list[str]) -> None:
+def test_nested_repetition_is_refused_in_the_cli(hostile, args: list[str]) -> None:
+    """``(a+)+$`` is refused before any query, on both engines alike (RE2 would run it, but
+    MariaDB's PCRE would not: one answer for both)."""
     result = spica(url_of(hostile), *args)
-    assert result.returncode == 0, result.stderr
-    assert VICTIM not in result.stdout  # the pattern is anchored at the end: no match
-    if "--json" in args:
+    assert result.returncode == 2, result.stderr
+    assert f"--match {EVIL!r}: nested repetition" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_runaway_pattern_is_bounded_in_the_cli(hostile) -> None:
+    """``(a|aa)+$`` passes the static checks; RE2 answers it in linear time (SQLite), PCRE
+    gives up at its match limit (MariaDB), which SPICA refuses rather than call "no match"."""
+    url = url_of(hostile)
+    result = spica(url, "stacks", "--match", RUNAWAY, "--json")
+    if url.startswith("sqlite"):
+        assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == []
+    else:
+        assert result.returncode == 2, result.stderr
+        assert f"--match {RUNAWAY!r}: dbspica's regex engine gave up" in result.stderr
+        assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_catastrophic_pattern_completes_in_the_console_queries(hostile) -> None:
-    """The console's ``/`` filter: a regex filter is streamed through the same matching."""
+def test_catastrophic_patterns_in_the_console_queries(hostile) -> None:
+    """The console's ``/`` filter goes through the same read model."""
     probe = (
         "import json, sys\n"
         "from spica_core.config import DatabaseConfig\n"
         "from spica_core.db.engine import make_engine\n"
-        "from spica_core.console_data import StackQuery, count_stacks, page_stacks,"
-        " state_counts_for\n"
+        "from spica_core.errors import UsageError\n"
+        "from spica_core.read_model import StackSelection, count_stacks, page_stacks,"
+        " state_counts\n"
         "engine = make_engine(DatabaseConfig(url=sys.argv[1]))\n"
-        "q = StackQuery(None, sys.argv[2])\n"
-        "page = page_stacks(engine, q, 0, 50, with_total=True)\n"
-        "print(json.dumps([count_stacks(engine, q), page.total, len(page.rows),"
-        " state_counts_for(engine, q)]))\n"
+        "try:\n"
+        "    q = StackSelection(None, sys.argv[2])\n"
+        "    page = page_stacks(engine, q, 0, 50, with_total=True)\n"
+        "    print(json.dumps([count_stacks(engine, q), page.total, len(page.rows),"
+        " state_counts(engine, q)]))\n"
+        "except UsageError as exc:\n"
+        "    print(json.dumps(str(exc)))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", probe, url_of(hostile), EVIL],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert result.returncode == 0, result.stderr
-    count, total, rows, per_state = json.loads(result.stdout)
-    assert (count, total, rows) == (0, 0, 0) and per_state["failed"] == 0
+
+    def run(pattern: str):  # type: ignore[no-untyped-def]
+        result = subprocess.run(
+            [sys.executable, "-c", probe, url_of(hostile), pattern],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert run(EVIL).startswith(f"filter {EVIL!r}: nested repetition")
+    bounded = run(RUNAWAY)
+    if url_of(hostile).startswith("sqlite"):
+        count, total, rows, per_state = bounded
+        assert (count, total, rows) == (0, 0, 0) and per_state["failed"] == 0
+    else:
+        assert bounded.startswith(f"filter {RUNAWAY!r}: dbspica's regex engine gave up")
     # The same query still finds what it should: case-insensitive, over the error too.
-    found = subprocess.run(
-        [sys.executable, "-c", probe, url_of(hostile), "(?:PWNED)+"],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
-    assert json.loads(found.stdout)[:3] == [1, 1, 1], found.stderr
+    assert run("(?:PWNED)+")[:3] == [1, 1, 1]
 
 
 @pytest.mark.parametrize(
@@ -149,7 +174,7 @@ def test_patterns_re2_cannot_run_are_refused(hostile, pattern: str, reason: str)
         assert s.scalar(select(func.count()).select_from(OperatorAction)) == audited
     if REGEX_CHARS & set(pattern):  # the console's filter is a regex when it has one
         with pytest.raises(UsageError, match=f"filter .*{reason}"):
-            StackQuery(None, pattern)
+            StackSelection(None, pattern)
 
 
 @pytest.mark.parametrize("option", ["--match", "--step", "--runid", "--filter", "--release"])

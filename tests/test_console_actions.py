@@ -91,6 +91,28 @@ async def test_palette_runs_an_action() -> None:
         assert BY_NAME["requeue"].name not in app.screen.listed  # read-only
 
 
+async def test_a_read_only_console_has_no_operations() -> None:
+    """``--read-only`` builds the backend without the operations API: an action reaching the
+    backend through any path is refused there, and nothing on a node or in dbspica moves."""
+    from spica_core.errors import SpicaError
+    from spica_core.operations import OpAction, OperationRequest, Selection
+
+    make_db(URL)
+    app = frozen_console(URL, read_only=True)
+    assert app.backend.ops is None and app.read_only
+    request = OperationRequest(OpAction.REQUEUE, Selection(names=(FAILED,)), user="laurent")
+    try:
+        with pytest.raises(SpicaError, match="read-only: it has no operations"):
+            await app.backend.plan(request)
+    finally:
+        await app.backend.close()
+    writable = frozen_console(URL)
+    try:
+        assert writable.backend.ops is not None and not writable.read_only
+    finally:
+        await writable.backend.close()
+
+
 def test_console_and_demo_help_import_no_textual() -> None:
     """Textual loads inside ``spica console`` / ``spica demo`` only, never for their help."""
     import json

@@ -1,5 +1,5 @@
-"""spica_core.console_data on SQLite and MariaDB: stack windows, filters, counts, the runid
-distribution, the db state of a poll, per-line status."""
+"""spica_core.console_data and the read model under it, on SQLite and MariaDB: stack
+windows, filters, counts, the runid distribution, the db state of a poll, per-line status."""
 
 from __future__ import annotations
 
@@ -9,19 +9,17 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from spica_core.console_data import (
-    ConsoleSnapshot,
-    StackQuery,
-    command_lines,
-    count_stacks,
-    page_stacks,
-    read_db_state,
-    runid_distribution,
-    state_counts_for,
-)
+from spica_core.console_data import ConsoleSnapshot, command_lines, read_db_state
 from spica_core.db.models import Node, Stack
 from spica_core.errors import UsageError
-from spica_core.reports import stack_detail
+from spica_core.read_model import (
+    StackSelection,
+    count_stacks,
+    page_stacks,
+    runid_distribution,
+    stack_detail,
+    state_counts,
+)
 from spica_core.states import StackState
 from tests.console_world import FAILED, NOW, cluster, populate
 
@@ -61,13 +59,13 @@ def names(page) -> list[str]:
 
 def test_pages_cover_the_view_in_order(db_engine) -> None:
     many(db_engine)
-    query = StackQuery()
+    query = StackSelection()
     seen: list[str] = []
     for offset in range(0, 520, 60):
         seen += names(page_stacks(db_engine, query, offset, 60))
     assert seen == sorted(seen) and len(seen) == 500 == len(set(seen))
     assert count_stacks(db_engine, query) == 500
-    failed = StackQuery(StackState.FAILED)
+    failed = StackSelection(StackState.FAILED)
     rows = page_stacks(db_engine, failed, 0, 1000, with_total=True)
     assert rows.total == 100 == len(rows.rows)
     assert all(r.state == "failed" for r in rows.rows)
@@ -77,38 +75,40 @@ def test_pages_cover_the_view_in_order(db_engine) -> None:
 
 def test_plain_filter_is_a_case_insensitive_substring_over_five_columns(db_engine) -> None:
     many(db_engine)
-    assert count_stacks(db_engine, StackQuery(text="w_u_0000")) == 2  # 00000, 00005
-    assert count_stacks(db_engine, StackQuery(text="NODE3")) == 125  # the node name
-    assert count_stacks(db_engine, StackQuery(text="03al02")) == 166  # the runid
-    assert count_stacks(db_engine, StackQuery(text="spica_copy")) == 100  # the error
+    assert count_stacks(db_engine, StackSelection(text="w_u_0000")) == 2  # 00000, 00005
+    assert count_stacks(db_engine, StackSelection(text="NODE3")) == 125  # the node name
+    assert count_stacks(db_engine, StackSelection(text="03al02")) == 166  # the runid
+    assert count_stacks(db_engine, StackSelection(text="spica_copy")) == 100  # the error
     # LIKE wildcards are literal: "_" is not "any character", "%" is not "anything".
-    assert count_stacks(db_engine, StackQuery(text="W_u%")) == 0
-    assert count_stacks(db_engine, StackQuery(text="W_u_")) == 100
-    page = page_stacks(db_engine, StackQuery(StackState.FAILED, "node2"), 0, 10, with_total=True)
+    assert count_stacks(db_engine, StackSelection(text="W_u%")) == 0
+    assert count_stacks(db_engine, StackSelection(text="W_u_")) == 100
+    page = page_stacks(
+        db_engine, StackSelection(StackState.FAILED, "node2"), 0, 10, with_total=True
+    )
     assert page.total == 25 and all(r.node == "node2" for r in page.rows)
 
 
 def test_regex_filter_streams_and_counts(db_engine) -> None:
     many(db_engine)
-    query = StackQuery(text=r"_[ug]_000[0-4]\d_")
+    query = StackSelection(text=r"_[ug]_000[0-4]\d_")
     assert query.is_regex
     rows = names(page_stacks(db_engine, query, 0, 1000))
     assert rows == sorted(rows) and len(rows) == count_stacks(db_engine, query) == 20
     assert names(page_stacks(db_engine, query, 5, 5)) == rows[5:10]
-    counts = state_counts_for(db_engine, query)
+    counts = state_counts(db_engine, query)
     assert sum(counts.values()) == 20 and counts["completed"] == 10
     with pytest.raises(UsageError, match="not a valid regular expression"):
-        StackQuery(text="([")
+        StackSelection(text="([")
 
 
 def test_state_counts_and_marks_hidden_by_the_filter(db_engine) -> None:
     many(db_engine)
-    assert state_counts_for(db_engine, StackQuery()) == {
+    assert state_counts(db_engine, StackSelection()) == {
         s: 100 for s in ("planned", "pending", "running", "completed", "failed")
     }
-    assert state_counts_for(db_engine, StackQuery(text="node1"))["completed"] == 25
+    assert state_counts(db_engine, StackSelection(text="node1"))["completed"] == 25
     marked = frozenset({"CFHTLS_W_u_00000_T0003", "CFHTLS_W_g_00001_T0003"})
-    view = StackQuery(StackState.FAILED, "", marked)
+    view = StackSelection(StackState.FAILED, "", marked)
     assert count_stacks(db_engine, view) == 1  # 00001 is failed; 00000 is hidden
 
 

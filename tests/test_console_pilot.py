@@ -57,8 +57,8 @@ def console(config, *, read_only: bool = False):
     from spica_tui.console.app import SpicaConsole
     from spica_tui.console.refresh import ConsoleBackend
 
-    backend = ConsoleBackend(config, make_engine(config.db))
-    return SpicaConsole(config, backend, read_only=read_only, operator="tester")
+    backend = ConsoleBackend(config, make_engine(config.db), read_only=read_only)
+    return SpicaConsole(config, backend, operator="tester")
 
 
 def root(demo: DemoCluster, node: str) -> Path:
@@ -229,6 +229,7 @@ async def test_read_only_offers_no_dangerous_action(demo, config, engine) -> Non
     name = "805287p_V0003"
     make_stack(root(demo, "mix1"), engine, name, "mix1", "failed")
     app = console(config, read_only=True)
+    assert app.backend.ops is None  # no operations API exists to be reached at all
     async with app.run_test(size=(160, 50)) as pilot:
         await select_stack(pilot, name)
         shown = {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}

@@ -78,7 +78,7 @@ async def test_a_count_in_flight_is_not_restarted_by_polls(tmp_path, monkeypatch
     same count again must leave it running (restarting it would never let it finish)."""
     import asyncio
 
-    from spica_core.console_data import StackQuery
+    from spica_core.read_model import StackSelection
     from spica_tui.console.panels.stacks import StackTable
     from tests.console_support import mounted, until
     from tests.console_world import frozen_console, make_db
@@ -91,10 +91,10 @@ async def test_a_count_in_flight_is_not_restarted_by_polls(tmp_path, monkeypatch
         await until(pilot, lambda: table.total is not None, "the first count")
         backend = app.backend
         real_counts = backend.counts
-        started: list[StackQuery] = []
+        started: list[StackSelection] = []
         release = asyncio.Event()
 
-        async def slow_counts(query: StackQuery):
+        async def slow_counts(query: StackSelection):
             started.append(query)
             await release.wait()
             return await real_counts(query)

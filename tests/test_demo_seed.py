@@ -13,7 +13,7 @@ from spica_core.db.engine import make_engine
 from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
 from spica_core.demo.seed import EXAMPLE_STEP, FLAT, example_stacks, seed_demo
-from spica_core.reports import StackFilter, list_stacks, state_counts
+from spica_core.read_model import StackSelection, list_stacks, state_counts
 
 pytestmark = pytest.mark.timeout(600)
 #: Generous for a loaded machine: on a quiet one every state shows within ~15 s.
@@ -53,7 +53,7 @@ def test_seeded_demo_shows_every_state(tmp_path) -> None:
         while not all(state_counts(engine)[s] for s in wanted):
             assert time.monotonic() < deadline, f"states after {WAIT:.0f} s: {state_counts(engine)}"
             time.sleep(1)
-        failed = list_stacks(engine, StackFilter(state=None, step=EXAMPLE_STEP, match="_flat$"))
+        failed = list_stacks(engine, StackSelection(state=None, step=EXAMPLE_STEP, match="_flat$"))
         assert failed and failed[0].state == "failed"
         assert "missing master flat" in (failed[0].error or "")
         assert FLAT in (failed[0].error or "")

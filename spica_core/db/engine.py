@@ -66,7 +66,11 @@ def make_engine(db: DatabaseConfig, *, create: bool = False) -> Engine:
     except Exception as exc:  # a missing driver or an unknown dialect
         raise DatabaseUnavailable(masked, f"{type(exc).__name__}: {exc}") from None
     if backend == "sqlite":
+        from spica_core.read_model.regex import register_sqlite_regexp
+
         event.listen(engine, "connect", _sqlite_pragmas)
+        # REGEXP on RE2 (linear time), replacing SQLAlchemy's backtracking Python ``re``.
+        event.listen(engine, "connect", register_sqlite_regexp)
     return engine
 
 

@@ -50,7 +50,8 @@ from spica_core.operations.model import (
     Plan,
     PlanItem,
 )
-from spica_core.reports import iso, iter_stacks
+from spica_core.read_model import iter_stacks
+from spica_core.reports import iso
 from spica_core.states import Actor, StackState, check_transition
 
 #: Test hook: the apply phase exits the process right after this point (a real crash).

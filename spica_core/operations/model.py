@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from spica_core.executor import StackChange
-from spica_core.reports import StackFilter
+from spica_core.read_model import StackSelection
 from spica_core.units import human_bytes
 
 
@@ -45,7 +45,7 @@ class Selection:
     """Stacks named one by one, or every stack a filter matches (never both empty)."""
 
     names: tuple[str, ...] = ()
-    filter: StackFilter | None = None
+    filter: StackSelection | None = None
 
     @property
     def empty(self) -> bool:

@@ -53,9 +53,9 @@ def run(config: SpicaConfig, *, read_only: bool) -> None:
     from spica_tui.console.app import SpicaConsole
     from spica_tui.console.refresh import ConsoleBackend
 
-    app = SpicaConsole(
-        config, ConsoleBackend(config, engine), read_only=read_only, operator=operator
-    )
+    # Read-only: the backend is built without an operations API, not merely gated.
+    backend = ConsoleBackend(config, engine, read_only=read_only)
+    app = SpicaConsole(config, backend, operator=operator)
     app.run()
 
 

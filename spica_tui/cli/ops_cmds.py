@@ -39,7 +39,7 @@ def _selection(names, state_, node, step, runid, filter_, release, match):  # ty
     from spica_core.errors import UsageError
     from spica_core.names import validate_name
     from spica_core.operations import Selection
-    from spica_core.reports import StackFilter
+    from spica_core.read_model import StackSelection
     from spica_core.states import StackState
 
     for name in names or []:
@@ -48,7 +48,7 @@ def _selection(names, state_, node, step, runid, filter_, release, match):  # ty
         raise UsageError(f"--state {state_!r}: expected one of {', '.join(STATES)}")
     flt = None
     if any(v is not None for v in (state_, node, step, runid, filter_, release, match)):
-        flt = StackFilter(
+        flt = StackSelection(
             state=StackState(state_) if state_ else None,
             node=node,
             step=step,

@@ -48,13 +48,13 @@ def stacks(
 ) -> None:
     """List stacks from dbspica, by state then priority."""
     from spica_core.errors import UsageError
-    from spica_core.reports import StackFilter, list_stacks
+    from spica_core.read_model import StackSelection, list_stacks
     from spica_core.states import StackState
     from spica_core.text import one_line
 
     if state_ is not None and state_ not in STATES:
         raise UsageError(f"--state {state_!r}: expected one of {', '.join(STATES)}")
-    flt = StackFilter(
+    flt = StackSelection(
         state=StackState(state_) if state_ else None,
         node=node,
         step=step,
@@ -99,7 +99,7 @@ def stack_show(
     as_json: JsonOpt = False,
 ) -> None:
     """Everything dbspica holds about one stack: metadata, files, runs."""
-    from spica_core.reports import stack_detail
+    from spica_core.read_model import stack_detail
     from spica_core.text import printable
 
     detail = stack_detail(state(ctx).engine(), name)
@@ -161,7 +161,7 @@ def nodes(
     Exit code 3 when any node is unreachable (the report is printed all the same).
     """
     if recorded:
-        from spica_core.reports import list_nodes
+        from spica_core.read_model import list_nodes
 
         rows = list_nodes(state(ctx).engine())
         if as_json:
@@ -277,7 +277,8 @@ def problems(
     """Software failures, hardware and security events, newest first."""
     from spica_core.errors import UsageError
     from spica_core.liveness import PROBLEM_KINDS
-    from spica_core.reports import list_problems, parse_since
+    from spica_core.read_model import list_problems
+    from spica_core.reports import parse_since
 
     if kind is not None and kind not in PROBLEM_KINDS:
         raise UsageError(f"--kind {kind!r}: expected one of {', '.join(PROBLEM_KINDS)}")

@@ -16,7 +16,6 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from spica_core.config import SpicaConfig
-from spica_core.console_data import StackQuery
 from spica_core.errors import SpicaError
 from spica_core.operations import (
     ItemResult,
@@ -26,6 +25,7 @@ from spica_core.operations import (
     Selection,
     operator_name,
 )
+from spica_core.read_model import StackSelection
 from spica_core.text import printable
 from spica_tui.console.actions import SpicaCommands, allowed, bindings, keymap
 from spica_tui.console.modals import ConfirmPlan
@@ -52,14 +52,12 @@ class SpicaConsole(App[None]):
         config: SpicaConfig,
         backend: ConsoleBackend,
         *,
-        read_only: bool = False,
         clock: Clock = utc_now,
         operator: str | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.backend = backend
-        self.read_only = read_only
         self.clock = clock
         self.operator = operator or operator_name()
         self.remapped_keys, self._unknown_keys = keymap(config.console.keys)
@@ -85,6 +83,11 @@ class SpicaConsole(App[None]):
             timeout=timeout,
             markup=False,
         )
+
+    @property
+    def read_only(self) -> bool:
+        """Read-only is the backend's: built without an operations API (``--read-only``)."""
+        return self.backend.read_only
 
     # -- life cycle
 
@@ -153,7 +156,7 @@ class SpicaConsole(App[None]):
         action: OpAction,
         names: tuple[str, ...],
         *,
-        view: StackQuery | None = None,
+        view: StackSelection | None = None,
         marked: bool = False,
     ) -> None:
         if not allowed(action.value, read_only=self.read_only):
@@ -171,7 +174,7 @@ class SpicaConsole(App[None]):
         )
 
     async def _operate(
-        self, action: OpAction, names: tuple[str, ...], view: StackQuery | None, marked: bool
+        self, action: OpAction, names: tuple[str, ...], view: StackSelection | None, marked: bool
     ) -> None:
         try:
             request = OperationRequest(action, Selection(names=names), user=self.operator)

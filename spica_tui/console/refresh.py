@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine
@@ -26,19 +27,25 @@ from spica_core.console_data import (
     ConsoleSnapshot,
     DbState,
     LogTail,
-    StackPage,
-    StackQuery,
-    count_stacks,
     fetch_log_tail,
-    page_stacks,
     read_db_state,
-    state_counts_for,
 )
+from spica_core.errors import SpicaError
 from spica_core.executor.agents import AgentExecutor
 from spica_core.liveness import LivenessRecorder, record_quietly, recorded_last_seen
 from spica_core.node_pool import NodePool
 from spica_core.operations import ItemResult, OperationRequest, Operations, Plan
-from spica_core.reports import StackDetail, stack_detail
+from spica_core.read_model import (
+    EVERYTHING,
+    Scope,
+    StackPage,
+    StackSelection,
+    count_stacks,
+    page_stacks,
+    stack_detail,
+    state_counts,
+)
+from spica_core.reports import StackDetail
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -93,6 +100,10 @@ class ConsoleBackend:
     The pool belongs to the console and lives on its :class:`NodeLoop`, behind the console's
     executor: polls and operations share its connections (the operations API plans over the
     same links the dashboard polls).
+
+    A ``read_only`` backend holds no operations API at all (:attr:`ops` is None): a read-only
+    console cannot change a stack even through a bug in its key gating. Every dbspica read
+    goes through the read model within :attr:`scope`.
     """
 
     def __init__(
@@ -103,12 +114,17 @@ class ConsoleBackend:
         *,
         clock: Clock = utc_now,
         problems: int = 100,
+        read_only: bool = False,
+        scope: Scope = EVERYTHING,
     ) -> None:
         self.config = config
         self.engine = engine
+        self.scope = scope
         self.pool = pool if pool is not None else NodePool(config)
         self.executor = AgentExecutor(self.pool)
-        self.ops = Operations(config, engine, self.executor)
+        self.ops: Operations | None = (
+            None if read_only else Operations(config, engine, self.executor)
+        )
         self.recorder = LivenessRecorder(engine)
         self.clock = clock
         self.problems = problems
@@ -135,7 +151,7 @@ class ConsoleBackend:
 
     def read_db(self) -> DbState:
         """Runs in a thread; raises when dbspica does not answer."""
-        return replace(read_db_state(self.engine, self.problems), read_at=self.clock())
+        return replace(read_db_state(self.engine, self.problems, self.scope), read_at=self.clock())
 
     def record_liveness(self, cluster: ClusterSnapshot) -> str | None:
         """Runs in a thread: transitions and hardware problems go to dbspica."""
@@ -143,37 +159,50 @@ class ConsoleBackend:
 
     # -- what the screens ask for (each in a thread or on the node loop)
 
+    @property
+    def read_only(self) -> bool:
+        return self.ops is None
+
     async def page(
-        self, query: StackQuery, offset: int, limit: int, *, with_total: bool
+        self, query: StackSelection, offset: int, limit: int, *, with_total: bool
     ) -> StackPage:
         return await asyncio.to_thread(
-            page_stacks, self.engine, query, offset, limit, with_total=with_total
+            partial(page_stacks, with_total=with_total, scope=self.scope),
+            self.engine,
+            query,
+            offset,
+            limit,
         )
 
-    async def counts(self, query: StackQuery) -> tuple[int, dict[str, int]]:
+    async def counts(self, query: StackSelection) -> tuple[int, dict[str, int]]:
         def both() -> tuple[int, dict[str, int]]:
-            per_state = state_counts_for(self.engine, query)
+            per_state = state_counts(self.engine, query, self.scope)
             total = per_state.get(query.state.value, 0) if query.state else sum(per_state.values())
             return total, per_state
 
         return await asyncio.to_thread(both)
 
-    async def visible_count(self, query: StackQuery, names: frozenset[str]) -> int:
+    async def visible_count(self, query: StackSelection, names: frozenset[str]) -> int:
         """How many of ``names`` the view ``query`` shows (marks hidden by the filter)."""
         if not names:
             return 0
         return await asyncio.to_thread(
-            count_stacks, self.engine, StackQuery(query.state, query.text, names)
+            count_stacks, self.engine, query.with_names(names), self.scope
         )
 
     async def detail(self, name: str) -> StackDetail:
-        return await asyncio.to_thread(stack_detail, self.engine, name)
+        return await asyncio.to_thread(stack_detail, self.engine, name, self.scope)
 
     async def log_tail(self, node: str | None, stack: str, line: int | None = None) -> LogTail:
         return await self.nodes.run(fetch_log_tail(self.executor, node, stack, line))
 
+    def _operations(self) -> Operations:
+        if self.ops is None:
+            raise SpicaError("this console is read-only: it has no operations")
+        return self.ops
+
     async def plan(self, request: OperationRequest) -> Plan:
-        return await self.nodes.run(self.ops.plan(request))
+        return await self.nodes.run(self._operations().plan(request))
 
     async def apply(self, plan: Plan, on_result: Callable[[ItemResult], None]) -> list[ItemResult]:
         """Apply on the node loop; each result is handed to ``on_result`` on the caller's."""
@@ -182,7 +211,7 @@ class ConsoleBackend:
         def report(result: ItemResult) -> None:
             ui.call_soon_threadsafe(on_result, result)
 
-        results = await self.nodes.run(self.ops.apply(plan, report))
+        results = await self.nodes.run(self._operations().apply(plan, report))
         await asyncio.sleep(0)  # let the last reports run before the caller goes on
         return results
 

@@ -27,8 +27,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Static, Tab, Tabs
 
-from spica_core.console_data import StackPage, StackQuery
 from spica_core.errors import UsageError
+from spica_core.read_model import StackPage, StackSelection
 from spica_core.reports import StackRow
 from spica_core.states import StackState
 from spica_core.text import printable
@@ -458,13 +458,13 @@ class StacksPanel(Panel):
     """
 
     class QueryChanged(Message):
-        def __init__(self, query: StackQuery) -> None:
+        def __init__(self, query: StackSelection) -> None:
             super().__init__()
             self.view = query
 
     def __init__(self, *, id: str | None = "stacks") -> None:
         super().__init__("Stacks: all", id=id)
-        self.view = StackQuery()
+        self.view = StackSelection()
         self._counts: dict[str, int] = {}
         self._status = ""
         self._stale_since: datetime | None = None
@@ -511,12 +511,16 @@ class StacksPanel(Panel):
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
         try:
-            query = StackQuery(self.view.state, event.value.strip())
+            query = StackSelection(self.view.state, event.value.strip())
         except UsageError as exc:
-            self.query_one("#stacks-status", Static).update(Text(str(exc), "bold red"))
+            self.show_refusal(str(exc))
             return
         if query != self.view:
             self._change(query)
+
+    def show_refusal(self, message: str) -> None:
+        """A filter refused (bad syntax, or dbspica gave up matching it), in the status line."""
+        self.query_one("#stacks-status", Static).update(Text(message, "bold red"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -536,7 +540,7 @@ class StacksPanel(Panel):
         box.action_clear_filter()
         return True
 
-    def _change(self, query: StackQuery) -> None:
+    def _change(self, query: StackSelection) -> None:
         self.view = query
         self._title()
         table = self.table
@@ -554,7 +558,7 @@ class StacksPanel(Panel):
         self.table.set_window(page.offset, page.rows)
         self._show_status()
 
-    def show_counts(self, query: StackQuery, total: int, per_state: dict[str, int]) -> None:
+    def show_counts(self, query: StackSelection, total: int, per_state: dict[str, int]) -> None:
         if query.with_state(None) != self.view.with_state(None):
             return
         tabs = self.query_one(Tabs)

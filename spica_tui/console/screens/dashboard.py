@@ -16,8 +16,10 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
-from spica_core.console_data import ConsoleSnapshot, StackQuery
+from spica_core.console_data import ConsoleSnapshot
+from spica_core.errors import UsageError
 from spica_core.operations import OpAction
+from spica_core.read_model import StackSelection
 from spica_core.states import StackState
 from spica_tui.console.actions import BY_TEXTUAL, DANGEROUS, bindings
 from spica_tui.console.panels._common import Panel
@@ -104,8 +106,12 @@ class DashboardScreen(Screen[None]):
             offset, limit = max(0, round(table.scroll_y) - height), 3 * height
         self._fetch("stacks-window", self._load_window, self.stacks.view, offset, limit)
 
-    async def _load_window(self, query: StackQuery, offset: int, limit: int) -> None:
-        page = await self.app.backend.page(query, offset, limit, with_total=False)
+    async def _load_window(self, query: StackSelection, offset: int, limit: int) -> None:
+        try:
+            page = await self.app.backend.page(query, offset, limit, with_total=False)
+        except UsageError as exc:  # a regex dbspica gave up on or stopped: said, not raised
+            self.stacks.show_refusal(str(exc))
+            return
         if not get_current_worker().is_cancelled:
             self.stacks.show_page(page)
             # The selected row may be new (first page, or its state changed): re-offer.
@@ -115,9 +121,13 @@ class DashboardScreen(Screen[None]):
         marked = frozenset(self.stacks.table.marked)
         self._fetch("stacks-counts", self._load_counts, self.stacks.view, marked)
 
-    async def _load_counts(self, query: StackQuery, marked: frozenset[str]) -> None:
-        total, per_state = await self.app.backend.counts(query)
-        visible = await self.app.backend.visible_count(query, marked)
+    async def _load_counts(self, query: StackSelection, marked: frozenset[str]) -> None:
+        try:
+            total, per_state = await self.app.backend.counts(query)
+            visible = await self.app.backend.visible_count(query, marked)
+        except UsageError as exc:
+            self.stacks.show_refusal(str(exc))
+            return
         if get_current_worker().is_cancelled:
             return
         self.stacks.show_counts(query, total, per_state)

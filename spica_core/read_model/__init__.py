@@ -1,0 +1,61 @@
+"""The read model: every read of dbspica the CLI and the console show, within a scope.
+
+One query layer, used by ``spica stacks``/``stack show``/``problems``/``nodes --recorded``,
+the operations' stack selection and the console's data alike:
+
+* stacks — :class:`StackSelection` (state, node, step, runid, filter, release, names, the
+  console's substring-or-regex ``text``, the CLI's ``match``), :func:`page_stacks`,
+  :func:`count_stacks`, :func:`state_counts`, :func:`iter_stacks`, :func:`list_stacks`,
+  :func:`stack_detail`;
+* :func:`list_problems`, :func:`list_nodes`, :func:`runid_distribution`.
+
+Every function takes a :class:`Scope` (default :data:`EVERYTHING`, the operators'): a runid
+scope sees only its runids' rows and no node internals (:mod:`.scope` says which). Regexes
+are matched in the database, bounded (:mod:`.regex`); no query loads every row into Python.
+"""
+
+from spica_core.read_model.cluster import (
+    RunidDistribution,
+    list_nodes,
+    list_problems,
+    natural_sorted,
+    runid_distribution,
+)
+from spica_core.read_model.regex import MAX_PATTERN, REGEX_SECONDS, SqlPattern, sql_pattern
+from spica_core.read_model.scope import EVERYTHING, Scope
+from spica_core.read_model.stacks import (
+    REGEX_CHARS,
+    VIEW_STATES,
+    StackPage,
+    StackSelection,
+    count_stacks,
+    iter_stacks,
+    list_stacks,
+    page_stacks,
+    stack_detail,
+    state_counts,
+)
+
+__all__ = [
+    "EVERYTHING",
+    "MAX_PATTERN",
+    "REGEX_CHARS",
+    "REGEX_SECONDS",
+    "VIEW_STATES",
+    "RunidDistribution",
+    "Scope",
+    "SqlPattern",
+    "StackPage",
+    "StackSelection",
+    "count_stacks",
+    "iter_stacks",
+    "list_nodes",
+    "list_problems",
+    "list_stacks",
+    "natural_sorted",
+    "page_stacks",
+    "runid_distribution",
+    "sql_pattern",
+    "stack_detail",
+    "state_counts",
+]
