@@ -1,0 +1,201 @@
+"""``spica watch`` against demo nodes over real SSH, a real SMTP server, SQLite and MariaDB.
+
+A node killed gives one "Unable to contact" problem and one mail, its return one "back to
+life" problem and one mail, however many monitors watch the same dbspica; SIGTERM stops a
+monitor cleanly (exit 0, connections closed, its row marked stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from spica_core.cluster_snapshot import Liveness
+from spica_core.config import load_config
+from spica_core.db.models import Monitor as MonitorRow
+from spica_core.db.models import NodeFigures, Problem
+from spica_core.demo.cluster import DemoCluster
+from spica_core.liveness import BACK_MESSAGE, DOWN_MESSAGE
+from spica_core.monitor import Monitor, MonitorIdentity, read_monitor_view
+from tests.daemon_support import Mailbox, smtp_mailbox, wait_for
+
+INTERVAL = 0.5
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCluster]:
+    cluster = DemoCluster(tmp_path_factory.mktemp("demo") / "cluster")
+    cluster.up(3)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    yield from smtp_mailbox()
+
+
+def monitor_config(demo: DemoCluster, db_url: str, mailbox: Mailbox, path: Path) -> Path:
+    """The demo's spica.toml on ``db_url``, mailing ``mailbox``, polling every INTERVAL."""
+    raw: dict[str, Any] = tomllib.loads(demo.config_path.read_text())
+    raw["db"] = {"url": db_url}
+    raw["ssh"].update(
+        known_hosts=str(demo.known_hosts_path),
+        client_keys=[str(demo.client_key_path)],
+        max_backoff=INTERVAL,
+        connect_timeout=2.0,
+        call_timeout=3.0,
+    )
+    raw["smtp"] = {"host": "127.0.0.1", "port": mailbox.port, "operators": ["teraop@example.org"]}
+    raw["monitor"] = {"interval": INTERVAL}
+    path.write_text(tomli_w.dumps(raw))
+    return path
+
+
+def start_watch(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "spica_tui", "--config", str(config), "watch"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def problems(engine: Engine, message: str) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).where(Problem.message == message)) or 0
+
+
+def polls(engine: Engine) -> dict[int, int]:
+    with Session(engine) as session:
+        return {r.pid: r.polls for r in session.scalars(select(MonitorRow))}
+
+
+def mails(box: Mailbox, event: str, node: str) -> list[Any]:
+    return [m for m in box.messages if m["X-Spica-Event"] == event and m["X-Spica-Node"] == node]
+
+
+def wait_polls(engine: Engine, more: int) -> None:
+    """Let every monitor finish ``more`` further polls (a doubled record would show by then)."""
+    start = polls(engine)
+    wait_for(
+        lambda: all(polls(engine)[pid] >= n + more for pid, n in start.items()),
+        what=f"{more} more polls of each monitor",
+    )
+
+
+def test_two_monitors_record_and_mail_each_transition_once(
+    demo: DemoCluster, db_engine: Engine, db_url: str, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    config = monitor_config(demo, db_url, mailbox, tmp_path / "spica.toml")
+    victim = load_config(config).nodes[1].name
+    watchers = [start_watch(config, tmp_path / f"watch{i}.log") for i in (1, 2)]
+    try:
+        wait_for(lambda: len(polls(db_engine)) == 2, what="both monitors registered")
+        wait_polls(db_engine, 2)
+
+        assert demo.kill_node(victim)
+        down = DOWN_MESSAGE.format(node=victim)
+        wait_for(lambda: problems(db_engine, down), what="the down problem row")
+        wait_for(lambda: mails(mailbox, "node-down", victim), what="the node-down mail")
+        wait_polls(db_engine, 3)
+        assert problems(db_engine, down) == 1
+        assert len(mails(mailbox, "node-down", victim)) == 1
+        mail = mails(mailbox, "node-down", victim)[0]
+        assert down in mail["Subject"] and mail["To"] == "teraop@example.org"
+
+        assert demo.start_node(victim)
+        back = BACK_MESSAGE.format(node=victim)
+        wait_for(lambda: problems(db_engine, back), what="the back-to-life problem row")
+        wait_for(lambda: mails(mailbox, "back-to-life", victim), what="the back-to-life mail")
+        wait_polls(db_engine, 3)
+        assert problems(db_engine, back) == 1
+        assert problems(db_engine, down) == 1
+        assert len(mails(mailbox, "back-to-life", victim)) == 1
+        assert len(mailbox.messages) == 2
+
+        for proc in watchers:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=30) for proc in watchers]
+    finally:
+        for proc in watchers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        demo.start_node(victim)
+    assert codes == [0, 0]
+    with Session(db_engine) as session:
+        rows = list(session.scalars(select(MonitorRow)))
+    assert len(rows) == 2 and all(r.stopped_at is not None for r in rows)
+    log = (tmp_path / "watch1.log").read_text()
+    assert "stopped after" in log
+
+
+def test_once_records_every_node_figures_and_exits(
+    demo: DemoCluster, db_engine: Engine, db_url: str, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    config = monitor_config(demo, db_url, mailbox, tmp_path / "spica.toml")
+    done = subprocess.run(
+        [sys.executable, "-m", "spica_tui", "--config", str(config), "watch", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""  # logs go to stderr
+    with Session(db_engine) as session:
+        figures = {r.node: r for r in session.scalars(select(NodeFigures))}
+        monitor = session.scalars(select(MonitorRow)).one()
+    names = [n.name for n in load_config(config).nodes]
+    assert sorted(figures) == sorted(names)
+    for row in figures.values():
+        assert row.liveness == Liveness.UP.value, row.last_error
+        assert row.load is not None and len(row.load) == 3
+        assert {p["name"] for p in row.partitions} == {"raid1", "raid2"}
+        assert set(row.counts or {}) == {"pending", "running", "completed", "failed"}
+        assert row.agent_version
+        assert row.monitor_pid == monitor.pid and row.monitor_host == monitor.host
+    assert monitor.polls == 1 and monitor.stopped_at is not None
+
+
+async def test_figures_read_back_while_running_and_not_once_stopped(
+    demo: DemoCluster, db_engine: Engine, db_url: str, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    config = load_config(monitor_config(demo, db_url, mailbox, tmp_path / "spica.toml"))
+    monitor = Monitor(config, db_engine, identity=MonitorIdentity("pix-console", 1234))
+    task = asyncio.create_task(monitor.run())
+    try:
+        for _ in range(600):
+            if monitor.polls >= 2:
+                break
+            await asyncio.sleep(0.05)
+        view = read_monitor_view(db_engine, config, datetime.now(UTC))
+        assert view is not None
+        assert view.monitor.identity.label == "pix-console:1234"
+        polled = monitor.pool.snapshot
+        assert [n.name for n in view.cluster.nodes] == [n.name for n in config.nodes]
+        for got in view.cluster.nodes:
+            want = polled.node(got.name)
+            assert got.liveness is Liveness.UP
+            assert got.partitions == want.partitions
+            assert got.queue_counts() == want.queue_counts()
+            assert got.agent_version == want.agent_version and got.load is not None
+    finally:
+        monitor.stop()
+        assert await task == 0
+    assert read_monitor_view(db_engine, config, datetime.now(UTC)) is None
