@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, selectinload
 from spica_core.cluster_snapshot import ClusterSnapshot, NodeSnapshot
 from spica_core.db.models import Image, Node, Runid, Stack
 from spica_core.db.types import utcnow
+from spica_core.monitor.figures import MonitorStatus
 from spica_core.patterns import UserPattern, compile_pattern
 from spica_core.reports import StackDetail, StackRow, list_problems
 from spica_core.states import StackState
@@ -365,6 +366,8 @@ class ConsoleSnapshot:
     db: DbState | None = None
     db_error: str | None = None
     db_error_since: datetime | None = None
+    #: The monitor whose figures ``cluster`` holds; None when the console polled the nodes.
+    monitor: MonitorStatus | None = None
 
     @property
     def db_stale(self) -> bool:

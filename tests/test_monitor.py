@@ -11,14 +11,12 @@ import asyncio
 import signal
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -29,51 +27,16 @@ from spica_core.db.models import NodeFigures, Problem
 from spica_core.demo.cluster import DemoCluster
 from spica_core.liveness import BACK_MESSAGE, DOWN_MESSAGE
 from spica_core.monitor import Monitor, MonitorIdentity, read_monitor_view
-from tests.daemon_support import Mailbox, smtp_mailbox, wait_for
-
-INTERVAL = 0.5
+from tests.daemon_support import Mailbox, wait_for
+from tests.monitor_support import mailbox_fixture, monitor_config, running_demo, start_watch
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCluster]:
-    cluster = DemoCluster(tmp_path_factory.mktemp("demo") / "cluster")
-    cluster.up(3)
-    try:
-        yield cluster
-    finally:
-        cluster.down()
+    yield from running_demo(tmp_path_factory, "monitor", 3)
 
 
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    yield from smtp_mailbox()
-
-
-def monitor_config(demo: DemoCluster, db_url: str, mailbox: Mailbox, path: Path) -> Path:
-    """The demo's spica.toml on ``db_url``, mailing ``mailbox``, polling every INTERVAL."""
-    raw: dict[str, Any] = tomllib.loads(demo.config_path.read_text())
-    raw["db"] = {"url": db_url}
-    raw["ssh"].update(
-        known_hosts=str(demo.known_hosts_path),
-        client_keys=[str(demo.client_key_path)],
-        max_backoff=INTERVAL,
-        connect_timeout=2.0,
-        call_timeout=3.0,
-    )
-    raw["smtp"] = {"host": "127.0.0.1", "port": mailbox.port, "operators": ["teraop@example.org"]}
-    raw["monitor"] = {"interval": INTERVAL}
-    path.write_text(tomli_w.dumps(raw))
-    return path
-
-
-def start_watch(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "spica_tui", "--config", str(config), "watch"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+mailbox = pytest.fixture(name="mailbox")(mailbox_fixture)
 
 
 def problems(engine: Engine, message: str) -> int:
