@@ -162,3 +162,44 @@ async def test_figures_read_back_while_running_and_not_once_stopped(
         monitor.stop()
         assert await task == 0
     assert read_monitor_view(db_engine, config, datetime.now(UTC)) is None
+
+
+def test_header_ages_the_monitor_figures_by_its_last_poll() -> None:
+    """Fresh up to two monitor intervals (and a second), stale past that, never fresh once
+    the monitor stopped: whatever the console's own poll time says."""
+    from datetime import timedelta
+
+    from spica_core.cluster_snapshot import ClusterSnapshot
+    from spica_core.console_data import ConsoleSnapshot
+    from spica_core.monitor import MonitorStatus
+    from spica_tui.console.panels.header import render_header
+
+    now = datetime(2026, 12, 2, 7, 0, tzinfo=UTC)
+
+    def header(silent: float, *, stopped: bool = False) -> str:
+        beat = now - timedelta(seconds=silent)
+        monitor = MonitorStatus(
+            MonitorIdentity("pix-console", 1234), 1.0, beat, now if stopped else None
+        )
+        snap = ConsoleSnapshot(
+            "terapix", "sqlite:///x", now, ClusterSnapshot(beat), monitor=monitor
+        )
+        return render_header(snap, now, interval=2.0, read_only=False).plain
+
+    assert "monitor pix-console:1234, 3 s ago" in header(2.9)
+    assert "monitor pix-console:1234 STALE: last poll 3 s ago" in header(3.1)
+    assert "STALE" in header(0.5, stopped=True)
+
+
+def test_watch_reports_bad_configuration_and_dbspica_away(tmp_path: Path) -> None:
+    from tests.conftest import run_spica
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[db]\nurl = "sqlite:///x.sqlite"\n[monitor]\ninterval = 0\n')
+    done = run_spica("--config", str(bad), "watch", "--once")
+    assert done.returncode == 2 and "monitor.interval" in done.stderr
+
+    away = tmp_path / "away.toml"
+    away.write_text('[db]\nurl = "mysql+pymysql://root@127.0.0.1:1/spica"\n')
+    done = run_spica("--config", str(away), "watch", "--once")
+    assert done.returncode == 3 and "dbspica unreachable" in done.stderr

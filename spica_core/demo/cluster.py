@@ -410,15 +410,6 @@ class DemoCluster:
             self._write_state(state)
             return proc.pid
 
-    def stop_monitor(self, *, timeout: float = STOP_TIMEOUT) -> bool:
-        """SIGTERM the monitor (it ends its poll, closes its connections, marks itself
-        stopped in dbspica); False when none was running."""
-        with self._locked():
-            state = self._state()
-            stopped = self._stop_monitor(state, timeout)
-            self._write_state(state)
-            return stopped
-
     # -- state -------------------------------------------------------------------------------
 
     def _state(self) -> _State:
