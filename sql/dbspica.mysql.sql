@@ -42,6 +42,13 @@ CREATE TABLE monitor (
 
 CREATE INDEX ix_monitor_heartbeat_at ON monitor (heartbeat_at);
 
+CREATE TABLE monitor_lease (
+	id INTEGER NOT NULL,
+	monitor_id INTEGER NOT NULL,
+	expires_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_monitor_lease PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
 CREATE TABLE node (
 	id INTEGER NOT NULL AUTO_INCREMENT,
 	name VARCHAR(128) NOT NULL,

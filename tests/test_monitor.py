@@ -53,60 +53,69 @@ def mails(box: Mailbox, event: str, node: str) -> list[Any]:
     return [m for m in box.messages if m["X-Spica-Event"] == event and m["X-Spica-Node"] == node]
 
 
-def wait_polls(engine: Engine, more: int) -> None:
-    """Let every monitor finish ``more`` further polls (a doubled record would show by then)."""
-    start = polls(engine)
-    wait_for(
-        lambda: all(polls(engine)[pid] >= n + more for pid, n in start.items()),
-        what=f"{more} more polls of each monitor",
-    )
+def wait_polls(engine: Engine, pid: int, more: int) -> None:
+    """Let monitor ``pid`` finish ``more`` further polls (a doubled record would show by then)."""
+    start = polls(engine)[pid]
+    wait_for(lambda: polls(engine)[pid] >= start + more, what=f"{more} more polls of {pid}")
 
 
 def test_two_monitors_record_and_mail_each_transition_once(
     demo: DemoCluster, db_engine: Engine, db_url: str, mailbox: Mailbox, tmp_path: Path
 ) -> None:
+    """One monitor polls, the other stands by; the leader crashes with a node down, the
+    standby takes over: still one problem row and one mail per transition."""
     config = monitor_config(demo, db_url, mailbox, tmp_path / "spica.toml")
     victim = load_config(config).nodes[1].name
-    watchers = [start_watch(config, tmp_path / f"watch{i}.log") for i in (1, 2)]
+    watchers = {p.pid: p for p in (start_watch(config, tmp_path / f"w{i}.log") for i in (1, 2))}
     try:
         wait_for(lambda: len(polls(db_engine)) == 2, what="both monitors registered")
-        wait_polls(db_engine, 2)
+        leader = wait_for(
+            lambda: next((pid for pid, n in polls(db_engine).items() if n >= 2), None),
+            what="one monitor polling",
+        )
+        (standby,) = set(watchers) - {leader}
+        assert polls(db_engine)[standby] == 0  # standing by: no poll, no SSH connection
 
         assert demo.kill_node(victim)
         down = DOWN_MESSAGE.format(node=victim)
         wait_for(lambda: problems(db_engine, down), what="the down problem row")
         wait_for(lambda: mails(mailbox, "node-down", victim), what="the node-down mail")
-        wait_polls(db_engine, 3)
+        wait_polls(db_engine, leader, 3)
         assert problems(db_engine, down) == 1
         assert len(mails(mailbox, "node-down", victim)) == 1
         mail = mails(mailbox, "node-down", victim)[0]
         assert down in mail["Subject"] and mail["To"] == "teraop@example.org"
 
+        watchers[leader].send_signal(signal.SIGKILL)  # a crash: the lease expires unreleased
+        watchers[leader].wait()
+        wait_for(lambda: polls(db_engine)[standby] >= 2, 90, "the standby taking over")
+        assert problems(db_engine, down) == 1  # the node was recorded down already
+        assert len(mails(mailbox, "node-down", victim)) == 1
+
         assert demo.start_node(victim)
         back = BACK_MESSAGE.format(node=victim)
         wait_for(lambda: problems(db_engine, back), what="the back-to-life problem row")
         wait_for(lambda: mails(mailbox, "back-to-life", victim), what="the back-to-life mail")
-        wait_polls(db_engine, 3)
+        wait_polls(db_engine, standby, 3)
         assert problems(db_engine, back) == 1
         assert problems(db_engine, down) == 1
         assert len(mails(mailbox, "back-to-life", victim)) == 1
         assert len(mailbox.messages) == 2
 
-        for proc in watchers:
-            proc.send_signal(signal.SIGTERM)
-        codes = [proc.wait(timeout=30) for proc in watchers]
+        watchers[standby].send_signal(signal.SIGTERM)
+        code = watchers[standby].wait(timeout=30)
     finally:
-        for proc in watchers:
+        for proc in watchers.values():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
         demo.start_node(victim)
-    assert codes == [0, 0]
+    assert code == 0
     with Session(db_engine) as session:
-        rows = list(session.scalars(select(MonitorRow)))
-    assert len(rows) == 2 and all(r.stopped_at is not None for r in rows)
-    log = (tmp_path / "watch1.log").read_text()
-    assert "stopped after" in log
+        stopped = {r.pid: r.stopped_at for r in session.scalars(select(MonitorRow))}
+    assert stopped[leader] is None and stopped[standby] is not None
+    log = next(p for p in tmp_path.glob("w*.log") if "stopped after" in p.read_text())
+    assert "stands by" in log.read_text() and "holds the lease" in log.read_text()
 
 
 def test_once_records_every_node_figures_and_exits(

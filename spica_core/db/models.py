@@ -357,6 +357,18 @@ class Monitor(Base):
     stopped_at: Mapped[datetime | None]
 
 
+class MonitorLease(Base):
+    """Which monitor polls the cluster: one row (``id`` 1), taken and renewed by a conditional
+    update (``WHERE monitor_id = me OR expires_at < now``); the other monitors stand by and
+    take it once it expires or is released."""
+
+    __tablename__ = "monitor_lease"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    monitor_id: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime]
+
+
 class NodeFigures(Base):
     """A node's figures as of the last monitor poll (one row per node, overwritten each
     poll): what a console shows instead of polling the node itself."""
@@ -412,5 +424,6 @@ ALL_MODELS: tuple[type[Base], ...] = (
     Viewer,
     DaemonJournal,
     Monitor,
+    MonitorLease,
     NodeFigures,
 )

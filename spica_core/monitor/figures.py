@@ -1,9 +1,10 @@
 """The monitor's figures in dbspica: written by ``spica watch``, read back by consoles.
 
-A monitor registers a ``monitor`` row and stamps its ``heartbeat_at`` after every poll, in
-the same transaction as the figures of that poll (``node_figures``, one row per node,
-overwritten). A reader therefore knows exactly how old the figures are: the age of the
-heartbeat. Two rules follow from it, both here so that every face applies the same:
+A monitor registers a ``monitor`` row. The one holding the lease (``monitor_lease``) polls
+and stamps its ``heartbeat_at`` after every poll, in the same transaction as the figures of
+that poll (``node_figures``, one row per node, overwritten). A reader therefore knows
+exactly how old the figures are: the age of the lease holder's heartbeat. Two rules follow
+from it, both here so that every face applies the same:
 
 * the figures are *fresh* while the heartbeat is at most :data:`STALE_POLLS` intervals old
   (plus a second of slack); older, they are shown as stale, never as fresh;
@@ -30,7 +31,7 @@ from spica_core.cluster_snapshot import (
     QueueEntry,
 )
 from spica_core.config import SpicaConfig
-from spica_core.db.models import Monitor, NodeFigures
+from spica_core.db.models import Monitor, MonitorLease, NodeFigures
 from spica_core.states import StackState
 
 #: Figures older than this many monitor intervals (plus :data:`SLACK` seconds) are stale.
@@ -39,6 +40,8 @@ STALE_POLLS = 2
 TAKEOVER_POLLS = 5
 #: Seconds a poll itself may take before its figures count as late.
 SLACK = 1.0
+#: The ``monitor_lease`` row's id (there is only one).
+LEASE_ID = 1
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,10 @@ class MonitorView:
     cluster: ClusterSnapshot
 
 
-def latest_monitor(session: Session) -> MonitorStatus | None:
-    """The monitor whose heartbeat is newest (stopped or not), None when none ever ran."""
-    row = session.scalars(select(Monitor).order_by(Monitor.heartbeat_at.desc()).limit(1)).first()
+def leading_monitor(session: Session) -> MonitorStatus | None:
+    """The monitor holding (or that last held) the lease; None when none ever polled."""
+    lease = session.get(MonitorLease, LEASE_ID)
+    row = None if lease is None else session.get(Monitor, lease.monitor_id)
     if row is None:
         return None
     return MonitorStatus(
@@ -99,7 +103,7 @@ def read_monitor_view(engine: Engine, config: SpicaConfig, now: datetime) -> Mon
     """The running monitor and its figures of ``config``'s nodes; None when none runs (the
     caller then polls the nodes itself). Raises on dbspica errors."""
     with Session(engine) as session:
-        monitor = latest_monitor(session)
+        monitor = leading_monitor(session)
         if monitor is None or not monitor.running(now):
             return None
         rows = {r.node: r for r in session.scalars(select(NodeFigures))}

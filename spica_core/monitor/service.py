@@ -1,10 +1,13 @@
 """The monitor process: poll every node each interval, record, mail, stamp the heartbeat.
 
-Once per transition, whatever the number of monitors: a transition is the conditional update
-of ``node.status`` that :class:`~spica_core.liveness.LivenessRecorder` makes (``WHERE status
-= <the status read>``); only the monitor whose update changed the row gets the change back,
-and only a change gets a problem row and a mail. A second monitor on the same dbspica finds
-the row already moved and records nothing.
+Once per transition, whatever the number of monitors. Only the monitor holding the lease
+(``monitor_lease``, taken and renewed before each poll by a conditional update) polls; the
+others stand by, opening no SSH connection, and take the lease when it expires (its holder
+died) or is released (its holder stopped). And should two ever poll at once (a holder paused
+past its lease), a transition is still the conditional update of ``node.status`` that
+:class:`~spica_core.liveness.LivenessRecorder` makes (``WHERE status = <the status read>``):
+only the monitor whose update changed the row gets the change back, and only a change gets a
+problem row and a mail.
 
 dbspica work runs in a thread, off the loop where the SSH connections live, so a lock wait
 never holds up a poll or a keepalive. A dbspica outage is logged and polling goes on.
@@ -16,9 +19,10 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import Engine, update
+from sqlalchemy import CursorResult, Engine, or_, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -26,9 +30,15 @@ from spica_core.cluster_snapshot import ClusterSnapshot
 from spica_core.config import SpicaConfig
 from spica_core.daemon.mail import Mailer
 from spica_core.db.models import Monitor as MonitorRow
+from spica_core.db.models import MonitorLease
 from spica_core.db.types import utcnow
 from spica_core.liveness import LivenessChange, LivenessRecorder, recorded_last_seen
-from spica_core.monitor.figures import MonitorIdentity, write_figures
+from spica_core.monitor.figures import (
+    LEASE_ID,
+    TAKEOVER_POLLS,
+    MonitorIdentity,
+    write_figures,
+)
 from spica_core.node_pool import NodePool
 
 log = logging.getLogger("spica.monitor")
@@ -84,8 +94,9 @@ class PollReport:
 class Monitor:
     """``spica watch``: one NodePool, one LivenessRecorder, one mail thread, one monitor row.
 
-    :meth:`run` polls until :meth:`stop` (safe from a signal handler); each poll ends before
-    the monitor stops, then the SSH connections close and the row is marked stopped.
+    :meth:`run` polls (while it holds the lease) until :meth:`stop` (safe from a signal
+    handler); each poll ends before the monitor stops, then the SSH connections close, the
+    row is marked stopped and the lease released.
     """
 
     def __init__(
@@ -105,6 +116,12 @@ class Monitor:
         self.mailer = mailer if mailer is not None else Mailer(config.smtp)
         self.pool = pool if pool is not None else NodePool(config)
         self.recorder = LivenessRecorder(engine)
+        #: Seconds a lease lasts unrenewed: a silent holder is replaced only after the
+        #: consoles stopped taking it as running, and never within one slow poll.
+        self.lease_seconds = (
+            TAKEOVER_POLLS * self.interval + config.ssh.connect_timeout + config.ssh.call_timeout
+        )
+        self.leading: bool | None = None
         self.polls = 0
         self._row_id: int | None = None
         self._stop: asyncio.Event | None = None
@@ -148,7 +165,8 @@ class Monitor:
                 self.interval,
             )
             while True:
-                await self.poll_once()
+                if await self._take_lease():
+                    await self.poll_once()
                 if once or self._stop.is_set():
                     break
                 try:
@@ -185,6 +203,21 @@ class Monitor:
                 )
             )
         return report
+
+    async def _take_lease(self) -> bool:
+        """Take or renew the lease; False (standing by) while another monitor holds it, or
+        when dbspica does not answer (nothing could be recorded)."""
+        try:
+            leading = await asyncio.to_thread(self._hold_lease)
+        except SQLAlchemyError as exc:
+            log.warning("lease not renewed, no poll: %s", _describe(exc))
+            leading = False
+        if leading and self.leading is not True:
+            log.info("monitor %s holds the lease: polling the nodes", self.identity.label)
+        elif not leading and self.leading is not False:
+            log.info("another monitor polls the cluster: %s stands by", self.identity.label)
+        self.leading = leading
+        return leading
 
     async def close(self) -> None:
         """Close the SSH connections, send the queued mail, mark the row stopped."""
@@ -241,10 +274,46 @@ class Monitor:
                 if attempt == 2:
                     raise
 
+    def _hold_lease(self) -> bool:
+        now = utcnow()
+        until = now + timedelta(seconds=self.lease_seconds)
+        try:
+            with Session(self.engine) as session, session.begin():
+                taken: CursorResult[Any] = cast(
+                    "CursorResult[Any]",
+                    session.execute(
+                        update(MonitorLease)
+                        .where(
+                            MonitorLease.id == LEASE_ID,
+                            or_(
+                                MonitorLease.monitor_id == self._row_id,
+                                MonitorLease.expires_at < now,
+                            ),
+                        )
+                        .values(monitor_id=self._row_id, expires_at=until)
+                    ),
+                )
+                if taken.rowcount == 1:
+                    return True
+                if session.get(MonitorLease, LEASE_ID) is not None:
+                    return False
+                assert self._row_id is not None
+                session.add(MonitorLease(id=LEASE_ID, monitor_id=self._row_id, expires_at=until))
+        except IntegrityError:  # another monitor created the row first: it holds the lease
+            return False
+        return True
+
     def _mark_stopped(self) -> None:
+        """Stopped, and the lease released: a standing-by monitor takes over at once."""
+        now = utcnow()
         with Session(self.engine) as session, session.begin():
             session.execute(
-                update(MonitorRow).where(MonitorRow.id == self._row_id).values(stopped_at=utcnow())
+                update(MonitorRow).where(MonitorRow.id == self._row_id).values(stopped_at=now)
+            )
+            session.execute(
+                update(MonitorLease)
+                .where(MonitorLease.id == LEASE_ID, MonitorLease.monitor_id == self._row_id)
+                .values(expires_at=now)
             )
 
 

@@ -1,4 +1,4 @@
-"""monitor: the spica watch processes and the node figures of their last poll
+"""monitor: the spica watch processes, the lease of the one that polls, its node figures
 
 Revision ID: 0003
 Revises: 0002
@@ -34,6 +34,13 @@ def upgrade() -> None:
     with op.batch_alter_table("monitor", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_monitor_heartbeat_at"), ["heartbeat_at"], unique=False)
     op.create_table(
+        "monitor_lease",
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("monitor_id", sa.Integer(), nullable=False),
+        sa.Column("expires_at", spica_core.db.types.UtcDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_monitor_lease")),
+    )
+    op.create_table(
         "node_figures",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("node", sa.String(length=128), nullable=False),
@@ -57,6 +64,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("node_figures")
+    op.drop_table("monitor_lease")
     with op.batch_alter_table("monitor", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_monitor_heartbeat_at"))
     op.drop_table("monitor")
