@@ -43,7 +43,7 @@ CREATE TABLE monitor (
 CREATE INDEX ix_monitor_heartbeat_at ON monitor (heartbeat_at);
 
 CREATE TABLE monitor_lease (
-	id INTEGER NOT NULL,
+	id INTEGER NOT NULL AUTO_INCREMENT,
 	monitor_id INTEGER NOT NULL,
 	expires_at DATETIME(6) NOT NULL,
 	CONSTRAINT pk_monitor_lease PRIMARY KEY (id)

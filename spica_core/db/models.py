@@ -364,7 +364,7 @@ class MonitorLease(Base):
 
     __tablename__ = "monitor_lease"
 
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    id: Mapped[int] = mapped_column(primary_key=True)
     monitor_id: Mapped[int] = mapped_column(Integer)
     expires_at: Mapped[datetime]
 

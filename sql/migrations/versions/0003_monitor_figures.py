@@ -35,7 +35,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_monitor_heartbeat_at"), ["heartbeat_at"], unique=False)
     op.create_table(
         "monitor_lease",
-        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("monitor_id", sa.Integer(), nullable=False),
         sa.Column("expires_at", spica_core.db.types.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_monitor_lease")),
