@@ -219,6 +219,13 @@ class ConsoleConfig(_Model):
     theme: str | None = None
 
 
+class MonitorConfig(_Model):
+    """``spica watch``: seconds between two polls of every node (default: the console's
+    refresh interval)."""
+
+    interval: Seconds | None = None
+
+
 class SpicaConfig(_Model):
     cluster: str = "spica"
     db: DatabaseConfig
@@ -229,6 +236,7 @@ class SpicaConfig(_Model):
     rules: RulesConfig = RulesConfig()
     daemon: DaemonConfig = DaemonConfig()
     console: ConsoleConfig = ConsoleConfig()
+    monitor: MonitorConfig = MonitorConfig()
     #: Where this configuration came from (a file path, or "embedded default").
     _source: str = PrivateAttr("embedded default")
 
@@ -248,6 +256,10 @@ class SpicaConfig(_Model):
     @property
     def refresh_interval(self) -> float:
         return self.console.refresh_interval
+
+    @property
+    def monitor_interval(self) -> float:
+        return self.monitor.interval or self.console.refresh_interval
 
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from spica_core.cluster_snapshot import ClusterSnapshot, NodeSnapshot
 from spica_core.db.types import utcnow
+from spica_core.monitor.figures import MonitorStatus
 from spica_core.read_model import (
     EVERYTHING,
     RunidDistribution,
@@ -75,6 +76,8 @@ class ConsoleSnapshot:
     db: DbState | None = None
     db_error: str | None = None
     db_error_since: datetime | None = None
+    #: The monitor whose figures ``cluster`` holds; None when the console polled the nodes.
+    monitor: MonitorStatus | None = None
 
     @property
     def db_stale(self) -> bool:

@@ -1,6 +1,6 @@
 -- dbspica schema for MySQL/MariaDB, generated from spica_core/db/models.py.
 -- Do not edit: regenerate with `spica db ddl > sql/dbspica.mysql.sql`.
--- Schema revision 0002 (Alembic); `spica db init` also stamps it.
+-- Schema revision 0003 (Alembic); `spica db init` also stamps it.
 
 SET NAMES utf8mb4;
 
@@ -28,6 +28,27 @@ CREATE TABLE daemon_journal (
 
 CREATE INDEX ix_daemon_journal_node ON daemon_journal (node);
 
+CREATE TABLE monitor (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	host VARCHAR(255) NOT NULL,
+	pid INTEGER NOT NULL,
+	`interval` FLOAT NOT NULL,
+	started_at DATETIME(6) NOT NULL,
+	heartbeat_at DATETIME(6) NOT NULL,
+	polls BIGINT NOT NULL,
+	stopped_at DATETIME(6),
+	CONSTRAINT pk_monitor PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_monitor_heartbeat_at ON monitor (heartbeat_at);
+
+CREATE TABLE monitor_lease (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	monitor_id INTEGER NOT NULL,
+	expires_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_monitor_lease PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
 CREATE TABLE node (
 	id INTEGER NOT NULL AUTO_INCREMENT,
 	name VARCHAR(128) NOT NULL,
@@ -46,6 +67,26 @@ CREATE TABLE node (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE INDEX ix_node_status ON node (status);
+
+CREATE TABLE node_figures (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	node VARCHAR(128) NOT NULL,
+	liveness VARCHAR(32) NOT NULL,
+	polled_at DATETIME(6) NOT NULL,
+	last_seen DATETIME(6),
+	last_error TEXT,
+	`load` JSON,
+	heartbeat_age FLOAT,
+	heartbeat_pid INTEGER,
+	agent_version VARCHAR(64),
+	counts JSON,
+	partitions JSON NOT NULL,
+	running JSON NOT NULL,
+	monitor_host VARCHAR(255) NOT NULL,
+	monitor_pid INTEGER NOT NULL,
+	CONSTRAINT pk_node_figures PRIMARY KEY (id),
+	CONSTRAINT uq_node_figures_node UNIQUE (node)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE operator_action (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -253,4 +294,4 @@ CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL,
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO alembic_version (version_num) VALUES ('0002');
+INSERT INTO alembic_version (version_num) VALUES ('0003');

@@ -11,8 +11,9 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
@@ -27,6 +28,7 @@ from spica_core.demo import (
 )
 from spica_core.errors import UsageError
 from tests.conftest import run_spica
+from tests.daemon_support import wait_for
 
 
 @pytest.fixture
@@ -288,6 +290,27 @@ def test_refuses_a_directory_that_is_not_a_demo(tmp_path: Path) -> None:
         DemoCluster(tmp_path / "nothing").status()
 
 
+def _monitor_row(demo: DemoCluster, condition: Callable[[Any], bool]) -> Any:
+    """The demo monitor's dbspica row once ``condition`` holds for it."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from spica_core.db.engine import make_engine
+    from spica_core.db.models import Monitor
+
+    engine = make_engine(load_config(demo.config_path).db)
+    try:
+
+        def row() -> Any:
+            with Session(engine) as session:
+                found = session.scalars(select(Monitor)).first()
+            return found if found is not None and condition(found) else None
+
+        return wait_for(row, what="the demo monitor's row")
+    finally:
+        engine.dispose()
+
+
 async def test_cli_up_status_down(tmp_path: Path) -> None:
     d = tmp_path / "cli-demo"
     up = await asyncio.to_thread(run_spica, "demo", "up", "--nodes", "3", "--dir", str(d))
@@ -302,6 +325,10 @@ async def test_cli_up_status_down(tmp_path: Path) -> None:
         data = json.loads(status.stdout)
         assert data["alive"] == data["total"] == 3
         assert [n["name"] for n in data["nodes"]] == ["mix1", "mix2", "mix3"]
+        assert data["monitor_alive"] is True  # spica watch runs beside the nodes
+        monitor_pid = data["monitor_pid"]
+        watched = await asyncio.to_thread(_monitor_row, demo, lambda row: row.polls >= 1)
+        assert watched.pid == monitor_pid
 
         again = run_spica("demo", "up", "--dir", str(d))
         assert again.returncode == 0 and "already running" in again.stderr
@@ -318,6 +345,9 @@ async def test_cli_up_status_down(tmp_path: Path) -> None:
         assert down.returncode == 0, down.stderr
         assert sorted(json.loads(down.stdout)["stopped"]) == ["mix2", "mix3"]
         assert all(_wait_gone(n["pid"], 5) for n in data["nodes"])
+        assert _wait_gone(monitor_pid, 5)
+        stopped = _monitor_row(demo, lambda row: row.stopped_at is not None)
+        assert stopped.pid == monitor_pid  # SIGTERM: a clean stop, recorded
         assert run_spica("demo", "status", "--dir", str(d)).returncode == 3
 
         purge = run_spica("demo", "down", "--purge", "--dir", str(d))

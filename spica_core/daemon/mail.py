@@ -1,4 +1,5 @@
-"""The Teraop mail: the failure mail the daemon sends to the operators (SMTP).
+"""The Teraop mail: what the daemon (a failed stack) and the monitor (a node down or back to
+life) send to the operators over SMTP.
 
 Sent from a thread of its own, so a slow or dead SMTP server never holds a stack or a slot;
 a failure to send is logged, never fatal (the problem row in dbspica is the durable record).
@@ -14,10 +15,26 @@ import threading
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Protocol
 
 from spica_core.config import SmtpConfig
 
 log = logging.getLogger("spica.daemon")
+
+
+class OperatorMail(Protocol):
+    """What the mail thread sends: a subject, a body, ``X-Spica-*`` headers and the name the
+    log lines give it."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    def headers(self) -> dict[str, str]: ...
+
+    def body(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,13 @@ class FailureReport:
         where = f"line {self.line}" if self.line is not None else "before its first line"
         code = f" (exit code {self.exit_code})" if self.exit_code is not None else ""
         return f"[SPICA] stack {self.stack} failed on {self.node} at {where}{code}"
+
+    @property
+    def label(self) -> str:
+        return self.stack
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Spica-Stack": self.stack, "X-Spica-Node": self.node}
 
     def body(self) -> str:
         lines = [
@@ -62,15 +86,15 @@ class FailureReport:
         return "\n".join(lines) + "\n"
 
 
-def compose(smtp: SmtpConfig, report: FailureReport) -> EmailMessage:
+def compose(smtp: SmtpConfig, report: OperatorMail) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = report.subject
     msg["From"] = smtp.sender
     msg["To"] = ", ".join(smtp.operators)
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = make_msgid(domain=smtp.sender.rpartition("@")[2] or None)
-    msg["X-Spica-Stack"] = report.stack
-    msg["X-Spica-Node"] = report.node
+    for name, value in report.headers().items():
+        msg[name] = value
     msg.set_content(report.body())
     return msg
 
@@ -87,20 +111,20 @@ def send(smtp: SmtpConfig, msg: EmailMessage) -> None:
 
 
 class Mailer:
-    """A queue of failure mails and the one thread that sends them, in order."""
+    """A queue of operator mails and the one thread that sends them, in order."""
 
     def __init__(self, smtp: SmtpConfig) -> None:
         self.smtp = smtp
-        self._queue: queue.Queue[FailureReport | None] = queue.Queue()
+        self._queue: queue.Queue[OperatorMail | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="spica-mail", daemon=True)
         self._thread.start()
         self.sent = 0
         self.failed = 0
 
-    def submit(self, report: FailureReport) -> None:
+    def submit(self, report: OperatorMail) -> None:
         """Queue the mail; returns at once."""
         if not self.smtp.operators:
-            log.info("%s: no [smtp].operators configured, no mail sent", report.stack)
+            log.info("%s: no [smtp].operators configured, no mail sent", report.label)
             return
         self._queue.put(report)
 
@@ -115,12 +139,12 @@ class Mailer:
                 send(self.smtp, compose(self.smtp, report))
                 self.sent += 1
                 to = ", ".join(self.smtp.operators)
-                log.info("%s: failure mail sent to %s", report.stack, to)
+                log.info("%s: mail sent to %s", report.label, to)
             except (OSError, smtplib.SMTPException) as exc:
                 self.failed += 1
                 log.error(
-                    "%s: failure mail not sent (SMTP %s:%d): %s",
-                    report.stack,
+                    "%s: mail not sent (SMTP %s:%d): %s",
+                    report.label,
                     self.smtp.host,
                     self.smtp.port,
                     exc,

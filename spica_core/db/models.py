@@ -337,6 +337,64 @@ class DaemonJournal(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Monitor(Base):
+    """One ``spica watch`` process: who it is and when it last finished a poll.
+
+    Consoles read ``heartbeat_at`` against ``interval`` to know whether a monitor runs (and
+    then show its figures instead of polling the nodes); a clean stop sets ``stopped_at``.
+    """
+
+    __tablename__ = "monitor"
+    __table_args__ = (Index(None, "heartbeat_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    interval: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    polls: Mapped[int] = mapped_column(BigInteger, default=0)
+    stopped_at: Mapped[datetime | None]
+
+
+class MonitorLease(Base):
+    """Which monitor polls the cluster: one row (``id`` 1), taken and renewed by a conditional
+    update (``WHERE monitor_id = me OR expires_at < now``); the other monitors stand by and
+    take it once it expires or is released."""
+
+    __tablename__ = "monitor_lease"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime]
+
+
+class NodeFigures(Base):
+    """A node's figures as of the last monitor poll (one row per node, overwritten each
+    poll): what a console shows instead of polling the node itself."""
+
+    __tablename__ = "node_figures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    node: Mapped[str] = mapped_column(String(NAME), unique=True)
+    liveness: Mapped[str] = mapped_column(String(SHORT))
+    polled_at: Mapped[datetime]
+    last_seen: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    load: Mapped[list[Any] | None] = mapped_column(JSON)
+    heartbeat_age: Mapped[float | None] = mapped_column(Float)
+    heartbeat_pid: Mapped[int | None] = mapped_column(Integer)
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    #: Queue files per state, as counted by the agent.
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: Per partition: name, total, free, used, reserved bytes, virtual.
+    partitions: Mapped[list[Any]] = mapped_column(default=list)
+    #: The running stacks: stack, progress, lines, claim pid and whether it lives.
+    running: Mapped[list[Any]] = mapped_column(default=list)
+    monitor_host: Mapped[str] = mapped_column(String(255))
+    monitor_pid: Mapped[int] = mapped_column(Integer)
+
+
 class Viewer(Base):
     """[Auto_view] A PI's read-only access to their own runids."""
 
@@ -365,4 +423,7 @@ ALL_MODELS: tuple[type[Base], ...] = (
     OperatorAction,
     Viewer,
     DaemonJournal,
+    Monitor,
+    MonitorLease,
+    NodeFigures,
 )

@@ -148,6 +148,9 @@ class DemoStatus:
     config_path: Path
     created: str
     nodes: tuple[DemoNodeStatus, ...]
+    #: The cluster monitor (``spica watch``): its pid, and whether it runs.
+    monitor_pid: int | None = None
+    monitor_alive: bool = False
 
     @property
     def alive_count(self) -> int:
@@ -166,6 +169,8 @@ class DemoStatus:
             "total": len(self.nodes),
             "alive": self.alive_count,
             "nodes": [node.to_json() for node in self.nodes],
+            "monitor_pid": self.monitor_pid,
+            "monitor_alive": self.monitor_alive,
         }
 
 
@@ -207,6 +212,7 @@ class _NodeState:
 class _State:
     created: str
     nodes: list[_NodeState] = field(default_factory=list)
+    monitor_pid: int | None = None
 
     def node(self, name: str) -> _NodeState:
         for node in self.nodes:
@@ -222,6 +228,8 @@ class _State:
 _SPAWNED: dict[int, tuple[subprocess.Popen[bytes], tuple[Path, str]]] = {}
 #: The same for the node daemons this process started.
 _SPAWNED_DAEMONS: dict[int, tuple[subprocess.Popen[bytes], tuple[Path, str]]] = {}
+#: The name the cluster monitor (``spica watch``) goes by among the spawned daemons.
+MONITOR = "watch"
 
 
 class DemoCluster:
@@ -320,7 +328,8 @@ class DemoCluster:
             )
 
     def down(self, *, purge: bool = False, timeout: float = STOP_TIMEOUT) -> list[str]:
-        """Stop the recorded servers (only those still running as this cluster's servers).
+        """Stop the monitor, the daemons, then the recorded servers (only those still
+        running as this cluster's servers).
 
         Keys, roots, logs and dbspica stay unless ``purge``, which deletes the directory.
         Returns the names of the nodes that were stopped.
@@ -330,6 +339,7 @@ class DemoCluster:
             raise DemoNotFound(self.directory)
         with self._locked():
             state = self._read_state() or state
+            self._stop_monitor(state, timeout)
             self._stop_daemons(state.nodes, timeout)
             self._kill_orphan_lines(state.nodes)
             stopped = self._stop(state.nodes, timeout, signal.SIGTERM)
@@ -385,6 +395,21 @@ class DemoCluster:
             node = self._state().node(name)
             return bool(self._stop([node], timeout, signal.SIGKILL))
 
+    def start_monitor(self) -> int | None:
+        """Start the cluster monitor (``spica watch``) beside the nodes if it is not running;
+        its pid, None when one was already running. Call once dbspica is prepared: the
+        monitor registers itself there first."""
+        with self._locked():
+            state = self._state()
+            if self._monitor_alive(state):
+                return None
+            argv = [sys.executable, "-m", DAEMON_MODULE, "--config", str(self.paths.config)]
+            proc = self._spawn_detached([*argv, MONITOR], self.paths.monitor_log)
+            _SPAWNED_DAEMONS[proc.pid] = (proc, (self.paths.config, MONITOR))
+            state.monitor_pid = proc.pid
+            self._write_state(state)
+            return proc.pid
+
     # -- state -------------------------------------------------------------------------------
 
     def _state(self) -> _State:
@@ -413,6 +438,7 @@ class DemoCluster:
                     )
                     for n in raw["nodes"]
                 ],
+                monitor_pid=int(raw["monitor_pid"]) if raw.get("monitor_pid") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DemoError(f"{self.paths.state}: malformed demo state: {exc!r}") from None
@@ -436,6 +462,7 @@ class DemoCluster:
                 }
                 for n in state.nodes
             ],
+            "monitor_pid": state.monitor_pid,
         }
         atomic_write(
             self.paths.state,
@@ -463,6 +490,8 @@ class DemoCluster:
                 )
                 for n in state.nodes
             ),
+            monitor_pid=state.monitor_pid,
+            monitor_alive=self._monitor_alive(state),
         )
 
     def _set_layout(self, state: _State, count: int) -> None:
@@ -590,9 +619,16 @@ class DemoCluster:
             "--node",
             node.name,
         ]
-        with open(self.paths.daemon_log(node.name), "ab") as logfile:
+        proc = self._spawn_detached(argv, self.paths.daemon_log(node.name))
+        _SPAWNED_DAEMONS[proc.pid] = (proc, (self.paths.config, node.name))
+        node.daemon_pid = proc.pid
+
+    def _spawn_detached(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in a session of its own (it outlives this command), in the demo
+        directory, its output appended to ``log``."""
+        with open(log, "ab") as logfile:
             os.fchmod(logfile.fileno(), 0o600)
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=logfile,
@@ -601,8 +637,21 @@ class DemoCluster:
                 start_new_session=True,
                 close_fds=True,
             )
-        _SPAWNED_DAEMONS[proc.pid] = (proc, (self.paths.config, node.name))
-        node.daemon_pid = proc.pid
+
+    def _monitor_alive(self, state: _State) -> bool:
+        return state.monitor_pid is not None and _is_daemon(
+            state.monitor_pid, self.paths.config, MONITOR
+        )
+
+    def _stop_monitor(self, state: _State, timeout: float) -> bool:
+        """SIGTERM the monitor, SIGKILL after ``timeout``; False when none was running."""
+        pid = state.monitor_pid
+        running = pid is not None and self._monitor_alive(state)
+        if running:
+            assert pid is not None
+            _terminate(pid, lambda: self._monitor_alive(state), timeout)
+        state.monitor_pid = None
+        return running
 
     def _stop_daemons(self, nodes: list[_NodeState], timeout: float) -> None:
         """SIGTERM the live daemons of ``nodes`` (their running lines get the daemon's stop
@@ -946,8 +995,21 @@ def _is_server(pid: int, directory: Path, name: str) -> bool:
     )
 
 
+def _terminate(pid: int, alive: Callable[[], bool], timeout: float) -> None:
+    """SIGTERM ``pid``; SIGKILL it when ``alive()`` still holds after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        time.sleep(0.05)
+    if alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _is_daemon(pid: int, config: Path, name: str) -> bool:
-    """Whether ``pid`` is, right now, the daemon of node ``name`` started with ``config``."""
+    """Whether ``pid`` is, right now, the daemon of node ``name`` started with ``config``
+    (``name`` :data:`MONITOR`: the cluster monitor, ``spica watch``)."""
     spawned = _SPAWNED_DAEMONS.get(pid)
     if spawned is not None:
         proc, node = spawned
@@ -958,6 +1020,10 @@ def _is_daemon(pid: int, config: Path, name: str) -> bool:
     argv = _cmdline(pid)
     if not argv:
         return False
+    if name == MONITOR:
+        return (
+            DAEMON_MODULE in argv and argv[-1] == MONITOR and _arg(argv, "--config") == str(config)
+        )
     return (
         DAEMON_MODULE in argv
         and "daemon" in argv

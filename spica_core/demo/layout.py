@@ -12,6 +12,7 @@ Layout of a demo directory ``D`` (created 0700)::
     D/keys/<node>_host_ed25519    each node's host key (0600)
     D/logs/<node>.log             each server's stdout and stderr
     D/logs/<node>.daemon.log      each node daemon's log
+    D/logs/monitor.log            the cluster monitor's log (spica watch)
     D/nodes/<node>/               each node's spica root: queue/ stacks/ locks/ raid1/ raid2/
     D/.lock                       serialises up / down / start / stop
 """
@@ -119,6 +120,10 @@ class DemoPaths:
 
     def daemon_log(self, node: str) -> Path:
         return self.logs / f"{node}.daemon.log"
+
+    @property
+    def monitor_log(self) -> Path:
+        return self.logs / "monitor.log"
 
     @property
     def nodes(self) -> Path:

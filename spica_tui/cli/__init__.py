@@ -21,6 +21,7 @@ from spica_tui.cli import (
     node_cmds,
     ops_cmds,
     report_cmds,
+    watch_cmds,
 )
 from spica_tui.cli.context import CliState, state
 
@@ -70,6 +71,7 @@ report_cmds.register(app)
 daemon_cmds.register(app)
 ops_cmds.register(app)
 console_cmds.register(app)
+watch_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -50,6 +50,8 @@ def _print_status(status: DemoStatus) -> None:
             str(node.root),
         )
     stdout.print(t)
+    if status.monitor_alive:
+        note(f"monitor: spica watch, pid {status.monitor_pid} (log: logs/monitor.log)")
 
 
 @app.callback()
@@ -78,9 +80,11 @@ def demo(
     from spica_core.demo.seed import seed_demo
     from spica_tui.cli.console_cmds import run
 
-    result = DemoCluster(directory).up(nodes, daemons=True)
+    cluster = DemoCluster(directory)
+    result = cluster.up(nodes, daemons=True)
     config = load_config(result.status.config_path)
     prepare_database(config, create=True)
+    cluster.start_monitor()
     if result.started:
         note(f"demo cluster in {result.status.directory}: started {', '.join(result.started)}")
     seeded = seed_demo(config)
@@ -112,18 +116,28 @@ def up(
             "--daemons/--no-daemons", help="Run each node's daemon (spica daemon) as well."
         ),
     ] = True,
+    monitor: Annotated[
+        bool,
+        typer.Option(
+            "--monitor/--no-monitor", help="Run the cluster monitor (spica watch) as well."
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the demo cluster and its node daemons (idempotent: restarts only what is down)."""
+    """Start the demo cluster, its node daemons and its monitor (idempotent: restarts only
+    what is down)."""
     from spica_core.config import load_config
     from spica_core.db.setup import prepare_database
     from spica_core.demo import DemoCluster
 
-    result = DemoCluster(directory).up(nodes, timeout=timeout, daemons=daemons)
-    status = result.status
-    db = prepare_database(load_config(status.config_path), create=True)
+    cluster = DemoCluster(directory)
+    result = cluster.up(nodes, timeout=timeout, daemons=daemons)
+    db = prepare_database(load_config(result.status.config_path), create=True)
+    if monitor:
+        cluster.start_monitor()
+    status = cluster.status()
     if as_json:
-        emit_json({**result.to_json(), "db": db.to_json()})
+        emit_json({**result.to_json(), **status.to_json(), "db": db.to_json()})
         return
     if result.created:
         note(f"demo cluster created in {status.directory}: {len(status.nodes)} nodes")
@@ -149,8 +163,8 @@ def down(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stop the demo cluster's daemons and servers; keys, node roots and dbspica stay unless
-    --purge."""
+    """Stop the demo cluster's monitor, daemons and servers; keys, node roots and dbspica
+    stay unless --purge."""
     from spica_core.demo import DemoCluster
 
     cluster = DemoCluster(directory)

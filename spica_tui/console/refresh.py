@@ -5,7 +5,8 @@ a slow dbspica can never stack polls up; ``ctrl+r`` cancels the timer and polls 
 during a poll, asks for another right after it). Node polls are asyncio (asyncssh) on the
 app's loop; every dbspica call runs in a thread, so the UI never waits on either. A source
 that fails keeps its last good data, with the time it was taken and the error: the panels
-show it as stale, never as fresh.
+show it as stale, never as fresh. While a cluster monitor (``spica watch``) runs, a poll reads
+its figures from dbspica instead of polling the nodes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from spica_core.console_data import (
 from spica_core.errors import SpicaError
 from spica_core.executor.agents import AgentExecutor
 from spica_core.liveness import LivenessRecorder, record_quietly, recorded_last_seen
+from spica_core.monitor.figures import MonitorStatus, MonitorView, read_monitor_view
 from spica_core.node_pool import NodePool
 from spica_core.operations import ItemResult, OperationRequest, Operations, Plan
 from spica_core.read_model import (
@@ -99,7 +101,8 @@ class ConsoleBackend:
 
     The pool belongs to the console and lives on its :class:`NodeLoop`, behind the console's
     executor: polls and operations share its connections (the operations API plans over the
-    same links the dashboard polls).
+    same links the dashboard polls). While a monitor (``spica watch``) runs, the console shows
+    its figures from dbspica and polls no node: the pool connects only for an action.
 
     A ``read_only`` backend holds no operations API at all (:attr:`ops` is None): a read-only
     console cannot change a stack even through a bug in its key gating. Every dbspica read
@@ -144,6 +147,17 @@ class ConsoleBackend:
                 seen = {}
             return await self.nodes.run(self._refresh_remembering(seen))
         return await self.nodes.run(self.executor.snapshot())
+
+    async def monitor_view(self) -> MonitorView | None:
+        """The running monitor's figures; None when none runs, or when dbspica cannot say
+        (the console then polls the nodes itself)."""
+        try:
+            return await asyncio.to_thread(
+                read_monitor_view, self.engine, self.config, self.clock()
+            )
+        except Exception as exc:  # dbspica down: the db read says so; nodes poll on
+            log.info("monitor figures not read from dbspica: %s", exc)
+            return None
 
     async def _refresh_remembering(self, seen: dict[str, datetime]) -> ClusterSnapshot:
         self.pool.remember_last_seen(seen)  # on the node loop, where the pool lives
@@ -301,20 +315,26 @@ class Poller:
 
     async def _collect(self, previous: ConsoleSnapshot) -> ConsoleSnapshot:
         backend = self.backend
-        nodes = asyncio.ensure_future(backend.poll_cluster())
+        view = await backend.monitor_view()
+        nodes = None if view is not None else asyncio.ensure_future(backend.poll_cluster())
         db, db_error = previous.db, None
         try:
             db = await asyncio.to_thread(backend.read_db)
         except Exception as exc:  # SQLAlchemyError, DatabaseUnavailable, OSError: stale, shown
             db_error = describe_failure(exc)
+        if nodes is None:
+            assert view is not None
+            return self._snapshot(previous, view.cluster, db, db_error, view.monitor)
         done, _ = await asyncio.wait({nodes}, timeout=0 if previous.cluster is None else 1.0)
         if not done:
             # The nodes are slow (the first connections, or a node timing out): show dbspica's
-            # fresh data now, with the nodes as last seen (never polled: "unknown").
-            interim = previous.cluster or backend.pool.snapshot
+            # fresh data now, with the nodes as last seen (never polled: "unknown"). A
+            # stopped monitor's figures are not passed off as the console's own.
+            own = previous.cluster if previous.monitor is None else None
+            interim = own or backend.pool.snapshot
             self.snapshot = self._snapshot(previous, interim, db, db_error)
             self.on_snapshot(self.snapshot)
-        cluster = previous.cluster
+        cluster = previous.cluster if previous.monitor is None else None
         try:
             cluster = await nodes
         except Exception:  # the pool reports node trouble in the snapshot; this is a bug
@@ -329,6 +349,7 @@ class Poller:
         cluster: ClusterSnapshot | None,
         db: DbState | None,
         db_error: str | None,
+        monitor: MonitorStatus | None = None,
     ) -> ConsoleSnapshot:
         now = self.backend.clock()
         return ConsoleSnapshot(
@@ -339,4 +360,5 @@ class Poller:
             db=db,
             db_error=db_error,
             db_error_since=(previous.db_error_since or now) if db_error else None,
+            monitor=monitor,
         )

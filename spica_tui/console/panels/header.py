@@ -1,4 +1,5 @@
-"""The header: which cluster, whether dbspica answers, and how old the data on screen is."""
+"""The header: which cluster, whether dbspica answers, who polls the nodes (a monitor, or
+this console) and how old the data on screen is."""
 
 from __future__ import annotations
 
@@ -85,12 +86,23 @@ def render_header(
         text.append(f" {snap.db_url}", "dim")
     text.append_text(Text.assemble(sep))
     polled = (now - snap.taken_at).total_seconds()
+    monitor = snap.monitor
     if snap.cluster is None and snap.db is None:
         text.append("no data yet", "yellow")
+    elif monitor is not None:
+        # The node figures are the monitor's: their age is its last poll, not the console's.
+        label = monitor.identity.label
+        if monitor.fresh(now):
+            text.append(f"monitor {label}, {age(now, monitor.heartbeat_at)} ago", "dim")
+        else:
+            text.append(
+                f"monitor {label} STALE: last poll {age(now, monitor.heartbeat_at)} ago",
+                "bold red",
+            )
     elif polled > STALE_POLLS * interval + 1:
-        text.append(f"STALE: last poll {age(now, snap.taken_at)} ago", "bold red")
+        text.append(f"polling nodes, STALE: last poll {age(now, snap.taken_at)} ago", "bold red")
     else:
-        text.append(f"polled {age(now, snap.taken_at)} ago", "dim")
+        text.append(f"polling nodes, {age(now, snap.taken_at)} ago", "dim")
     if read_only:
         text.append_text(Text.assemble(sep))
         text.append("READ-ONLY", "bold reverse yellow")
