@@ -4,8 +4,9 @@ Starts a real ``spica daemon`` (a subprocess) on a node root in a temporary dire
 a SQLite dbspica, and prints:
 
 * **per line** — a stack of LINES trivial lines (``true``), from its claim until dbspica holds
-  it completed (every ``stack_run`` row written): the wall time per line, and the same less
-  the bare cost of ``/bin/sh -c true`` measured here. Target: under 20 ms a line.
+  it completed (every ``stack_run`` row written): the wall time per line, the same less
+  the bare cost of ``/bin/sh -c true`` measured here, and the daemon's own CPU time per line
+  (steady under load, for comparing two trees). Target: under 20 ms a line.
 * **requeue → first line** — a failed stack requeued as ``spica requeue`` does it (``.error``
   renamed to ``.spica``, then its launch record written), until its failed line is running
   again (the line itself writes the time). Target: under 1 s. (A bare rename by hand, the
@@ -64,6 +65,13 @@ def wait(condition, timeout: float = 120.0, step: float = 0.002):  # type: ignor
     return value
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` itself (not its children): unlike wall time, it
+    hardly moves with the machine's load, so two trees can be compared on a busy day."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bare_shell(lines: int) -> float:
     """Seconds per ``/bin/sh -c true`` with its output to a file, as the runner starts it."""
     with tempfile.TemporaryFile() as out:
@@ -107,6 +115,7 @@ def main() -> None:
 
         # -- per line -----------------------------------------------------------------------
         add_stack(engine, config, "BENCH_LINES", "mix1", b"true\n" * args.lines)
+        cpu0 = cpu_seconds(daemon.pid)
         t0 = time.perf_counter()
         launch_stack(engine, config, "BENCH_LINES", "bench")
 
@@ -119,6 +128,7 @@ def main() -> None:
         wait(lambda: (layout.queue_dir() / "BENCH_LINES.processed").exists())
         wait(completed, step=0.001)  # polled only now: a poll costs the daemon CPU time
         total = time.perf_counter() - t0
+        cpu_per_line = (cpu_seconds(daemon.pid) - cpu0) / args.lines
         with Session(engine) as s:
             rows = s.execute(
                 select(StackRun.started_at, StackRun.ended_at)
@@ -161,6 +171,7 @@ def main() -> None:
     print(f"per line ({args.lines} lines of 'true', SQLite dbspica):")
     print(f"  claim to completed in dbspica  {total:7.3f} s   {per_line * 1000:6.2f} ms/line")
     print(f"  first line start to last end   {running:7.3f} s   (from stack_run)")
+    print(f"  daemon CPU (user + system)     {cpu_per_line * 1000:6.2f} ms/line")
     print(f"  bare /bin/sh -c true           {shell * 1000:6.2f} ms/line")
     print(
         f"  runner overhead                {(per_line - shell) * 1000:6.2f} ms/line"
