@@ -29,6 +29,7 @@ from spica_tui.console.panels.nodes import NodesPanel
 from spica_tui.console.panels.problems import ProblemsPanel
 from spica_tui.console.panels.runids import RunidsPanel
 from spica_tui.console.panels.stacks import StacksPanel, StackTable
+from spica_tui.console.refresh import view_total
 
 if TYPE_CHECKING:
     from textual.timer import Timer
@@ -92,7 +93,16 @@ class DashboardScreen(Screen[None]):
         if snap.db is not None and not snap.db_stale:
             self.stacks.show_stale(None)
             self.fetch_window()
-            self.fetch_counts()
+            view = self.stacks.view
+            if view.with_state(None) == StackSelection():
+                # The poll counted every state: an unfiltered view needs no count of its own
+                # (over 100,000 stacks, a pass saved each refresh and before the first paint).
+                per_state = snap.db.counts
+                self.stacks.show_counts(view, view_total(view, per_state), per_state)
+                if self.stacks.table.marked:
+                    self.fetch_counts()
+            else:
+                self.fetch_counts()
         elif snap.db is not None:
             self.stacks.show_stale(snap.db.read_at)
         self._refresh_offer()
