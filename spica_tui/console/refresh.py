@@ -321,11 +321,13 @@ class Poller:
 
     async def _collect(self, previous: ConsoleSnapshot) -> ConsoleSnapshot:
         backend = self.backend
+        # dbspica's reads and the monitor's figures in two threads at once.
+        db_read = asyncio.ensure_future(asyncio.to_thread(backend.read_db))
         view = await backend.monitor_view()
         nodes = None if view is not None else asyncio.ensure_future(backend.poll_cluster())
         db, db_error = previous.db, None
         try:
-            db = await asyncio.to_thread(backend.read_db)
+            db = await db_read
         except Exception as exc:  # SQLAlchemyError, DatabaseUnavailable, OSError: stale, shown
             db_error = describe_failure(exc)
         if nodes is None:
