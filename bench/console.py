@@ -7,9 +7,16 @@ Builds a dbspica with ``--stacks`` stacks (default 100,000) over a ``--nodes`` d
   with every node polled and the first page of stacks with its count;
 * key-press-to-screen latency (median, p95) for moving the cursor (the status line shows the
   new row) and for typing a filter (the screen shows the filtered count), plain text and regex;
-* the console process's CPU use while idle at a 2 s refresh, in % of one core.
+* the console process's CPU use while idle at a 2 s refresh, in % of one core;
+* for scale, the same rows loaded into a stock Textual ``DataTable`` (its own small app in the
+  same pseudo-terminal, reading every row from dbspica, as a table without windowing must) and
+  the ratio of the two first paints.
 
-Targets: first paint < 1.5 s, key latency < 100 ms, idle CPU < 15 %.
+A cluster monitor (``spica watch``) runs beside the nodes, as ``spica demo`` starts it, so the
+console reads the node figures from dbspica (``--no-monitor``: the console polls the nodes).
+
+Targets (issue 12): first paint < 1.5 s and <= 0.15x the stock table's, cursor move p95
+< 100 ms, plain and regex filter p95 < 300 ms, idle CPU < 10 % with the monitor running.
 
     .venv/bin/python bench/console.py [--nodes 100] [--stacks 100000] [--idle 30] [--keep DIR]
 """
@@ -32,6 +39,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 from sqlalchemy import insert, select
 
@@ -41,7 +49,8 @@ from spica_core.db.models import Image, Node, Problem, Runid, Stack
 from spica_core.db.setup import prepare_database
 from spica_core.demo import DemoCluster
 from spica_core.errors import UsageError
-from spica_core.read_model import StackSelection, count_stacks
+from spica_core.monitor.figures import read_monitor_view
+from spica_core.read_model import StackSelection, count_stacks, list_stacks
 
 COLS, ROWS = 160, 50
 STATES = ["completed"] * 70 + ["failed"] * 5 + ["pending"] * 15 + ["running"] * 5
@@ -111,6 +120,19 @@ def fill(engine, n_stacks: int) -> None:  # type: ignore[no-untyped-def]
         )
 
 
+def wait_for_monitor(engine, config, nodes: int, timeout: float = 300.0) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until the monitor's figures in dbspica show every node up."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        view = read_monitor_view(engine, config, datetime.now(UTC))
+        if view is not None:
+            up = sum(1 for n in view.cluster.nodes if n.liveness.reachable)
+            if up == nodes:
+                return time.perf_counter() - t0
+        time.sleep(0.5)
+    raise SystemExit(f"the monitor did not record {nodes} nodes up within {timeout:.0f} s")
+
+
 class Terminal:
     """The console in a pty; every byte it writes is kept with the time it arrived."""
 
@@ -177,7 +199,42 @@ class Terminal:
             pass
 
 
+def stock_table(config_path: Path) -> None:
+    """The baseline: a stock ``DataTable`` holding every stack of the view, loaded at mount
+    (the rows read from dbspica through the read model, the cells the console's columns)."""
+    from textual.app import App, ComposeResult
+    from textual.binding import Binding, BindingType
+    from textual.widgets import DataTable, Static
+
+    from spica_core.read_model import list_stacks
+    from spica_tui.console.panels.stacks import _value, layout_columns
+
+    class StockTable(App[None]):
+        BINDINGS: ClassVar[list[BindingType]] = [Binding("q", "quit", "Quit")]
+
+        CSS = "DataTable { height: 1fr; } #status { dock: top; height: 1; }"
+
+        def compose(self) -> ComposeResult:
+            yield Static(id="status")
+            yield DataTable(cursor_type="row")
+
+        def on_mount(self) -> None:
+            engine = make_engine(load_config(config_path).db)
+            rows = list_stacks(engine, StackSelection())
+            engine.dispose()
+            columns = [c for c in layout_columns(COLS - 2) if c.title]
+            table = self.query_one(DataTable)
+            table.add_columns(*(c.title for c in columns))
+            table.add_rows([_value(c.title, row) for c in columns] for row in rows)
+            self.query_one(Static).update(f"stock DataTable: {len(rows):,} rows")
+
+    StockTable().run()
+
+
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--stock-table":  # the baseline's own process
+        stock_table(Path(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--stacks", type=int, default=100_000)
@@ -187,10 +244,24 @@ def main() -> None:
     parser.add_argument(
         "--no-renice",
         action="store_true",
-        help="leave the demo nodes at the console's priority (by default they run at nice 10: "
-        "on a real cluster each node's agent runs on its own machine, not the console's)",
+        help="leave the demo nodes and the monitor at the console's priority (by default they "
+        "run at nice 10: on a real cluster each node's agent runs on its own machine, and the "
+        "monitor is a service of its own)",
     )
+    parser.add_argument(
+        "--leave-running",
+        action="store_true",
+        help="with --keep: leave the demo cluster and its monitor running for the next run",
+    )
+    parser.add_argument(
+        "--no-monitor", action="store_true", help="no spica watch: the console polls the nodes"
+    )
+    parser.add_argument("--no-stock", action="store_true", help="skip the stock DataTable baseline")
     args = parser.parse_args()
+    if args.leave_running and args.keep is None:
+        parser.error("--leave-running needs --keep DIR")
+    # SIGTERM (or SIGINT, ignored in a background job) still takes the demo cluster down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     directory = args.keep or Path(tempfile.mkdtemp(prefix="spica-bench-console-"))
     cluster = DemoCluster(directory / "cluster")
@@ -212,6 +283,24 @@ def main() -> None:
             for node in cluster.status().nodes:
                 if node.pid:
                     os.setpriority(os.PRIO_PROCESS, node.pid, 10)
+        monitor = "no monitor: the console polls the nodes"
+        if not args.no_monitor:
+            pid = cluster.start_monitor() or cluster.status().monitor_pid
+            if pid and not args.no_renice:
+                os.setpriority(os.PRIO_PROCESS, pid, 10)
+            waited = wait_for_monitor(engine, config, args.nodes)
+            monitor = f"spica watch running (all nodes recorded up after {waited:.1f} s)"
+
+        stock = None
+        if not args.no_stock:
+            first = list_stacks(engine, StackSelection(), limit=1)[0].name
+            term = Terminal([sys.executable, __file__, "--stock-table", str(cluster.config_path)])
+            stock = term.wait_for(
+                [f"stock DataTable: {total:,} rows".encode(), first.encode()], term.start, 300
+            )
+            term.stop()
+            term = None
+
         spica = Path(sys.executable).parent / "spica"
         term = Terminal([str(spica), "--config", str(cluster.config_path), "console"])
 
@@ -266,26 +355,33 @@ def main() -> None:
             f"\nconsole on {total:,} stacks, {args.nodes} nodes ({COLS}x{ROWS} terminal, "
             f"{os.cpu_count()} cores shared with the nodes, {nice}):"
         )
+        print(f"  {monitor}")
         print(f"  first full paint         {paint:6.2f} s    (target < 1.5 s)")
+        if stock is not None:
+            print(
+                f"  stock DataTable paint    {stock:6.2f} s    ratio {paint / stock:.3f}"
+                "    (target <= 0.15)"
+            )
         print(f"  every node answered      {polled:6.2f} s    (SSH + agent start on each node)")
         print(
             f"  move cursor              median {statistics.median(moves) * ms:5.0f} ms"
-            f"  p95 {pct(moves, 0.95) * ms:5.0f} ms    (target < 100 ms)"
+            f"  p95 {pct(moves, 0.95) * ms:5.0f} ms    (target p95 < 100 ms)"
         )
         print(
             f"  filter, plain text       median {statistics.median(plain) * ms:5.0f} ms"
-            f"  p95 {pct(plain, 0.95) * ms:5.0f} ms    (target < 100 ms)"
+            f"  p95 {pct(plain, 0.95) * ms:5.0f} ms    (target p95 < 300 ms)"
         )
         print(
             f"  filter, regex            median {statistics.median(regex) * ms:5.0f} ms"
-            f"  p95 {pct(regex, 0.95) * ms:5.0f} ms"
+            f"  p95 {pct(regex, 0.95) * ms:5.0f} ms    (target p95 < 300 ms)"
         )
-        print(f"  idle CPU at 2 s refresh  {idle:6.1f} % of one core    (target < 15 %)")
+        print(f"  idle CPU at 2 s refresh  {idle:6.1f} % of one core    (target < 10 %)")
         engine.dispose()
     finally:
         if term is not None:
             term.stop()
-        cluster.down()
+        if not args.leave_running:
+            cluster.down()
         if args.keep is None:
             shutil.rmtree(directory, ignore_errors=True)
 

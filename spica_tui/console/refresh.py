@@ -71,6 +71,11 @@ def describe_failure(exc: BaseException) -> str:
     return " ".join(text.split())[:200] or type(exc).__name__
 
 
+def view_total(query: StackSelection, per_state: dict[str, int]) -> int:
+    """How many stacks ``query`` shows, from its per-state counts."""
+    return per_state.get(query.state.value, 0) if query.state else sum(per_state.values())
+
+
 class NodeLoop:
     """A thread with its own asyncio loop, where the NodePool lives.
 
@@ -191,8 +196,7 @@ class ConsoleBackend:
     async def counts(self, query: StackSelection) -> tuple[int, dict[str, int]]:
         def both() -> tuple[int, dict[str, int]]:
             per_state = state_counts(self.engine, query, self.scope)
-            total = per_state.get(query.state.value, 0) if query.state else sum(per_state.values())
-            return total, per_state
+            return view_total(query, per_state), per_state
 
         return await asyncio.to_thread(both)
 
@@ -267,7 +271,9 @@ class Poller:
         return self._polling
 
     def start(self) -> None:
-        self._schedule(0)
+        """The first poll starts at once: its dbspica reads run in threads while Textual
+        draws the empty screen, not after it."""
+        self._launch()
 
     def stop(self) -> None:
         self._stopped = True
@@ -315,11 +321,13 @@ class Poller:
 
     async def _collect(self, previous: ConsoleSnapshot) -> ConsoleSnapshot:
         backend = self.backend
+        # dbspica's reads and the monitor's figures in two threads at once.
+        db_read = asyncio.ensure_future(asyncio.to_thread(backend.read_db))
         view = await backend.monitor_view()
         nodes = None if view is not None else asyncio.ensure_future(backend.poll_cluster())
         db, db_error = previous.db, None
         try:
-            db = await asyncio.to_thread(backend.read_db)
+            db = await db_read
         except Exception as exc:  # SQLAlchemyError, DatabaseUnavailable, OSError: stale, shown
             db_error = describe_failure(exc)
         if nodes is None:

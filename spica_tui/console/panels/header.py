@@ -33,10 +33,16 @@ class HeaderPanel(Static):
     }
     """
 
+    _shown: Text | None = None
+
     def show(
         self, snap: ConsoleSnapshot, now: datetime, *, interval: float, read_only: bool
     ) -> None:
-        self.update(render_header(snap, now, interval=interval, read_only=read_only))
+        # Docked and one row high: a new text never needs the screen laid out again.
+        text = render_header(snap, now, interval=interval, read_only=read_only)
+        if text != self._shown:
+            self._shown = text
+            self.update(text, layout=False)
 
 
 def show_header(screen: Screen[object], snap: ConsoleSnapshot | None = None) -> bool:

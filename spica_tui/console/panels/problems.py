@@ -4,6 +4,7 @@ green; security events (a host key that does not match) white on red, apart from
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from rich.text import Text
@@ -12,7 +13,7 @@ from textual.widgets import DataTable
 
 from spica_core.console_data import ConsoleSnapshot
 from spica_core.text import one_line, printable
-from spica_tui.console.panels._common import Cell, LiveTable, Panel, hms, sync_rows
+from spica_tui.console.panels._common import Cell, LiveTable, Panel, RowCache, hms, sync_rows
 
 COLUMNS = ("time", "kind", "node", "stack", "runid", "filter", "message")
 #: A security problem (a node's host key does not match) stands apart from hardware's red.
@@ -22,6 +23,8 @@ SECURITY_STYLE = "bold white on red"
 class ProblemsPanel(Panel):
     def __init__(self, *, id: str | None = "problems") -> None:
         super().__init__("Problems", id=id)
+        self._shown: tuple[dict[str, Any], ...] | None = None
+        self._cells = RowCache()
 
     def compose(self) -> ComposeResult:
         table: DataTable[Cell] = LiveTable(cursor_type="row")
@@ -37,7 +40,13 @@ class ProblemsPanel(Panel):
         if snap.db_stale:
             title += f" [stale: as of {hms(snap.db.read_at)}]"
         self.border_title = title
-        rows = [(str(p["id"]), problem_cells(p)) for p in problems]
+        if problems == self._shown:
+            return  # the usual poll: nothing new, nothing built
+        self._shown = problems
+        rows = [
+            (str(p["id"]), self._cells.cells(str(p["id"]), p, partial(problem_cells, p)))
+            for p in problems
+        ]
         sync_rows(self.query_one(DataTable), rows)
 
 

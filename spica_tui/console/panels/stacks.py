@@ -467,6 +467,7 @@ class StacksPanel(Panel):
         self.view = StackSelection()
         self._counts: dict[str, int] = {}
         self._status = ""
+        self._status_text: Text | None = None
         self._stale_since: datetime | None = None
 
     def _title(self) -> None:
@@ -520,7 +521,7 @@ class StacksPanel(Panel):
 
     def show_refusal(self, message: str) -> None:
         """A filter refused (bad syntax, or dbspica gave up matching it), in the status line."""
-        self.query_one("#stacks-status", Static).update(Text(message, "bold red"))
+        self._status_line(Text(message, "bold red"))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -598,7 +599,15 @@ class StacksPanel(Panel):
             text.append(f"  ·  filter ({kind}): {self.view.text}", "bold")
         if self._status:
             text.append(f"  ·  {self._status}", "bold yellow")
-        self.query_one("#stacks-status", Static).update(text)
+        self._status_line(text)
+
+    def _status_line(self, text: Text) -> None:
+        """The status line is one row high whatever it says: a new text repaints it alone,
+        without laying the screen out again (on every cursor move)."""
+        status = self.query_one("#stacks-status", Static)
+        if text != self._status_text:
+            self._status_text = text
+            status.update(text, layout=False)
 
     def on_stack_table_cursor_moved(self, event: StackTable.CursorMoved) -> None:
         self._show_status()

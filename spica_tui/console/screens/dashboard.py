@@ -29,9 +29,15 @@ from spica_tui.console.panels.nodes import NodesPanel
 from spica_tui.console.panels.problems import ProblemsPanel
 from spica_tui.console.panels.runids import RunidsPanel
 from spica_tui.console.panels.stacks import StacksPanel, StackTable
+from spica_tui.console.refresh import view_total
 
 if TYPE_CHECKING:
+    from textual.timer import Timer
+
     from spica_tui.console.app import SpicaConsole
+
+#: Seconds the cursor rests before the footer shows what the selected row offers.
+OFFER_SETTLE = 0.2
 
 
 class DashboardScreen(Screen[None]):
@@ -49,6 +55,7 @@ class DashboardScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._offered: tuple[bool, ...] | None = None
+        self._offer_timer: Timer | None = None
         #: Per worker group, the arguments of the fetch in flight.
         self._fetching: dict[str, tuple[Hashable, ...]] = {}
 
@@ -86,7 +93,16 @@ class DashboardScreen(Screen[None]):
         if snap.db is not None and not snap.db_stale:
             self.stacks.show_stale(None)
             self.fetch_window()
-            self.fetch_counts()
+            view = self.stacks.view
+            if view.with_state(None) == StackSelection():
+                # The poll counted every state: an unfiltered view needs no count of its own
+                # (over 100,000 stacks, a pass saved each refresh and before the first paint).
+                per_state = snap.db.counts
+                self.stacks.show_counts(view, view_total(view, per_state), per_state)
+                if self.stacks.table.marked:
+                    self.fetch_counts()
+            else:
+                self.fetch_counts()
         elif snap.db is not None:
             self.stacks.show_stale(snap.db.read_at)
         self._refresh_offer()
@@ -171,13 +187,23 @@ class DashboardScreen(Screen[None]):
         return self._offer(entry.name)
 
     def _refresh_offer(self) -> None:
+        self._offer_timer = None
         offered = tuple(self._offer(name) for name in sorted(DANGEROUS))
         if offered != self._offered:
             self._offered = offered
             self.refresh_bindings()
 
     def on_stack_table_cursor_moved(self, message: StackTable.CursorMoved) -> None:
-        self._refresh_offer()
+        self._refresh_offer_when_still()
+
+    def _refresh_offer_when_still(self) -> None:
+        """The footer follows the cursor once it rests: a new set of offered keys rebuilds
+        every key of the footer, which would cost each move of a held arrow key more than
+        its repaint. The keys themselves never wait: :meth:`check_action` asks the selected
+        row when pressed."""
+        if self._offer_timer is not None:
+            self._offer_timer.stop()
+        self._offer_timer = self.set_timer(OFFER_SETTLE, self._refresh_offer, name="offer")
 
     def on_stack_table_opened(self, message: StackTable.Opened) -> None:
         self.app.open_stack(message.row.name)
