@@ -240,7 +240,8 @@ class AgentExecutor:
             single: list[Answer] = []
             for change in changes:
                 try:
-                    single.append(await self._request(node, self._args(change, dry_run)))
+                    answer: StackChange = await self._request(node, self._args(change, dry_run))
+                    single.append(answer)
                 except NodeUnreachable as exc:
                     single.append(exc)
                     single += [_not_sent(node, exc)] * (len(changes) - len(single))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -123,8 +123,9 @@ def select_targets(engine: Engine, request: OperationRequest, config: SpicaConfi
             )
             for r in rows
         }
+    named = set(request.selection.names)
     ordered = [found[n] for n in request.selection.names if n in found]
-    ordered += [t for n, t in found.items() if n not in request.selection.names]
+    ordered += [t for n, t in found.items() if n not in named]
     missing = [
         Target(-1, n, None, "unknown", 0, ()) for n in request.selection.names if n not in found
     ]
@@ -324,22 +325,27 @@ def _intent(session: Session, request: OperationRequest, item: PlanItem) -> Oper
 
 
 def _each_in_transactions(
-    engine: Engine, items: Sequence[X], work: Callable[[Session, X], T]
+    engine: Engine, items: Sequence[X], work: Callable[[Session, Sequence[X]], list[T]]
 ) -> list[T | SQLAlchemyError]:
-    """``work`` of every item in one transaction; if that fails, each item in its own, so one
-    item's failure is its own. Objects stay readable after the commit."""
-    try:
+    """``work`` of all items in one transaction; if that fails, of each item in its own, so
+    one item's failure is its own. Objects stay readable after the commit."""
+
+    def one_transaction(chunk: Sequence[X]) -> list[T]:
         with Session(engine, expire_on_commit=False) as session, session.begin():
-            done: list[T | SQLAlchemyError] = [work(session, x) for x in items]
+            done = work(session, chunk)
             session.flush()
             return done
-    except SQLAlchemyError:
-        if len(items) == 1:
-            raise
+
     out: list[T | SQLAlchemyError] = []
+    try:
+        out += one_transaction(items)
+        return out
+    except SQLAlchemyError as exc:
+        if len(items) == 1:
+            return [exc]
     for x in items:
         try:
-            out += _each_in_transactions(engine, [x], work)
+            out += one_transaction([x])
         except SQLAlchemyError as exc:
             out.append(exc)
     return out
@@ -354,14 +360,36 @@ def finish_in_db(
     *,
     outcome: str = "applied",
 ) -> str:
-    """The dbspica half of an applied stack, optimistic on the state; returns a note."""
-    note = ""
-    stack = session.scalars(select(Stack).where(Stack.name == item.stack)).one_or_none()
-    if stack is None:
-        note = "; the stack's row was already gone"
-    elif action is OpAction.REMOVE:
-        stack_state.remove(session, stack.name, item.state)
-    else:
+    """The dbspica half of an applied stack, optimistic on the state, and its intent closed;
+    returns a note."""
+    stack_id = session.scalar(select(Stack.id).where(Stack.name == item.stack))
+    ids = {item.stack: stack_id} if stack_id is not None else {}
+    (note,) = _follow(session, [item], action, message, ids)
+    if action_id is not None:
+        _close(session, action_id, outcome, message + note)
+    return note
+
+
+def _follow(
+    session: Session,
+    items: Sequence[PlanItem],
+    action: OpAction,
+    message: str,
+    ids: Mapping[str, int],
+) -> list[str]:
+    """Each stack's row follows its node's move (a stack not in ``ids`` has no row); a note
+    for each."""
+    notes = [""] * len(items)
+    transitions: list[stack_state.Transition] = []
+    moving: list[int] = []
+    for k, item in enumerate(items):
+        stack_id = ids.get(item.stack)
+        if stack_id is None:
+            notes[k] = "; the stack's row was already gone"
+            continue
+        if action is OpAction.REMOVE:
+            stack_state.remove(session, item.stack, item.state)
+            continue
         values: dict[str, Any] = {}
         if action is OpAction.LAUNCH:
             values["launched_at"] = utcnow()
@@ -372,22 +400,15 @@ def finish_in_db(
         if action is OpAction.UNLOCK and item.target == StackState.FAILED:
             values["error"] = message
         if action is OpAction.UNLOCK:
-            _end_run(session, stack.id, item.node_change)
-        moved = stack_state.move(
-            session,
-            stack.name,
-            item.state,
-            item.target,
-            Actor.OPERATOR,
-            action.value,
-            stale=True,  # the node decided that (an unlock of a live claim is refused)
-            values=values,
-        )
-        if not moved.applied and moved.had != item.target:
-            note = f"; dbspica had {moved.had}, left as is (run spica reconcile)"
-    if action_id is not None:
-        _close(session, action_id, outcome, message + note)
-    return note
+            _end_run(session, stack_id, item.node_change)
+        transitions.append(stack_state.Transition(item.stack, item.state, item.target, values))
+        moving.append(k)
+    # stale: the node decided that (an unlock of a live claim is refused)
+    moved = stack_state.move_many(session, transitions, Actor.OPERATOR, action.value, stale=True)
+    for k, m in zip(moving, moved, strict=True):
+        if not m.applied and m.had != items[k].target:
+            notes[k] = f"; dbspica had {m.had}, left as is (run spica reconcile)"
+    return notes
 
 
 def _end_run(session: Session, stack_id: int, change: StackChange | None) -> None:
@@ -422,12 +443,12 @@ def _close(session: Session, action_id: int, outcome: str, message: str) -> None
     )
 
 
-def _note(session: Session, action_id: int, message: str) -> None:
+def _note(session: Session, action_id: int, message: str, detail: dict[str, Any]) -> None:
     """Say why an intent stays pending."""
     session.execute(
         update(OperatorAction)
         .where(OperatorAction.id == action_id, OperatorAction.result == "pending")
-        .values(detail=_merge_detail(session, action_id, message))
+        .values(detail={**detail, "message": message})
     )
 
 
@@ -436,13 +457,16 @@ async def apply(
     engine: Engine,
     executor: Executor,
     on_result: Callable[[ItemResult], None] | None = None,
+    *,
+    chunk_size: int = APPLY_CHUNK,
 ) -> list[ItemResult]:
-    """Carry out every doable item of ``plan_``, chunk by chunk; refused items are reported
-    as refused. Results come in the plan's order (``on_result`` as each chunk is done)."""
+    """Carry out every doable item of ``plan_``, ``chunk_size`` stacks at a time (1: stack
+    by stack, each in transactions of its own); refused items are reported as refused.
+    Results come in the plan's order (``on_result`` as each chunk is done)."""
     request = plan_.request
     results: list[ItemResult] = []
-    for start in range(0, len(plan_.items), APPLY_CHUNK):
-        chunk = plan_.items[start : start + APPLY_CHUNK]
+    for start in range(0, len(plan_.items), chunk_size):
+        chunk = plan_.items[start : start + chunk_size]
         for result in await _apply_chunk(request, chunk, engine, executor):
             results.append(result)
             if on_result is not None:
@@ -466,25 +490,27 @@ async def _apply_chunk(
         _each_in_transactions,
         engine,
         [chunk[k] for k in doable],
-        lambda session, item: _intent(session, request, item),
+        lambda session, items: [_intent(session, request, item) for item in items],
     )
-    sent: list[tuple[int, int]] = []
+    sent: list[tuple[int, OperatorAction]] = []
     for k, intent in zip(doable, intents, strict=True):
         if isinstance(intent, SQLAlchemyError):
             item = chunk[k]
             message = str(db_unavailable(engine, intent))
             out[k] = ItemResult(item.stack, item.node, Outcome.FAILED, message, True)
         else:
-            sent.append((k, intent.id))
+            sent.append((k, intent))
     if sent:
         _fault("after-intent")
         moves = [_item_change(request, chunk[k]) for k, _ in sent]
         answers = await executor.apply_many(moves)
         if any(isinstance(a, StackChange) for a in answers):
             _fault("after-node-commit")
-        done = [(chunk[k], action_id, a) for (k, action_id), a in zip(sent, answers, strict=True)]
+        done = [
+            (chunk[k], row.id, row.detail, a) for (k, row), a in zip(sent, answers, strict=True)
+        ]
         settled = await asyncio.to_thread(
-            _each_in_transactions, engine, done, lambda session, d: _settle(session, request, *d)
+            _each_in_transactions, engine, done, lambda session, ds: _settle(session, request, ds)
         )
         for (k, _), d, result in zip(sent, done, settled, strict=True):
             out[k] = (
@@ -519,28 +545,49 @@ def _answered(request: OperationRequest, item: PlanItem, answer: Answer) -> Item
     return ItemResult(item.stack, item.node, Outcome.FAILED, f"node {item.node}: {answer}", True)
 
 
-def _settle(
-    session: Session, request: OperationRequest, item: PlanItem, action_id: int, answer: Answer
-) -> ItemResult:
-    """dbspica after the node's answer: the row follows an applied move and the intent is
-    closed (or, the answer lost, says why it stays pending)."""
-    result = _answered(request, item, answer)
-    if isinstance(answer, StackChange):
-        done = replace(item, node_change=answer)
-        by = f"{request.action.value} by {request.user}"
-        note = finish_in_db(session, action_id, done, request.action, by)
-        return replace(result, message=result.message + note)
-    if result.outcome is Outcome.UNKNOWN:
-        _note(session, action_id, result.message)
-    else:
-        _close(session, action_id, result.outcome.value, result.message)
-    return result
+#: A stack sent to its node: its plan item, its intent (id, detail), the node's answer.
+Sent = tuple[PlanItem, int, dict[str, Any], Answer]
+
+
+def _settle(session: Session, request: OperationRequest, done: Sequence[Sent]) -> list[ItemResult]:
+    """dbspica after the nodes' answers: each applied stack's row follows its node, and each
+    intent is closed (or, its answer lost, says why it stays pending)."""
+    applied = [k for k, d in enumerate(done) if isinstance(d[3], StackChange)]
+    followed = [replace(i, node_change=a) for i, _, _, a in done if isinstance(a, StackChange)]
+    names = [item.stack for item in followed]
+    query = select(Stack.name, Stack.id).where(Stack.name.in_(names))
+    ids: dict[str, int] = {name: id_ for name, id_ in session.execute(query)} if names else {}
+    by = f"{request.action.value} by {request.user}"
+    results = [_answered(request, item, answer) for item, _, _, answer in done]
+    notes = dict(zip(applied, _follow(session, followed, request.action, by, ids), strict=True))
+    closes: list[dict[str, Any]] = []
+    for k, (_, action_id, detail, _) in enumerate(done):
+        result = results[k]
+        if k in notes:
+            results[k] = replace(result, message=result.message + notes[k])
+            message = by + notes[k]
+        elif result.outcome is Outcome.UNKNOWN:
+            _note(session, action_id, result.message, detail)
+            continue
+        else:
+            message = result.message
+        closes.append(
+            {
+                "id": action_id,
+                "result": result.outcome.value,
+                "detail": {**detail, "message": message},
+            }
+        )
+    if closes:  # one statement, many rows
+        session.execute(update(OperatorAction), closes)
+    return results
 
 
 def _unsettled(
     request: OperationRequest,
     item: PlanItem,
     action_id: int,
+    detail: dict[str, Any],
     answer: Answer,
     exc: SQLAlchemyError,
 ) -> ItemResult:
