@@ -228,3 +228,50 @@ def test_a_node_lost_mid_batch_leaves_its_batch_unknown_and_reconcile_converges(
     again = run_spica("--config", str(plain), "reconcile", "--json")
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads(again.stdout)["drift"] == []
+
+
+def _refuse_updates_of(engine: Engine, stack: str) -> None:
+    """A trigger making dbspica refuse any update of ``stack``'s row (a real error)."""
+    from sqlalchemy import text
+
+    if engine.dialect.name == "sqlite":
+        ddl = (
+            f"CREATE TRIGGER refuse_one BEFORE UPDATE ON stack WHEN NEW.name = '{stack}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"
+        )
+    else:
+        ddl = (
+            f"CREATE TRIGGER refuse_one BEFORE UPDATE ON stack FOR EACH ROW BEGIN "
+            f"IF NEW.name = '{stack}' THEN "
+            "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by a trigger'; END IF; END"
+        )
+    with engine.begin() as conn:
+        conn.execute(text(ddl))
+
+
+def test_a_row_dbspica_refuses_is_partial_and_only_that_one(cluster, db_engine, db_url) -> None:
+    tag = _tag(db_url)
+    config = load_config(_config(cluster, db_url, f"partial_{tag}.toml"))
+    register_nodes(db_engine, config)
+    names = [f"partial_{tag}_{i}" for i in range(5)]
+    _failed(cluster, db_engine, "mix1", names)
+    _failed(cluster, db_engine, "mix3", [f"{n}_b" for n in names])
+    everyone = [*names, *(f"{n}_b" for n in names)]
+    bad = names[2]
+    _refuse_updates_of(db_engine, bad)
+    request = OperationRequest(OpAction.REQUEUE, Selection(names=tuple(everyone)), "ada")
+    _, results = asyncio.run(_plan_and_apply(config, db_engine, request, batch=3))
+
+    by_stack = {r.stack: r for r in results}
+    assert by_stack[bad].outcome is Outcome.PARTIAL, by_stack[bad]
+    assert "dbspica not updated" in by_stack[bad].message
+    assert "spica reconcile --fix finishes it" in by_stack[bad].message
+    others = [s for s in everyone if s != bad]
+    assert all(by_stack[s].outcome is Outcome.APPLIED for s in others), results
+    assert _states(db_engine, everyone) == {
+        s: "failed" if s == bad else "pending" for s in everyone
+    }
+    intents = _intents(db_engine, everyone)
+    assert intents[bad] == ["pending"], "left for reconcile, which sees the node's rename"
+    assert all(intents[s] == ["applied"] for s in others), intents
+    assert _queue(cluster, "mix1", bad) == [".spica"]
