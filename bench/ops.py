@@ -11,6 +11,8 @@ dbspica in chunks on a worker thread). Prints plan and apply times of both and t
 Target: apply >= 10x faster and under 5 s.
 
     .venv/bin/python bench/ops.py [--nodes 20] [--stacks 1000] [--db-url URL] [--keep DIR]
+
+``--db-url`` names an empty database (MariaDB: create it first).
 """
 
 from __future__ import annotations

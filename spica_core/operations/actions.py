@@ -68,7 +68,7 @@ FAULT_ENV = "SPICA_FAULT_POINT"
 
 #: Stacks applied together: their intents are written, their nodes asked and their rows
 #: moved as one chunk (results are reported chunk by chunk).
-APPLY_CHUNK = 500
+APPLY_CHUNK = 1000
 
 T = TypeVar("T")
 X = TypeVar("X")
