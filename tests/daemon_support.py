@@ -8,6 +8,7 @@ process group, lines included) in teardown.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -38,6 +39,17 @@ def toml_string(value: str) -> str:
 
 
 NODE = "mix1"
+
+
+def plant_failed(root: Path, name: str) -> None:
+    """A stack's files on a node as its daemon leaves them when line 2 of 2 failed."""
+    (root / "stacks" / name).mkdir(parents=True)
+    (root / "stacks" / name / "commands.sh").write_text("true\nfalse\n")
+    (root / "stacks" / name / "progress").write_text("1\n")
+    (root / "stacks" / name / "attempt").write_text("1\n")
+    (root / "queue" / f"{name}.error").write_text(
+        json.dumps({"line": 2, "exit_code": 1, "message": "Failed on false - Code 1 - Line 2"})
+    )
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:

@@ -27,11 +27,16 @@ from spica_core.node.protocol import (
     ClaimSeen,
     Deletion,
     EndedRun,
+    ErrorBody,
     ErrorRecord,
     Heartbeat,
     LaunchArgs,
+    LaunchMove,
     LaunchRecord,
     LockRecord,
+    MoveAnswer,
+    MovesArgs,
+    MovesResult,
     Orphan,
     PartitionArg,
     PartitionUsage,
@@ -41,7 +46,9 @@ from spica_core.node.protocol import (
     QfinLock,
     QueueEntry,
     RemoveArgs,
+    RemoveMove,
     RequeueArgs,
+    RequeueMove,
     StackChange,
     StageArgs,
     StageResult,
@@ -50,6 +57,7 @@ from spica_core.node.protocol import (
     TailArgs,
     TailResult,
     UnlockArgs,
+    UnlockMove,
     UnlockQfinArgs,
     UnlockQfinResult,
     Verb,
@@ -243,6 +251,24 @@ CASES: list[tuple[proto.Args[Any], msgspec.Struct]] = [
         UnlockQfinArgs(partition="raid1", by="ops"),
         UnlockQfinResult(partition="raid1", delete=["locks/raid1.qfin.lock"], holder=LOCK),
     ),
+    (
+        MovesArgs(
+            items=[
+                LaunchMove(stack="A_T0001", by="ops", priority=5),
+                RequeueMove(stack="A_T0002", by="ops", from_start=True, dry_run=True),
+                UnlockMove(stack="A_T0003", by="ops", to="pending"),
+                RemoveMove(stack="A_T0004", by="ops", purge=["raid1/in/a.fits"], stack_id=3),
+            ]
+        ),
+        MovesResult(
+            results=[
+                MoveAnswer(change=StackChange(stack="A_T0001", from_="planned", to="pending")),
+                MoveAnswer(error=ErrorBody(code="wrong_state", message="A_T0002 is pending")),
+                MoveAnswer(change=StackChange(stack="A_T0003", from_="running", to="pending")),
+                MoveAnswer(error=ErrorBody(code="not_found", message="no stack A_T0004")),
+            ]
+        ),
+    ),
 ]
 
 
@@ -282,6 +308,36 @@ AGENT_REFUSALS = [
         {"applications": [{"name": "swarp", "binary": "x", "sha": 1}]},
         "versions",
         "versions: `applications[0]`: unknown field `sha`",
+    ),
+    (
+        {"items": [{"verb": "launch", "stack": "S", "by": "ops"}, {"verb": "requeue", "by": 7}]},
+        "moves",
+        "moves: `items[1].by`: expected `str`, got `int`",
+    ),
+    (
+        {"items": [{"verb": "remove", "stack": "S", "by": "ops", "purge": "x", "stack_id": 1}]},
+        "moves",
+        "moves: `items[0].purge`: expected `array`, got `str`",
+    ),
+    (
+        {"items": [{"verb": "requeue", "stack": "S", "by": "ops", "from": "failed"}]},
+        "moves",
+        "moves: `items[0]`: unknown field `from`",
+    ),
+    (
+        {"items": [{"verb": "stage", "stack": "S"}]},
+        "moves",
+        "moves: `items[0].verb`: invalid value 'stage'",
+    ),
+    (
+        {"items": [{"stack": "S", "by": "ops"}]},
+        "moves",
+        "moves: `items[0]`: missing field `verb`",
+    ),
+    (
+        {"items": [{"verb": "launch", "stack": "S", "by": "ops"}] * (proto.MAX_MOVES + 1)},
+        "moves",
+        f"moves: `items`: expected `array` of length <= {proto.MAX_MOVES}",
     ),
 ]
 

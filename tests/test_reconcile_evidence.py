@@ -19,7 +19,7 @@ from spica_core.db.engine import make_engine
 from spica_core.db.models import OperatorAction, Stack, StackRun
 from spica_core.demo.cluster import DemoCluster
 from tests.conftest import run_spica
-from tests.daemon_support import wait_for
+from tests.daemon_support import plant_failed, wait_for
 
 
 @contextlib.contextmanager
@@ -232,14 +232,7 @@ def make_failed(demo: DemoCluster, engine, name: str) -> None:
     """A failed stack on mix2 as a daemon leaves it."""
     from spica_core.db.models import Node
 
-    r = demo.node_root("mix2")
-    (r / "stacks" / name).mkdir(parents=True)
-    (r / "stacks" / name / "commands.sh").write_text("true\nfalse\n")
-    (r / "stacks" / name / "progress").write_text("1\n")
-    (r / "stacks" / name / "attempt").write_text("1\n")
-    (r / "queue" / f"{name}.error").write_text(
-        json.dumps({"line": 2, "exit_code": 1, "message": "Failed on false - Code 1 - Line 2"})
-    )
+    plant_failed(demo.node_root("mix2"), name)
     with Session(engine) as s, s.begin():
         node = s.scalars(select(Node).where(Node.name == "mix2")).one()
         s.add(Stack(name=name, node=node, state="failed", lines=2, failed_line=2))

@@ -1,6 +1,7 @@
 """What runs units: the executor interface and the node agents behind it."""
 
 from spica_core.executor.base import (
+    Answer,
     Capability,
     Change,
     Executor,
@@ -14,10 +15,12 @@ from spica_core.executor.base import (
     TailResult,
     Unlock,
     UnlockQfinResult,
+    one_by_one,
 )
 from spica_core.node.protocol import ErrorCode, ErrorRecord, ProtocolError
 
 __all__ = [
+    "Answer",
     "Capability",
     "Change",
     "ErrorCode",
@@ -34,4 +37,5 @@ __all__ = [
     "TailResult",
     "Unlock",
     "UnlockQfinResult",
+    "one_by_one",
 ]

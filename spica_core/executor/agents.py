@@ -8,11 +8,14 @@ get a typed answer back.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from spica_core.errors import NodeAnswerLost, NodeUnreachable
 from spica_core.executor.base import (
+    Answer,
     Capability,
     Change,
     Launch,
@@ -22,9 +25,14 @@ from spica_core.executor.base import (
     Unlock,
 )
 from spica_core.node.protocol import (
+    MAX_MOVE_BYTES,
+    MAX_MOVES,
+    MOVE_OF,
     Args,
     ErrorCode,
     LaunchArgs,
+    Move,
+    MovesArgs,
     ProtocolError,
     QueueEntry,
     RemoveArgs,
@@ -38,6 +46,9 @@ from spica_core.node.protocol import (
     UnlockArgs,
     UnlockQfinArgs,
     UnlockQfinResult,
+    move_answers,
+    move_batches,
+    move_size,
 )
 from spica_core.states import StackState
 
@@ -48,21 +59,43 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
+#: Moves sent to one node in one ``moves`` request: a batch is one round trip and must be
+#: carried out within one call timeout (a move is a rename or two; a remove walks a tree).
+DEFAULT_BATCH = 200
+
 
 class AgentExecutor:
     """Units run by each node's daemon, moved by its agent (``spica node serve``).
 
     ``nodes`` is the caller's: the console shares its polling pool, the CLI opens one,
     ``stack add`` for a root here passes a LocalNodes. :meth:`close` closes it.
+
+    Many changes (:meth:`plan_many`, :meth:`apply_many`) go to every node at once (at most
+    ``concurrency`` nodes, None: no bound), each node's in ``moves`` requests of up to
+    ``batch`` items; ``batch=1`` sends each change as its own verb (what an agent without
+    ``moves`` is sent too), and ``batch=1, concurrency=1`` is the one-at-a-time path.
     """
 
     capabilities = frozenset(
         {Capability.SNAPSHOT, Capability.STAGE, Capability.TAIL, Capability.QFIN_LOCKS}
     )
 
-    def __init__(self, nodes: NodeCaller, hosts: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        nodes: NodeCaller,
+        hosts: Sequence[str] | None = None,
+        *,
+        batch: int = DEFAULT_BATCH,
+        concurrency: int | None = None,
+    ) -> None:
+        if not 1 <= batch <= MAX_MOVES:
+            raise ValueError(f"batch must be 1 to {MAX_MOVES}, not {batch}")
         self._nodes = nodes
         self._hosts = tuple(hosts) if hosts is not None else tuple(getattr(nodes, "links", ()))
+        self._batch = batch
+        self._limit = asyncio.Semaphore(concurrency) if concurrency else None
+        #: Nodes whose agent answered ``moves`` with unknown_verb (an older agent).
+        self._no_moves: set[str] = set()
 
     @classmethod
     def over_ssh(cls, config: SpicaConfig, nodes: Sequence[str] | None = None) -> AgentExecutor:
@@ -109,38 +142,123 @@ class AgentExecutor:
     async def snapshot(self) -> ClusterSnapshot:
         return await self.pool.refresh()
 
-    def _args(self, change: Change, dry_run: bool) -> Args[StackChange]:
+    def _args(self, change: Change, dry_run: bool, *, move: bool = False) -> Args[StackChange]:
+        """The verb's arguments of ``change``; with ``move``, as a ``moves`` item."""
         stack, by = change.stack, change.by
+        kind: type[Args[StackChange]]
+        fields: dict[str, object]
         match change:
             case Launch():
-                return LaunchArgs(stack=stack, by=by, priority=change.priority, dry_run=dry_run)
+                kind, fields = LaunchArgs, {"priority": change.priority}
             case Requeue():
-                return RequeueArgs(
-                    stack=stack,
-                    by=by,
-                    priority=change.priority,
-                    from_start=change.from_start,
-                    dry_run=dry_run,
-                )
+                kind = RequeueArgs
+                fields = {"priority": change.priority, "from_start": change.from_start}
             case Unlock():
-                return UnlockArgs(
-                    stack=stack, by=by, to=change.to, priority=change.priority, dry_run=dry_run
-                )
+                kind, fields = UnlockArgs, {"to": change.to, "priority": change.priority}
             case Remove():
-                return RemoveArgs(
-                    stack=stack,
-                    by=by,
-                    purge=list(change.purge),
-                    stack_id=change.stack_id,
-                    dry_run=dry_run,
-                )
-        raise NotSupported(f"no such change: {type(change).__name__}")
+                kind = RemoveArgs
+                fields = {"purge": list(change.purge), "stack_id": change.stack_id}
+            case _:
+                raise NotSupported(f"no such change: {type(change).__name__}")
+        cls = MOVE_OF[kind] if move else kind
+        return cls(stack=stack, by=by, dry_run=dry_run, **fields)  # type: ignore[arg-type]
 
     async def plan(self, change: Change) -> StackChange:
         return await self._request(change.node, self._args(change, True))
 
     async def apply(self, change: Change) -> StackChange:
         return await self._request(change.node, self._args(change, False))
+
+    async def plan_many(self, changes: Sequence[Change]) -> list[Answer]:
+        return await self._many(changes, dry_run=True)
+
+    async def apply_many(self, changes: Sequence[Change]) -> list[Answer]:
+        return await self._many(changes, dry_run=False)
+
+    async def _many(self, changes: Sequence[Change], *, dry_run: bool) -> list[Answer]:
+        """Every node at once, each node's changes in order; answers in ``changes``' order."""
+        by_node: dict[str, list[int]] = {}
+        for i, change in enumerate(changes):
+            by_node.setdefault(change.node, []).append(i)
+
+        async def one_node(node: str, indexes: list[int]) -> list[Answer]:
+            mine = [changes[i] for i in indexes]
+            if self._limit is None:
+                return await self._node_many(node, mine, dry_run)
+            async with self._limit:
+                return await self._node_many(node, mine, dry_run)
+
+        per_node = await asyncio.gather(*(one_node(n, ix) for n, ix in by_node.items()))
+        answers: list[Answer | None] = [None] * len(changes)
+        for indexes, node_answers in zip(by_node.values(), per_node, strict=True):
+            for i, answer in zip(indexes, node_answers, strict=True):
+                answers[i] = answer
+        return [a for a in answers if a is not None]
+
+    async def _node_many(self, node: str, changes: list[Change], dry_run: bool) -> list[Answer]:
+        """One node's changes, batch after batch. A batch refused as a whole (or whose answer
+        was lost) answers that for each of its items; once the node is unreachable, the rest
+        is not sent and says so."""
+        answers: list[Answer | None] = [None] * len(changes)
+        fitting: list[int] = []
+        moves: list[Move] = []
+        for i, change in enumerate(changes):
+            try:
+                move: Move = self._args(change, dry_run, move=True)  # type: ignore[assignment]
+            except NotSupported as exc:
+                answers[i] = exc
+                continue
+            if move_size(move) > MAX_MOVE_BYTES:
+                answers[i] = ProtocolError(
+                    ErrorCode.TOO_LARGE,
+                    f"the {change.stack} move is over {MAX_MOVE_BYTES} bytes: not sent",
+                )
+                continue
+            fitting.append(i)
+            moves.append(move)
+        down: NodeUnreachable | None = None
+        for batch in move_batches(moves, self._batch):
+            indexes = [fitting[k] for k in batch]
+            if down is not None:
+                batch_answers: list[Answer] = [down] * len(batch)
+            else:
+                batch_answers = await self._send_batch(
+                    node, [changes[i] for i in indexes], [moves[k] for k in batch], dry_run
+                )
+            for i, answer in zip(indexes, batch_answers, strict=True):
+                answers[i] = answer
+                if isinstance(answer, NodeUnreachable) and down is None:
+                    down = _not_sent(node, answer)
+        return [a for a in answers if a is not None]
+
+    async def _send_batch(
+        self, node: str, changes: list[Change], moves: list[Move], dry_run: bool
+    ) -> list[Answer]:
+        """One ``moves`` request (or each change as its own verb when ``batch`` is 1 or the
+        node's agent has no ``moves``)."""
+        if self._batch == 1 or node in self._no_moves:
+            single: list[Answer] = []
+            for change in changes:
+                try:
+                    answer: StackChange = await self._request(node, self._args(change, dry_run))
+                    single.append(answer)
+                except NodeUnreachable as exc:
+                    single.append(exc)
+                    single += [_not_sent(node, exc)] * (len(changes) - len(single))
+                    break
+                except Exception as exc:
+                    single.append(exc)
+            return single
+        try:
+            result = await self._request(node, MovesArgs(items=moves))
+            return list(move_answers(result, len(moves)))
+        except ProtocolError as exc:
+            if exc.code == ErrorCode.UNKNOWN_VERB:  # an older agent: it changed nothing
+                self._no_moves.add(node)
+                return await self._send_batch(node, changes, moves, dry_run)
+            return [exc] * len(changes)
+        except Exception as exc:
+            return [exc] * len(changes)
 
     async def stage(
         self, node: str, stack: str, commands: bytes, inputs: Sequence[str] | None = None
@@ -174,3 +292,11 @@ class AgentExecutor:
         close = getattr(self._nodes, "close", None)
         if close is not None:
             await close()
+
+
+def _not_sent(node: str, cause: NodeUnreachable) -> NodeUnreachable:
+    """What the changes after an unreachable one on the same node answer: not sent. After a
+    lost answer the node is not asked again in this call (nothing else is left unknown)."""
+    if isinstance(cause, NodeAnswerLost):
+        return NodeUnreachable(node, f"not sent after a lost answer ({cause.reason})")
+    return cause

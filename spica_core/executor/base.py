@@ -9,12 +9,14 @@ never to node agents, verbs or queue files. Today's executor is the node agents
 A change is a typed value (:class:`Launch`, :class:`Requeue`, :class:`Unlock`,
 :class:`Remove`): the stack, its host (``node``), who asks and what the move needs. Its answer
 is a :class:`StackChange` — the same shape whether dry (``plan``) or done (``apply``), so one
-``Plan.render`` shows both.
+``Plan.render`` shows both. ``plan_many``/``apply_many`` take many changes at once and answer
+each on its own (:data:`Answer`), in order: the node agents send them to every host at once,
+in batches; an executor without batches loops (:func:`one_by_one`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -92,6 +94,25 @@ class Remove(Change):
     stack_id: int | None = None
 
 
+#: One change's answer among many: what it does (or did), or why not — the exception its
+#: single ``plan``/``apply`` would have raised (``ProtocolError``, ``NodeUnreachable``,
+#: ``NodeAnswerLost``, ...).
+Answer = StackChange | Exception
+
+
+async def one_by_one(
+    call: Callable[[Change], Awaitable[StackChange]], changes: Sequence[Change]
+) -> list[Answer]:
+    """``plan_many``/``apply_many`` of an executor without batches: each change in turn."""
+    answers: list[Answer] = []
+    for change in changes:
+        try:
+            answers.append(await call(change))
+        except Exception as exc:
+            answers.append(exc)
+    return answers
+
+
 @runtime_checkable
 class Executor(Protocol):
     """What runs units. Errors: ``NodeUnreachable`` (nothing was sent, nothing changed),
@@ -117,6 +138,15 @@ class Executor(Protocol):
 
     async def apply(self, change: Change) -> StackChange:
         """Do ``change``, at most once: the host's commit is atomic and exclusive."""
+        ...
+
+    async def plan_many(self, changes: Sequence[Change]) -> list[Answer]:
+        """:meth:`plan` of each change, answered in order, each on its own."""
+        ...
+
+    async def apply_many(self, changes: Sequence[Change]) -> list[Answer]:
+        """:meth:`apply` of each change, answered in order, each on its own: one refused or
+        unreachable never stops the others' hosts."""
         ...
 
     async def stage(

@@ -36,6 +36,9 @@ from spica_core.node.protocol import (
     ErrorRecord,
     Hello,
     LaunchArgs,
+    MoveAnswer,
+    MovesArgs,
+    MovesResult,
     PartitionArg,
     PingArgs,
     PingResult,
@@ -93,6 +96,7 @@ class Agent:
             Verb.UNLOCK: self.unlock,
             Verb.UNLOCK_QFIN: self.unlock_qfin,
             Verb.REMOVE: self.remove,
+            Verb.MOVES: self.moves,
         }
 
     def hello(self) -> Hello:
@@ -113,24 +117,16 @@ class Agent:
             request = proto.decode_request(line)
             request_id = request.id
             return proto.ok(request_id, self.handle(request.verb, request.args))
-        except ProtocolError as exc:
-            if request_id is None:
-                request_id = _salvage_id(line)
-            return proto.fail(request_id, exc.code, exc.message)
-        except InvalidName as exc:
-            return proto.fail(request_id, ErrorCode.BAD_NAME, str(exc))
-        except OutsideRoot as exc:
-            return proto.fail(request_id, ErrorCode.OUTSIDE_ROOT, str(exc))
         except Exception as exc:
-            import traceback  # here: only a failure needs it, and every connection starts an agent
-
-            traceback.print_exc(file=sys.stderr)
-            message = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
-            return proto.fail(request_id, ErrorCode.INTERNAL, message)
+            if request_id is None and isinstance(exc, ProtocolError):
+                request_id = _salvage_id(line)
+            return proto.fail(request_id, *_error_of(exc))
 
     def handle(self, verb: str, raw_args: bytes) -> msgspec.Struct:
         """Decode ``raw_args`` with the verb's type (``bad_args`` naming the field) and answer."""
-        args = proto.decode_args(verb, raw_args)
+        return self._answer(proto.decode_args(verb, raw_args))
+
+    def _answer(self, args: proto.Args[Any], *, pause: bool = True) -> msgspec.Struct:
         result = self._handlers[args.VERB](args)
         if isinstance(result, StackChange):
             # The claim counter as it is now: the operator's side keeps it with its intent,
@@ -138,7 +134,7 @@ class Agent:
             attempt, unreadable = read_attempt(self.layout, result.stack)
             attempt = attempt if attempt is not None or unreadable else 0
             result = msgspec.structs.replace(result, attempt=attempt)
-            if not getattr(args, "dry_run", False):
+            if pause and not getattr(args, "dry_run", False):
                 _fault_pause()
         return result
 
@@ -193,6 +189,23 @@ class Agent:
             args.stack_id,
             dry_run=args.dry_run,
         )
+
+    def moves(self, args: MovesArgs) -> MovesResult:
+        """Each move as if sent alone, in order: one refused (or failing) never stops the
+        next; its error is its own answer."""
+        answers: list[MoveAnswer] = []
+        for item in args.items:
+            try:
+                change = self._answer(item, pause=False)
+            except Exception as exc:
+                code, message = _error_of(exc)
+                answers.append(MoveAnswer(error=proto.ErrorBody(code=str(code), message=message)))
+            else:
+                assert isinstance(change, StackChange)
+                answers.append(MoveAnswer(change=change))
+        if any(not item.dry_run for item in args.items):
+            _fault_pause()
+        return MovesResult(results=answers)
 
     def ping(self, args: PingArgs) -> PingResult:
         return PingResult(time=iso_utc())
@@ -420,6 +433,21 @@ def _load() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def _error_of(exc: Exception) -> tuple[ErrorCode | str, str]:
+    """The wire error (code, message) of a failure while answering; an unexpected one is
+    ``internal`` in one line (its traceback to stderr, never to the wire)."""
+    if isinstance(exc, ProtocolError):
+        return exc.code, exc.message
+    if isinstance(exc, InvalidName):
+        return ErrorCode.BAD_NAME, str(exc)
+    if isinstance(exc, OutsideRoot):
+        return ErrorCode.OUTSIDE_ROOT, str(exc)
+    import traceback  # here: only a failure needs it, and every connection starts an agent
+
+    traceback.print_exc(file=sys.stderr)
+    return ErrorCode.INTERNAL, " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
 
 
 class _Id(msgspec.Struct):

@@ -30,7 +30,9 @@ from msgspec import Meta
 from spica_core.node.layout import MAX_COMMANDS_BYTES
 from spica_core.states import StackState
 
-#: 2: typed messages (msgspec); ``versions`` answers ``{"binaries": [...]}``.
+#: 2: typed messages (msgspec); ``versions`` answers ``{"binaries": [...]}``. The ``moves``
+#: verb came later within 2: no old verb changed meaning, and an agent without it answers
+#: ``unknown_verb`` having changed nothing, so a client may then send the moves one by one.
 PROTOCOL_VERSION = 2
 HELLO: Final = "spica-agent"
 
@@ -38,6 +40,11 @@ HELLO: Final = "spica-agent"
 #: leaves room for the largest ``stage``: commands of MAX_COMMANDS_BYTES sent in base64
 #: (``commands_b64``: 4 bytes per 3, whatever the text holds), plus the other arguments.
 MAX_REQUEST_BYTES = 64 * 1024 + 4 * -(-MAX_COMMANDS_BYTES // 3)
+#: At most this many moves in one ``moves`` request; a client splits larger batches (and
+#: keeps each request line under MAX_REQUEST_BYTES).
+MAX_MOVES = 1000
+#: The bytes of a ``moves`` request's items together: the line less room for the envelope.
+MAX_MOVE_BYTES = MAX_REQUEST_BYTES - 256
 #: Bounds of ``tail``.
 DEFAULT_TAIL_LINES = 50
 MAX_TAIL_LINES = 5000
@@ -56,6 +63,7 @@ class Verb(StrEnum):
     UNLOCK = "unlock"  # stale running -> failed | pending
     UNLOCK_QFIN = "unlock_qfin"  # remove a dead holder's QFin lock
     REMOVE = "remove"  # queue file, stack dir, listed inputs
+    MOVES = "moves"  # many launch/requeue/unlock/remove in one request, each answered
 
 
 class ErrorCode(StrEnum):
@@ -404,6 +412,103 @@ class RemoveArgs(Args[StackChange], frozen=True):
     dry_run: bool = False
 
 
+# A ``moves`` item is one of the four moves with its verb named in the item itself.
+
+
+class LaunchMove(LaunchArgs, tag="launch", tag_field="verb", frozen=True):
+    pass
+
+
+class RequeueMove(RequeueArgs, tag="requeue", tag_field="verb", frozen=True):
+    pass
+
+
+class UnlockMove(UnlockArgs, tag="unlock", tag_field="verb", frozen=True):
+    pass
+
+
+class RemoveMove(RemoveArgs, tag="remove", tag_field="verb", frozen=True):
+    pass
+
+
+Move = LaunchMove | RequeueMove | UnlockMove | RemoveMove
+#: The item type of each move's arguments type (the client builds items from them).
+MOVE_OF: dict[type[Args[StackChange]], type[Move]] = {
+    LaunchArgs: LaunchMove,
+    RequeueArgs: RequeueMove,
+    UnlockArgs: UnlockMove,
+    RemoveArgs: RemoveMove,
+}
+
+
+class MoveAnswer(Message, omit_defaults=True, frozen=True):
+    """One item's answer: its change, or why it was refused (exactly one of the two)."""
+
+    change: StackChange | None = None
+    error: ErrorBody | None = None
+
+
+class MovesResult(Message, frozen=True):
+    #: One answer per item, in the items' order.
+    results: list[MoveAnswer]
+
+
+class MovesArgs(Args[MovesResult], frozen=True):
+    """Many moves in one round trip: each is carried out (or refused) on its own, in order,
+    as if sent alone; one refused never stops the others. The request as a whole is refused
+    only when it does not decode (``bad_args`` naming ``items[i]`` and the field)."""
+
+    VERB = Verb.MOVES
+    RESULT = MovesResult
+    items: Annotated[list[Move], Meta(max_length=MAX_MOVES)]
+
+
+def move_answers(result: MovesResult, count: int) -> list[StackChange | ProtocolError]:
+    """Each item's change, or its refusal as a ProtocolError; ``bad_answer`` when the answer
+    does not hold exactly one well-formed answer per item."""
+    if len(result.results) != count:
+        raise ProtocolError(
+            ErrorCode.BAD_ANSWER, f"moves answer: {len(result.results)} results for {count} items"
+        )
+    out: list[StackChange | ProtocolError] = []
+    for i, answer in enumerate(result.results):
+        if (answer.change is None) == (answer.error is None):
+            raise ProtocolError(
+                ErrorCode.BAD_ANSWER, f"moves answer: `results[{i}]`: give `change` or `error`"
+            )
+        if answer.error is not None:
+            out.append(ProtocolError(answer.error.code, answer.error.message))
+        else:
+            assert answer.change is not None
+            out.append(answer.change)
+    return out
+
+
+def move_batches(moves: list[Move], max_items: int = MAX_MOVES) -> list[list[int]]:
+    """The indexes of ``moves`` split into requests of at most ``max_items`` items and
+    MAX_REQUEST_BYTES bytes, order kept; each move must fit alone (MAX_MOVE_BYTES)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for i, move in enumerate(moves):
+        n = move_size(move)
+        if n > MAX_MOVE_BYTES:
+            raise ValueError(f"the {move.stack} move is over {MAX_MOVE_BYTES} bytes")
+        if current and (len(current) >= max_items or size + n > MAX_MOVE_BYTES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(i)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def move_size(move: Move) -> int:
+    """The bytes ``move`` takes in a ``moves`` request (with its separating comma)."""
+    return len(_encoder.encode(move)) + 1
+
+
 class UnlockQfinResult(Message, frozen=True):
     partition: str
     delete: list[str]
@@ -432,6 +537,7 @@ ARGS: dict[Verb, type[Args[Any]]] = {
         UnlockArgs,
         RemoveArgs,
         UnlockQfinArgs,
+        MovesArgs,
     )
 }
 

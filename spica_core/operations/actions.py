@@ -1,23 +1,30 @@
 """Launch, requeue, unlock and remove in three phases: select, plan, apply.
 
 *select* reads dbspica; *plan* asks the executor for each stack's dry run, so the plan says
-exactly which files are renamed or deleted; *apply* works stack by stack:
+exactly which files are renamed or deleted; *apply* works in chunks of stacks, each stack
+answered on its own:
 
-1. an ``operator_action`` row with result ``pending`` (the intent; nothing changed yet);
-2. the executor's apply on the node — the rename there is the commit point;
-3. dbspica follows, with an optimistic check on the state, and the intent becomes
-   ``applied`` in the same transaction.
+1. an ``operator_action`` row per stack with result ``pending`` (the intent; nothing changed
+   yet);
+2. the executor's apply on the nodes — every node at once, in batches; the rename on the
+   node is each stack's commit point;
+3. dbspica follows, with an optimistic check on each state, and each intent becomes
+   ``applied`` (or refused, failed) in the same transaction.
 
-An apply interrupted between 2 and 3 leaves a ``pending`` intent that ``spica reconcile``
-finishes (or rolls back) from what the node shows. One stack's failure never stops the rest.
+An apply interrupted between 2 and 3 leaves ``pending`` intents that ``spica reconcile``
+finishes (or rolls back) from what the nodes show. One stack's failure never stops the rest.
+dbspica is read and written on a worker thread, never on the loop that carries the SSH
+traffic: a lock wait there stalls no poll and no keepalive. The writes of a chunk share one
+transaction; if it fails, each stack is written in its own, so every outcome is exact.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,6 +38,7 @@ from spica_core.db.runs import end_dead_runs, wire_time
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeAnswerLost, NodeUnreachable, StackStateError
 from spica_core.executor import (
+    Answer,
     Change,
     ErrorCode,
     Executor,
@@ -56,6 +64,14 @@ from spica_core.states import Actor, StackState, check_transition
 
 #: Test hook: the apply phase exits the process right after this point (a real crash).
 FAULT_ENV = "SPICA_FAULT_POINT"
+
+
+#: Stacks applied together: their intents are written, their nodes asked and their rows
+#: moved as one chunk (results are reported chunk by chunk).
+APPLY_CHUNK = 1000
+
+T = TypeVar("T")
+X = TypeVar("X")
 
 
 def _fault(point: str) -> None:
@@ -107,8 +123,9 @@ def select_targets(engine: Engine, request: OperationRequest, config: SpicaConfi
             )
             for r in rows
         }
+    named = set(request.selection.names)
     ordered = [found[n] for n in request.selection.names if n in found]
-    ordered += [t for n, t in found.items() if n not in request.selection.names]
+    ordered += [t for n, t in found.items() if n not in named]
     missing = [
         Target(-1, n, None, "unknown", 0, ()) for n in request.selection.names if n not in found
     ]
@@ -179,16 +196,26 @@ def _db_change(request: OperationRequest, target: Target) -> str:
 async def plan(
     request: OperationRequest, engine: Engine, executor: Executor, config: SpicaConfig
 ) -> Plan:
-    """What ``request`` would do, stack by stack; nothing changes anywhere."""
-    targets = select_targets(engine, request, config)
-    items = [await _plan_one(request, t, executor, engine) for t in targets]
-    return Plan(request, tuple(items))
+    """What ``request`` would do, stack by stack; nothing changes anywhere. Every node is
+    asked at once (``plan_many``); dbspica is read on a worker thread."""
+    targets = await asyncio.to_thread(select_targets, engine, request, config)
+    unknown = [t.name for t in targets if t.id < 0]
+    removed = await asyncio.to_thread(_removed, engine, unknown) if unknown else {}
+    items: list[PlanItem | None] = []
+    asks: list[tuple[int, Target, str | None]] = []
+    for i, target in enumerate(targets):
+        checked = _check(request, target, removed)
+        items.append(checked if isinstance(checked, PlanItem) else None)
+        if not isinstance(checked, PlanItem):
+            asks.append((i, target, checked))
+    answers = await executor.plan_many([_target_change(request, t) for _, t, _ in asks])
+    for (i, target, fallback), answer in zip(asks, answers, strict=True):
+        items[i] = _planned(request, target, answer, fallback)
+    return Plan(request, tuple(i for i in items if i is not None))
 
 
-async def _plan_one(
-    request: OperationRequest, target: Target, executor: Executor, engine: Engine
-) -> PlanItem:
-    base: dict[str, Any] = {
+def _base(request: OperationRequest, target: Target) -> dict[str, Any]:
+    return {
         "stack": target.name,
         "node": target.node,
         "state": target.state,
@@ -197,10 +224,18 @@ async def _plan_one(
         "purge": target.purge,
         "stack_id": target.id if target.id >= 0 else None,
     }
+
+
+def _check(
+    request: OperationRequest, target: Target, removed: dict[str, str]
+) -> PlanItem | str | None:
+    """What dbspica alone says of ``target``: a refused item, or that its node must be asked
+    (None; or the refusal to give if the node has no reason of its own)."""
+    base = _base(request, target)
     if target.id < 0:
         return PlanItem(
             **base,
-            refused=f"no stack named {target.name} in dbspica{_removed(engine, target.name)}",
+            refused=f"no stack named {target.name} in dbspica{removed.get(target.name, '')}",
         )
     try:
         check_transition(
@@ -215,84 +250,114 @@ async def _plan_one(
         if target.state != request.target_state or target.node is None:
             return PlanItem(**base, refused=str(exc))
         # Already where this action leads: let the node say who moved it and when.
-        return PlanItem(**base, refused=await _node_refusal(request, target, executor, str(exc)))
+        return str(exc)
     if target.node is None:
         return PlanItem(**base, refused=f"stack {target.name} has no node in dbspica")
-    try:
-        change = await executor.plan(_target_change(request, target))
-    except ProtocolError as exc:
-        return PlanItem(**base, refused=f"node {target.node}: {exc.message}")
-    except NodeUnreachable as exc:
-        return PlanItem(**base, refused=str(exc), unreachable=True)
-    except Exception as exc:  # AgentMissing, config errors: refuse this stack only
-        return PlanItem(**base, refused=f"node {target.node}: {exc}", unreachable=True)
-    node_state = change.from_
+    return None
+
+
+def _planned(
+    request: OperationRequest, target: Target, answer: Answer, fallback: str | None
+) -> PlanItem:
+    """The plan item of ``target`` from its node's dry run (``fallback``: the refusal when
+    the node was only asked for its reason)."""
+    base = _base(request, target)
+    if isinstance(answer, ProtocolError):
+        return PlanItem(**base, refused=f"node {target.node}: {answer.message}")
+    if fallback is not None:
+        return PlanItem(**base, refused=fallback)
+    if isinstance(answer, NodeUnreachable):
+        return PlanItem(**base, refused=str(answer), unreachable=True)
+    if not isinstance(answer, StackChange):  # AgentMissing, config errors: this stack only
+        return PlanItem(**base, refused=f"node {target.node}: {answer}", unreachable=True)
+    node_state = answer.from_
     if node_state and node_state != target.state:
         return PlanItem(
             **base,
             refused=f"drift: dbspica says {target.state}, node {target.node} says {node_state} "
             "(run spica reconcile)",
         )
-    return PlanItem(**base, node_change=change, db_change=_db_change(request, target))
+    return PlanItem(**base, node_change=answer, db_change=_db_change(request, target))
 
 
-def _removed(engine: Engine, stack: str) -> str:
-    """' (removed by USER at TIME)' from the audit when a remove of ``stack`` was applied."""
+def _removed(engine: Engine, stacks: Sequence[str]) -> dict[str, str]:
+    """' (removed by USER at TIME)' of each of ``stacks`` whose remove the audit holds."""
+    out: dict[str, str] = {}
     with Session(engine) as session:
-        rows = session.scalars(
-            select(OperatorAction)
-            .where(OperatorAction.action == OpAction.REMOVE.value)
-            .where(OperatorAction.result == Outcome.APPLIED.value)
-            .where(OperatorAction.plan.contains(stack, autoescape=True))
-            .order_by(OperatorAction.id.desc())
-            .limit(50)
-        )
-        row = next((r for r in rows if r.targets == [stack]), None)
-    return f" (removed by {row.user} at {iso(row.created_at)})" if row else ""
-
-
-async def _node_refusal(
-    request: OperationRequest, target: Target, executor: Executor, fallback: str
-) -> str:
-    assert target.node is not None
-    try:
-        await executor.plan(_target_change(request, target))
-    except ProtocolError as exc:
-        return f"node {target.node}: {exc.message}"
-    except Exception:
-        return fallback
-    return fallback
+        for stack in stacks:
+            rows = session.scalars(
+                select(OperatorAction)
+                .where(OperatorAction.action == OpAction.REMOVE.value)
+                .where(OperatorAction.result == Outcome.APPLIED.value)
+                .where(OperatorAction.plan.contains(stack, autoescape=True))
+                .order_by(OperatorAction.id.desc())
+                .limit(50)
+            )
+            row = next((r for r in rows if r.targets == [stack]), None)
+            if row:
+                out[stack] = f" (removed by {row.user} at {iso(row.created_at)})"
+    return out
 
 
 # --------------------------------------------------------------------------------- apply
 
 
-def _intent(engine: Engine, request: OperationRequest, item: PlanItem) -> int:
-    with Session(engine) as session, session.begin():
-        row = OperatorAction(
-            user=request.user,
-            action=request.action.value,
-            targets=[item.stack],
-            dry_run=False,
-            plan=item.describe(),
-            result="pending",
-            detail={
-                "node": item.node,
-                "from": item.state,
-                "to": item.target,
-                "from_start": request.from_start,
-                # The node's claim counter as the plan saw it: a higher one later proves the
-                # stack was claimed since, i.e. this action reached the node (reconcile).
-                "attempt": item.node_change.attempt if item.node_change else None,
-            },
-        )
-        session.add(row)
-        session.flush()
-        return row.id
+def _intent(session: Session, request: OperationRequest, item: PlanItem) -> OperatorAction:
+    row = OperatorAction(
+        user=request.user,
+        action=request.action.value,
+        targets=[item.stack],
+        dry_run=False,
+        plan=item.describe(),
+        result="pending",
+        detail={
+            "node": item.node,
+            "from": item.state,
+            "to": item.target,
+            "from_start": request.from_start,
+            # The node's claim counter as the plan saw it: a higher one later proves the
+            # stack was claimed since, i.e. this action reached the node (reconcile).
+            "attempt": item.node_change.attempt if item.node_change else None,
+        },
+    )
+    session.add(row)
+    return row
+
+
+def _each_in_transactions(
+    engine: Engine, items: Sequence[X], work: Callable[[Session, Sequence[X]], list[T]]
+) -> list[T | SQLAlchemyError]:
+    """``work`` of all items in one transaction; if that fails, of each item in its own, so
+    one item's failure is its own. Objects stay readable after the commit."""
+
+    def one_transaction(chunk: Sequence[X]) -> list[T]:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            done = work(session, chunk)
+            session.flush()
+            return done
+
+    out: list[T | SQLAlchemyError] = []
+    try:
+        out += one_transaction(items)
+        return out
+    except SQLAlchemyError as exc:
+        if len(items) == 1:
+            return [exc]
+    try:  # dbspica unreachable: every item would wait as long to fail the same way
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        return [exc] * len(items)
+    for x in items:
+        try:
+            out += one_transaction([x])
+        except SQLAlchemyError as exc:
+            out.append(exc)
+    return out
 
 
 def finish_in_db(
-    engine: Engine,
+    session: Session,
     action_id: int | None,
     item: PlanItem,
     action: OpAction,
@@ -300,45 +365,55 @@ def finish_in_db(
     *,
     outcome: str = "applied",
 ) -> str:
-    """The dbspica half of an applied stack, optimistic on the state; returns a note."""
-    note = ""
-    with Session(engine) as session, session.begin():
-        stack = session.scalars(select(Stack).where(Stack.name == item.stack)).one_or_none()
-        if stack is None:
-            note = "; the stack's row was already gone"
-        elif action is OpAction.REMOVE:
-            stack_state.remove(session, stack.name, item.state)
-        else:
-            values: dict[str, Any] = {}
-            if action is OpAction.LAUNCH:
-                values["launched_at"] = utcnow()
-            if item.target == StackState.PENDING:
-                values.update(error=None, exit_code=None)
-                if item.node_change and item.node_change.from_start:
-                    values["progress"] = 0
-            if action is OpAction.UNLOCK and item.target == StackState.FAILED:
-                values["error"] = message
-            if action is OpAction.UNLOCK:
-                _end_run(session, stack.id, item.node_change)
-            moved = stack_state.move(
-                session,
-                stack.name,
-                item.state,
-                item.target,
-                Actor.OPERATOR,
-                action.value,
-                stale=True,  # the node decided that (an unlock of a live claim is refused)
-                values=values,
-            )
-            if not moved.applied and moved.had != item.target:
-                note = f"; dbspica had {moved.had}, left as is (run spica reconcile)"
-        if action_id is not None:
-            session.execute(
-                update(OperatorAction)
-                .where(OperatorAction.id == action_id)
-                .values(result=outcome, detail=_merge_detail(session, action_id, message + note))
-            )
+    """The dbspica half of an applied stack, optimistic on the state, and its intent closed;
+    returns a note."""
+    stack_id = session.scalar(select(Stack.id).where(Stack.name == item.stack))
+    ids = {item.stack: stack_id} if stack_id is not None else {}
+    (note,) = _follow(session, [item], action, message, ids)
+    if action_id is not None:
+        _close(session, action_id, outcome, message + note)
     return note
+
+
+def _follow(
+    session: Session,
+    items: Sequence[PlanItem],
+    action: OpAction,
+    message: str,
+    ids: Mapping[str, int],
+) -> list[str]:
+    """Each stack's row follows its node's move (a stack not in ``ids`` has no row); a note
+    for each."""
+    notes = [""] * len(items)
+    transitions: list[stack_state.Transition] = []
+    moving: list[int] = []
+    for k, item in enumerate(items):
+        stack_id = ids.get(item.stack)
+        if stack_id is None:
+            notes[k] = "; the stack's row was already gone"
+            continue
+        if action is OpAction.REMOVE:
+            stack_state.remove(session, item.stack, item.state)
+            continue
+        values: dict[str, Any] = {}
+        if action is OpAction.LAUNCH:
+            values["launched_at"] = utcnow()
+        if item.target == StackState.PENDING:
+            values.update(error=None, exit_code=None)
+            if item.node_change and item.node_change.from_start:
+                values["progress"] = 0
+        if action is OpAction.UNLOCK and item.target == StackState.FAILED:
+            values["error"] = message
+        if action is OpAction.UNLOCK:
+            _end_run(session, stack_id, item.node_change)
+        transitions.append(stack_state.Transition(item.stack, item.state, item.target, values))
+        moving.append(k)
+    # stale: the node decided that (an unlock of a live claim is refused)
+    moved = stack_state.move_many(session, transitions, Actor.OPERATOR, action.value, stale=True)
+    for k, m in zip(moving, moved, strict=True):
+        if not m.applied and m.had != items[k].target:
+            notes[k] = f"; dbspica had {m.had}, left as is (run spica reconcile)"
+    return notes
 
 
 def _end_run(session: Session, stack_id: int, change: StackChange | None) -> None:
@@ -365,29 +440,21 @@ def _merge_detail(session: Session, action_id: int, message: str) -> dict[str, A
     return {**(row.detail if row else {}), "message": message}
 
 
-def _close_intent(engine: Engine, action_id: int, outcome: Outcome, message: str) -> None:
-    try:
-        with Session(engine) as session, session.begin():
-            session.execute(
-                update(OperatorAction)
-                .where(OperatorAction.id == action_id)
-                .values(result=outcome.value, detail=_merge_detail(session, action_id, message))
-            )
-    except SQLAlchemyError:
-        pass  # the intent stays pending: reconcile sees the node unchanged and rolls it back
+def _close(session: Session, action_id: int, outcome: str, message: str) -> None:
+    session.execute(
+        update(OperatorAction)
+        .where(OperatorAction.id == action_id)
+        .values(result=outcome, detail=_merge_detail(session, action_id, message))
+    )
 
 
-def _note_intent(engine: Engine, action_id: int, message: str) -> None:
-    """Say why an intent stays pending (best effort: it is pending either way)."""
-    try:
-        with Session(engine) as session, session.begin():
-            session.execute(
-                update(OperatorAction)
-                .where(OperatorAction.id == action_id, OperatorAction.result == "pending")
-                .values(detail=_merge_detail(session, action_id, message))
-            )
-    except SQLAlchemyError:
-        pass
+def _note(session: Session, action_id: int, message: str, detail: dict[str, Any]) -> None:
+    """Say why an intent stays pending."""
+    session.execute(
+        update(OperatorAction)
+        .where(OperatorAction.id == action_id, OperatorAction.result == "pending")
+        .values(detail={**detail, "message": message})
+    )
 
 
 async def apply(
@@ -395,67 +462,152 @@ async def apply(
     engine: Engine,
     executor: Executor,
     on_result: Callable[[ItemResult], None] | None = None,
+    *,
+    chunk_size: int = APPLY_CHUNK,
 ) -> list[ItemResult]:
-    """Carry out every doable item of ``plan_``; refused items are reported as refused."""
+    """Carry out every doable item of ``plan_``, ``chunk_size`` stacks at a time (1: stack
+    by stack, each in transactions of its own); refused items are reported as refused.
+    Results come in the plan's order (``on_result`` as each chunk is done)."""
     request = plan_.request
     results: list[ItemResult] = []
-    for item in plan_.items:
-        if item.refused:
-            result = ItemResult(
-                item.stack, item.node, Outcome.REFUSED, item.refused, item.unreachable
-            )
-        else:
-            result = await _apply_one(request, item, engine, executor)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
+    for start in range(0, len(plan_.items), chunk_size):
+        chunk = plan_.items[start : start + chunk_size]
+        for result in await _apply_chunk(request, chunk, engine, executor):
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
     return results
 
 
-async def _apply_one(
-    request: OperationRequest, item: PlanItem, engine: Engine, executor: Executor
-) -> ItemResult:
-    assert item.node is not None
-    try:
-        action_id = _intent(engine, request, item)
-    except SQLAlchemyError as exc:
-        return ItemResult(
-            item.stack, item.node, Outcome.FAILED, str(db_unavailable(engine, exc)), True
+async def _apply_chunk(
+    request: OperationRequest, chunk: Sequence[PlanItem], engine: Engine, executor: Executor
+) -> list[ItemResult]:
+    """The intents of the chunk's doable stacks, then their moves on every node at once,
+    then dbspica following; the results in the chunk's order."""
+    out: list[ItemResult | None] = [
+        ItemResult(i.stack, i.node, Outcome.REFUSED, i.refused, i.unreachable)
+        if i.refused
+        else None
+        for i in chunk
+    ]
+    doable = [k for k, r in enumerate(out) if r is None]
+    if not doable:
+        return [r for r in out if r is not None]
+    intents = await asyncio.to_thread(
+        _each_in_transactions,
+        engine,
+        [chunk[k] for k in doable],
+        lambda session, items: [_intent(session, request, item) for item in items],
+    )
+    sent: list[tuple[int, OperatorAction]] = []
+    for k, intent in zip(doable, intents, strict=True):
+        if isinstance(intent, SQLAlchemyError):
+            item = chunk[k]
+            message = str(db_unavailable(engine, intent))
+            out[k] = ItemResult(item.stack, item.node, Outcome.FAILED, message, True)
+        else:
+            sent.append((k, intent))
+    if sent:
+        _fault("after-intent")
+        moves = [_item_change(request, chunk[k]) for k, _ in sent]
+        answers = await executor.apply_many(moves)
+        if any(isinstance(a, StackChange) for a in answers):
+            _fault("after-node-commit")
+        done = [
+            (chunk[k], row.id, row.detail, a) for (k, row), a in zip(sent, answers, strict=True)
+        ]
+        settled = await asyncio.to_thread(
+            _each_in_transactions, engine, done, lambda session, ds: _settle(session, request, ds)
         )
-    _fault("after-intent")
-    move = _change(request, item.node, item.stack, item.priority, item.purge, item.stack_id)
-    try:
-        change = await executor.apply(move)
-    except ProtocolError as exc:
-        outcome = Outcome.REFUSED if exc.code == ErrorCode.WRONG_STATE else Outcome.FAILED
-        message = f"node {item.node}: {exc.message}"
-        _close_intent(engine, action_id, outcome, message)
-        return ItemResult(item.stack, item.node, outcome, message)
-    except NodeAnswerLost as exc:
+        for (k, _), d, result in zip(sent, done, settled, strict=True):
+            out[k] = (
+                _unsettled(request, *d, result) if isinstance(result, SQLAlchemyError) else result
+            )
+    return [r for r in out if r is not None]
+
+
+def _item_change(request: OperationRequest, item: PlanItem) -> Change:
+    assert item.node is not None
+    return _change(request, item.node, item.stack, item.priority, item.purge, item.stack_id)
+
+
+def _answered(request: OperationRequest, item: PlanItem, answer: Answer) -> ItemResult:
+    """What the node's answer makes of ``item``, before dbspica follows."""
+    if isinstance(answer, StackChange):
+        message = f"{item.state} -> {item.target} on {item.node}"
+        if answer.resume_line:
+            message += f", resumes at line {answer.resume_line}"
+        return ItemResult(item.stack, item.node, Outcome.APPLIED, message)
+    if isinstance(answer, ProtocolError):
+        outcome = Outcome.REFUSED if answer.code == ErrorCode.WRONG_STATE else Outcome.FAILED
+        return ItemResult(item.stack, item.node, outcome, f"node {item.node}: {answer.message}")
+    if isinstance(answer, NodeAnswerLost):
         # The request went out: the node may have renamed. The intent stays pending, for
         # reconcile to decide from what the node shows.
-        message = f"outcome unknown: {exc}; run spica reconcile"
-        _note_intent(engine, action_id, message)
+        message = f"outcome unknown: {answer}; run spica reconcile"
         return ItemResult(item.stack, item.node, Outcome.UNKNOWN, message, True)
-    except NodeUnreachable as exc:
-        _close_intent(engine, action_id, Outcome.FAILED, str(exc))
-        return ItemResult(item.stack, item.node, Outcome.FAILED, str(exc), True)
-    _fault("after-node-commit")
-    message = f"{item.state} -> {item.target} on {item.node}"
-    if change.resume_line:
-        message += f", resumes at line {change.resume_line}"
-    done = replace(item, node_change=change)
-    try:
-        note = finish_in_db(
-            engine, action_id, done, request.action, f"{request.action.value} by {request.user}"
+    if isinstance(answer, NodeUnreachable):
+        return ItemResult(item.stack, item.node, Outcome.FAILED, str(answer), True)
+    # AgentMissing, a configuration error: nothing was sent.
+    return ItemResult(item.stack, item.node, Outcome.FAILED, f"node {item.node}: {answer}", True)
+
+
+#: A stack sent to its node: its plan item, its intent (id, detail), the node's answer.
+Sent = tuple[PlanItem, int, dict[str, Any], Answer]
+
+
+def _settle(session: Session, request: OperationRequest, done: Sequence[Sent]) -> list[ItemResult]:
+    """dbspica after the nodes' answers: each applied stack's row follows its node, and each
+    intent is closed (or, its answer lost, says why it stays pending)."""
+    applied = [k for k, d in enumerate(done) if isinstance(d[3], StackChange)]
+    followed = [replace(i, node_change=a) for i, _, _, a in done if isinstance(a, StackChange)]
+    names = [item.stack for item in followed]
+    query = select(Stack.name, Stack.id).where(Stack.name.in_(names))
+    ids: dict[str, int] = {name: id_ for name, id_ in session.execute(query)} if names else {}
+    by = f"{request.action.value} by {request.user}"
+    results = [_answered(request, item, answer) for item, _, _, answer in done]
+    notes = dict(zip(applied, _follow(session, followed, request.action, by, ids), strict=True))
+    closes: list[dict[str, Any]] = []
+    for k, (_, action_id, detail, _) in enumerate(done):
+        result = results[k]
+        if k in notes:
+            results[k] = replace(result, message=result.message + notes[k])
+            message = by + notes[k]
+        elif result.outcome is Outcome.UNKNOWN:
+            _note(session, action_id, result.message, detail)
+            continue
+        else:
+            message = result.message
+        closes.append(
+            {
+                "id": action_id,
+                "result": result.outcome.value,
+                "detail": {**detail, "message": message},
+            }
         )
-    except SQLAlchemyError as exc:
-        return ItemResult(
-            item.stack,
-            item.node,
-            Outcome.PARTIAL,
-            f"{message}; dbspica not updated ({describe_db_error(exc)}): "
-            "spica reconcile --fix finishes it",
-            True,
-        )
-    return ItemResult(item.stack, item.node, Outcome.APPLIED, message + note)
+    if closes:  # one statement, many rows
+        session.execute(update(OperatorAction), closes)
+    return results
+
+
+def _unsettled(
+    request: OperationRequest,
+    item: PlanItem,
+    action_id: int,
+    detail: dict[str, Any],
+    answer: Answer,
+    exc: SQLAlchemyError,
+) -> ItemResult:
+    """The outcome when dbspica could not follow: an applied move is partial (reconcile
+    finishes it); any other intent stays pending, and reconcile sees the node unchanged."""
+    result = _answered(request, item, answer)
+    if result.outcome is not Outcome.APPLIED:
+        return result
+    return ItemResult(
+        item.stack,
+        item.node,
+        Outcome.PARTIAL,
+        f"{result.message}; dbspica not updated ({describe_db_error(exc)}): "
+        "spica reconcile --fix finishes it",
+        True,
+    )

@@ -412,7 +412,8 @@ async def _fix_one(d: Drift, engine: Engine, executor: Executor, user: str) -> s
                 from_start=bool(detail.get("from_start")),
             )
             item = PlanItem(d.stack, d.node, before, str(after), change)
-            finish_in_db(engine, d.action_id, item, OpAction(action), finished)
+            with Session(engine) as session, session.begin():
+                finish_in_db(session, d.action_id, item, OpAction(action), finished)
             return f"finished: dbspica -> {after}"
         if d.reached:
             assert d.node_state is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import re
@@ -59,7 +60,7 @@ class Operations:
         self, plan: Plan, on_result: Callable[[ItemResult], None] | None = None
     ) -> list[ItemResult]:
         results = await actions.apply(plan, self.engine, self.executor, on_result)
-        record_request(self.engine, plan, dry_run=False)
+        await asyncio.to_thread(record_request, self.engine, plan, dry_run=False)
         return results
 
 
