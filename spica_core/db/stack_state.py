@@ -22,7 +22,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Stack
-from spica_core.db.types import utcnow
+from spica_core.db.types import affected_rows, utcnow
 from spica_core.states import (
     Action,
     Actor,
@@ -120,7 +120,7 @@ def remove(session: Session, stack: str, seen: StackState | str) -> bool:
     ``seen`` state the plan checked); whether there was a row. The node's removal is the
     commit point: the row goes whatever dbspica says now."""
     check_transition(stack, seen, StackState.REMOVED, Actor.OPERATOR, Action.REMOVE)
-    done = session.execute(delete(Stack).where(Stack.name == stack)).rowcount  # type: ignore[attr-defined]
+    done = affected_rows(session.execute(delete(Stack).where(Stack.name == stack)))
     return bool(done)
 
 
@@ -150,12 +150,14 @@ def _write(
         raise TypeError("the state is the store's argument, not one of the other values")
     columns.update(state=target.value, updated_at=utcnow())
     session.flush()  # the session's own pending changes land first, not after this write
-    done = session.execute(
-        update(Stack)
-        .where(Stack.name == stack, Stack.state == seen.value)
-        .values(**columns)
-        .execution_options(synchronize_session=False)
-    ).rowcount  # type: ignore[attr-defined]
+    done = affected_rows(
+        session.execute(
+            update(Stack)
+            .where(Stack.name == stack, Stack.state == seen.value)
+            .values(**columns)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if done:
         # The session's copy of the row is reloaded at its next use: it may have been read
         # before another writer's commit (MariaDB's snapshot), and the ORM must not skip a

@@ -6,16 +6,20 @@ from spica_core.executor.base import (
     Executor,
     Launch,
     NotSupported,
-    QueueEntry,
     Remove,
     Requeue,
+    Unlock,
+)
+from spica_core.node.protocol import (
+    ErrorCode,
+    ErrorRecord,
+    ProtocolError,
+    QueueEntry,
     StackChange,
     StageResult,
     TailResult,
-    Unlock,
     UnlockQfinResult,
 )
-from spica_core.node.protocol import ErrorCode, ErrorRecord, ProtocolError
 
 __all__ = [
     "Capability",
