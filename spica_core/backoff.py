@@ -20,7 +20,7 @@ def capped_delay(failures: int, base: float, cap: float) -> float:
     doubling at each further one, never above ``cap``."""
     if failures <= 0:
         return 0.0
-    return min(cap, base * 2 ** min(failures - 1, MAX_DOUBLINGS))
+    return min(cap, base * 2.0 ** min(failures - 1, MAX_DOUBLINGS))
 
 
 @dataclass

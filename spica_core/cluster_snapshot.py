@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 from spica_core.node.protocol import QueueEntry
 from spica_core.states import StackState
 
@@ -129,6 +131,9 @@ class NodeSnapshot:
                     "lines": e.lines,
                     "pid": e.claim.pid if e.claim else None,
                     "alive": e.claim.alive if e.claim else None,
+                    # The whole claim, so that a reader of the monitor's figures gets the
+                    # entry back as the agent sent it (spica_core.monitor.figures).
+                    "claim": msgspec.to_builtins(e.claim) if e.claim else None,
                 }
                 for e in self.running()
             ],

@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from spica_core.errors import ConfigError, InvalidName
 from spica_core.names import validate_name
@@ -308,13 +309,13 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
-    msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "expected")
+    msg = str(err["msg"]).removeprefix("Value error, ").replace("Input should be", "expected")
     value = err.get("input")
     if kind.endswith("_type") or kind.endswith("_parsing"):
         if isinstance(value, dict | list) or "password" in _loc(err["loc"]):

@@ -133,13 +133,13 @@ def command_lines(detail: StackDetail) -> list[CommandLine]:
     """
     stack = detail.stack
     latest: dict[int, dict[str, Any]] = {}
-    for run in detail.runs:
-        current = latest.get(run["line"])
-        if current is None or (run["attempt"], run["started_at"] or "") >= (
+    for seen in detail.runs:
+        current = latest.get(seen["line"])
+        if current is None or (seen["attempt"], seen["started_at"] or "") >= (
             current["attempt"],
             current["started_at"] or "",
         ):
-            latest[run["line"]] = run
+            latest[seen["line"]] = seen
     count = max([stack.lines, *latest.keys()], default=0)
     out: list[CommandLine] = []
     for number in range(1, count + 1):

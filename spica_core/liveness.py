@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from spica_core.cluster_snapshot import ClusterSnapshot, Liveness, NodeSnapshot
 from spica_core.db.models import Node, NodeDisk, Problem
-from spica_core.db.types import utcnow
+from spica_core.db.types import affected_rows, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class LivenessRecorder:
                 **({"last_seen": snap.last_seen} if snap.last_seen else {}),
             )
         )
-        if result.rowcount != 1:  # another console recorded it first
+        if affected_rows(result) != 1:  # another console recorded it first
             self._status[snap.name] = after
             return None
         was_up = before in (Liveness.UP.value, Liveness.AGENT_MISSING.value)

@@ -38,7 +38,9 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
-    for var in ("SPICA_CONFIG", "SPICA_DB_URL"):
+    # COLUMNS/LINES: a pytest-xdist worker has them (80x24), and the CLI's tables would fold
+    # at 80; a test wanting a width sets it itself.
+    for var in ("SPICA_CONFIG", "SPICA_DB_URL", "COLUMNS", "LINES"):
         monkeypatch.delenv(var, raising=False)
     work = tmp_path / "work"
     work.mkdir()

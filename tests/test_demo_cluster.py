@@ -31,15 +31,26 @@ from tests.conftest import run_spica
 from tests.daemon_support import wait_for
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[DemoCluster]:
-    demo = DemoCluster(tmp_path / "demo")
+def _three_nodes(directory: Path) -> Iterator[DemoCluster]:
+    demo = DemoCluster(directory)
     demo.up(3)
     try:
         yield demo
     finally:
         with contextlib.suppress(DemoNotFound):
             demo.down()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[DemoCluster]:
+    """A cluster of this test's own: it kills, stops or resizes nodes."""
+    yield from _three_nodes(tmp_path / "demo")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCluster]:
+    """One cluster for the tests that only connect and read (no node stopped or started)."""
+    yield from _three_nodes(tmp_path_factory.mktemp("shared") / "demo")
 
 
 def _gone(pid: int) -> bool:
@@ -86,30 +97,30 @@ def test_node_names_follow_the_seed() -> None:
         demo_node_names(0)
 
 
-async def test_every_node_runs_commands_over_verified_ssh(cluster: DemoCluster) -> None:
-    await _assert_nodes_answer(cluster)
-    node = cluster.status().nodes[0]
-    result = await _run(cluster, node.port, "command -v spica; echo $HOME")
+async def test_every_node_runs_commands_over_verified_ssh(shared: DemoCluster) -> None:
+    await _assert_nodes_answer(shared)
+    node = shared.status().nodes[0]
+    result = await _run(shared, node.port, "command -v spica; echo $HOME")
     assert result.stdout.splitlines() == [
         str(Path(sys.executable).parent / "spica"),
         str(node.root),
     ]
 
 
-async def test_stdin_stdout_stderr_and_exit_status(cluster: DemoCluster) -> None:
-    port = cluster.status().nodes[1].port
+async def test_stdin_stdout_stderr_and_exit_status(shared: DemoCluster) -> None:
+    port = shared.status().nodes[1].port
     payload = bytes(range(256)) * 4096  # 1 MiB of every byte value
-    result = await _run(cluster, port, "cat; echo oops >&2; exit 7", input=payload, encoding=None)
+    result = await _run(shared, port, "cat; echo oops >&2; exit 7", input=payload, encoding=None)
     assert result.stdout == payload
     assert result.stderr == b"oops\n"
     assert result.exit_status == 7
-    killed = await _run(cluster, port, "kill -TERM $$")
+    killed = await _run(shared, port, "kill -TERM $$")
     assert killed.exit_signal is not None and killed.exit_signal[0] == "TERM"
 
 
-async def test_closing_the_channel_ends_the_command(cluster: DemoCluster) -> None:
-    port = cluster.status().nodes[0].port
-    async with asyncssh.connect("127.0.0.1", port, **client_options(cluster.paths)) as conn:
+async def test_closing_the_channel_ends_the_command(shared: DemoCluster) -> None:
+    port = shared.status().nodes[0].port
+    async with asyncssh.connect("127.0.0.1", port, **client_options(shared.paths)) as conn:
         proc = await conn.create_process("echo $$; exec sleep 60")
         pid = int((await asyncio.wait_for(proc.stdout.readline(), 10)).strip())
         assert not _gone(pid)
@@ -118,55 +129,55 @@ async def test_closing_the_channel_ends_the_command(cluster: DemoCluster) -> Non
     assert _gone(pid)
 
 
-async def test_interactive_shell_is_refused(cluster: DemoCluster) -> None:
-    port = cluster.status().nodes[0].port
-    async with asyncssh.connect("127.0.0.1", port, **client_options(cluster.paths)) as conn:
+async def test_interactive_shell_is_refused(shared: DemoCluster) -> None:
+    port = shared.status().nodes[0].port
+    async with asyncssh.connect("127.0.0.1", port, **client_options(shared.paths)) as conn:
         result = await asyncio.wait_for(conn.run(), 10)  # no command: a shell request
     assert result.exit_status != 0
     assert "shells" in result.stderr
 
 
-async def test_wrong_host_key_is_refused(cluster: DemoCluster, tmp_path: Path) -> None:
-    port = cluster.status().nodes[0].port
+async def test_wrong_host_key_is_refused(shared: DemoCluster, tmp_path: Path) -> None:
+    port = shared.status().nodes[0].port
     impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {impostor}")
-    options = {**client_options(cluster.paths), "known_hosts": str(known_hosts)}
+    options = {**client_options(shared.paths), "known_hosts": str(known_hosts)}
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
         await asyncssh.connect("127.0.0.1", port, **options)
 
 
 async def test_unknown_client_key_and_other_user_are_refused(
-    cluster: DemoCluster, tmp_path: Path
+    shared: DemoCluster, tmp_path: Path
 ) -> None:
-    port = cluster.status().nodes[0].port
+    port = shared.status().nodes[0].port
     stranger = tmp_path / "stranger_ed25519"
     stranger.write_bytes(asyncssh.generate_private_key("ssh-ed25519").export_private_key())
-    options = {**client_options(cluster.paths), "client_keys": [str(stranger)]}
+    options = {**client_options(shared.paths), "client_keys": [str(stranger)]}
     with pytest.raises(asyncssh.PermissionDenied):
         await asyncssh.connect("127.0.0.1", port, **options)
-    options = {**client_options(cluster.paths), "username": "somebody-else"}
+    options = {**client_options(shared.paths), "username": "somebody-else"}
     with pytest.raises(asyncssh.PermissionDenied):
         await asyncssh.connect("127.0.0.1", port, **options)
 
 
-def test_files_modes_and_generated_config(cluster: DemoCluster) -> None:
-    d = cluster.directory
+def test_files_modes_and_generated_config(shared: DemoCluster) -> None:
+    d = shared.directory
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
-    private = [cluster.client_key_path, cluster.config_path]
+    private = [shared.client_key_path, shared.config_path]
     private += [d / "keys" / f"{n}_host_ed25519" for n in ("mix1", "mix2", "mix3")]
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    status = cluster.status()
+    status = shared.status()
     lines = (d / "known_hosts").read_text().splitlines()
     assert [line.split()[0] for line in lines] == [f"[127.0.0.1]:{n.port}" for n in status.nodes]
     assert all(line.split()[1] == "ssh-ed25519" for line in lines)
 
-    cfg = load_config(cluster.config_path)
+    cfg = load_config(shared.config_path)
     assert cfg.cluster == "spica-demo"
     assert cfg.db.url == f"sqlite:///{d / 'dbspica.sqlite'}"
     assert cfg.ssh.known_hosts == str(d / "known_hosts")
-    assert cfg.ssh.client_keys == [str(cluster.client_key_path)]
+    assert cfg.ssh.client_keys == [str(shared.client_key_path)]
     assert cfg.console.refresh_interval == 2.0
     assert [(n.name, n.host, n.port) for n in cfg.nodes] == [
         (n.name, "127.0.0.1", n.port) for n in status.nodes
@@ -186,15 +197,15 @@ def test_files_modes_and_generated_config(cluster: DemoCluster) -> None:
     ]
 
 
-def test_up_twice_starts_nothing_new(cluster: DemoCluster) -> None:
-    before = cluster.node_pids()
-    again = cluster.up()
+def test_up_twice_starts_nothing_new(shared: DemoCluster) -> None:
+    before = shared.node_pids()
+    again = shared.up()
     assert again.already_running and again.started == ()
-    assert cluster.node_pids() == before
-    assert cluster.up(3).started == ()
+    assert shared.node_pids() == before
+    assert shared.up(3).started == ()
     with pytest.raises(DemoLayoutError, match="down"):
-        cluster.up(4)
-    assert cluster.node_pids() == before
+        shared.up(4)
+    assert shared.node_pids() == before
 
 
 async def test_a_killed_node_is_restarted_alone_on_its_port(cluster: DemoCluster) -> None:

@@ -52,7 +52,7 @@ def test_seeded_demo_shows_every_state(tmp_path) -> None:
         wanted = ("pending", "running", "completed", "failed")
         while not all(state_counts(engine)[s] for s in wanted):
             assert time.monotonic() < deadline, f"states after {WAIT:.0f} s: {state_counts(engine)}"
-            time.sleep(1)
+            time.sleep(0.2)
         failed = list_stacks(engine, StackSelection(state=None, step=EXAMPLE_STEP, match="_flat$"))
         assert failed and failed[0].state == "failed"
         assert "missing master flat" in (failed[0].error or "")

@@ -8,6 +8,7 @@ monitor cleanly (exit 0, connections closed, its row marked stopped).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,6 +150,17 @@ async def test_figures_read_back_while_running_and_not_once_stopped(
     demo: DemoCluster, db_engine: Engine, db_url: str, mailbox: Mailbox, tmp_path: Path
 ) -> None:
     config = load_config(monitor_config(demo, db_url, mailbox, tmp_path / "spica.toml"))
+    # A running stack whose claimer is gone: its claim comes back through dbspica whole.
+    node = config.nodes[0].name
+    stack_dir = demo.node_root(node) / "stacks" / "figures_run"
+    (stack_dir / "logs").mkdir(parents=True)
+    (stack_dir / "commands.sh").write_text("true\ntrue\ntrue\n")
+    (stack_dir / "progress").write_text("1\n")
+    claim = demo.node_root(node) / "queue" / "figures_run.processing"
+    claim.write_text(
+        '{"pid": 4000000, "host": "elsewhere", "boot_id": "old", '
+        '"started_at": "2026-01-01T00:00:00Z"}'
+    )
     monitor = Monitor(config, db_engine, identity=MonitorIdentity("pix-console", 1234))
     task = asyncio.create_task(monitor.run())
     try:
@@ -167,9 +179,16 @@ async def test_figures_read_back_while_running_and_not_once_stopped(
             assert got.partitions == want.partitions
             assert got.queue_counts() == want.queue_counts()
             assert got.agent_version == want.agent_version and got.load is not None
+            shown = [(e.stack, e.progress, e.lines, e.claim) for e in got.running()]
+            assert shown == [(e.stack, e.progress, e.lines, e.claim) for e in want.running()]
+        (running,) = view.cluster.node(node).running()
+        assert running.stack == "figures_run" and running.claim is not None
+        assert running.claim.pid == 4000000 and running.claim.alive is False
     finally:
         monitor.stop()
         assert await task == 0
+        claim.unlink()
+        shutil.rmtree(stack_dir)
     assert read_monitor_view(db_engine, config, datetime.now(UTC)) is None
 
 

@@ -312,6 +312,26 @@ def test_bulk_requeue_by_filter_changes_only_matches(demo, engine) -> None:
         assert db_state(engine, f"bulk_copy_{i}") in RAN_OR_QUEUED
 
 
+def test_names_and_a_filter_keep_the_named_stacks_the_filter_matches(demo, engine) -> None:
+    make_stack(demo, engine, "both_kept", node="mix2")
+    make_stack(demo, engine, "both_other_node", node="mix1")
+    make_stack(demo, engine, "both_unnamed", node="mix2")
+    result = spica(
+        demo, "requeue", "both_kept", "both_other_node", "--node", "mix2", "--yes", "--json"
+    )
+    out = json.loads(result.stdout)
+    assert [r["stack"] for r in out["results"] if r["outcome"] == "applied"] == ["both_kept"]
+    assert db_state(engine, "both_kept") in RAN_OR_QUEUED
+    # Named but outside the filter: refused, untouched; matching but unnamed: untouched.
+    assert "both_other_node" not in {
+        r["stack"] for r in out["results"] if r["outcome"] == "applied"
+    }
+    assert queue_files(demo, "mix1", "both_other_node") == ["both_other_node.error"]
+    assert db_state(engine, "both_other_node") == "failed"
+    assert queue_files(demo, "mix2", "both_unnamed") == ["both_unnamed.error"]
+    assert db_state(engine, "both_unnamed") == "failed"
+
+
 def test_two_concurrent_requeues_apply_once(demo, engine) -> None:
     make_stack(demo, engine, "race_T0003")
     cmd = [

@@ -227,7 +227,7 @@ class DaemonDb:
         from sqlalchemy.orm import Session
 
         from spica_core.db.models import DaemonJournal
-        from spica_core.db.types import utcnow
+        from spica_core.db.types import affected_rows, utcnow
 
         engine = self._get_engine()
         row = DaemonJournal.journal_id == self._journal_id
@@ -238,7 +238,7 @@ class DaemonDb:
                 touched = session.execute(
                     update(DaemonJournal).where(row).values(updated_at=utcnow())
                 )
-                if touched.rowcount != 1:  # type: ignore[attr-defined]
+                if affected_rows(touched) != 1:
                     self._row_ready = ""
                     raise _Unavailable("the daemon_journal row disappeared; creating it again")
                 applied = session.scalar(select(DaemonJournal.applied_seq).where(row)) or 0

@@ -78,7 +78,7 @@ def _inotify_fd(directory: Path) -> int | None:
     except (OSError, AttributeError):
         log.info("inotify unavailable: polling %s", directory)
         return None
-    fd = init(_IN_NONBLOCK | _IN_CLOEXEC)
+    fd: int = init(_IN_NONBLOCK | _IN_CLOEXEC)
     if fd < 0:
         log.info("inotify_init1 failed (%s): polling", os.strerror(ctypes.get_errno()))
         return None

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import StackRun
+from spica_core.db.types import affected_rows
 
 
 def end_dead_runs(
@@ -29,16 +30,18 @@ def end_dead_runs(
     )
     ended = 0
     if line is not None:
-        ended += session.execute(
-            update(StackRun)
-            .where(*open_rows, StackRun.line == line)
-            .values(ended_at=at, exit_code=exit_code)
-        ).rowcount  # type: ignore[attr-defined]
+        ended += affected_rows(
+            session.execute(
+                update(StackRun)
+                .where(*open_rows, StackRun.line == line)
+                .values(ended_at=at, exit_code=exit_code)
+            )
+        )
     others = session.scalars(select(StackRun.id).where(*open_rows)).all()
     if others:
-        ended += session.execute(
-            update(StackRun).where(StackRun.id.in_(others)).values(ended_at=at)
-        ).rowcount  # type: ignore[attr-defined]
+        ended += affected_rows(
+            session.execute(update(StackRun).where(StackRun.id.in_(others)).values(ended_at=at))
+        )
     return ended
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from spica_core.db.engine import db_unavailable, masked_url
-from spica_core.db.models import ALL_MODELS
+from spica_core.db.models import ALL_MODELS, Base
 from spica_core.errors import SchemaError
 
 SCHEMA_REVISION = "0003"
@@ -114,7 +114,7 @@ def status(engine: Engine) -> SchemaStatus:
         with engine.connect() as conn:
             present = set(inspect(conn).get_table_names())
             for model in ALL_MODELS:
-                table = model.__table__
+                table = Base.metadata.tables[model.__tablename__]
                 if table.name in present:
                     counts[table.name] = conn.execute(
                         select(func.count()).select_from(table)

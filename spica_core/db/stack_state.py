@@ -22,7 +22,7 @@ from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Stack
-from spica_core.db.types import utcnow
+from spica_core.db.types import affected_rows, utcnow
 from spica_core.states import (
     Action,
     Actor,
@@ -146,7 +146,7 @@ def remove(session: Session, stack: str, seen: StackState | str) -> bool:
     ``seen`` state the plan checked); whether there was a row. The node's removal is the
     commit point: the row goes whatever dbspica says now."""
     check_transition(stack, seen, StackState.REMOVED, Actor.OPERATOR, Action.REMOVE)
-    done = session.execute(delete(Stack).where(Stack.name == stack)).rowcount  # type: ignore[attr-defined]
+    done = affected_rows(session.execute(delete(Stack).where(Stack.name == stack)))
     return bool(done)
 
 
@@ -203,7 +203,7 @@ def _write_many(session: Session, transitions: Sequence[Transition]) -> list[Mov
         seen, target = StackState(t.seen).value, StackState(t.target).value
         params = {"_name": t.stack, "_seen": seen, "_target": target, "_now": now}
         params.update({f"_v_{k}": v for k, v in columns.items()})
-        if connection.execute(stmt, params).rowcount:
+        if affected_rows(connection.execute(stmt, params)):
             out.append(Moved(t.stack, True, seen, target))
         else:
             # A locking read: under MariaDB's repeatable read a plain one would answer from

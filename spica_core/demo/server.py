@@ -248,7 +248,8 @@ class NodeServer:
         finished = asyncio.gather(child.wait(), outputs)
         closed = asyncio.ensure_future(process.channel.wait_closed())
         try:
-            await asyncio.wait({finished, closed}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {finished, closed}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not finished.done():
                 # The client went away first: EOF on stdin, then SIGTERM, then SIGKILL.
                 child.stdin.close()

@@ -7,17 +7,21 @@ from spica_core.executor.base import (
     Executor,
     Launch,
     NotSupported,
-    QueueEntry,
     Remove,
     Requeue,
+    Unlock,
+    one_by_one,
+)
+from spica_core.node.protocol import (
+    ErrorCode,
+    ErrorRecord,
+    ProtocolError,
+    QueueEntry,
     StackChange,
     StageResult,
     TailResult,
-    Unlock,
     UnlockQfinResult,
-    one_by_one,
 )
-from spica_core.node.protocol import ErrorCode, ErrorRecord, ProtocolError
 
 __all__ = [
     "Answer",

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -32,6 +33,7 @@ from spica_core.cluster_snapshot import (
 )
 from spica_core.config import SpicaConfig
 from spica_core.db.models import Monitor, MonitorLease, NodeFigures
+from spica_core.node.protocol import ClaimSeen
 from spica_core.states import StackState
 
 #: Figures older than this many monitor intervals (plus :data:`SLACK` seconds) are stale.
@@ -173,13 +175,14 @@ def _partition(raw: dict[str, Any]) -> PartitionStatus:
 
 
 def _running(raw: dict[str, Any]) -> QueueEntry:
-    pid = raw.get("pid")
+    """A running entry as :meth:`NodeSnapshot.to_json` wrote it (a row written before the
+    whole claim was kept has none)."""
+    claim = raw.get("claim")
     return QueueEntry(
         stack=str(raw["stack"]),
         state=StackState.RUNNING,
         mtime=None,
-        claim=None if pid is None else {"pid": pid},
-        claim_alive=raw.get("alive"),
+        claim=None if claim is None else msgspec.convert(claim, ClaimSeen),
         progress=raw.get("progress"),
         lines=raw.get("lines"),
     )

@@ -95,20 +95,21 @@ def select_targets(engine: Engine, request: OperationRequest, config: SpicaConfi
     """The stacks a request names or filters; unknown names are kept (refused at planning)."""
     with Session(engine) as session:
         rows: list[Stack] = []
-        if request.selection.names:
-            for name in request.selection.names:
-                validate_name(name, "stack")
+        names = request.selection.names
+        flt = request.selection.filter
+        for name in names:
+            validate_name(name, "stack")
+        if flt is not None:
+            if names:  # names and a filter: the named stacks the filter keeps
+                named = frozenset(names)
+                flt = flt.with_names(named if flt.names is None else flt.names & named)
+            rows = list(iter_stacks(session, flt))
+        elif names:
             rows = list(
                 session.scalars(
-                    select(Stack)
-                    .where(Stack.name.in_(request.selection.names))
-                    .options(selectinload(Stack.node))
+                    select(Stack).where(Stack.name.in_(names)).options(selectinload(Stack.node))
                 )
             )
-            if request.selection.filter is not None:
-                rows = [r for r in rows if request.selection.filter.accepts(r)]
-        if request.selection.filter is not None and not request.selection.names:
-            rows = list(iter_stacks(session, request.selection.filter))
         purge: dict[int, tuple[str, ...]] = {}
         if request.action is OpAction.REMOVE and request.purge_inputs and rows:
             purge = _purgeable_inputs(session, [r.id for r in rows], config)
@@ -123,9 +124,9 @@ def select_targets(engine: Engine, request: OperationRequest, config: SpicaConfi
             )
             for r in rows
         }
-    named = set(request.selection.names)
+    listed = set(request.selection.names)
     ordered = [found[n] for n in request.selection.names if n in found]
-    ordered += [t for n, t in found.items() if n not in named]
+    ordered += [t for n, t in found.items() if n not in listed]
     missing = [
         Target(-1, n, None, "unknown", 0, ()) for n in request.selection.names if n not in found
     ]
@@ -153,7 +154,7 @@ def _purgeable_inputs(
     }
     for stack_id, path, _node_id in rows:
         root = roots.get(node_names.get(stack_id) or "")
-        if root and path.startswith(root):
+        if root and path is not None and path.startswith(root):
             out.setdefault(stack_id, []).append(path[len(root) :])
     return {k: tuple(sorted(set(v))) for k, v in out.items()}
 

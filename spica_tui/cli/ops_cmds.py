@@ -9,13 +9,19 @@ terminal to confirm on and no ``--yes``); 3 dbspica or a stack's node unreachabl
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from spica_tui.cli.context import CliState, state
 from spica_tui.cli.output import emit_json, note, stdout, table
 from spica_tui.cli.report_cmds import LimitOpt
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from spica_core.operations import ItemResult, OperationRequest, Plan, Selection
+    from spica_core.operations.reconcile import Drift, FixResult
 
 Names = Annotated[list[str] | None, typer.Argument(help="Stack names.", show_default=False)]
 StateOpt = Annotated[str | None, typer.Option("--state", "-s", help="Filter: state.")]
@@ -35,7 +41,16 @@ AsOpt = Annotated[str | None, typer.Option("--as", help="Operator name for the a
 STATES = ("planned", "pending", "running", "completed", "failed")
 
 
-def _selection(names, state_, node, step, runid, filter_, release, match):  # type: ignore[no-untyped-def]
+def _selection(
+    names: list[str] | None,
+    state_: str | None,
+    node: str | None,
+    step: str | None,
+    runid: str | None,
+    filter_: str | None,
+    release: str | None,
+    match: str | None,
+) -> Selection:
     from spica_core.errors import UsageError
     from spica_core.names import validate_name
     from spica_core.operations import Selection
@@ -72,7 +87,7 @@ def _confirm(yes: bool, dry_run: bool) -> None:
         raise typer.Exit(1)
 
 
-def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _run(st: CliState, request: OperationRequest, dry_run: bool, yes: bool, as_json: bool) -> None:
     import asyncio
 
     from spica_core.executor.agents import AgentExecutor
@@ -81,7 +96,7 @@ def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None
 
     engine = st.engine()
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go() -> tuple[Plan, list[ItemResult] | None]:
         async with AgentExecutor.over_ssh(st.config) as executor:
             ops = Operations(st.config, engine, executor)
             plan = await ops.plan(request)
@@ -94,7 +109,7 @@ def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None
                 note(plan.render())
             _confirm(yes, dry_run)
 
-            def show(r):  # type: ignore[no-untyped-def]
+            def show(r: ItemResult) -> None:
                 if not as_json:
                     mark = "ok" if r.ok else r.outcome.value
                     note(f"{r.stack}: {mark}: {r.message}")
@@ -126,7 +141,7 @@ def _run(st: CliState, request, dry_run: bool, yes: bool, as_json: bool) -> None
         raise typer.Exit(code)
 
 
-def _request(action, sel, as_user, **kw):  # type: ignore[no-untyped-def]
+def _request(action: str, sel: Selection, as_user: str | None, **kw: Any) -> OperationRequest:
     from spica_core.operations import OpAction, OperationRequest, operator_name
 
     return OperationRequest(OpAction(action), sel, operator_name(as_user), **kw)
@@ -211,7 +226,15 @@ def unlock(
     _run(state(ctx), _request("unlock", sel, as_user, requeue=requeue_), dry_run, yes, as_json)
 
 
-def _unlock_qfin(st, node, partition, as_user, dry_run, yes, as_json) -> None:  # type: ignore[no-untyped-def]
+def _unlock_qfin(
+    st: CliState,
+    node: str | None,
+    partition: str,
+    as_user: str | None,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
     import asyncio
 
     import msgspec
@@ -227,7 +250,7 @@ def _unlock_qfin(st, node, partition, as_user, dry_run, yes, as_json) -> None:  
     user = operator_name(as_user)
     engine = st.engine()
 
-    async def go(dry: bool):  # type: ignore[no-untyped-def]
+    async def go(dry: bool) -> Any:
         async with AgentExecutor.over_ssh(st.config, nodes=[node]) as executor:
             return msgspec.to_builtins(
                 await unlock_qfin(
@@ -340,7 +363,7 @@ def reconcile(
     engine = st.engine()
     user = operator_name(as_user)
 
-    async def go():  # type: ignore[no-untyped-def]
+    async def go() -> tuple[list[Drift], list[FixResult] | None]:
         async with AgentExecutor.over_ssh(st.config) as executor:
             drifts = await find_drift(st.config, engine, executor)
             if not fix or not drifts:
@@ -372,7 +395,7 @@ def reconcile(
         raise typer.Exit(code)
 
 
-def _print_drift(drifts) -> None:  # type: ignore[no-untyped-def]
+def _print_drift(drifts: Sequence[Drift]) -> None:
     if not drifts:
         stdout.print("no drift: dbspica and the nodes agree")
         return

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.text import Text
 
 from spica_core.db import INT_MAX
 from spica_core.units import human_bytes
-from spica_tui.cli.context import state
+from spica_tui.cli.context import CliState, state
 from spica_tui.cli.output import (
     SECURITY_STYLE,
     age,
@@ -19,6 +19,9 @@ from spica_tui.cli.output import (
     table,
     when,
 )
+
+if TYPE_CHECKING:
+    from spica_core.cluster_snapshot import ClusterSnapshot
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 #: A row limit; bounded so that no value overflows a database driver (exit 2 beyond).
@@ -178,7 +181,7 @@ def nodes(
         raise typer.Exit(3)
 
 
-def _poll_once(st):  # type: ignore[no-untyped-def]
+def _poll_once(st: CliState) -> ClusterSnapshot:
     """One refresh of the pool, mirrored into dbspica when it answers (best effort); a node
     down now shows dbspica's last_seen."""
     import asyncio
@@ -191,7 +194,7 @@ def _poll_once(st):  # type: ignore[no-untyped-def]
     except Exception:  # dbspica down: the poll goes on; the warning comes below
         seen = {}
 
-    async def poll():  # type: ignore[no-untyped-def]
+    async def poll() -> ClusterSnapshot:
         async with NodePool(st.config) as pool:
             pool.remember_last_seen(seen)
             return await pool.refresh()
@@ -208,7 +211,7 @@ def _poll_once(st):  # type: ignore[no-untyped-def]
     return snapshot
 
 
-def _print_live(snapshot) -> None:  # type: ignore[no-untyped-def]
+def _print_live(snapshot: ClusterSnapshot) -> None:
     t = table(
         "node",
         "status",
@@ -246,7 +249,7 @@ def _print_live(snapshot) -> None:  # type: ignore[no-untyped-def]
     stdout.print(t)
 
 
-def _print_recorded(rows: list[dict]) -> None:
+def _print_recorded(rows: list[dict[str, Any]]) -> None:
     t = table("node", "host", "status", "last seen", "disks (free / total)", "last error")
     for n in rows:
         disks = "  ".join(

@@ -10,12 +10,12 @@ a stack whose node is unreachable (each screen's ``check_action`` asks :func:`al
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from spica_core.states import Actor, StackState, allowed_from
@@ -186,7 +186,7 @@ BY_TEXTUAL: dict[str, ConsoleAction] = {a.textual_action.split("(")[0]: a for a 
 DANGEROUS: frozenset[str] = frozenset(a.name for a in ACTIONS if a.dangerous)
 
 
-def bindings(scope: Scope) -> list[Binding]:
+def bindings(scope: Scope) -> list[BindingType]:
     """The ``BINDINGS`` of one scope, generated from the registry."""
     return [
         Binding(
@@ -270,7 +270,7 @@ class SpicaCommands(Provider):
             out.append((a, f"{a.label} ({display_key(effective_key(a, remapped))})"))
         return out
 
-    def _runner(self, action: ConsoleAction):  # type: ignore[no-untyped-def]
+    def _runner(self, action: ConsoleAction) -> Callable[[], Awaitable[object]]:
         target = self.app if "app" in action.scopes else self.screen
         return partial(target.run_action, action.textual_action)
 

@@ -166,8 +166,9 @@ class SpicaConsole(App[None]):
             self.notify("An operation is under way; wait for its results.", severity="warning")
             return
         self._operating = True
+        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
         self.run_worker(
-            partial(self._operate, action, names, view, marked),
+            partial(self._operate, action, names, view, marked),  # type: ignore[arg-type]
             name=f"operation-{action}",
             group="operation",
             exit_on_error=False,
@@ -218,7 +219,7 @@ class SpicaConsole(App[None]):
             self._operating = False
 
     def _notify_result(self, action: OpAction, result: ItemResult) -> None:
-        severity = (
+        severity: SeverityLevel = (
             "information"
             if result.ok
             else "warning"

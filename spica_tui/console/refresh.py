@@ -246,7 +246,7 @@ class Poller:
 
     def __init__(
         self,
-        app: App[object],
+        app: App[Any],
         backend: ConsoleBackend,
         interval: float,
         on_snapshot: Callable[[ConsoleSnapshot], None],
@@ -304,7 +304,8 @@ class Poller:
         if self._polling or self._stopped:
             return
         self._polling = True
-        self.app.run_worker(self._poll, name="spica-poll", group="spica-poll")
+        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
+        self.app.run_worker(self._poll, name="spica-poll", group="spica-poll")  # type: ignore[arg-type]
 
     async def _poll(self) -> None:
         try:

@@ -67,7 +67,8 @@ def sync_rows(table: DataTable[Cell], rows: Sequence[Row]) -> None:
     shown: dict[str, Sequence[Cell]] = table.__dict__.setdefault("_spica_shown", {})
     keys = [key for key, _ in rows]
     wanted = set(keys)
-    current = [row.key.value for row in table.ordered_rows]
+    # Every row is added with its key (value None only for a keyless add_row).
+    current = [row.key.value for row in table.ordered_rows if row.key.value is not None]
     kept = [key for key in current if key in wanted]
     if keys[: len(kept)] != kept:
         table.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -42,7 +43,7 @@ class DataTransferPanel(Panel):
                 self._cache.cells(
                     n.name,
                     (n.liveness, n.partitions, None if n.liveness is Liveness.UP else n.last_seen),
-                    lambda n=n: disk_cells(n),
+                    partial(disk_cells, n),
                 ),
             )
             for n in snap.nodes

@@ -4,7 +4,7 @@ this console) and how old the data on screen is."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
 from textual.screen import Screen
@@ -45,7 +45,7 @@ class HeaderPanel(Static):
             self.update(text, layout=False)
 
 
-def show_header(screen: Screen[object], snap: ConsoleSnapshot | None = None) -> bool:
+def show_header(screen: Screen[Any], snap: ConsoleSnapshot | None = None) -> bool:
     """Show ``snap`` (default: the poller's last) in ``screen``'s header; False when the
     screen has none mounted: a poll or the clock may come while a screen is still being
     composed, or already torn down as the console quits."""

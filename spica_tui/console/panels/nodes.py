@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -54,7 +55,7 @@ class NodesPanel(Panel):
                 self._cache.cells(
                     n.name,
                     shown_by_row(n, now, self.heartbeat_stale),
-                    lambda n=n: node_cells(n, now, self.heartbeat_stale),
+                    partial(node_cells, n, now, self.heartbeat_stale),
                 ),
             )
             for n in nodes

@@ -50,7 +50,7 @@ class DashboardScreen(Screen[None]):
     DashboardScreen #problems { height: 1fr; min-height: 6; }
     """
 
-    app: SpicaConsole  # type: ignore[assignment]
+    app: SpicaConsole
 
     def __init__(self) -> None:
         super().__init__()
@@ -88,8 +88,10 @@ class DashboardScreen(Screen[None]):
         with self.app.batch_update():
             if not show_header(self, snap):
                 return  # not composed yet, or torn down
-            for panel in (NodesPanel, DataTransferPanel, RunidsPanel, ProblemsPanel):
-                self.query_one(panel).show(snap, now)
+            self.query_one(NodesPanel).show(snap, now)
+            self.query_one(DataTransferPanel).show(snap, now)
+            self.query_one(RunidsPanel).show(snap, now)
+            self.query_one(ProblemsPanel).show(snap, now)
         if snap.db is not None and not snap.db_stale:
             self.stacks.show_stale(None)
             self.fetch_window()
@@ -165,7 +167,8 @@ class DashboardScreen(Screen[None]):
                 if self._fetching.get(group) == args:
                     del self._fetching[group]
 
-        self.run_worker(fetch, group=group, exclusive=True, exit_on_error=False)
+        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
+        self.run_worker(fetch, group=group, exclusive=True, exit_on_error=False)  # type: ignore[arg-type]
 
     # -- what is offered
 

@@ -7,6 +7,7 @@ this stack; the next snapshot reloads the detail so the new state shows.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,7 @@ class StackDetailScreen(Screen[None]):
     }
     """
 
-    app: SpicaConsole  # type: ignore[assignment]
+    app: SpicaConsole
 
     def __init__(self, stack: str) -> None:
         super().__init__()
@@ -89,8 +90,12 @@ class StackDetailScreen(Screen[None]):
             self.load()
 
     def load(self, *, force_tail: bool = False) -> None:
+        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
         self.run_worker(
-            partial(self._load, force_tail), group="detail", exclusive=True, exit_on_error=False
+            partial(self._load, force_tail),  # type: ignore[arg-type]
+            group="detail",
+            exclusive=True,
+            exit_on_error=False,
         )
 
     async def _load(self, force_tail: bool) -> None:
@@ -134,7 +139,7 @@ class StackDetailScreen(Screen[None]):
         grid.add_column(width=11)
         grid.add_column()
         state = Text(s.state, STATE_STYLES.get(s.state, ""))
-        pairs = [
+        pairs: list[tuple[str, str | Text]] = [
             ("stack", Text(printable(s.name), "bold")),
             ("state", state),
             ("node", _plain(s.node)),
@@ -230,8 +235,8 @@ class StackDetailScreen(Screen[None]):
         self.load()
 
 
-def _t(value: object) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[attr-defined]
+def _t(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _plain(value: str | None) -> Text:
