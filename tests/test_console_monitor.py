@@ -117,3 +117,47 @@ async def test_console_shows_the_monitor_figures_and_polls_no_node(
         if watcher.poll() is None:
             watcher.kill()
             watcher.wait()
+
+
+def test_spica_nodes_shows_the_monitor_figures_and_polls_no_node(
+    demo: DemoCluster, db_engine: Engine, db_url: str, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    """`spica nodes` beside a running monitor prints its last poll and contacts no node;
+    `--poll` asks the nodes; once the monitor has stopped, the nodes are asked again."""
+    import json
+    import subprocess
+    import sys
+
+    path = monitor_config(demo, db_url, mailbox, tmp_path / "spica.toml", MONITOR_INTERVAL)
+
+    def spica_nodes(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "spica_tui", "--config", str(path), "nodes", "--json", *extra],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    watcher = start_watch(path, tmp_path / "watch.log")
+    try:
+        wait_for(lambda: monitor_polled(db_engine), 60, "a monitor poll")
+        before = agent_starts(demo)
+        shown = spica_nodes()
+        assert shown.returncode == 0, shown.stderr
+        assert f"figures of monitor {socket.gethostname()}:{watcher.pid}" in shown.stderr
+        rows = json.loads(shown.stdout)
+        assert [r["name"] for r in rows] == ["mix1", "mix2"]
+        assert all(r["status"] == "up" and r["partitions"] for r in rows)
+        assert agent_starts(demo) == before  # no SSH connection from the command
+
+        polled = spica_nodes("--poll")
+        assert polled.returncode == 0, polled.stderr
+        assert "figures of monitor" not in polled.stderr
+        assert [r["status"] for r in json.loads(polled.stdout)] == ["up", "up"]
+        assert agent_starts(demo) == before + 2  # one agent per node
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(30) == 0
+    after = spica_nodes()
+    assert after.returncode == 0 and "figures of monitor" not in after.stderr
+    assert agent_starts(demo) == before + 4

@@ -157,11 +157,18 @@ def nodes(
     recorded: Annotated[
         bool, typer.Option("--recorded", help="What dbspica last recorded, without polling.")
     ] = False,
+    poll: Annotated[
+        bool,
+        typer.Option("--poll", help="Ask the nodes over SSH even while a monitor runs."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Poll every node over SSH: liveness, disks, queue counts, heartbeat, last error.
+    """Every node: liveness, disks, queue counts, heartbeat, last error.
 
-    Exit code 3 when any node is unreachable (the report is printed all the same).
+    While a cluster monitor (spica watch) runs, its last poll is shown (it is at most a few
+    seconds old; stderr names the monitor) and no node is contacted; otherwise, or with
+    --poll, every node is polled over SSH. Exit code 3 when any node is unreachable (the
+    report is printed all the same).
     """
     if recorded:
         from spica_core.read_model import list_nodes
@@ -172,7 +179,9 @@ def nodes(
         else:
             _print_recorded(rows)
         return
-    snapshot = _poll_once(state(ctx))
+    snapshot = None if poll else _monitor_figures(state(ctx))
+    if snapshot is None:
+        snapshot = _poll_once(state(ctx))
     if as_json:
         emit_json([n.to_json() for n in snapshot.nodes])
     else:
@@ -181,13 +190,33 @@ def nodes(
         raise typer.Exit(3)
 
 
+def _monitor_figures(st: CliState) -> ClusterSnapshot | None:
+    """The running monitor's last poll when it is fresh; None to poll the nodes here."""
+    from spica_core.db.types import utcnow
+    from spica_core.monitor.figures import read_monitor_view
+
+    now = utcnow()
+    try:
+        view = read_monitor_view(st.engine(), st.config, now)
+    except Exception:  # dbspica down: poll the nodes, which still answer
+        return None
+    if view is None or not view.monitor.fresh(now):
+        return None
+    age = view.monitor.age(now)
+    note(
+        f"figures of monitor {view.monitor.identity.label}, polled {age:.0f} s ago "
+        "(--poll asks the nodes)"
+    )
+    return view.cluster
+
+
 def _poll_once(st: CliState) -> ClusterSnapshot:
-    """One refresh of the pool, mirrored into dbspica when it answers (best effort); a node
-    down now shows dbspica's last_seen."""
+    """One snapshot through the executor, mirrored into dbspica when it answers (best
+    effort); a node down now shows dbspica's last_seen."""
     import asyncio
 
+    from spica_core.executor.agents import AgentExecutor
     from spica_core.liveness import recorded_last_seen
-    from spica_core.node_pool import NodePool
 
     try:
         seen = recorded_last_seen(st.engine())
@@ -195,9 +224,9 @@ def _poll_once(st: CliState) -> ClusterSnapshot:
         seen = {}
 
     async def poll() -> ClusterSnapshot:
-        async with NodePool(st.config) as pool:
-            pool.remember_last_seen(seen)
-            return await pool.refresh()
+        async with AgentExecutor.over_ssh(st.config) as executor:
+            executor.pool.remember_last_seen(seen)
+            return await executor.snapshot()
 
     snapshot = asyncio.run(poll())
     try:
