@@ -227,6 +227,52 @@ class MonitorConfig(_Model):
     interval: Seconds | None = None
 
 
+class RepositoryConfig(_Model):
+    """An incoming repository (the seed's ``from_CADC/headervalid/`` disks)."""
+
+    name: str
+    #: Absolute directory holding the incoming FITS files (searched recursively).
+    path: str
+    #: The node holding the directory (read through its agent); None: the console host.
+    node: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked_name(v, "repository")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"repository path {v!r} is not absolute")
+        return v
+
+
+class TransferConfig(_Model):
+    """DataTransfer: repositories, the space a runid needs, and how files are copied."""
+
+    repositories: list[RepositoryConfig] = Field(default_factory=list)
+    #: Disk space needed per byte of raw data: raw + weight + flag + working space.
+    space_factor: float = Field(4.0, ge=1.0, le=100.0)
+    #: Files copied at once to one node.
+    in_flight: int = Field(4, ge=1, le=64)
+    #: Attempts per file before its transfer is marked failed, and the first retry delay.
+    attempts: int = Field(3, ge=1, le=100)
+    retry_delay: Seconds = 5.0
+    #: ``spica transfer watch``: seconds between two scans of the repositories.
+    interval: Seconds = 300.0
+
+    @model_validator(mode="after")
+    def _unique(self) -> TransferConfig:
+        seen: set[str] = set()
+        for repo in self.repositories:
+            if repo.name in seen:
+                raise ValueError(f"repository {repo.name!r} is defined twice")
+            seen.add(repo.name)
+        return self
+
+
 class SpicaConfig(_Model):
     cluster: str = "spica"
     db: DatabaseConfig
@@ -238,6 +284,7 @@ class SpicaConfig(_Model):
     daemon: DaemonConfig = DaemonConfig()
     console: ConsoleConfig = ConsoleConfig()
     monitor: MonitorConfig = MonitorConfig()
+    transfer: TransferConfig = TransferConfig()
     #: Where this configuration came from (a file path, or "embedded default").
     _source: str = PrivateAttr("embedded default")
 
@@ -248,6 +295,12 @@ class SpicaConfig(_Model):
             if node.name in seen:
                 raise ValueError(f"node {node.name!r} is defined twice")
             seen.add(node.name)
+        names = {node.name for node in self.nodes}
+        for repo in self.transfer.repositories:
+            if repo.node is not None and repo.node not in names:
+                raise ValueError(
+                    f"repository {repo.name!r} is on node {repo.node!r}, which is not in [[nodes]]"
+                )
         return self
 
     @property

@@ -1,6 +1,6 @@
 -- dbspica schema for MySQL/MariaDB, generated from spica_core/db/models.py.
 -- Do not edit: regenerate with `spica db ddl > sql/dbspica.mysql.sql`.
--- Schema revision 0003 (Alembic); `spica db init` also stamps it.
+-- Schema revision 0004 (Alembic); `spica db init` also stamps it.
 
 SET NAMES utf8mb4;
 
@@ -135,25 +135,6 @@ CREATE TABLE runid (
 	CONSTRAINT uq_runid_name UNIQUE (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
-CREATE TABLE transfer (
-	id INTEGER NOT NULL AUTO_INCREMENT,
-	filename VARCHAR(128) NOT NULL,
-	runid VARCHAR(32),
-	source VARCHAR(1024) NOT NULL,
-	destination_node VARCHAR(128) NOT NULL,
-	bytes BIGINT NOT NULL,
-	checksum VARCHAR(64),
-	state VARCHAR(32) NOT NULL,
-	created_at DATETIME(6) NOT NULL,
-	started_at DATETIME(6),
-	finished_at DATETIME(6),
-	error TEXT,
-	CONSTRAINT pk_transfer PRIMARY KEY (id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-
-CREATE INDEX ix_transfer_runid ON transfer (runid);
-CREATE INDEX ix_transfer_state ON transfer (state);
-
 CREATE TABLE viewer (
 	id INTEGER NOT NULL AUTO_INCREMENT,
 	login VARCHAR(64) NOT NULL,
@@ -182,6 +163,19 @@ CREATE TABLE image (
 	path VARCHAR(1024),
 	qf_status VARCHAR(32) NOT NULL,
 	raw BOOL NOT NULL,
+	instrument VARCHAR(32),
+	qrunid VARCHAR(32),
+	mjd_obs FLOAT,
+	gain FLOAT,
+	saturate FLOAT,
+	phot_c FLOAT,
+	phot_k FLOAT,
+	extensions INTEGER,
+	bytes BIGINT NOT NULL,
+	checksum VARCHAR(80),
+	`partition` VARCHAR(128),
+	repository VARCHAR(128),
+	ingested_at DATETIME(6),
 	CONSTRAINT pk_image PRIMARY KEY (id),
 	CONSTRAINT uq_image_filename UNIQUE (filename),
 	CONSTRAINT fk_image_runid_id_runid FOREIGN KEY(runid_id) REFERENCES runid (id) ON DELETE SET NULL,
@@ -189,6 +183,7 @@ CREATE TABLE image (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE INDEX ix_image_node_id ON image (node_id);
+CREATE INDEX ix_image_repository ON image (repository);
 CREATE INDEX ix_image_runid_id_filter ON image (runid_id, filter);
 
 CREATE TABLE node_application (
@@ -290,8 +285,40 @@ CREATE TABLE stack_run (
 	CONSTRAINT fk_stack_run_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
+CREATE TABLE transfer (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	filename VARCHAR(128) NOT NULL,
+	runid VARCHAR(32),
+	source VARCHAR(1024) NOT NULL,
+	destination_node VARCHAR(128) NOT NULL,
+	bytes BIGINT NOT NULL,
+	checksum VARCHAR(80),
+	state VARCHAR(32) NOT NULL,
+	created_at DATETIME(6) NOT NULL,
+	started_at DATETIME(6),
+	finished_at DATETIME(6),
+	error TEXT,
+	plan_id VARCHAR(32),
+	image_id INTEGER,
+	filter VARCHAR(32),
+	source_node VARCHAR(128),
+	destination_partition VARCHAR(128),
+	destination_path VARCHAR(1024),
+	reserved_bytes BIGINT NOT NULL,
+	node_checksum VARCHAR(80),
+	attempts INTEGER NOT NULL,
+	updated_at DATETIME(6),
+	CONSTRAINT pk_transfer PRIMARY KEY (id),
+	CONSTRAINT fk_transfer_image_id_image FOREIGN KEY(image_id) REFERENCES image (id) ON DELETE SET NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE INDEX ix_transfer_destination_node_state ON transfer (destination_node, state);
+CREATE INDEX ix_transfer_plan_id ON transfer (plan_id);
+CREATE INDEX ix_transfer_runid ON transfer (runid);
+CREATE INDEX ix_transfer_state ON transfer (state);
+
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL,
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO alembic_version (version_num) VALUES ('0003');
+INSERT INTO alembic_version (version_num) VALUES ('0004');

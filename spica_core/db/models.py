@@ -161,6 +161,22 @@ class Image(Base):
     qf_status: Mapped[str] = mapped_column(String(SHORT), default="new")
     #: Raw exposures are never deleted by ``remove --purge-inputs``.
     raw: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Header metadata read by ``spica ingest`` (the instrument's header map names the keys).
+    instrument: Mapped[str | None] = mapped_column(String(SHORT))
+    qrunid: Mapped[str | None] = mapped_column(String(SHORT))
+    mjd_obs: Mapped[float | None] = mapped_column(Float)
+    gain: Mapped[float | None] = mapped_column(Float)
+    saturate: Mapped[float | None] = mapped_column(Float)
+    phot_c: Mapped[float | None] = mapped_column(Float)
+    phot_k: Mapped[float | None] = mapped_column(Float)
+    extensions: Mapped[int | None] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    checksum: Mapped[str | None] = mapped_column(String(80))
+    #: Partition of ``node`` holding the file; None while it waits in a repository.
+    partition: Mapped[str | None] = mapped_column(String(NAME))
+    #: Name of the incoming repository the file waits in; None once placed on a node.
+    repository: Mapped[str | None] = mapped_column(String(NAME), index=True)
+    ingested_at: Mapped[datetime | None]
 
 
 class Stack(Base):
@@ -283,10 +299,14 @@ class Problem(Base):
 
 
 class Transfer(Base):
-    """A DataTransfer move of one file to a processing node."""
+    """A DataTransfer move of one file to a processing node (planned → running → done/failed)."""
 
     __tablename__ = "transfer"
-    __table_args__ = (Index(None, "state"), Index(None, "runid"))
+    __table_args__ = (
+        Index(None, "state"),
+        Index(None, "runid"),
+        Index(None, "destination_node", "state"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     filename: Mapped[str] = mapped_column(String(NAME))
@@ -294,12 +314,26 @@ class Transfer(Base):
     source: Mapped[str] = mapped_column(String(1024))
     destination_node: Mapped[str] = mapped_column(String(NAME))
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    checksum: Mapped[str | None] = mapped_column(String(64))
+    checksum: Mapped[str | None] = mapped_column(String(80))
     state: Mapped[str] = mapped_column(String(SHORT), default="planned")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    #: The plan this row belongs to (one ``spica transfer plan``), for history and undo.
+    plan_id: Mapped[str | None] = mapped_column(String(SHORT), index=True)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("image.id", ondelete="SET NULL"))
+    filter: Mapped[str | None] = mapped_column(String(SHORT))
+    #: Node holding the source when the repository is on a node; None for the console host.
+    source_node: Mapped[str | None] = mapped_column(String(NAME))
+    destination_partition: Mapped[str | None] = mapped_column(String(NAME))
+    destination_path: Mapped[str | None] = mapped_column(String(1024))
+    #: Space the file will take on the partition once processed (space_factor * bytes).
+    reserved_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Checksum the node computed on arrival; ``done`` only when it equals ``checksum``.
+    node_checksum: Mapped[str | None] = mapped_column(String(80))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime | None]
 
 
 class OperatorAction(Base):

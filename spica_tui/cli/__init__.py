@@ -21,6 +21,7 @@ from spica_tui.cli import (
     node_cmds,
     ops_cmds,
     report_cmds,
+    transfer_cmds,
     watch_cmds,
 )
 from spica_tui.cli.context import CliState, state
@@ -67,6 +68,7 @@ def _root(
 app.add_typer(db_cmds.app, name="db")
 app.add_typer(demo_cmds.app, name="demo")
 app.add_typer(node_cmds.app, name="node")
+app.add_typer(transfer_cmds.app, name="transfer")
 report_cmds.register(app)
 daemon_cmds.register(app)
 ops_cmds.register(app)
