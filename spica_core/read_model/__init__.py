@@ -7,7 +7,9 @@ the operations' stack selection and the console's data alike:
   console's substring-or-regex ``text``, the CLI's ``match``), :func:`page_stacks`,
   :func:`count_stacks`, :func:`state_counts`, :func:`iter_stacks`, :func:`list_stacks`,
   :func:`stack_detail`;
-* :func:`list_problems`, :func:`list_nodes`, :func:`runid_distribution`.
+* :func:`list_problems`, :func:`list_nodes`, :func:`runid_distribution`;
+* DataTransfer (:mod:`.transfer`): :func:`transfer_space` (disks with virtual free),
+  :func:`waiting_runids`, :func:`transfer_distribution`.
 
 Every function takes a :class:`Scope` (default :data:`EVERYTHING`, the operators'): a runid
 scope sees only its runids' rows and no node internals (:mod:`.scope` says which). Regexes
@@ -35,18 +37,33 @@ from spica_core.read_model.stacks import (
     stack_detail,
     state_counts,
 )
+from spica_core.read_model.transfer import (
+    NO_FILTER,
+    Replanning,
+    RunidWaiting,
+    TransferStatus,
+    runid_filters,
+    transfer_distribution,
+    transfer_space,
+    transfer_status,
+    waiting_runids,
+)
 
 __all__ = [
     "EVERYTHING",
     "MAX_PATTERN",
+    "NO_FILTER",
     "REGEX_CHARS",
     "REGEX_SECONDS",
     "VIEW_STATES",
+    "Replanning",
     "RunidDistribution",
+    "RunidWaiting",
     "Scope",
     "SqlPattern",
     "StackPage",
     "StackSelection",
+    "TransferStatus",
     "count_stacks",
     "iter_stacks",
     "list_nodes",
@@ -55,7 +72,12 @@ __all__ = [
     "natural_sorted",
     "page_stacks",
     "runid_distribution",
+    "runid_filters",
     "sql_pattern",
     "stack_detail",
     "state_counts",
+    "transfer_distribution",
+    "transfer_space",
+    "transfer_status",
+    "waiting_runids",
 ]
