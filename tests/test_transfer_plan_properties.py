@@ -208,3 +208,24 @@ def test_space_split_over_small_partitions_says_so() -> None:
     assert "too small (big.fits needs 4.000 GB; the largest is node1:raid1" in (
         plan.shortfall.message()
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(clusters(), runids(), st.sets(st.sampled_from([f"node{i}" for i in range(1, 9)])))
+def test_a_node_already_holding_the_runid_is_preferred(
+    nodes: list[NodeSpace], images: list[ImageNeed], holding: set[str]
+) -> None:
+    """Planning a runid filter by filter keeps it together: when a node already holding
+    part of it can take the rest on one partition, the rest goes there; the rules hold."""
+    plan = plan_placement(images, nodes, holding)
+    check_invariants(images, nodes, plan)
+    total = sum(i.needed_bytes for i in images)
+    holders = [
+        n.node
+        for n in nodes
+        if n.answers
+        and n.node in holding
+        and any(p.virtual_free_bytes >= max(total, 1) for p in n.partitions)
+    ]
+    if holders and images:
+        assert plan.fits and len(plan.nodes()) == 1 and plan.nodes()[0] in holding

@@ -200,6 +200,7 @@ def test_replanning_replaces_and_a_placed_runid_is_not_planned_again(seed_db, tm
         assert s.scalar(select(func.count(Transfer.id))) == 27
     only_r = plan_runid(seed_db, config, cluster, "03AF19", "r")
     assert only_r.replaced == 5 and len(only_r.files) == 5
+    assert only_r.plan.nodes() == one.plan.nodes()
     with Session(seed_db) as s:
         assert s.scalar(select(func.count(Transfer.id))) == 27
 
@@ -246,6 +247,23 @@ def test_down_and_loaded_nodes_and_stack_products(seed_db, tmp_path, db_url):
     plan = plan_runid(seed_db, config, cluster, "03AL03")
     # node5 (the most free) is down, node7 is loaded: node8 takes it.
     assert plan.plan.distribution() == {"node8": (288, 100.0)}
+
+
+def test_filter_by_filter_a_runid_stays_on_its_node(seed_db, tmp_path, db_url):
+    """The node already holding a runid's other filters is kept, even when another node is
+    less loaded: the runid stays on as few nodes as possible."""
+    config = seed_config(tmp_path, db_url)
+    cluster = seed_cluster()
+    first = plan_runid(seed_db, config, cluster, "03AL03", "r")
+    assert first.plan.distribution() == {"node5": (58, 100.0)}
+    with Session(seed_db) as s, s.begin():
+        node5 = s.scalar(select(Node.id).where(Node.name == "node5"))
+        for i in range(4):
+            s.add(Stack(name=f"CFHTLS_D_g_0{i}_T0003", node_id=node5, state="pending"))
+    second = plan_runid(seed_db, config, cluster, "03AL03", "g")
+    assert second.plan.distribution() == {"node5": (58, 100.0)}
+    other = plan_runid(seed_db, config, cluster, "03AQ97")  # a new runid avoids the load
+    assert other.plan.nodes() == ["node7"]
 
 
 def test_an_impossible_plan_says_what_is_missing_and_stores_nothing(seed_db, tmp_path, db_url):

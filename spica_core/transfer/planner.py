@@ -13,7 +13,10 @@ order of precedence:
 5. among nodes that would do equally, the one with the fewest stacks waiting to run
    (then the most virtual free, then the name).
 
-The greedy: if one node can hold the whole runid, the least loaded such node takes it.
+Nodes already holding part of the runid (``holding``: images placed there, or planned for
+another filter) count as chosen from the start, so planning a runid filter by filter still
+keeps it together. The greedy: if one node can hold the whole runid, a node already
+holding it, else the least loaded, takes it.
 Otherwise filters are placed biggest first, each whole on a node already chosen when it
 fits, else spread over the nodes already chosen when they can hold it (no new node), else
 whole on the least loaded new node that can hold it, else spread over the chosen nodes and
@@ -184,9 +187,12 @@ def _biggest_first(images: Iterable[ImageNeed]) -> list[ImageNeed]:
     return sorted(images, key=lambda i: (-i.needed_bytes, i.filename, i.image_id))
 
 
-def plan_placement(images: Sequence[ImageNeed], nodes: Sequence[NodeSpace]) -> Plan:
+def plan_placement(
+    images: Sequence[ImageNeed], nodes: Sequence[NodeSpace], holding: Iterable[str] = ()
+) -> Plan:
     """Place every image on a partition of a node that answers (see the module docstring
-    for the rules); deterministic for the same inputs."""
+    for the rules); ``holding`` names the nodes already holding part of the runid.
+    Deterministic for the same inputs."""
     if not images:
         return Plan(())
     if len({i.image_id for i in images}) != len(images):
@@ -208,9 +214,10 @@ def plan_placement(images: Sequence[ImageNeed], nodes: Sequence[NodeSpace]) -> P
     def load_key(n: NodeSpace) -> tuple[Any, ...]:
         return (n.pending_stacks, -n.virtual_free_bytes, _natural_key(n.node))
 
+    held = set(holding)
     out: list[Assignment] = []
-    # 1. The whole runid on one node: the least loaded that can hold it.
-    for node in sorted(answering, key=load_key):
+    # 1. The whole runid on one node: one already holding it, else the least loaded.
+    for node in sorted(answering, key=lambda n: (n.node not in held, *load_key(n))):
         node_slots = slots[node.node]
         if _could_hold(everything, node_slots, total):
             chosen = _pack(everything, node_slots)
@@ -226,7 +233,7 @@ def plan_placement(images: Sequence[ImageNeed], nodes: Sequence[NodeSpace]) -> P
     by_size = sorted(
         answering, key=lambda n: (-n.virtual_free_bytes, n.pending_stacks, _natural_key(n.node))
     )
-    opened: list[str] = []
+    opened = [n.node for n in sorted(answering, key=load_key) if n.node in held]
     unplaced: list[ImageNeed] = []
     for _, group in ordered:
         need = sum(i.needed_bytes for i in group)

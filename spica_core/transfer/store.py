@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import ColumnElement, Engine, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from spica_core.cluster_snapshot import ClusterSnapshot
 from spica_core.config import SpicaConfig
-from spica_core.db.models import Image, OperatorAction, Runid, Transfer
+from spica_core.db.models import Image, Node, OperatorAction, Runid, Transfer
 from spica_core.db.types import affected_rows, utcnow
 from spica_core.errors import UsageError
 from spica_core.read_model.transfer import NO_FILTER, Replanning, runid_filters, transfer_space
@@ -139,6 +139,28 @@ def _waiting_images(session: Session, runid: str, filter_: str | None) -> tuple[
     return waiting, len(images) - len(waiting)
 
 
+def _holding_nodes(session: Session, runid: str, filter_: str | None) -> set[str]:
+    """Nodes already holding part of ``runid``: its images placed there, its transfers in
+    flight or done, and the planned rows this plan does not replace (other filters)."""
+    placed = session.scalars(
+        select(Node.name)
+        .join(Image, Image.node_id == Node.id)
+        .join(Runid, Image.runid_id == Runid.id)
+        .where(Runid.name == runid)
+        .distinct()
+    )
+    kept: ColumnElement[bool] = Transfer.state.in_(("running", "done"))
+    if filter_ == NO_FILTER:
+        kept = or_(kept, and_(Transfer.state == "planned", Transfer.filter.is_not(None)))
+    elif filter_ is not None:
+        other = or_(Transfer.filter.is_(None), Transfer.filter != filter_)
+        kept = or_(kept, and_(Transfer.state == "planned", other))
+    sent = session.scalars(
+        select(Transfer.destination_node).where(Transfer.runid == runid, kept).distinct()
+    )
+    return set(placed) | set(sent)
+
+
 def plan_runid(
     engine: Engine,
     config: SpicaConfig,
@@ -166,7 +188,8 @@ def plan_runid(
         needs = [
             ImageNeed(i.id, i.filename, i.filter, needed_bytes(i.bytes, factor)) for i in waiting
         ]
-        plan = plan_placement(needs, space) if needs else Plan(())
+        holding = _holding_nodes(session, runid, filter_)
+        plan = plan_placement(needs, space, holding) if needs else Plan(())
         by_id = {i.id: i for i in waiting}
         files = tuple(
             _planned_file(a, by_id[a.image.image_id], runid, roots, repositories)
