@@ -319,3 +319,42 @@ def test_distribution_from_image_rows_and_scope(seed_db, tmp_path, db_url):
     assert [r.runid for r in waiting_runids(seed_db, 4.0, Scope.of_runids(["03AF19"]))] == [
         "03AF19"
     ]
+
+
+def test_plans_made_at_once_never_promise_the_same_space(seed_db, tmp_path, db_url, engine_factory):
+    """Four planners at once (separate engines, as separate processes would have), each
+    runid big enough for one of the two answering nodes only: every stored plan is on its
+    own node, and the others are impossible: no partition promised past its virtual free."""
+    import threading
+
+    config = seed_config(tmp_path, db_url)
+    # node5 and node7 answer: each holds one of these runids (1 200 GB needed), not two.
+    cluster = seed_cluster(down=tuple(n for n in SEED_NODES if n not in ("node5", "node7")))
+    with Session(seed_db) as s, s.begin():
+        for k in range(4):
+            add_runid(s, f"05AL0{k}", 100, 300 * GB)
+    outcomes: list = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def plan(k: int) -> None:
+        engine = engine_factory(db_url, create=False)
+        try:
+            start.wait()
+            outcomes.append(plan_runid(engine, config, cluster, f"05AL0{k}"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=plan, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    stored = [o for o in outcomes if o.stored]
+    assert len(stored) == 2 and len(outcomes) == 4
+    assert sorted(n for o in stored for n in o.plan.nodes()) == ["node5", "node7"]
+    space = {d.node: d for d in transfer_space(seed_db, cluster, 4.0)}
+    for node in ("node5", "node7"):
+        part = space[node].partitions[0]
+        assert part.promised_bytes <= part.free_bytes - part.reserved_bytes

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, exists, func, literal, select
+from sqlalchemy import Connection, Engine, and_, case, exists, func, literal, select
 from sqlalchemy.orm import Session
 
 from spica_core.cluster_snapshot import ClusterSnapshot
@@ -54,14 +54,17 @@ def _live_transfer(image_id: Any) -> Any:
 
 
 def transfer_space(
-    engine: Engine,
+    engine: Engine | Connection,
     cluster: ClusterSnapshot,
     space_factor: float,
     scope: Scope = EVERYTHING,
     *,
     replacing: Replanning | None = None,
 ) -> list[NodeSpace]:
-    """Every node of ``cluster`` with its partitions' virtual free; [] in a runid scope."""
+    """Every node of ``cluster`` with its partitions' virtual free; [] in a runid scope.
+
+    ``engine`` may be a connection in a transaction (a planner reads the space and writes
+    its plan in one, :func:`spica_core.transfer.store.planning`)."""
     if scope.hides_node_internals:
         return []
     promised_stmt = (
@@ -114,7 +117,7 @@ def transfer_space(
         .where(Stack.state.in_(UNSTARTED_STACK_STATES))
         .group_by(Node.name)
     )
-    with Session(engine) as session:
+    with Session(bind=engine) as session:
         promised = {
             (str(n), str(p)): int(b or 0)
             for n, p, b in session.execute(promised_stmt)

@@ -10,21 +10,32 @@ An impossible plan writes nothing. Each stored (or dry-run) plan leaves an audit
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, delete, or_, select
+from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from spica_core.cluster_snapshot import ClusterSnapshot
 from spica_core.config import SpicaConfig
 from spica_core.db.models import Image, Node, OperatorAction, Runid, Transfer
 from spica_core.db.types import affected_rows, utcnow
-from spica_core.errors import UsageError
+from spica_core.errors import SpicaError, UsageError
 from spica_core.read_model.transfer import NO_FILTER, Replanning, runid_filters, transfer_space
 from spica_core.transfer.planner import Assignment, ImageNeed, Plan, plan_placement
-from spica_core.transfer.space import LIVE_TRANSFER_STATES, NodeSpace, needed_bytes
+from spica_core.transfer.space import NodeSpace, needed_bytes
+
+
+class PlanBusy(SpicaError):
+    """Another plan held the planning lock longer than we would wait."""
+
+    def __init__(self, runid: str, seconds: float) -> None:
+        self.runid = runid
+        super().__init__(
+            f"runid {runid}: another transfer plan is being made; waited {seconds:g} s"
+        )
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,46 @@ def _holding_nodes(session: Session, runid: str, filter_: str | None) -> set[str
     return set(placed) | set(sent)
 
 
+#: The MariaDB named lock held while a plan is made and stored (one planner at a time).
+PLAN_LOCK = "spica.transfer.plan"
+#: Seconds a planner waits for another to finish.
+PLAN_LOCK_SECONDS = 30
+
+
+@contextmanager
+def planning(engine: Engine, runid: str) -> Iterator[Connection]:
+    """A transaction in which no other planner runs: a plan reads the space promised by
+    the others and writes its own rows before the next one reads, so two plans made at
+    once (an operator and the automatic mode) never promise the same bytes twice.
+
+    MariaDB: the named lock :data:`PLAN_LOCK`. SQLite: the transaction starts with a write
+    (SQLite has one writer at a time, and the others wait for it: ``busy_timeout``).
+    """
+    with engine.connect() as conn:
+        mysql = conn.dialect.name in ("mysql", "mariadb")
+        if mysql:
+            got = conn.scalar(
+                text("SELECT GET_LOCK(:name, :seconds)"),
+                {"name": PLAN_LOCK, "seconds": PLAN_LOCK_SECONDS},
+            )
+            conn.commit()
+            if got != 1:
+                raise PlanBusy(runid, PLAN_LOCK_SECONDS)
+        try:
+            with conn.begin():
+                if not mysql:
+                    conn.execute(
+                        update(Runid)
+                        .where(Runid.name == runid)
+                        .values(transfer_status=Runid.transfer_status)
+                    )
+                yield conn
+        finally:
+            if mysql:
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": PLAN_LOCK})
+                conn.commit()
+
+
 def plan_runid(
     engine: Engine,
     config: SpicaConfig,
@@ -175,37 +226,34 @@ def plan_runid(
     cluster's disks, and store it unless ``dry_run`` or impossible.
 
     ``cluster`` holds the disks as the nodes reported them (the monitor's last poll or a
-    poll now); the space the runid's replaced planned rows held counts as free. Raises
-    UsageError for an unknown runid or a filter it has no image of.
+    poll now); the space the runid's replaced planned rows held counts as free. Reading the
+    space, planning and storing are one transaction under :func:`planning`. Raises
+    UsageError for an unknown runid or a filter it has no image of, PlanBusy when another
+    plan holds the lock too long.
     """
     _check_filter(engine, runid, filter_)
     factor = config.transfer.space_factor
-    space = tuple(transfer_space(engine, cluster, factor, replacing=Replanning(runid, filter_)))
     roots = {n.name: n.root for n in config.nodes}
     repositories = {r.name: r for r in config.transfer.repositories}
-    with Session(engine) as session:
+    with planning(engine, runid) as conn, Session(bind=conn) as session:
+        space = tuple(transfer_space(conn, cluster, factor, replacing=Replanning(runid, filter_)))
         waiting, settled = _waiting_images(session, runid, filter_)
+        if not waiting:
+            return RunidPlan(
+                runid, filter_, None, Plan(()), (), 0, settled, 0, False, dry_run, space, factor
+            )
         needs = [
             ImageNeed(i.id, i.filename, i.filter, needed_bytes(i.bytes, factor)) for i in waiting
         ]
-        holding = _holding_nodes(session, runid, filter_)
-        plan = plan_placement(needs, space, holding) if needs else Plan(())
+        plan = plan_placement(needs, space, _holding_nodes(session, runid, filter_))
         by_id = {i.id: i for i in waiting}
         files = tuple(
             _planned_file(a, by_id[a.image.image_id], runid, roots, repositories)
             for a in plan.assignments
         )
-    if not waiting:
-        return RunidPlan(
-            runid, filter_, None, plan, (), 0, settled, 0, False, dry_run, space, factor
-        )
-    plan_id = uuid.uuid4().hex if plan.fits else None
-    stored = False
-    replaced = 0
-    with Session(engine) as session, session.begin():
-        if plan.fits and not dry_run:
-            replaced = _replace_rows(session, runid, filter_, plan_id or "", files)
-            stored = True
+        plan_id = uuid.uuid4().hex if plan.fits else None
+        stored = plan.fits and not dry_run
+        replaced = _replace_rows(session, runid, filter_, plan_id or "", files) if stored else 0
         session.add(
             OperatorAction(
                 user=user,
@@ -223,6 +271,7 @@ def plan_runid(
                 },
             )
         )
+        session.flush()
     return RunidPlan(
         runid,
         filter_,
@@ -317,4 +366,4 @@ def _render(runid: str, filter_: str | None, plan: Plan) -> str:
     return f"{head}: " + ("  ".join(cells) or "nothing to place")
 
 
-__all__ = ["LIVE_TRANSFER_STATES", "NO_FILTER", "PlannedFile", "RunidPlan", "plan_runid"]
+__all__ = ["NO_FILTER", "PlanBusy", "PlannedFile", "RunidPlan", "plan_runid", "planning"]
