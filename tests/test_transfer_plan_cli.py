@@ -173,3 +173,33 @@ def test_status_uses_a_running_monitor_and_opens_no_ssh(
     finally:
         watcher.send_signal(signal.SIGTERM)
         assert watcher.wait(30) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["plan", "03AF19; rm -rf /\x1b[31m"], "runid '03AF19; rm -rf /\\x1b[31m'"),
+        (["plan", "03AF19", "--filter", "r$(id)\n"], "--filter 'r$(id)\\n'"),
+        (["plan", "03af19"], "runid '03af19': no such runid"),
+    ],
+)
+def test_unknown_runid_or_filter_is_refused_before_any_node_is_asked(
+    db_engine: Engine, db_url: str, tmp_path: Path, args: list[str], named: str
+) -> None:
+    """Exit 2 with the name shown escaped, nothing written, and no node contacted (the
+    configured node listens nowhere: a poll would report it down, exit 3)."""
+    config = tmp_path / "spica.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "db": {"url": db_url},
+                "nodes": [{"name": "node1", "host": "127.0.0.1", "port": 9, "root": "/data"}],
+            }
+        )
+    )
+    seed_runids(db_engine)
+    done = spica(config, *args)
+    assert done.returncode == 2, done.stderr
+    assert named in done.stderr and "\x1b" not in done.stderr
+    with Session(db_engine) as s:
+        assert s.scalar(select(func.count(Transfer.id))) == 0

@@ -245,11 +245,13 @@ class TransferStatus:
 
 def runid_filters(engine: Engine, runid: str) -> dict[str, int] | None:
     """Every image of ``runid`` per filter ("-" for none), placed or waiting; None when
-    dbspica has no such runid."""
+    dbspica has no such runid. Names match exactly on both engines (MariaDB's collation
+    alone would take ``03af19`` for ``03AF19``)."""
     with Session(engine) as session:
-        found = session.scalar(select(Runid.id).where(Runid.name == runid))
-        if found is None:
+        row = session.execute(select(Runid.id, Runid.name).where(Runid.name == runid)).first()
+        if row is None or row.name != runid:
             return None
+        found = row.id
         rows = session.execute(
             select(Image.filter, func.count(Image.id))
             .where(Image.runid_id == found)

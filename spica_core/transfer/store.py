@@ -15,7 +15,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, delete, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from spica_core.cluster_snapshot import ClusterSnapshot
@@ -119,7 +130,8 @@ class RunidPlan:
         }
 
 
-def _check_filter(engine: Engine, runid: str, filter_: str | None) -> None:
+def check_request(engine: Engine, runid: str, filter_: str | None) -> None:
+    """UsageError unless dbspica holds ``runid`` and, when named, images of ``filter_``."""
     filters = runid_filters(engine, runid)
     if filters is None:
         raise UsageError(f"runid {runid!r}: no such runid in dbspica")
@@ -130,15 +142,43 @@ def _check_filter(engine: Engine, runid: str, filter_: str | None) -> None:
         )
 
 
-def _waiting_images(session: Session, runid: str, filter_: str | None) -> tuple[list[Image], int]:
+@dataclass(frozen=True)
+class _Waiting:
+    """The columns of a waiting image a plan needs (not the whole row: a runid may have
+    thousands)."""
+
+    id: int
+    filename: str
+    filter: str | None
+    bytes: int
+    checksum: str | None
+    path: str | None
+    repository: str
+
+
+def _waiting_images(
+    session: Session, runid: str, filter_: str | None
+) -> tuple[list[_Waiting], int]:
     """The runid's images waiting in a repository and not in flight, and how many of its
     images are settled (on a node, or being copied)."""
-    stmt = select(Image).join(Runid, Image.runid_id == Runid.id).where(Runid.name == runid)
+    stmt = (
+        select(
+            Image.id,
+            Image.filename,
+            Image.filter,
+            Image.bytes,
+            Image.checksum,
+            Image.path,
+            Image.repository,
+        )
+        .join(Runid, Image.runid_id == Runid.id)
+        .where(Runid.name == runid)
+    )
     if filter_ == NO_FILTER:
         stmt = stmt.where(Image.filter.is_(None))
     elif filter_ is not None:
         stmt = stmt.where(Image.filter == filter_)
-    images = list(session.scalars(stmt.order_by(Image.filename)))
+    rows = session.execute(stmt.order_by(Image.filename)).all()
     running = set(
         session.scalars(
             select(Transfer.image_id).where(
@@ -146,8 +186,12 @@ def _waiting_images(session: Session, runid: str, filter_: str | None) -> tuple[
             )
         )
     )
-    waiting = [i for i in images if i.repository is not None and i.id not in running]
-    return waiting, len(images) - len(waiting)
+    waiting = [
+        _Waiting(r.id, r.filename, r.filter, int(r.bytes or 0), r.checksum, r.path, r.repository)
+        for r in rows
+        if r.repository is not None and r.id not in running
+    ]
+    return waiting, len(rows) - len(waiting)
 
 
 def _holding_nodes(session: Session, runid: str, filter_: str | None) -> set[str]:
@@ -231,7 +275,7 @@ def plan_runid(
     UsageError for an unknown runid or a filter it has no image of, PlanBusy when another
     plan holds the lock too long.
     """
-    _check_filter(engine, runid, filter_)
+    check_request(engine, runid, filter_)
     factor = config.transfer.space_factor
     roots = {n.name: n.root for n in config.nodes}
     repositories = {r.name: r for r in config.transfer.repositories}
@@ -290,12 +334,12 @@ def plan_runid(
 
 def _planned_file(
     a: Assignment,
-    image: Image,
+    image: _Waiting,
     runid: str,
     roots: dict[str, str],
     repositories: dict[str, Any],
 ) -> PlannedFile:
-    repo = repositories.get(image.repository or "")
+    repo = repositories.get(image.repository)
     source = image.path or (f"{repo.path.rstrip('/')}/{image.filename}" if repo else image.filename)
     root = roots.get(a.node, "")
     return PlannedFile(
@@ -328,26 +372,31 @@ def _replace_rows(
         old = old.where(Transfer.filter == filter_)
     replaced = affected_rows(session.execute(old))
     now = utcnow()
-    session.add_all(
-        Transfer(
-            filename=f.filename,
-            runid=runid,
-            source=f.source,
-            source_node=f.source_node,
-            destination_node=f.node,
-            destination_partition=f.partition,
-            destination_path=f.path,
-            bytes=f.bytes,
-            reserved_bytes=f.reserved_bytes,
-            checksum=f.checksum,
-            state="planned",
-            plan_id=plan_id,
-            image_id=f.image_id,
-            filter=f.filter,
-            updated_at=now,
+    if files:  # one multi-row INSERT, not an ORM object per file
+        session.execute(
+            insert(Transfer),
+            [
+                {
+                    "filename": f.filename,
+                    "runid": runid,
+                    "source": f.source,
+                    "source_node": f.source_node,
+                    "destination_node": f.node,
+                    "destination_partition": f.partition,
+                    "destination_path": f.path,
+                    "bytes": f.bytes,
+                    "reserved_bytes": f.reserved_bytes,
+                    "checksum": f.checksum,
+                    "state": "planned",
+                    "plan_id": plan_id,
+                    "image_id": f.image_id,
+                    "filter": f.filter,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for f in files
+            ],
         )
-        for f in files
-    )
     run = session.scalar(select(Runid).where(Runid.name == runid))
     if run is not None:
         run.transfer_status = "planned"
@@ -366,4 +415,12 @@ def _render(runid: str, filter_: str | None, plan: Plan) -> str:
     return f"{head}: " + ("  ".join(cells) or "nothing to place")
 
 
-__all__ = ["NO_FILTER", "PlanBusy", "PlannedFile", "RunidPlan", "plan_runid", "planning"]
+__all__ = [
+    "NO_FILTER",
+    "PlanBusy",
+    "PlannedFile",
+    "RunidPlan",
+    "check_request",
+    "plan_runid",
+    "planning",
+]

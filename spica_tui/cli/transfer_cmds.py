@@ -146,15 +146,13 @@ def plan(
     """Place RUNID's waiting images on node partitions and store the plan (transfer rows
     'planned'); a runid's planned rows are replaced. Exit code 1 when the plan is
     impossible (nothing is stored), 2 for an unknown runid or filter."""
-    from spica_core.errors import UsageError
     from spica_core.operations.session import operator_name
-    from spica_core.read_model import runid_filters
-    from spica_core.transfer.store import plan_runid
+    from spica_core.transfer.store import check_request, plan_runid
 
     st = state(ctx)
     engine = st.engine()
-    if runid_filters(engine, runid) is None:  # before any node is polled
-        raise UsageError(f"runid {runid!r}: no such runid in dbspica")
+    user = operator_name()
+    check_request(engine, runid, filter_)  # before any node is polled
     figures = _figures(st, poll)
     outcome = plan_runid(
         engine,
@@ -163,7 +161,7 @@ def plan(
         runid,
         filter_,
         dry_run=dry_run,
-        user=operator_name(),
+        user=user,
     )
     if as_json:
         emit_json(outcome.to_json())
