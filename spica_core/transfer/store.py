@@ -25,7 +25,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    update,
 )
 from sqlalchemy.orm import Session
 
@@ -229,7 +228,8 @@ def planning(engine: Engine, runid: str) -> Iterator[Connection]:
     once (an operator and the automatic mode) never promise the same bytes twice.
 
     MariaDB: the named lock :data:`PLAN_LOCK`. SQLite: the transaction starts with a write
-    (SQLite has one writer at a time, and the others wait for it: ``busy_timeout``).
+    that changes nothing (SQLite has one writer at a time; the others wait for it,
+    ``busy_timeout``), so a dry run leaves dbspica as it was, but for its audit row.
     """
     with engine.connect() as conn:
         mysql = conn.dialect.name in ("mysql", "mariadb")
@@ -243,12 +243,8 @@ def planning(engine: Engine, runid: str) -> Iterator[Connection]:
                 raise PlanBusy(runid, PLAN_LOCK_SECONDS)
         try:
             with conn.begin():
-                if not mysql:
-                    conn.execute(
-                        update(Runid)
-                        .where(Runid.name == runid)
-                        .values(transfer_status=Runid.transfer_status)
-                    )
+                if not mysql:  # a write that changes nothing takes SQLite's writer lock
+                    conn.execute(delete(Transfer).where(Transfer.id < 0))
                 yield conn
         finally:
             if mysql:
