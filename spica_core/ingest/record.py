@@ -8,6 +8,7 @@ the first missing required key or bad value raises :class:`HeaderRejected`.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -83,17 +84,48 @@ class _Cards:
         return key in self._text
 
     def value(self, key: str) -> object:
-        from astropy.io import fits
+        card = self._text[key]
+        fast = _simple_value(card[10:])
+        if fast is not _NOT_SIMPLE:
+            return fast
+        return _astropy_value(key, card)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                value = fits.Card.fromstring(self._text[key]).value
-            except Exception as exc:  # astropy's VerifyError and its parsers' errors alike
-                raise HeaderRejected(key, f"unparseable card: {exc}") from None
-        if isinstance(value, fits.card.Undefined):
-            raise HeaderRejected(key, "the card has no value")
-        return value
+
+#: The value forms nearly every card has (FITS 4.0 §4.2): a string, a logical, an integer
+#: or a real, then an optional comment. Read by these expressions they cost a microsecond;
+#: anything else goes to astropy's card parser (a hundred times slower, and the authority).
+_STRING = re.compile(r"^ *'((?:[^']|'')*)' *(?:/.*)?$")
+_LOGICAL = re.compile(r"^ *([TF]) *(?:/.*)?$")
+_INTEGER = re.compile(r"^ *([+-]?\d+) *(?:/.*)?$")
+_REAL = re.compile(r"^ *([+-]?(?:\d+\.?\d*|\.\d+)(?:[EDed][+-]?\d+)?) *(?:/.*)?$")
+_NOT_SIMPLE = object()
+
+
+def _simple_value(field: str) -> object:
+    if m := _STRING.match(field):
+        return m[1].replace("''", "'").rstrip()
+    if m := _INTEGER.match(field):
+        return int(m[1])
+    if m := _REAL.match(field):
+        return float(m[1].replace("D", "E").replace("d", "e"))
+    if m := _LOGICAL.match(field):
+        return m[1] == "T"
+    return _NOT_SIMPLE
+
+
+def _astropy_value(key: str, card: str) -> object:
+    """The card's value by astropy's parser: free-format oddities, complex values, errors."""
+    from astropy.io import fits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            value = fits.Card.fromstring(card).value
+        except Exception as exc:  # astropy's VerifyError and its parsers' errors alike
+            raise HeaderRejected(key, f"unparseable card: {exc}") from None
+    if isinstance(value, fits.card.Undefined):
+        raise HeaderRejected(key, "the card has no value")
+    return value
 
 
 def _column(cards: _Cards, sources: Sequence[Source]) -> tuple[Source, object] | None:

@@ -51,6 +51,8 @@ def sexagesimal(value: float, *, hours: bool, decimals: int) -> str:
     units = abs(value) / 15.0 if hours else abs(value)
     scale = 10**decimals
     total = round(units * 3600 * scale)  # in 1/scale seconds, rounded once
+    if hours:
+        total %= 24 * 3600 * scale  # 23:59:59.999 rounds to 00:00:00.00, not 24:00
     whole, frac = divmod(total, scale)
     minutes, seconds = divmod(whole, 60)
     degrees, minutes = divmod(minutes, 60)
