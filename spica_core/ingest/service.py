@@ -16,18 +16,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from spica_core.config import SpicaConfig
 from spica_core.db.engine import session_scope, unavailable_raised
-from spica_core.errors import UsageError
+from spica_core.errors import SpicaError, UsageError
 from spica_core.ingest.fitsscan import FitsFormatError, ScannedFits, scan_file
 from spica_core.ingest.header_map import HeaderMap, shipped_maps
 from spica_core.ingest.record import HeaderRejected, ImageRecord, read_record
 from spica_core.ingest.walk import walk_paths
-from spica_core.ingest.writer import Outcome, RunidTotals, write_records
+from spica_core.ingest.writer import Outcome, RunidTotals, known_nodes, write_records
+
+if TYPE_CHECKING:
+    from spica_core.executor.base import Executor
+    from spica_core.node.protocol import FitsFile
 
 TRANSACTION_FILES = 500
 
@@ -89,16 +93,15 @@ class IngestReport:
 
 
 def repository_location(config: SpicaConfig, path: str) -> Location | None:
-    """The repository holding ``path`` (absolute), as a location; None if none does."""
-    real = os.path.realpath(path)
+    """The repository on this host holding ``path`` (absolute; by its own path or the one its
+    links resolve to), as a location; None if none does."""
+    candidates = {path, os.path.realpath(path)}
     for repo in config.transfer.repositories:
-        for base in {repo.path, os.path.realpath(repo.path)}:
-            if (
-                real == base
-                or real.startswith(base.rstrip("/") + "/")
-                or (path == base or path.startswith(base.rstrip("/") + "/"))
-            ):
-                return Location(node=repo.node, repository=repo.name)
+        if repo.node is not None:
+            continue
+        for base in {repo.path.rstrip("/"), os.path.realpath(repo.path)}:
+            if any(c == base or c.startswith(base + "/") for c in candidates):
+                return Location(repository=repo.name)
     return None
 
 
@@ -124,6 +127,64 @@ def scan_local(files: Iterable[str]) -> Iterator[tuple[str, ScanAnswer]]:
             yield path, f"cannot read: {exc.strerror or exc}"
 
 
+class _Batch:
+    """One ingestion run: judges files as they come, writes good ones in transactions."""
+
+    def __init__(
+        self, engine: Engine, maps: Sequence[HeaderMap] | None, report: IngestReport | None
+    ) -> None:
+        self.engine = engine
+        self.maps = shipped_maps() if maps is None else maps
+        self.report = IngestReport() if report is None else report
+        self._pending: list[ImageRecord] = []
+        self._taken: dict[str, str] = {}  # filename -> path that gave it, across the run
+
+    def feed(self, path: str, location: Location, answer: ScanAnswer) -> None:
+        record = self._judge(path, location, answer)
+        if record is not None:
+            self._pending.append(record)
+            if len(self._pending) >= TRANSACTION_FILES:
+                self.flush()
+
+    def skip(self, path: str, key: str | None, reason: str) -> None:
+        self.report.skipped.append(Skipped(path, key, reason))
+
+    def _judge(self, path: str, location: Location, answer: ScanAnswer) -> ImageRecord | None:
+        if isinstance(answer, str):
+            self.skip(path, None, answer)
+            return None
+        try:
+            record = read_record(
+                answer,
+                path,
+                self.maps,
+                node=location.node,
+                partition=location.partition,
+                repository=location.repository,
+            )
+        except HeaderRejected as exc:
+            self.skip(path, exc.key, exc.reason)
+            return None
+        first = self._taken.setdefault(record.filename, path)
+        if first != path:
+            self.skip(path, None, f"image {record.filename} is also {first} in this batch")
+            return None
+        return record
+
+    def flush(self) -> None:
+        records, self._pending = self._pending, []
+        if not records:
+            return
+        with unavailable_raised(self.engine), session_scope(self.engine) as session:
+            outcomes, totals = write_records(session, records)
+        for record, outcome in zip(records, outcomes, strict=True):
+            self.report.ingested.append(
+                Ingested(record.path, record.filename, record.runid, record.filter, outcome)
+            )
+        for t in totals:
+            self.report.runids[t.name] = t
+
+
 def ingest_scans(
     engine: Engine,
     scans: Iterable[tuple[str, Location, ScanAnswer]],
@@ -134,65 +195,13 @@ def ingest_scans(
     maps: Sequence[HeaderMap] | None = None,
 ) -> IngestReport:
     """Judge each scanned file and write the good ones (see the module docstring)."""
-    maps = shipped_maps() if maps is None else maps
-    report = IngestReport() if report is None else report
-    pending: list[ImageRecord] = []
-    taken: dict[str, str] = {}  # filename -> path that gave it, across the batch
+    batch = _Batch(engine, maps, report)
     for done, (path, location, answer) in enumerate(scans, start=1):
-        record = _judge(path, location, answer, maps, taken, report)
-        if record is not None:
-            pending.append(record)
-            if len(pending) >= TRANSACTION_FILES:
-                _write(engine, pending, report)
-                pending = []
+        batch.feed(path, location, answer)
         if progress is not None:
             progress(done, total)
-    if pending:
-        _write(engine, pending, report)
-    return report
-
-
-def _judge(
-    path: str,
-    location: Location,
-    answer: ScanAnswer,
-    maps: Sequence[HeaderMap],
-    taken: dict[str, str],
-    report: IngestReport,
-) -> ImageRecord | None:
-    if isinstance(answer, str):
-        report.skipped.append(Skipped(path, None, answer))
-        return None
-    try:
-        record = read_record(
-            answer,
-            path,
-            maps,
-            node=location.node,
-            partition=location.partition,
-            repository=location.repository,
-        )
-    except HeaderRejected as exc:
-        report.skipped.append(Skipped(path, exc.key, exc.reason))
-        return None
-    first = taken.setdefault(record.filename, path)
-    if first != path:
-        report.skipped.append(
-            Skipped(path, None, f"image {record.filename} is also {first} in this batch")
-        )
-        return None
-    return record
-
-
-def _write(engine: Engine, records: list[ImageRecord], report: IngestReport) -> None:
-    with unavailable_raised(engine), session_scope(engine) as session:
-        outcomes, totals = write_records(session, records)
-    for record, outcome in zip(records, outcomes, strict=True):
-        report.ingested.append(
-            Ingested(record.path, record.filename, record.runid, record.filter, outcome)
-        )
-    for t in totals:
-        report.runids[t.name] = t
+    batch.flush()
+    return batch.report
 
 
 def ingest_local(
@@ -217,3 +226,162 @@ def ingest_local(
     return ingest_scans(
         engine, located(), total=len(walked.files), report=report, progress=progress, maps=maps
     )
+
+
+@dataclass(frozen=True)
+class NodeFiles:
+    """Paths on one node, relative to its spica root, and where their rows say they are."""
+
+    node: str
+    paths: tuple[str, ...]
+    repository: str | None = None
+    partition: str | None = None
+
+
+def node_files(
+    config: SpicaConfig, node: str, paths: Sequence[str], partition: str | None
+) -> NodeFiles:
+    """``--node N [--partition P] PATH…``: paths relative to N's root (or to P under it), or
+    absolute inside it; a UsageError otherwise."""
+    from spica_core.names import validate_name
+
+    root = config.node(node).root.rstrip("/")
+    base = root if partition is None else f"{root}/{validate_name(partition, 'partition')}"
+    relative = []
+    for path in paths:
+        full = os.path.normpath(path if path.startswith("/") else f"{base}/{path}")
+        if not (full + "/").startswith(root + "/"):
+            raise UsageError(f"{path}: not under the spica root {root} of node {node}")
+        relative.append(os.path.relpath(full, root))
+    return NodeFiles(node, tuple(relative), partition=partition)
+
+
+def repository_files(config: SpicaConfig, path: str) -> NodeFiles | None:
+    """A path in a repository on a node, relative to that node's root; None when the path is
+    in no repository on a node. The repository must lie under the node's spica root (the
+    agent reads nothing else)."""
+    for repo in config.transfer.repositories:
+        base = repo.path.rstrip("/")
+        if repo.node is None or not (path.rstrip("/") + "/").startswith(base + "/"):
+            continue
+        root = config.node(repo.node).root.rstrip("/")
+        if not (base + "/").startswith(root + "/"):
+            raise UsageError(
+                f"repository {repo.name!r} ({repo.path}) is not under the spica root {root} "
+                f"of its node {repo.node}: the node's agent cannot read it"
+            )
+        rel = os.path.relpath(os.path.normpath(path), root)
+        return NodeFiles(repo.node, (rel,), repository=repo.name)
+    return None
+
+
+async def ingest_node(
+    engine: Engine,
+    config: SpicaConfig,
+    executor: Executor,
+    files: NodeFiles,
+    *,
+    report: IngestReport | None = None,
+    progress: Progress | None = None,
+    maps: Sequence[HeaderMap] | None = None,
+) -> IngestReport:
+    """Ingest files on a node, read there by its agent (``fits_headers``) in requests of at
+    most MAX_FITS_FILES files; NodeUnreachable and ProtocolError propagate."""
+    from spica_core.node.layout import PARTITION_PREFIX
+    from spica_core.node.protocol import ErrorCode, ProtocolError
+
+    root = config.node(files.node).root.rstrip("/")
+    batch = _Batch(engine, maps, report)
+    offset: int | None = 0
+    done = 0
+    while offset is not None:
+        try:
+            answer = await executor.fits_headers(files.node, files.paths, offset)
+        except ProtocolError as exc:
+            batch.flush()  # what was judged good is kept: re-ingesting finds it unchanged
+            usage = exc.code in (ErrorCode.OUTSIDE_ROOT, ErrorCode.BAD_NAME, ErrorCode.BAD_ARGS)
+            error = UsageError if usage else SpicaError
+            raise error(f"node {files.node}: {exc.message}") from None
+        for problem in answer.problems:
+            batch.skip(f"{root}/{problem.path}", None, problem.reason)
+        for found in answer.files:
+            partition = files.partition
+            top = found.path.split("/", 1)[0]
+            if partition is None and files.repository is None and "/" in found.path:
+                partition = top if top.startswith(PARTITION_PREFIX) else None
+            location = Location(files.node, partition, files.repository)
+            batch.feed(f"{root}/{found.path}", location, _scan_of(found))
+            done += 1
+            if progress is not None:
+                progress(done, answer.total)
+        offset = answer.next
+    batch.flush()
+    return batch.report
+
+
+def _scan_of(found: FitsFile) -> ScanAnswer:
+    if found.error is not None or found.primary is None:
+        return found.error or "the agent sent no header"
+    if found.extensions is None or found.size is None or found.checksum is None:
+        return "the agent's answer lacks the size, checksum or extension count"
+    return ScannedFits(
+        primary=found.primary,
+        first_extension=found.first_extension,
+        extensions=found.extensions,
+        size=found.size,
+        checksum=found.checksum,
+        compressed=False,
+    )
+
+
+async def ingest_paths(
+    engine: Engine,
+    config: SpicaConfig,
+    paths: Sequence[str],
+    *,
+    node: str | None = None,
+    partition: str | None = None,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """``spica ingest``: files here under a repository, in a repository on a node, or (with
+    ``node``) anywhere under that node's root. Every path is placed before anything is read,
+    so a misplaced one is a UsageError with nothing written. ``executor`` reaches the nodes
+    (default: their agents over SSH, opened here and closed after)."""
+    if partition is not None and node is None:
+        raise UsageError("--partition needs --node")
+    remote: list[NodeFiles] = []
+    local: list[str] = []
+    if node is not None:
+        remote.append(node_files(config, node, paths, partition))
+    else:
+        for path in paths:
+            full = os.path.abspath(path)
+            on_node = repository_files(config, full)
+            if on_node is not None:
+                remote.append(on_node)
+            else:
+                local_location(config, full)  # a UsageError for a path in no repository
+                local.append(full)
+    if remote:
+        with unavailable_raised(engine), session_scope(engine) as session:
+            known_nodes(session, {f.node for f in remote})
+    report = IngestReport()
+    if local:
+        report = ingest_local(engine, config, local, progress=progress)
+    if not remote:
+        return report
+    own = executor is None
+    if executor is None:
+        from spica_core.executor.agents import AgentExecutor
+
+        executor = AgentExecutor.over_ssh(config, sorted({f.node for f in remote}))
+    try:
+        for files in remote:
+            report = await ingest_node(
+                engine, config, executor, files, report=report, progress=progress
+            )
+    finally:
+        if own:
+            await executor.close()
+    return report

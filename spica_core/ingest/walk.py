@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from spica_core.ingest.fitsscan import image_filename
@@ -29,20 +29,28 @@ class WalkResult:
     problems: list[WalkProblem]
 
 
-def walk_paths(paths: Iterable[str]) -> WalkResult:
-    """Every FITS file under ``paths`` (absolute, in a stable order) and the walk's problems."""
+def walk_paths(paths: Iterable[str], *, inside: str | None = None) -> WalkResult:
+    """Every FITS file under ``paths`` (absolute, in a stable order) and the walk's problems.
+
+    ``inside``: a real directory the walk must not leave (a node agent's root); a file or
+    directory whose real path is elsewhere (through a link) is reported, never read.
+    """
     result = WalkResult([], [])
     seen_files: set[tuple[int, int]] = set()
     seen_dirs: dict[tuple[int, int], str] = {}
+    outside = _outside(inside)
     for given in paths:
         path = os.path.abspath(given)
+        if outside(path):
+            result.problems.append(WalkProblem(path, f"leads out of {inside}"))
+            continue
         try:
             st = os.stat(path)
         except OSError as exc:
             result.problems.append(WalkProblem(path, _reason(exc, path)))
             continue
         if stat.S_ISDIR(st.st_mode):
-            for entry, problem in _walk_dir(path, st, seen_dirs):
+            for entry, problem in _walk_dir(path, st, seen_dirs, outside, inside):
                 _take(entry, problem, seen_files, result)
         elif stat.S_ISREG(st.st_mode):
             _take((path, st), None, seen_files, result)
@@ -67,8 +75,19 @@ def _take(
             result.files.append(path)
 
 
+def _outside(inside: str | None) -> Callable[[str], bool]:
+    if inside is None:
+        return lambda path: False
+    base = inside.rstrip("/") + "/"
+    return lambda path: not (os.path.realpath(path) + "/").startswith(base)
+
+
 def _walk_dir(
-    root: str, root_st: os.stat_result, seen_dirs: dict[tuple[int, int], str]
+    root: str,
+    root_st: os.stat_result,
+    seen_dirs: dict[tuple[int, int], str],
+    outside: Callable[[str], bool],
+    inside: str | None,
 ) -> Iterator[tuple[tuple[str, os.stat_result] | None, WalkProblem | None]]:
     """Depth-first walk; each directory (by device and inode) entered once."""
     stack = [(root, root_st)]
@@ -97,7 +116,18 @@ def _walk_dir(
                 else:
                     yield None, WalkProblem(entry.path, _reason(exc, entry.path))
                 continue
+            if entry.is_symlink() and outside(entry.path):
+                yield None, WalkProblem(entry.path, f"symbolic link leading out of {inside}")
+                continue
             if stat.S_ISDIR(est.st_mode):
+                if entry.is_symlink():
+                    target, here = os.path.realpath(entry.path), os.path.realpath(directory)
+                    if here == target or here.startswith(target.rstrip("/") + "/"):
+                        yield (
+                            None,
+                            WalkProblem(entry.path, f"directory loop: leads back to {target}"),
+                        )
+                        continue
                 subdirs.append((entry.path, est))
             elif stat.S_ISREG(est.st_mode) and image_filename(entry.name) is not None:
                 yield (entry.path, est), None

@@ -65,7 +65,7 @@ def write_records(
         for img in session.scalars(select(Image).where(Image.filename.in_(filenames)))
     }
     runids = _runids(session, {r.runid for r in records})
-    nodes = _nodes(session, {r.node for r in records if r.node is not None})
+    nodes = known_nodes(session, {r.node for r in records if r.node is not None})
     touched: set[int] = set()
     outcomes: list[Outcome] = []
     now = utcnow()
@@ -108,7 +108,9 @@ def _runids(session: Session, names: set[str]) -> dict[str, Runid]:
     return found
 
 
-def _nodes(session: Session, names: set[str]) -> dict[str, int]:
+def known_nodes(session: Session, names: set[str]) -> dict[str, int]:
+    """The dbspica ids of nodes ``names``; NotFound for one dbspica does not know (its rows
+    come from ``spica db init``)."""
     rows = session.execute(select(Node.name, Node.id).where(Node.name.in_(names))).all()
     found = {name: node_id for name, node_id in rows}
     for name in sorted(names - found.keys()):

@@ -52,19 +52,24 @@ def ingest(
     ingested; 1 some skipped; 2 usage or configuration error; 3 dbspica or the node
     unreachable.
     """
+    import asyncio
+
     from spica_core.errors import UsageError
-    from spica_core.ingest.service import ingest_local
+    from spica_core.ingest.service import ingest_paths
 
     st = state(ctx)
     config = st.config
     if partition is not None and node is None:
         raise UsageError("--partition needs --node")
     if node is not None:
-        raise UsageError("--node: reading files through a node's agent is not available yet")
+        config.node(node)  # a ConfigError naming the node before dbspica is opened
     engine = st.engine()
     try:
         with _progress(enabled=not as_json and sys.stderr.isatty()) as progress:
-            report = ingest_local(engine, config, paths, progress=progress)
+            run = ingest_paths(
+                engine, config, paths, node=node, partition=partition, progress=progress
+            )
+            report = asyncio.run(run)
     finally:
         engine.dispose()
     _render(report, as_json)
