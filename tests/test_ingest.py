@@ -244,3 +244,42 @@ def test_cli_text_json_and_exit_codes(repo: Path, db_engine: Engine, db_url: str
     assert code == 2 and "under no [[transfer.repositories]] path" in err
     code, _, err = _cli(repo, db_url, "--partition", "raid1", str(repo))
     assert code == 2 and "--partition needs --node" in err
+
+
+def test_progress_bar_only_at_a_terminal(repo: Path, sqlite_url: str, engine_factory) -> None:
+    """A rich progress bar on stderr when stderr is a terminal; none with --json."""
+    import pty
+    import subprocess
+    import sys
+
+    from spica_core.db.schema import upgrade
+
+    upgrade(engine_factory(sqlite_url))
+    config = repo.parent / "spica.toml"
+    config.write_text(f'[[transfer.repositories]]\nname = "cadc1"\npath = "{repo}"\n')
+
+    def run(*args: str) -> tuple[int, str, bytes]:
+        master, slave = pty.openpty()
+        done = subprocess.run(
+            [sys.executable, "-m", "spica_tui", "--config", str(config), "ingest", *args],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            env={**os.environ, "SPICA_DB_URL": sqlite_url, "TERM": "xterm"},
+            timeout=120,
+        )
+        os.close(slave)
+        seen = b""
+        try:
+            while chunk := os.read(master, 65536):
+                seen += chunk
+        except OSError:  # the terminal's other end is closed: all was read
+            pass
+        os.close(master)
+        return done.returncode, done.stdout.decode(), seen
+
+    code, out, terminal = run(str(repo))
+    assert code == 0 and "9 added" in out
+    assert b"ingest" in terminal and b"9/9" in terminal
+    code, out, terminal = run("--json", str(repo))
+    assert code == 0 and json.loads(out)["unchanged"] == 9
+    assert terminal == b""
