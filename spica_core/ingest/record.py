@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -56,11 +56,6 @@ class ImageRecord:
     node: str | None = None
     partition: str | None = None
     repository: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["date_obs"] = self.date_obs.isoformat()
-        return data
 
 
 class _Cards:

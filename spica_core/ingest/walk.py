@@ -9,6 +9,7 @@ explicitly is taken whatever its name (and refused later if it is not FITS).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -111,10 +112,7 @@ def _walk_dir(
             try:
                 est = entry.stat()  # follows links
             except OSError as exc:
-                if entry.is_symlink():
-                    yield None, WalkProblem(entry.path, "broken symbolic link")
-                else:
-                    yield None, WalkProblem(entry.path, _reason(exc, entry.path))
+                yield None, WalkProblem(entry.path, _reason(exc, entry.path))
                 continue
             if entry.is_symlink() and outside(entry.path):
                 yield None, WalkProblem(entry.path, f"symbolic link leading out of {inside}")
@@ -147,8 +145,9 @@ def _ancestors(path: str) -> set[str]:
 
 
 def _reason(exc: OSError, path: str) -> str:
-    if exc.errno is not None and exc.strerror:
-        if os.path.islink(path) and not os.path.exists(path):
-            return "broken symbolic link"
-        return exc.strerror.lower() if exc.strerror else str(exc)
-    return str(exc)
+    """``no such file or directory``, ``permission denied``, ``broken symbolic link``…"""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop"
+    if os.path.islink(path) and not os.path.exists(path):
+        return "broken symbolic link"
+    return exc.strerror.lower() if exc.strerror else str(exc)
