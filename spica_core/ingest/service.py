@@ -138,6 +138,7 @@ class _Batch:
         self.report = IngestReport() if report is None else report
         self._pending: list[ImageRecord] = []
         self._taken: dict[str, str] = {}  # filename -> path that gave it, across the run
+        self._fed: set[str] = set()
 
     def feed(self, path: str, location: Location, answer: ScanAnswer) -> None:
         record = self._judge(path, location, answer)
@@ -169,6 +170,9 @@ class _Batch:
         if first != path:
             self.skip(path, None, f"image {record.filename} is also {first} in this batch")
             return None
+        if record.filename in self._fed:
+            return None  # the same file again (a node's pages shifted under a new file)
+        self._fed.add(record.filename)
         return record
 
     def flush(self) -> None:
@@ -285,8 +289,10 @@ async def ingest_node(
     progress: Progress | None = None,
     maps: Sequence[HeaderMap] | None = None,
 ) -> IngestReport:
-    """Ingest files on a node, read there by its agent (``fits_headers``) in requests of at
-    most MAX_FITS_FILES files; NodeUnreachable and ProtocolError propagate."""
+    """Ingest files on a node, read there by its agent (``fits_headers``) in pages of at most
+    MAX_FITS_FILES files. NodeUnreachable propagates; the agent's refusal is a UsageError
+    (a path outside its root, a bad name) or a SpicaError naming the node. What earlier
+    pages held stays written."""
     from spica_core.node.layout import PARTITION_PREFIX
     from spica_core.node.protocol import ErrorCode, ProtocolError
 
