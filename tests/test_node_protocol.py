@@ -270,6 +270,27 @@ CASES: list[tuple[proto.Args[Any], msgspec.Struct]] = [
         ),
     ),
 ]
+CASES.append(
+    (
+        proto.FitsHeadersArgs(paths=["raid1/03AF19", "incoming/695665o.fits.gz"], offset=100),
+        proto.FitsHeadersResult(
+            files=[
+                proto.FitsFile(
+                    path="raid1/03AF19/811001p.fits.gz",
+                    primary="SIMPLE  =                    T".ljust(2880),
+                    first_extension=None,
+                    extensions=36,
+                    size=52_000,
+                    checksum="xxh128:" + "0" * 32,
+                ),
+                proto.FitsFile(path="raid1/03AF19/x.fits", error="not FITS"),
+            ],
+            problems=[proto.FitsProblem(path="raid1/03AF19/loop", reason="directory loop")],
+            total=102,
+            next=None,
+        ),
+    )
+)
 
 
 def test_every_verb_has_a_case() -> None:

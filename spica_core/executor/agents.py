@@ -30,6 +30,8 @@ from spica_core.node.protocol import (
     MOVE_OF,
     Args,
     ErrorCode,
+    FitsHeadersArgs,
+    FitsHeadersResult,
     LaunchArgs,
     Move,
     MovesArgs,
@@ -287,6 +289,11 @@ class AgentExecutor:
 
     async def release(self, node: str, stack: str, by: str) -> StackChange:
         raise NotSupported(f"node agents cannot hold or release stack {stack}")
+
+    async def fits_headers(
+        self, node: str, paths: Sequence[str], offset: int = 0
+    ) -> FitsHeadersResult:
+        return await self._request(node, FitsHeadersArgs(paths=list(paths), offset=offset))
 
     async def close(self) -> None:
         close = getattr(self._nodes, "close", None)

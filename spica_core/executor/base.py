@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from spica_core.errors import SpicaError
 from spica_core.node.protocol import (
+    FitsHeadersResult,
     QueueEntry,
     StackChange,
     StageResult,
@@ -177,6 +178,13 @@ class Executor(Protocol):
 
     async def release(self, node: str, stack: str, by: str) -> StackChange:
         """Let a held unit start again (needs ``Capability.HOLD``)."""
+        ...
+
+    async def fits_headers(
+        self, node: str, paths: Sequence[str], offset: int = 0
+    ) -> FitsHeadersResult:
+        """Headers, size and checksum of the FITS files under ``paths`` (relative to the
+        host's root) from the ``offset``-th on; ``next`` in the answer says where to go on."""
         ...
 
     async def close(self) -> None: ...

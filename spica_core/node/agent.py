@@ -97,6 +97,7 @@ class Agent:
             Verb.UNLOCK_QFIN: self.unlock_qfin,
             Verb.REMOVE: self.remove,
             Verb.MOVES: self.moves,
+            Verb.FITS_HEADERS: self.fits_headers,
         }
 
     def hello(self) -> Hello:
@@ -304,6 +305,49 @@ class Agent:
         return VersionsResult(binaries=[self._version_of(name, binary) for name, binary in checked])
 
     # ------------------------------------------------------------------- helpers
+
+    def fits_headers(self, args: proto.FitsHeadersArgs) -> proto.FitsHeadersResult:
+        """Headers of FITS files under the root for ``spica ingest --node`` (the walk never
+        leaves the root, links included; each file is read whole for its checksum)."""
+        from spica_core.ingest.fitsscan import FitsFormatError, scan_file
+        from spica_core.ingest.walk import walk_paths
+
+        roots = [str(self.layout.resolve(p)) for p in args.paths]
+        walked = walk_paths(roots, inside=os.path.realpath(self.root))
+        files: list[proto.FitsFile] = []
+        budget = proto.MAX_FITS_BYTES
+        at = args.offset
+        while at < len(walked.files) and len(files) < proto.MAX_FITS_FILES and budget > 0:
+            path = walked.files[at]
+            shown = self.layout.relative(Path(path))
+            try:
+                found = scan_file(path)
+            except (FitsFormatError, OSError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                files.append(proto.FitsFile(path=shown, error=reason))
+            else:
+                budget -= found.size
+                files.append(
+                    proto.FitsFile(
+                        path=shown,
+                        primary=found.primary,
+                        first_extension=found.first_extension,
+                        extensions=found.extensions,
+                        size=found.size,
+                        checksum=found.checksum,
+                    )
+                )
+            at += 1
+        problems = [] if args.offset else walked.problems
+        return proto.FitsHeadersResult(
+            files=files,
+            problems=[
+                proto.FitsProblem(path=self.layout.relative(Path(p.path)), reason=p.reason)
+                for p in problems
+            ],
+            total=len(walked.files),
+            next=at if at < len(walked.files) else None,
+        )
 
     def _default_log_line(self, stack: str, logs_dir: Path) -> int:
         """The failed line when the stack failed and its log exists, else the latest log."""

@@ -56,6 +56,7 @@ class Verb(StrEnum):
     STATUS = "status"
     TAIL = "tail"
     VERSIONS = "versions"
+    FITS_HEADERS = "fits_headers"  # ingestion: two headers, size, checksum of FITS files
     # Operator actions (spica_core.node.actions); each takes "dry_run".
     STAGE = "stage"  # write commands.sh of a planned stack
     LAUNCH = "launch"  # planned -> pending
@@ -713,3 +714,55 @@ def result_of(response: Response, args_type: type[Args[R]]) -> R:
         raise ProtocolError(
             ErrorCode.BAD_ANSWER, f"{args_type.VERB} answer: {describe(exc)}"
         ) from None
+
+
+# ------------------------------------------------------------------ fits_headers (ingestion)
+
+#: Files answered by one ``fits_headers`` request, and their bytes together: the agent reads
+#: each file whole (its checksum), so one request stays within a call timeout.
+MAX_FITS_FILES = 100
+MAX_FITS_BYTES = 256 * 1024 * 1024
+MAX_FITS_PATHS = 1000
+
+
+class FitsFile(Message, frozen=True):
+    """One FITS file as the agent read it (``spica_core.ingest.fitsscan``): its primary and
+    first extension headers as 80-column card text, or why it could not be read."""
+
+    #: Relative to the spica root.
+    path: str
+    primary: str | None = None
+    first_extension: str | None = None
+    extensions: int | None = None
+    size: int | None = None
+    checksum: str | None = None
+    error: str | None = None
+
+
+class FitsProblem(Message, frozen=True):
+    """A path the walk could not take (a loop, a broken link, outside the root)."""
+
+    path: str
+    reason: str
+
+
+class FitsHeadersResult(Message, frozen=True):
+    files: list[FitsFile]
+    #: The walk's problems, in the answer to ``offset`` 0 only.
+    problems: list[FitsProblem]
+    #: Every FITS file the paths hold, and the ``offset`` of the next request (None: done).
+    total: int
+    next: int | None
+
+
+class FitsHeadersArgs(Args[FitsHeadersResult], frozen=True):
+    """Headers of the FITS files under ``paths`` (files or directories, walked recursively,
+    relative to the root), from the ``offset``-th file of the walk's sorted order on."""
+
+    VERB = Verb.FITS_HEADERS
+    RESULT = FitsHeadersResult
+    paths: Annotated[list[str], Meta(min_length=1, max_length=MAX_FITS_PATHS)]
+    offset: NonNegative = 0
+
+
+ARGS[Verb.FITS_HEADERS] = FitsHeadersArgs
