@@ -1,6 +1,6 @@
 -- dbspica schema for MySQL/MariaDB, generated from spica_core/db/models.py.
 -- Do not edit: regenerate with `spica db ddl > sql/dbspica.mysql.sql`.
--- Schema revision 0004 (Alembic); `spica db init` also stamps it.
+-- Schema revision 0005 (Alembic); `spica db init` also stamps it.
 
 SET NAMES utf8mb4;
 
@@ -151,13 +151,13 @@ CREATE TABLE image (
 	runid_id INTEGER,
 	filter VARCHAR(32),
 	object VARCHAR(128),
-	ra FLOAT,
-	`dec` FLOAT,
-	exptime FLOAT,
+	ra DOUBLE,
+	`dec` DOUBLE,
+	exptime DOUBLE,
 	date_obs DATETIME(6),
-	airmass FLOAT,
-	seeing FLOAT,
-	skyprobe FLOAT,
+	airmass DOUBLE,
+	seeing DOUBLE,
+	skyprobe DOUBLE,
 	grade VARCHAR(8),
 	node_id INTEGER,
 	path VARCHAR(1024),
@@ -165,11 +165,11 @@ CREATE TABLE image (
 	raw BOOL NOT NULL,
 	instrument VARCHAR(32),
 	qrunid VARCHAR(32),
-	mjd_obs FLOAT,
-	gain FLOAT,
-	saturate FLOAT,
-	phot_c FLOAT,
-	phot_k FLOAT,
+	mjd_obs DOUBLE,
+	gain DOUBLE,
+	saturate DOUBLE,
+	phot_c DOUBLE,
+	phot_k DOUBLE,
 	extensions INTEGER,
 	bytes BIGINT NOT NULL,
 	checksum VARCHAR(80),
@@ -321,4 +321,4 @@ CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL,
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO alembic_version (version_num) VALUES ('0004');
+INSERT INTO alembic_version (version_num) VALUES ('0005');

@@ -29,9 +29,9 @@ from tests.conftest import run_spica
 
 
 def _rel(db_url: str) -> float:
-    """Relative precision of dbspica's float columns: MariaDB's FLOAT answers 6 significant
-    digits (MJD-OBS to ~0.05 day until those columns are DOUBLE); SQLite keeps doubles."""
-    return 1e-5 if db_url.startswith("mysql") else 1e-12
+    """Relative precision of dbspica's float columns: DOUBLE on both engines, so an MJD-OBS
+    comes back to well under a millisecond (MariaDB's FLOAT kept an hour)."""
+    return 1e-12
 
 
 def _config(repo: Path, db_url: str) -> SpicaConfig:

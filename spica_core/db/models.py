@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Double,
     Float,
     ForeignKey,
     Index,
@@ -136,7 +137,10 @@ class Runid(Base):
 
 
 class Image(Base):
-    """One raw exposure (MEF) with its header metadata and QFin results."""
+    """One raw exposure (MEF) with its header metadata and QFin results.
+
+    Measured and header figures are DOUBLE: MariaDB's FLOAT keeps 6 digits, an hour of MJD.
+    """
 
     __tablename__ = "image"
     __table_args__ = (Index(None, "runid_id", "filter"),)
@@ -146,13 +150,13 @@ class Image(Base):
     runid_id: Mapped[int | None] = mapped_column(ForeignKey("runid.id", ondelete="SET NULL"))
     filter: Mapped[str | None] = mapped_column(String(SHORT))
     object: Mapped[str | None] = mapped_column(String(NAME))
-    ra: Mapped[float | None] = mapped_column(Float)
-    dec: Mapped[float | None] = mapped_column(Float)
-    exptime: Mapped[float | None] = mapped_column(Float)
+    ra: Mapped[float | None] = mapped_column(Double)
+    dec: Mapped[float | None] = mapped_column(Double)
+    exptime: Mapped[float | None] = mapped_column(Double)
     date_obs: Mapped[datetime | None]
-    airmass: Mapped[float | None] = mapped_column(Float)
-    seeing: Mapped[float | None] = mapped_column(Float)
-    skyprobe: Mapped[float | None] = mapped_column(Float)
+    airmass: Mapped[float | None] = mapped_column(Double)
+    seeing: Mapped[float | None] = mapped_column(Double)
+    skyprobe: Mapped[float | None] = mapped_column(Double)
     grade: Mapped[str | None] = mapped_column(String(8))
     node_id: Mapped[int | None] = mapped_column(
         ForeignKey("node.id", ondelete="SET NULL"), index=True
@@ -164,11 +168,11 @@ class Image(Base):
     # Header metadata read by ``spica ingest`` (the instrument's header map names the keys).
     instrument: Mapped[str | None] = mapped_column(String(SHORT))
     qrunid: Mapped[str | None] = mapped_column(String(SHORT))
-    mjd_obs: Mapped[float | None] = mapped_column(Float)
-    gain: Mapped[float | None] = mapped_column(Float)
-    saturate: Mapped[float | None] = mapped_column(Float)
-    phot_c: Mapped[float | None] = mapped_column(Float)
-    phot_k: Mapped[float | None] = mapped_column(Float)
+    mjd_obs: Mapped[float | None] = mapped_column(Double)
+    gain: Mapped[float | None] = mapped_column(Double)
+    saturate: Mapped[float | None] = mapped_column(Double)
+    phot_c: Mapped[float | None] = mapped_column(Double)
+    phot_k: Mapped[float | None] = mapped_column(Double)
     extensions: Mapped[int | None] = mapped_column(Integer)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     checksum: Mapped[str | None] = mapped_column(String(80))

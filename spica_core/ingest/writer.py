@@ -24,15 +24,14 @@ from spica_core.ingest.record import ImageRecord
 
 Outcome = Literal["added", "updated", "unchanged"]
 
-#: Columns copied from a record. Floats compare to 1e-5: MariaDB's FLOAT is single precision
-#: and answers 6 significant digits (34.490135 comes back as 34.4901), which must still count
-#: as unchanged. (MJD-OBS needs DOUBLE columns there: 52727.25000231 reads back as 52727.2.)
+#: Columns copied from a record. The float columns are DOUBLE on both engines; a float read
+#: back within a relative 1e-12 (one decimal round trip) counts as unchanged.
 _COPIED = (
     "instrument", "qrunid", "filter", "object", "ra", "dec", "exptime", "date_obs", "mjd_obs",
     "airmass", "gain", "saturate", "phot_c", "phot_k", "extensions", "bytes", "checksum",
     "path", "partition", "repository",
 )  # fmt: skip
-_FLOAT_REL = 1e-5
+_FLOAT_REL = 1e-12
 
 
 @dataclass(frozen=True)
