@@ -1,0 +1,1 @@
+"""DataTransfer: incoming files planned onto node partitions, copied there and verified."""
