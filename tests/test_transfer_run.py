@@ -171,7 +171,7 @@ def test_cli_run_history_and_no_plan(demo: DemoCluster, db_url: str, tmp_path: P
     done = run_spica(*base, "run", "08AQ03", "--json", env=env)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["counts"] == {"done": 3, "failed": 0, "interrupted": 0, "lost": 0}
+    assert out["counts"] == {"done": 3, "failed": 0, "interrupted": 0, "lost": 0, "skipped": 0}
     assert {f["filename"] for f in out["files"]} == {s.name for s in sources}
 
     history = run_spica(*base, "history", "--runid", "08AQ03", "--json", env=env)

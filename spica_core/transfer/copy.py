@@ -29,9 +29,9 @@ import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from sqlalchemy import Engine
 
@@ -60,6 +60,9 @@ _FINAL_CODES = frozenset(
 )
 
 EventKind = Literal["start", "bytes", "retry", "done", "failed", "interrupted", "lost"]
+#: Outcomes beside the row states: taken back by another run midway, or claimed by one first.
+LOST: Final = "lost"
+SKIPPED: Final = "skipped"
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class RunReport:
         return all(f.state == copy_rows.DONE for f in self.files)
 
     def to_json(self) -> dict[str, Any]:
-        states = (copy_rows.DONE, copy_rows.FAILED, copy_rows.INTERRUPTED, "lost")
+        states = (copy_rows.DONE, copy_rows.FAILED, copy_rows.INTERRUPTED, LOST, SKIPPED)
         return {
             "runid": self.runid,
             "filter": self.filter,
@@ -202,8 +205,8 @@ class CopyRun:
             return report
         beat = asyncio.ensure_future(self._beat())
         try:
-            for row_id in ids:
-                task = asyncio.ensure_future(self._file(row_id, states, stale_before))
+            for row_id, node in ids:
+                task = asyncio.ensure_future(self._file(row_id, node, states, stale_before))
                 self._tasks.add(task)
             results = await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
@@ -271,80 +274,109 @@ class CopyRun:
 
     # ------------------------------------------------------------------ one file
 
-    async def _file(self, row_id: int, states: tuple[str, ...], stale_before: Any) -> FileOutcome:
-        c = await self._db(copy_rows.claim, row_id, states=states, stale_before=stale_before)
-        if c is None:
-            return FileOutcome(row_id, "?", "?", None, "lost", 0, 0, "claimed by another run")
-        self._claims[row_id] = c
-        slot = self._slots.setdefault(c.node, asyncio.Semaphore(self.config.transfer.in_flight))
-        tries, last_error = 0, "taken back from a runner that stopped" if c.taken_back else None
-        path: str | None = None
+    async def _file(
+        self, row_id: int, node: str, states: tuple[str, ...], stale_before: datetime
+    ) -> FileOutcome:
+        """One file: claimed once one of its node's slots is free (a row waiting for a slot
+        stays as it was), tried until done or out of attempts; the slot is let go during a
+        retry's delay."""
+        slot = self._slots.setdefault(node, asyncio.Semaphore(self.config.transfer.in_flight))
+        await slot.acquire()
+        held = True
         try:
+            c = await self._db(copy_rows.claim, row_id, states=states, stale_before=stale_before)
+            if c is None:
+                return FileOutcome(row_id, "?", node, None, SKIPPED, 0, 0, "claimed by another run")
+            self._claims[row_id] = c
+            tries = 0
+            last_error = "taken back from a runner that stopped" if c.taken_back else None
+            path: str | None = None
             try:
-                path = destination_of(c, self.config)
-            except ConfigError as exc:
-                raise _Final(str(exc)) from None
-            while True:
-                tries += 1
                 try:
-                    async with slot:
+                    path = destination_of(c, self.config)
+                except ConfigError as exc:
+                    raise _Final(str(exc)) from None
+                while True:
+                    tries += 1
+                    try:
+                        if not held:
+                            await slot.acquire()
+                            held = True
+                        if tries > 1:
+                            await self._update(row_id, copy_rows.retry, last_error)
                         checksum, size, node_checksum = await self._attempt(row_id, path)
-                except (_Final, _Lost):
-                    raise
-                except (NodeUnreachable, ProtocolError, OSError, _Mismatch) as exc:
-                    if isinstance(exc, ProtocolError) and exc.code in _FINAL_CODES:
-                        raise _Final(_describe(exc)) from None
-                    error = f"attempt {self._mine(row_id).attempts}: {_describe(exc)}"
-                    if tries >= self.config.transfer.attempts:
-                        raise _Final(error) from None
-                    delay = self.config.transfer.retry_delay * 2 ** (tries - 1)
-                    c = self._mine(row_id)
-                    self._emit(FileEvent("retry", row_id, c.filename, c.node, attempt=c.attempts,
-                                         message=f"{error}; retrying in {delay:g} s"))  # fmt: skip
-                    await asyncio.sleep(delay)
-                    await self._update(row_id, copy_rows.retry, error)
-                    last_error = error
-                    continue
-                c = self._mine(row_id)
-                node_path = f"{self.config.node(c.node).root.rstrip('/')}/{path}"
-                if not await self._finish(
-                    row_id,
-                    copy_rows.done,
-                    checksum=checksum,
-                    node_checksum=node_checksum,
-                    size=size,
-                    node_path=node_path,
-                    last_error=last_error,
-                ):
-                    raise _Lost()
-                self._emit(FileEvent("done", row_id, c.filename, c.node, size, c.attempts))
+                    except (_Final, _Lost):
+                        raise
+                    except (NodeUnreachable, ProtocolError, OSError, _Mismatch) as exc:
+                        if isinstance(exc, ProtocolError) and exc.code in _FINAL_CODES:
+                            raise _Final(_describe(exc)) from None
+                        error = f"attempt {self._mine(row_id).attempts}: {_describe(exc)}"
+                        if tries >= self.config.transfer.attempts:
+                            raise _Final(error) from None
+                        delay = self.config.transfer.retry_delay * 2 ** (tries - 1)
+                        c = self._mine(row_id)
+                        why = f"{error}; retrying in {delay:g} s"
+                        self._emit(FileEvent("retry", row_id, c.filename, c.node,
+                                             attempt=c.attempts, message=why))  # fmt: skip
+                        slot.release()
+                        held = False
+                        await asyncio.sleep(delay)
+                        last_error = error
+                        continue
+                    return await self._done(row_id, path, checksum, size, node_checksum, last_error)
+            except _Final as exc:
+                c = self._claims.get(row_id, c)
+                await self._discard(c, path)
+                await self._finish(row_id, copy_rows.stop, copy_rows.FAILED, str(exc))
+                self._emit(FileEvent("failed", row_id, c.filename, c.node, attempt=c.attempts,
+                                     message=str(exc)))  # fmt: skip
                 return FileOutcome(
-                    row_id, c.filename, c.node, path, copy_rows.DONE, c.attempts, size, last_error
+                    row_id, c.filename, c.node, path, copy_rows.FAILED, c.attempts, 0, str(exc)
                 )
-        except _Final as exc:
-            c = self._mine(row_id) if row_id in self._claims else c
-            await self._discard(c, path)
-            await self._finish(row_id, copy_rows.stop, copy_rows.FAILED, str(exc))
-            self._emit(FileEvent("failed", row_id, c.filename, c.node, attempt=c.attempts,
-                                 message=str(exc)))  # fmt: skip
-            return FileOutcome(
-                row_id, c.filename, c.node, path, copy_rows.FAILED, c.attempts, 0, str(exc)
-            )
-        except _Lost:
-            self._emit(FileEvent("lost", row_id, c.filename, c.node,
-                                 message="taken back by another run"))  # fmt: skip
-            return FileOutcome(
-                row_id, c.filename, c.node, path, "lost", c.attempts, 0, "taken back by another run"
-            )
-        except asyncio.CancelledError:
-            why = "interrupted: the transfer run was stopped (the partial file is kept)"
-            await asyncio.shield(self._finish(row_id, copy_rows.stop, copy_rows.INTERRUPTED, why))
-            self._emit(FileEvent("interrupted", row_id, c.filename, c.node, message=why))
-            if not self._stopping:
-                raise
-            return FileOutcome(
-                row_id, c.filename, c.node, path, copy_rows.INTERRUPTED, c.attempts, 0, why
-            )
+            except _Lost:
+                why = "taken back by another run"
+                self._emit(FileEvent(LOST, row_id, c.filename, c.node, message=why))
+                return FileOutcome(row_id, c.filename, c.node, path, LOST, c.attempts, 0, why)
+            except asyncio.CancelledError:
+                why = "interrupted: the transfer run was stopped (the partial file is kept)"
+                await asyncio.shield(
+                    self._finish(row_id, copy_rows.stop, copy_rows.INTERRUPTED, why)
+                )
+                self._emit(FileEvent("interrupted", row_id, c.filename, c.node, message=why))
+                if not self._stopping:
+                    raise
+                return FileOutcome(
+                    row_id, c.filename, c.node, path, copy_rows.INTERRUPTED, c.attempts, 0, why
+                )
+        finally:
+            if held:
+                slot.release()
+
+    async def _done(
+        self,
+        row_id: int,
+        path: str,
+        checksum: str,
+        size: int,
+        node_checksum: str,
+        last_error: str | None,
+    ) -> FileOutcome:
+        c = self._mine(row_id)
+        node_path = f"{self.config.node(c.node).root.rstrip('/')}/{path}"
+        if not await self._finish(
+            row_id,
+            copy_rows.done,
+            checksum=checksum,
+            node_checksum=node_checksum,
+            size=size,
+            node_path=node_path,
+            last_error=last_error,
+        ):
+            raise _Lost()
+        self._emit(FileEvent("done", row_id, c.filename, c.node, size, c.attempts))
+        return FileOutcome(
+            row_id, c.filename, c.node, path, copy_rows.DONE, c.attempts, size, last_error
+        )
 
     async def _discard(self, c: Claimed, path: str | None) -> None:
         """Best effort: a failed file's partial is removed (never left looking usable)."""

@@ -59,6 +59,7 @@ class Claimed:
 
 
 def runnable(states: tuple[str, ...], stale_before: datetime) -> ColumnElement[bool]:
+    """Rows in ``states``, or ``running`` without a heartbeat since ``stale_before``."""
     return or_(
         Transfer.state.in_(states),
         and_(Transfer.state == RUNNING, Transfer.updated_at < stale_before),
@@ -72,15 +73,19 @@ def runnable_ids(
     filter: str | None,
     states: tuple[str, ...],
     stale_before: datetime,
-) -> list[int]:
-    """Rows a run may claim, in plan order (id)."""
-    query = select(Transfer.id).where(runnable(states, stale_before)).order_by(Transfer.id)
+) -> list[tuple[int, str]]:
+    """Rows a run may claim, in plan order (id), with their destination node."""
+    query = (
+        select(Transfer.id, Transfer.destination_node)
+        .where(runnable(states, stale_before))
+        .order_by(Transfer.id)
+    )
     if runid is not None:
         query = query.where(Transfer.runid == runid)
     if filter is not None:
         query = query.where(Transfer.filter == filter)
     with Session(engine) as session:
-        return list(session.scalars(query))
+        return [(row_id, node) for row_id, node in session.execute(query)]
 
 
 def has_rows(engine: Engine, runid: str, filter: str | None) -> bool:
