@@ -76,10 +76,11 @@ def _sum(real: Path, shown: str, *, size: int | None = None) -> FileSum:
         return FileSum(path=shown, exists=False)
     except OSError as exc:
         return FileSum(path=shown, exists=True, error=exc.strerror or type(exc).__name__)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return FileSum(path=shown, exists=True, error="not a regular file")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return FileSum(path=shown, exists=True, error="not a regular file")
         if size is not None and st.st_size != size:
             return FileSum(path=shown, exists=True, size=st.st_size)
         hasher = Hasher()
