@@ -16,7 +16,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, case, distinct, select
+from sqlalchemy import Engine, case, select
 from sqlalchemy.orm import Session
 
 from spica_core.config import SpicaConfig
@@ -39,9 +39,10 @@ def waiting_runids(engine: Engine) -> list[str]:
     mode is not ``manual``: what the planning step is asked about."""
     with Session(engine) as session:
         query = (
-            select(distinct(Runid.name))
+            select(Runid.name)
             .join(Image, Image.runid_id == Runid.id)
             .where(Image.repository.is_not(None), Runid.transfer_mode != MANUAL)
+            .distinct()
         )
         return sorted(session.scalars(query))
 
