@@ -174,6 +174,8 @@ class CopyRun:
         self._db_lock = asyncio.Lock()
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[FileOutcome]] = set()
+        #: Rows whose node has been asked to prepare their destination (a partial may exist).
+        self._prepared: set[int] = set()
         self._stopping = False
 
     def stop(self) -> None:
@@ -201,7 +203,7 @@ class CopyRun:
             states=states,
             stale_before=stale_before,
         )
-        if not ids:
+        if not ids or self._stopping:
             return report
         beat = asyncio.ensure_future(self._beat())
         try:
@@ -380,7 +382,7 @@ class CopyRun:
 
     async def _discard(self, c: Claimed, path: str | None) -> None:
         """Best effort: a failed file's partial is removed (never left looking usable)."""
-        if path is None:
+        if path is None or c.id not in self._prepared:
             return
         with contextlib.suppress(Exception):
             await self.copier.prepare_file(c.node, path, resume=False)
@@ -396,6 +398,7 @@ class CopyRun:
         source = Path(c.source)
         size = await asyncio.to_thread(_source_size, source)
         node = c.node
+        self._prepared.add(row_id)
         prep = await self.copier.prepare_file(node, path, size=size, resume=True)
         if prep.destination.exists:
             # Placed by a runner that died before recording it (or put there by hand): kept
