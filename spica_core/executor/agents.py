@@ -64,9 +64,13 @@ if TYPE_CHECKING:
     from spica_core.checksum import Hasher
     from spica_core.cluster_snapshot import ClusterSnapshot
     from spica_core.config import SpicaConfig
-    from spica_core.node_pool import NodeCaller, NodePool
+    from spica_core.node_pool import AgentSession, NodeCaller, NodePool
 
 R = TypeVar("R")
+
+#: Agent sessions per node for DataTransfer's file verbs (``[transfer].in_flight`` sets it
+#: for a run): each file in flight has its own.
+DEFAULT_FILE_SESSIONS = 4
 
 #: Moves sent to one node in one ``moves`` request: a batch is one round trip and must be
 #: carried out within one call timeout (a move is a rename or two; a remove walks a tree).
@@ -111,13 +115,19 @@ class AgentExecutor:
         self._limit = asyncio.Semaphore(concurrency) if concurrency else None
         #: Nodes whose agent answered ``moves`` with unknown_verb (an older agent).
         self._no_moves: set[str] = set()
+        #: DataTransfer's agent sessions per node, idle ones, and the bound on them.
+        self._file_limits: dict[str, asyncio.Semaphore] = {}
+        self._file_agents: dict[str, list[AgentSession]] = {}
+        self.file_sessions = DEFAULT_FILE_SESSIONS
 
     @classmethod
     def over_ssh(cls, config: SpicaConfig, nodes: Sequence[str] | None = None) -> AgentExecutor:
         """An executor over a new NodePool of ``nodes`` (default: every configured node)."""
         from spica_core.node_pool import NodePool
 
-        return cls(NodePool(config, nodes=nodes))
+        executor = cls(NodePool(config, nodes=nodes))
+        executor.file_sessions = config.transfer.in_flight
+        return executor
 
     @classmethod
     def here(cls, config: SpicaConfig) -> AgentExecutor:
@@ -315,10 +325,34 @@ class AgentExecutor:
     async def prepare_file(
         self, node: str, path: str, *, size: int | None = None, resume: bool = True
     ) -> PrepareResult:
-        return await self._request(node, PrepareArgs(path=path, size=size, resume=resume))
+        return await self._file_request(node, PrepareArgs(path=path, size=size, resume=resume))
 
     async def place_file(self, node: str, path: str, size: int, checksum: str) -> PlaceResult:
-        return await self._request(node, PlaceArgs(path=path, size=size, checksum=checksum))
+        return await self._file_request(node, PlaceArgs(path=path, size=size, checksum=checksum))
+
+    async def _file_request(self, node: str, args: Args[R]) -> R:
+        """A file verb on one of the node's transfer sessions (up to ``file_sessions``, opened
+        on demand): a node hashing one arrived file does not hold up the next file's
+        ``prepare``, nor the console's polls. Without SSH, or when no extra session starts,
+        the main session answers."""
+        from spica_core.node_pool import AgentMissing, NodePool
+
+        if not isinstance(self._nodes, NodePool):
+            return await self._request(node, args)
+        limit = self._file_limits.setdefault(node, asyncio.Semaphore(self.file_sessions))
+        idle = self._file_agents.setdefault(node, [])
+        async with limit:
+            session: AgentSession | None = idle.pop() if idle else None
+            if session is None:
+                try:
+                    session = await self._nodes.link(node).extra_agent()
+                except AgentMissing:
+                    return await self._request(node, args)
+            try:
+                return await session.request(args)
+            finally:
+                if not session.closed:
+                    idle.append(session)
 
     async def copy_file(
         self,
