@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from spica_core.checksum import file_checksum
 from spica_core.config import SpicaConfig, load_config
 from spica_core.db.engine import make_engine
-from spica_core.db.models import Image, Node
+from spica_core.db.models import Image, Node, Transfer
 from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
 from spica_core.executor.agents import AgentExecutor
@@ -186,4 +186,37 @@ def test_cli_run_history_and_no_plan(demo: DemoCluster, db_url: str, tmp_path: P
         assert h["finished_at"] and h["error"] is None
     text = run_spica(*base, "history", env=env)
     assert text.returncode == 0 and sources[0].name in text.stdout
+    engine.dispose()
+
+
+def test_destinations_outside_a_partition_are_refused_naming_the_file(
+    demo: DemoCluster, db_url: str, tmp_path: Path
+) -> None:
+    """A plan row pointing out of the node's root (or into its queue) fails at once, with a
+    message naming the file and the destination; nothing is written on the node."""
+    config = demo_config(demo, db_url)
+    engine = make_engine(config.db)
+    sources = make_sources(tmp_path / "incoming", 3, 10_000, prefix="6600")
+    planned = plan(engine, "07CQ05", sources, ["mix1"])
+    root = Path(config.node("mix1").root)
+    bad = {
+        planned[0].row: "/etc/spica-owned.fits",
+        planned[1].row: "raid1/../queue/x_T0001.spica",
+        planned[2].row: f"{root}/queue/y_T0001.spica",
+    }
+    with Session(engine) as session, session.begin():
+        for row_id, path in bad.items():
+            row = session.get(Transfer, row_id)
+            assert row is not None
+            row.destination_path = path
+            # No partition to check against: the node's agent refuses it itself.
+            row.destination_partition = None if row_id == planned[2].row else "raid1"
+    report, _ = run_copy(config, "07CQ05")
+    assert report.count("failed") == 3
+    for p in planned:
+        row = rows(engine, "07CQ05")[p.filename]
+        assert (row.state, row.attempts) == ("failed", 1)
+        assert row.error and row.error.startswith("destination "), row.error
+    assert not list((root / "queue").glob("*_T0001.spica"))
+    assert not Path("/etc/spica-owned.fits").exists()
     engine.dispose()
