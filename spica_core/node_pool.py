@@ -116,6 +116,11 @@ class NodeLink:
         self._queue: tuple[str, tuple[QueueEntry, ...]] | None = None
         self._lock = asyncio.Lock()
         self._ids = 0
+        #: DataTransfer's SFTP session on this connection (opened on first copy).
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._sftp_lock = asyncio.Lock()
+        #: Agent sessions beside the main one (DataTransfer's, one per file in flight).
+        self._extra_agents: set[AgentSession] = set()
         self.backoff = Backoff(BACKOFF_BASE, ssh.max_backoff)
         self.hello: Hello | None = None
         self.snapshot = NodeSnapshot(name=node.name, host=node.host, port=node.port)
@@ -202,7 +207,58 @@ class NodeLink:
                 await task
             proc.close()
 
+    async def sftp(self) -> asyncssh.SFTPClient:
+        """The SFTP session of DataTransfer on this node's connection (one channel; many
+        files in flight share it). NodeUnreachable when it cannot be opened."""
+        async with self._sftp_lock:
+            if self._sftp is None:
+                try:
+                    async with self._lock:
+                        await self._ensure(agent_wait=0)
+                        assert self._conn is not None
+                        conn = self._conn
+                    self._sftp = await asyncio.wait_for(
+                        conn.start_sftp_client(), self.ssh.call_timeout
+                    )
+                except (ConfigError, HostKeyMismatch):
+                    raise
+                except Exception as exc:
+                    await self.close()
+                    raise NodeUnreachable(self.node.name, f"SFTP: {_describe(exc)}") from exc
+            return self._sftp
+
+    async def extra_agent(self) -> AgentSession:
+        """Another agent session on this node's connection, for work that would otherwise
+        queue behind the main session's (a file's checksum while polls go on). Raises
+        NodeUnreachable, or AgentMissing when the agent does not start."""
+        try:
+            async with self._lock:
+                await self._ensure(agent_wait=0)
+                assert self._conn is not None
+                conn = self._conn
+            command = f"{self.node.agent_command} --root {shlex.quote(self.node.root)}"
+            proc = await conn.create_process(command, encoding=None)
+        except (ConfigError, HostKeyMismatch):
+            raise
+        except Exception as exc:
+            await self.close()
+            raise NodeUnreachable(self.node.name, _describe(exc)) from exc
+        await self._greet(proc)
+        session = AgentSession(self.node.name, proc, self.ssh.call_timeout)
+        self._extra_agents.add(session)
+        return session
+
+    def drop_sftp(self) -> None:
+        """Forget the SFTP session after it failed: the next copy opens another."""
+        if self._sftp is not None:
+            self._sftp.exit()
+            self._sftp = None
+
     async def close(self) -> None:
+        self.drop_sftp()
+        for session in self._extra_agents:
+            session.close()
+        self._extra_agents.clear()
         await self._cancel_greeting()
         if self._agent is not None:
             self._agent.close()
@@ -404,6 +460,50 @@ class NodeLink:
             agent_version=self.hello.version if self.hello and liveness is Liveness.UP else None,
             boot_id=r.boot_id,
         )
+
+
+class AgentSession:
+    """One agent process on a node's connection: requests in order, answered one by one,
+    as :meth:`NodeLink.request` does on the main session."""
+
+    def __init__(
+        self, node: str, proc: asyncssh.SSHClientProcess[bytes], call_timeout: float
+    ) -> None:
+        self.node = node
+        self._proc = proc
+        self._timeout = call_timeout
+        self._lock = asyncio.Lock()
+        self._ids = 0
+        self.closed = False
+
+    async def request(self, args: Args[R]) -> R:
+        """As :meth:`NodeLink.request`; after a lost answer the session is closed."""
+        async with self._lock:
+            if self.closed:
+                raise NodeUnreachable(self.node, "agent session closed")
+            self._ids += 1
+            sent = False
+            try:
+                self._proc.stdin.write(proto.encode_request(self._ids, args))
+                sent = True
+                async with asyncio.timeout(self._timeout):
+                    line = await self._proc.stdout.readline()
+                if not line:
+                    raise ConnectionError("agent channel closed")
+                response = proto.decode_response(line)
+                if response.id != self._ids:
+                    raise ConnectionError(f"answer to request {response.id}, not {self._ids}")
+            except proto.ProtocolError:
+                raise
+            except Exception as exc:
+                self.close()
+                lost = NodeAnswerLost if sent else NodeUnreachable
+                raise lost(self.node, _describe(exc)) from exc
+        return proto.result_of(response, type(args))
+
+    def close(self) -> None:
+        self.closed = True
+        self._proc.close()
 
 
 class NodeCaller(Protocol):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from spica_core.errors import NodeAnswerLost, NodeUnreachable
@@ -25,16 +26,23 @@ from spica_core.executor.base import (
     Unlock,
 )
 from spica_core.node.protocol import (
+    MAX_CHECKSUM_PATHS,
     MAX_MOVE_BYTES,
     MAX_MOVES,
     MOVE_OF,
     Args,
+    ChecksumArgs,
     ErrorCode,
+    FileSum,
     FitsHeadersArgs,
     FitsHeadersResult,
     LaunchArgs,
     Move,
     MovesArgs,
+    PlaceArgs,
+    PlaceResult,
+    PrepareArgs,
+    PrepareResult,
     ProtocolError,
     QueueEntry,
     RemoveArgs,
@@ -55,11 +63,16 @@ from spica_core.node.protocol import (
 from spica_core.states import StackState
 
 if TYPE_CHECKING:
+    from spica_core.checksum import Hasher
     from spica_core.cluster_snapshot import ClusterSnapshot
     from spica_core.config import SpicaConfig
-    from spica_core.node_pool import NodeCaller, NodePool
+    from spica_core.node_pool import AgentSession, NodeCaller, NodePool
 
 R = TypeVar("R")
+
+#: Agent sessions per node for DataTransfer's file verbs (``[transfer].in_flight`` sets it
+#: for a run): each file in flight has its own.
+DEFAULT_FILE_SESSIONS = 4
 
 #: Moves sent to one node in one ``moves`` request: a batch is one round trip and must be
 #: carried out within one call timeout (a move is a rename or two; a remove walks a tree).
@@ -79,7 +92,13 @@ class AgentExecutor:
     """
 
     capabilities = frozenset(
-        {Capability.SNAPSHOT, Capability.STAGE, Capability.TAIL, Capability.QFIN_LOCKS}
+        {
+            Capability.SNAPSHOT,
+            Capability.STAGE,
+            Capability.TAIL,
+            Capability.QFIN_LOCKS,
+            Capability.COPY,
+        }
     )
 
     def __init__(
@@ -98,13 +117,19 @@ class AgentExecutor:
         self._limit = asyncio.Semaphore(concurrency) if concurrency else None
         #: Nodes whose agent answered ``moves`` with unknown_verb (an older agent).
         self._no_moves: set[str] = set()
+        #: DataTransfer's agent sessions per node, idle ones, and the bound on them.
+        self._file_limits: dict[str, asyncio.Semaphore] = {}
+        self._file_agents: dict[str, list[AgentSession]] = {}
+        self.file_sessions = DEFAULT_FILE_SESSIONS
 
     @classmethod
     def over_ssh(cls, config: SpicaConfig, nodes: Sequence[str] | None = None) -> AgentExecutor:
         """An executor over a new NodePool of ``nodes`` (default: every configured node)."""
         from spica_core.node_pool import NodePool
 
-        return cls(NodePool(config, nodes=nodes))
+        executor = cls(NodePool(config, nodes=nodes))
+        executor.file_sessions = config.transfer.in_flight
+        return executor
 
     @classmethod
     def here(cls, config: SpicaConfig) -> AgentExecutor:
@@ -294,6 +319,79 @@ class AgentExecutor:
         self, node: str, paths: Sequence[str], offset: int = 0
     ) -> FitsHeadersResult:
         return await self._request(node, FitsHeadersArgs(paths=list(paths), offset=offset))
+
+    # -- DataTransfer (FileCopier) -------------------------------------------------------
+
+    async def file_sums(self, node: str, paths: Sequence[str]) -> list[FileSum]:
+        sums: list[FileSum] = []
+        for start in range(0, len(paths), MAX_CHECKSUM_PATHS):
+            chunk = list(paths[start : start + MAX_CHECKSUM_PATHS])
+            sums += (await self._request(node, ChecksumArgs(paths=chunk))).files
+        return sums
+
+    async def prepare_file(
+        self, node: str, path: str, *, size: int | None = None, resume: bool = True
+    ) -> PrepareResult:
+        return await self._file_request(node, PrepareArgs(path=path, size=size, resume=resume))
+
+    async def place_file(self, node: str, path: str, size: int, checksum: str) -> PlaceResult:
+        return await self._file_request(node, PlaceArgs(path=path, size=size, checksum=checksum))
+
+    async def _file_request(self, node: str, args: Args[R]) -> R:
+        """A file verb on one of the node's transfer sessions (up to ``file_sessions``, opened
+        on demand): a node hashing one arrived file does not hold up the next file's
+        ``prepare``, nor the console's polls. Without SSH, or when no extra session starts,
+        the main session answers."""
+        from spica_core.node_pool import AgentMissing, NodePool
+
+        if not isinstance(self._nodes, NodePool):
+            return await self._request(node, args)
+        limit = self._file_limits.setdefault(node, asyncio.Semaphore(self.file_sessions))
+        idle = self._file_agents.setdefault(node, [])
+        async with limit:
+            session: AgentSession | None = idle.pop() if idle else None
+            if session is None:
+                try:
+                    session = await self._nodes.link(node).extra_agent()
+                except AgentMissing:
+                    return await self._request(node, args)
+            try:
+                return await session.request(args)
+            finally:
+                if not session.closed:
+                    idle.append(session)
+
+    async def copy_file(
+        self,
+        node: str,
+        source: Path,
+        target: PrepareResult,
+        hasher: Hasher,
+        *,
+        offset: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Over the node's SSH connection (SFTP) or, for a root here, by a local write."""
+        from spica_core.executor import file_copy
+        from spica_core.node_pool import NodePool
+
+        if not isinstance(self._nodes, NodePool):
+            return await file_copy.local_write(
+                source, Path(target.real_partial), hasher, offset=offset, progress=progress
+            )
+        import asyncssh
+
+        link = self._nodes.link(node)
+        sftp = await link.sftp()
+        try:
+            return await file_copy.sftp_write(
+                sftp, source, target.real_partial, hasher, offset=offset, progress=progress
+            )
+        except asyncssh.SFTPError as exc:
+            raise ProtocolError("sftp", f"node {node}: {target.partial}: {exc.reason}") from None
+        except (asyncssh.Error, ConnectionError, TimeoutError) as exc:
+            link.drop_sftp()
+            raise NodeUnreachable(node, f"SFTP copy of {target.partial}: {exc}") from exc
 
     async def close(self) -> None:
         close = getattr(self._nodes, "close", None)
