@@ -1,10 +1,11 @@
 """``spica transfer watch``: the seed's automatic DataTransfer, on a schedule.
 
-Each round: the runids waiting in the repositories (images there, not yet on a node) are
-planned through the injected planning step, then every runid with planned or interrupted
-rows is copied (:class:`~spica_core.transfer.copy.CopyRun`) — runids whose transfer mode is
-``immediate`` first, then by name. Failed rows are left to operators (``spica transfer
-run``). Rounds never overlap: the next starts ``interval`` seconds after one ends.
+Each round: files new in the repositories are ingested through the injected scanning step,
+the runids waiting there (images there, not yet on a node) are planned through the injected
+planning step (both in :mod:`spica_core.transfer.automatic`), then every runid with planned
+or interrupted rows is copied (:class:`~spica_core.transfer.copy.CopyRun`) — runids whose
+transfer mode is ``immediate`` first, then by name. Failed rows are left to operators
+(``spica transfer run``). Rounds never overlap: the next starts ``interval`` seconds after one ends.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Plans one runid's files onto nodes (writes ``planned`` rows); the number of rows planned.
 PlanStep = Callable[[str], Awaitable[int]]
+#: Ingests what is new in the repositories.
+ScanStep = Callable[[], Awaitable[object]]
 IMMEDIATE = "immediate"
 MANUAL = "manual"
 
@@ -74,6 +77,7 @@ class TransferWatch:
         copier: FileCopier,
         *,
         plan: PlanStep | None = None,
+        scan: ScanStep | None = None,
         interval: float | None = None,
         stale_after: float = DEFAULT_STALE_AFTER,
         on_event: Callable[[FileEvent], None] | None = None,
@@ -82,6 +86,7 @@ class TransferWatch:
         self.engine = engine
         self.copier = copier
         self.plan = plan
+        self.scan = scan
         self.interval = interval if interval is not None else config.transfer.interval
         self.stale_after = stale_after
         self.on_event = on_event
@@ -94,7 +99,12 @@ class TransferWatch:
             self._run.stop()
 
     async def round(self) -> list[RunReport]:
-        """Plan what waits, then copy runid after runid (immediate first)."""
+        """Scan, plan what waits, then copy runid after runid (immediate first)."""
+        if self.scan is not None:
+            try:
+                await self.scan()
+            except Exception as exc:  # a repository unreadable this round: copy all the same
+                log.warning("scan of the repositories failed: %s", exc)
         if self.plan is not None:
             for runid in await asyncio.to_thread(waiting_runids, self.engine):
                 if self._stop.is_set():

@@ -197,8 +197,10 @@ def watch(
     ] = None,
     stale_after: StaleAfter = DEFAULT_STALE,
 ) -> None:
-    """Each round, copy every runid's planned and interrupted files (runids in `immediate`
-    transfer mode first). Runs in the foreground until SIGTERM or Ctrl-C, logging to stderr;
+    """Each round, ingest the files new in the repositories, plan the runids waiting there
+    (as `spica transfer plan`, unless in `manual` transfer mode), and copy every runid's
+    planned and interrupted files (runids in `immediate` transfer mode first). Runs in the
+    foreground until SIGTERM or Ctrl-C, logging to stderr;
     files under way are left interrupted, to resume. Exit codes: 0 stopped cleanly; 2
     configuration error; 3 dbspica unreachable at start.
     """
@@ -220,11 +222,19 @@ def watch(
     lines = _Lines()
 
     async def main() -> int:
+        from spica_core.transfer.automatic import plan_step, scan_step
+
         async with AgentExecutor.over_ssh(config) as executor:
-            # Planning is wired in where the planner lives; until then the watch copies
-            # what `spica transfer plan` planned.
-            rounds = TransferWatch(config, engine, executor, interval=interval,
-                                   stale_after=stale_after, on_event=lines.event)  # fmt: skip
+            rounds = TransferWatch(
+                config,
+                engine,
+                executor,
+                scan=scan_step(config, engine, executor),
+                plan=plan_step(config, engine, executor),
+                interval=interval,
+                stale_after=stale_after,
+                on_event=lines.event,
+            )
             return await rounds.run(once=once, handle_signals=True)
 
     try:

@@ -1,0 +1,97 @@
+"""The automatic mode end to end: synthetic exposures appear in a repository, and one round
+of ``spica transfer watch`` ingests, plans (the real planner) and copies them, verified."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from spica_core.checksum import file_checksum
+from spica_core.config import RepositoryConfig
+from spica_core.db.engine import make_engine
+from spica_core.db.models import Image, Node, OperatorAction, Transfer
+from spica_core.demo.cluster import DemoCluster
+from spica_core.executor.agents import AgentExecutor
+from spica_core.ingest.fitsscan import image_filename
+from spica_core.synth.runid import RunidPlan, write_runid
+from spica_core.transfer.automatic import AUTOMATIC_USER, plan_step, scan_step
+from spica_core.transfer.watch import TransferWatch
+from tests.test_transfer_run import demo_config
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    cluster = DemoCluster(tmp_path_factory.mktemp("automatic") / "cluster")
+    cluster.up(2)
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def one_round(config, engine) -> None:
+    async def main() -> None:
+        async with AgentExecutor.over_ssh(config) as executor:
+            watch = TransferWatch(
+                config,
+                engine,
+                executor,
+                scan=scan_step(config, engine, executor),
+                plan=plan_step(config, engine, executor),
+            )
+            assert await watch.run(once=True) == 0
+
+    asyncio.run(main())
+
+
+def test_a_round_ingests_plans_and_copies_new_exposures(
+    demo: DemoCluster, db_url: str, tmp_path: Path
+) -> None:
+    repo = tmp_path / "headervalid"
+    files = write_runid(RunidPlan("03AF19", 3, ccds=4), repo)
+    files += write_runid(RunidPlan("03AQ98", 2, first_odometer=812001, ccds=4), repo, "fits.fz")
+    config = demo_config(
+        demo, db_url, repositories=[RepositoryConfig(name="headervalid", path=str(repo))]
+    )
+    engine = make_engine(config.db)
+    one_round(config, engine)
+
+    sums = {image_filename(f.name): file_checksum(f)[0] for f in files}
+    roots = {n.name: Path(n.root) for n in config.nodes}
+    with Session(engine) as session:
+        images = session.execute(
+            select(Image.filename, Image.repository, Image.path, Image.checksum, Node.name).join(
+                Node, Image.node_id == Node.id, isouter=True
+            )
+        ).all()
+        transfers = session.execute(select(Transfer.filename, Transfer.state, Transfer.checksum,
+                                           Transfer.node_checksum)).all()  # fmt: skip
+        audit = session.scalars(
+            select(OperatorAction.targets).where(OperatorAction.user == AUTOMATIC_USER)
+        ).all()
+    assert sorted(i.filename for i in images) == sorted(sums)
+    for image in images:
+        # On a node, out of the repository, byte for byte the source (a sum SPICA re-reads).
+        assert image.repository is None and image.name in roots, image
+        assert image.checksum == sums[image.filename]
+        arrived = (
+            roots[image.name] / image.path if not image.path.startswith("/") else Path(image.path)
+        )
+        assert file_checksum(arrived)[0] == sums[image.filename]
+    assert {t.filename: t.state for t in transfers} == {f: "done" for f in sums}
+    assert all(t.checksum == t.node_checksum == sums[t.filename] for t in transfers)
+    assert sorted(t[0] for t in audit) == ["03AF19", "03AQ98"]
+
+    # Nothing new: the next round reads no file again and plans or copies nothing.
+    one_round(config, engine)
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Transfer)) == len(sums)
+        again = session.scalars(
+            select(OperatorAction.id).where(OperatorAction.user == AUTOMATIC_USER)
+        ).all()
+    assert len(again) == len(audit)
+    engine.dispose()
