@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from spica_core.errors import StackStateError
+from spica_core.node.batch_layout import BatchLayout
 from spica_core.node.files import atomic_write
 from spica_core.node.host import iso_utc
 from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
@@ -104,15 +105,16 @@ def queue_state(layout: NodeLayout, stack: str) -> QueueState:
         time.sleep(0.01)
 
 
+#: The queue states in the order one wins over another when a stack has several files.
+_ADVANCED_FIRST = (StackState.RUNNING, StackState.FAILED, StackState.PENDING, StackState.COMPLETED)
+
+
 def _queue_files(layout: NodeLayout, stack: str) -> list[tuple[StackState, Path]]:
+    if isinstance(layout, BatchLayout):
+        return layout.queue_files(stack, _ADVANCED_FIRST)
     return [
         (state, layout.queue_file(stack, state))
-        for state in (
-            StackState.RUNNING,
-            StackState.FAILED,
-            StackState.PENDING,
-            StackState.COMPLETED,
-        )
+        for state in _ADVANCED_FIRST
         if layout.queue_file(stack, state).exists()
     ]
 
