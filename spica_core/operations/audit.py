@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table, bindparam, case, insert, select, update
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import OperatorAction
@@ -71,3 +72,35 @@ def list_actions(
         stmt = stmt.limit(limit)
     with Session(engine) as session:
         return [audit_json(r) for r in session.scalars(stmt)]
+
+
+#: Rows per statement when intents are closed: within every backend's parameter limit.
+_ROWS_PER_UPDATE = 300
+
+
+def open_intents(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert ``operator_action`` rows (the columns of each as a dict) in one statement;
+    their ids, in ``rows``' order."""
+    if not rows:
+        return []
+    statement = insert(OperatorAction).returning(OperatorAction.id, sort_by_parameter_order=True)
+    return list(session.scalars(statement, list(rows)))
+
+
+def close_intents(session: Session, closes: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
+    """Set ``result`` and ``detail`` of each ``(id, result, detail)``: one ``UPDATE … CASE``
+    per few hundred rows, not a round trip per row."""
+    table = cast(Table, OperatorAction.__table__)
+    detail_type = table.c.detail.type
+    for start in range(0, len(closes), _ROWS_PER_UPDATE):
+        chunk = closes[start : start + _ROWS_PER_UPDATE]
+        results = {id_: result for id_, result, _ in chunk}
+        details = [
+            (table.c.id == id_, bindparam(None, detail, type_=detail_type))
+            for id_, _, detail in chunk
+        ]
+        session.execute(
+            update(table)
+            .where(table.c.id.in_(list(results)))
+            .values(result=case(results, value=table.c.id), detail=case(*details))
+        )
