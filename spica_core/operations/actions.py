@@ -584,7 +584,7 @@ def _settle(session: Session, request: OperationRequest, done: Sequence[Sent]) -
     by = f"{request.action.value} by {request.user}"
     results = [_answered(request, item, answer) for item, _, _, answer in done]
     notes = dict(zip(applied, _follow(session, followed, request.action, by, ids), strict=True))
-    closes: list[tuple[int, str, dict[str, Any]]] = []
+    closes: list[tuple[int, str, str]] = []
     for k, (_, action_id, detail, _) in enumerate(done):
         result = results[k]
         if k in notes:
@@ -595,7 +595,7 @@ def _settle(session: Session, request: OperationRequest, done: Sequence[Sent]) -
             continue
         else:
             message = result.message
-        closes.append((action_id, result.outcome.value, {**detail, "message": message}))
+        closes.append((action_id, result.outcome.value, message))
     audit.close_intents(session, closes)
     return results
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, case, insert, select, update
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import OperatorAction
@@ -74,8 +74,8 @@ def list_actions(
         return [audit_json(r) for r in session.scalars(stmt)]
 
 
-#: Rows per statement when intents are closed: within every backend's parameter limit.
-_ROWS_PER_UPDATE = 300
+#: Rows per statement when intents are opened or closed: within every backend's limits.
+_ROWS_PER_STATEMENT = 500
 
 
 def open_intents(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -87,20 +87,20 @@ def open_intents(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
     return list(session.scalars(statement, list(rows)))
 
 
-def close_intents(session: Session, closes: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
-    """Set ``result`` and ``detail`` of each ``(id, result, detail)``: one ``UPDATE … CASE``
-    per few hundred rows, not a round trip per row."""
-    table = cast(Table, OperatorAction.__table__)
-    detail_type = table.c.detail.type
-    for start in range(0, len(closes), _ROWS_PER_UPDATE):
-        chunk = closes[start : start + _ROWS_PER_UPDATE]
-        results = {id_: result for id_, result, _ in chunk}
-        details = [
-            (table.c.id == id_, bindparam(None, detail, type_=detail_type))
-            for id_, _, detail in chunk
-        ]
-        session.execute(
-            update(table)
-            .where(table.c.id.in_(list(results)))
-            .values(result=case(results, value=table.c.id), detail=case(*details))
-        )
+def close_intents(session: Session, closes: Sequence[tuple[int, str, str]]) -> None:
+    """Set the ``result`` of each ``(id, result, message)`` and add the message to its
+    ``detail``: one ``UPDATE … WHERE id IN (…)`` per (result, message) and few hundred
+    rows (a bulk apply has a handful), not a round trip per row."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for id_, result, message in closes:
+        groups.setdefault((result, message), []).append(id_)
+    for (result, message), ids in groups.items():
+        for start in range(0, len(ids), _ROWS_PER_STATEMENT):
+            session.execute(
+                update(OperatorAction)
+                .where(OperatorAction.id.in_(ids[start : start + _ROWS_PER_STATEMENT]))
+                .values(
+                    result=result,
+                    detail=func.json_set(OperatorAction.detail, "$.message", message),
+                )
+            )
