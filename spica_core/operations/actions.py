@@ -211,8 +211,9 @@ async def plan(
     removed = await asyncio.to_thread(_removed, engine, unknown) if unknown else {}
     items: list[PlanItem | None] = []
     asks: list[tuple[int, Target, str | None]] = []
+    allowed: set[str] = set()
     for i, target in enumerate(targets):
-        checked = _check(request, target, removed)
+        checked = _check(request, target, removed, allowed)
         items.append(checked if isinstance(checked, PlanItem) else None)
         if not isinstance(checked, PlanItem):
             asks.append((i, target, checked))
@@ -235,32 +236,36 @@ def _base(request: OperationRequest, target: Target) -> dict[str, Any]:
 
 
 def _check(
-    request: OperationRequest, target: Target, removed: dict[str, str]
+    request: OperationRequest, target: Target, removed: dict[str, str], allowed: set[str]
 ) -> PlanItem | str | None:
     """What dbspica alone says of ``target``: a refused item, or that its node must be asked
-    (None; or the refusal to give if the node has no reason of its own)."""
-    base = _base(request, target)
+    (None; or the refusal to give if the node has no reason of its own). ``allowed``: the
+    states already found to allow the action (the check depends on the state alone)."""
     if target.id < 0:
         return PlanItem(
-            **base,
+            **_base(request, target),
             refused=f"no stack named {target.name} in dbspica{removed.get(target.name, '')}",
         )
-    try:
-        check_transition(
-            target.name,
-            target.state,
-            request.target_state,
-            Actor.OPERATOR,
-            request.action.value,
-            stale=True,
-        )
-    except StackStateError as exc:
-        if target.state != request.target_state or target.node is None:
-            return PlanItem(**base, refused=str(exc))
-        # Already where this action leads: let the node say who moved it and when.
-        return str(exc)
+    if target.state not in allowed:
+        try:
+            check_transition(
+                target.name,
+                target.state,
+                request.target_state,
+                Actor.OPERATOR,
+                request.action.value,
+                stale=True,
+            )
+        except StackStateError as exc:
+            if target.state != request.target_state or target.node is None:
+                return PlanItem(**_base(request, target), refused=str(exc))
+            # Already where this action leads: let the node say who moved it and when.
+            return str(exc)
+        allowed.add(target.state)
     if target.node is None:
-        return PlanItem(**base, refused=f"stack {target.name} has no node in dbspica")
+        return PlanItem(
+            **_base(request, target), refused=f"stack {target.name} has no node in dbspica"
+        )
     return None
 
 
