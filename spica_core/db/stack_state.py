@@ -210,6 +210,11 @@ def _write_groups(session: Session, transitions: Sequence[Transition]) -> list[M
     for key, members in list(groups.items()):
         if len(members) == 1:  # a statement of its own costs less than a group's two
             single += groups.pop(key)
+    if groups and not single:
+        # The first write is a row's UPDATE, as in _write_many: on SQLite it takes the
+        # write lock (waiting its turn) before the groups' reads, which a writer committing
+        # in between would otherwise make fail.
+        single.append(next(iter(groups.values())).pop(0))
     single.sort()
     out: list[Moved | None] = [None] * len(transitions)
     if single:
