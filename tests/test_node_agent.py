@@ -740,3 +740,20 @@ def test_moves_answer_and_change_what_each_verb_alone_would(tmp_path: Path, dry_
     if not dry_run:
         assert (batched / "queue" / "PLAIN.spica").is_file()
         assert not (batched / "queue" / "PLAIN.error").exists()
+
+
+def test_moves_under_a_queue_leading_out_of_the_root_answer_each_on_its_own(tmp_path: Path):
+    """``queue/`` a symlink out of the root: the batch is still answered item by item, each
+    refused as ``outside_root`` as the verb alone is, and nothing outside is touched."""
+    root = tmp_path / "spica"
+    (root / "stacks" / "S1").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _write_json(outside / "S1.error", {"line": 1, "exit_code": 1, "message": "x"})
+    (root / "queue").symlink_to(outside)
+    args = {"stack": "S1", "by": "ops", "priority": 0, "dry_run": False}
+    alone = call(root, "requeue", args)
+    many = result(root, "moves", {"items": [{"verb": "requeue", **args}] * 2})
+    assert alone["error"]["code"] == "outside_root"
+    assert [r["error"] for r in many["results"]] == [alone["error"]] * 2
+    assert sorted(p.name for p in outside.iterdir()) == ["S1.error"]

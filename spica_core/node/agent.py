@@ -197,9 +197,14 @@ class Agent:
 
     def moves(self, args: MovesArgs) -> MovesResult:
         """Each move as if sent alone, in order: one refused (or failing) never stops the
-        next; its error is its own answer."""
+        next; its error is its own answer. ``queue/`` and ``stacks/`` are resolved once for
+        the whole batch (:class:`BatchLayout`)."""
         answers: list[MoveAnswer] = []
-        layout = BatchLayout(self.root)
+        layout: NodeLayout
+        try:
+            layout = BatchLayout(self.root)
+        except OutsideRoot:  # queue/ or stacks/ leads out of the root: each move says so
+            layout = self.layout
         for item in args.items:
             try:
                 change = self._answer(item, pause=False, layout=layout)
