@@ -7,8 +7,10 @@ the tests do (queue files, progress and commands on the nodes; rows in dbspica),
 every node's agent, then requeues one set the one-stack-at-a-time way (each dry run, intent,
 move and dbspica update alone, one node after another: ``batch=1, concurrency=1`` and apply
 chunks of one stack) and the other the batched way (every node at once, ``moves`` batches,
-dbspica in chunks on a worker thread). Prints plan and apply times of both and the ratios.
-Target: apply >= 10x faster and under 5 s.
+dbspica in chunks on a worker thread). Prints plan and apply times of both and the ratios,
+with the machine's load average (``/proc/loadavg``) before and after: the one-at-a-time path
+waits on round trips and fsyncs, so a loaded machine slows it more than the batched one.
+Target: plan and apply each >= 10x faster, and the batched apply under 5 s.
 
     .venv/bin/python bench/ops.py [--nodes 20] [--stacks 1000] [--db-url URL] [--keep DIR]
 
@@ -94,6 +96,14 @@ async def requeue(
     return t1 - t0, t2 - t1, Counter(r.outcome.value for r in results)
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages (as /proc/loadavg has them), or "?"."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=20)
@@ -136,6 +146,7 @@ def main() -> None:
                 new = await requeue(config, engine, pool, batched, batched=True)
                 return old, new
 
+        load_before = _load()
         (old_plan, old_apply, old_out), (new_plan, new_apply, new_out) = asyncio.run(run())
         engine.dispose()
     finally:
@@ -150,9 +161,11 @@ def main() -> None:
         f"  ratio:          plan {old_plan / new_plan:6.1f}x   apply {old_apply / new_apply:6.1f}x"
         f"   plan+apply {(old_plan + old_apply) / (new_plan + new_apply):6.1f}x"
     )
+    print(f"  load average:   before {load_before}   after {_load()}")
     every = old_out[Outcome.APPLIED.value] == new_out[Outcome.APPLIED.value] == args.stacks
-    met = old_apply / new_apply >= 10 and new_apply < 5 and every
-    print(f"target (apply >= 10x and < 5 s, every stack applied): {'met' if met else 'NOT met'}")
+    met = old_plan / new_plan >= 10 and old_apply / new_apply >= 10 and new_apply < 5 and every
+    verdict = "met" if met else "NOT met"
+    print(f"target (plan and apply >= 10x, apply < 5 s, every stack applied): {verdict}")
     sys.stdout.flush()
 
 

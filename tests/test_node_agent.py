@@ -664,3 +664,96 @@ def test_client_hanging_up_ends_the_agent_quietly(root: Path):
 
     requests = io.BytesIO(b'{"id":1,"verb":"ping"}\n')
     assert node_agent.serve(root, requests, ClosedPipe()) == 0
+
+
+# ------------------------------------------------------------- moves resolve once per batch
+
+
+def _tricky_root(base: Path) -> Path:
+    """Failed stacks whose paths a ``moves`` batch resolves below ``queue/`` and ``stacks/``
+    resolved once: plain ones, and symlinks that stay inside the root or lead out of it."""
+    root = base / "spica"
+    queue, stacks = root / "queue", root / "stacks"
+    queue.mkdir(parents=True)
+    (root / "removed").mkdir()
+    outside = base / "outside"
+    outside.mkdir()
+    record = {"line": 2, "exit_code": 1, "message": "false failed"}
+    for stack in ("PLAIN", "ATTEMPT_OUT", "ATTEMPT_IN", "STACKDIR_OUT"):
+        _write_json(queue / f"{stack}.error", record)
+    for stack in ("PLAIN", "ATTEMPT_OUT", "ATTEMPT_IN", "QUEUE_IN"):
+        (stacks / stack).mkdir(parents=True)
+        (stacks / stack / "progress").write_text("1\n")
+    (stacks / "PLAIN" / "attempt").write_text("3\n")
+    (outside / "attempt").write_text("99\n")
+    (stacks / "ATTEMPT_OUT" / "attempt").symlink_to(outside / "attempt")
+    (root / "elsewhere").mkdir()
+    (root / "elsewhere" / "attempt").write_text("7\n")
+    (stacks / "ATTEMPT_IN" / "attempt").symlink_to("../../elsewhere/attempt")
+    (outside / "STACKDIR_OUT").mkdir()
+    (outside / "STACKDIR_OUT" / "attempt").write_text("42\n")
+    (stacks / "STACKDIR_OUT").symlink_to(outside / "STACKDIR_OUT")
+    _write_json(root / "elsewhere" / "QUEUE_IN.error", record)
+    (queue / "QUEUE_IN.error").symlink_to("../elsewhere/QUEUE_IN.error")
+    _write_json(outside / "QUEUE_OUT.error", record)
+    (queue / "QUEUE_OUT.error").symlink_to(outside / "QUEUE_OUT.error")
+    return root
+
+
+_TRICKY = ["PLAIN", "ATTEMPT_OUT", "ATTEMPT_IN", "STACKDIR_OUT", "QUEUE_IN", "QUEUE_OUT", "NONE"]
+
+
+def _tree(root: Path) -> list[str]:
+    """Every path under ``root`` (and where each symlink leads, ``BASE`` for its parent)."""
+    return sorted(
+        f"{p.relative_to(root)}"
+        + (" -> " + os.readlink(p).replace(str(root.parent), "BASE") if p.is_symlink() else "")
+        for p in root.rglob("*")
+    )
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry run", "applied"])
+def test_moves_answer_and_change_what_each_verb_alone_would(tmp_path: Path, dry_run: bool):
+    """A ``moves`` batch resolves ``queue/`` and ``stacks/`` once and each stack's own
+    components below them: the answers (symlinks inside the root followed, those leading
+    out refused) and the tree afterwards are those of the same verbs sent one by one."""
+    alone, batched = _tricky_root(tmp_path / "alone"), _tricky_root(tmp_path / "batched")
+    args = [{"stack": s, "by": "ops", "priority": 1, "dry_run": dry_run} for s in _TRICKY]
+    singles = [call(alone, "requeue", a) for a in args]
+    many = result(batched, "moves", {"items": [{"verb": "requeue", **a} for a in args]})
+    answers = [
+        {"ok": True, "result": r["change"]} if "change" in r else {"ok": False, "error": r["error"]}
+        for r in many["results"]
+    ]
+    expected = [{k: v for k, v in s.items() if k != "id"} for s in singles]
+    shown = json.dumps(answers).replace(str(tmp_path / "batched"), "BASE")
+    assert shown == json.dumps(expected).replace(str(tmp_path / "alone"), "BASE")
+    by_stack = dict(zip(_TRICKY, singles, strict=True))
+    assert by_stack["PLAIN"]["result"]["attempt"] == 3
+    assert by_stack["ATTEMPT_IN"]["result"]["attempt"] == 7
+    assert by_stack["ATTEMPT_OUT"]["result"]["attempt"] is None  # not read through the link
+    assert by_stack["STACKDIR_OUT"]["result"]["attempt"] is None
+    assert by_stack["QUEUE_IN"]["ok"], by_stack["QUEUE_IN"]
+    assert by_stack["QUEUE_OUT"]["error"]["code"] == "outside_root"
+    assert by_stack["NONE"]["error"]["code"] == "wrong_state"
+    assert _tree(batched) == _tree(alone)
+    if not dry_run:
+        assert (batched / "queue" / "PLAIN.spica").is_file()
+        assert not (batched / "queue" / "PLAIN.error").exists()
+
+
+def test_moves_under_a_queue_leading_out_of_the_root_answer_each_on_its_own(tmp_path: Path):
+    """``queue/`` a symlink out of the root: the batch is still answered item by item, each
+    refused as ``outside_root`` as the verb alone is, and nothing outside is touched."""
+    root = tmp_path / "spica"
+    (root / "stacks" / "S1").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _write_json(outside / "S1.error", {"line": 1, "exit_code": 1, "message": "x"})
+    (root / "queue").symlink_to(outside)
+    args = {"stack": "S1", "by": "ops", "priority": 0, "dry_run": False}
+    alone = call(root, "requeue", args)
+    many = result(root, "moves", {"items": [{"verb": "requeue", **args}] * 2})
+    assert alone["error"]["code"] == "outside_root"
+    assert [r["error"] for r in many["results"]] == [alone["error"]] * 2
+    assert sorted(p.name for p in outside.iterdir()) == ["S1.error"]

@@ -19,6 +19,7 @@ from spica_core.db.models import Node, OperatorAction, Stack
 from spica_core.db.registry import register_nodes
 from spica_core.demo.cluster import DemoCluster
 from spica_core.executor.agents import AgentExecutor
+from spica_core.operations import audit
 from spica_core.operations.model import (
     ItemResult,
     OpAction,
@@ -275,3 +276,40 @@ def test_a_row_dbspica_refuses_is_partial_and_only_that_one(cluster, db_engine, 
     assert intents[bad] == ["pending"], "left for reconcile, which sees the node's rename"
     assert all(intents[s] == ["applied"] for s in others), intents
     assert _queue(cluster, "mix1", bad) == [".spica"]
+
+
+def test_intents_are_opened_and_closed_in_bulk_each_with_its_own_row(db_engine) -> None:
+    """Hundreds of intents are one INSERT and an UPDATE per outcome and message: each row
+    still gets its own id (in order), result and message added to its own JSON detail,
+    across the statements' chunk borders."""
+    count = 2 * audit._ROWS_PER_STATEMENT + 7
+    rows = [
+        {
+            "user": "ada",
+            "action": "requeue",
+            "targets": [f"bulk_{i}"],
+            "dry_run": False,
+            "plan": f"requeue bulk_{i}",
+            "result": "pending",
+            "detail": {"node": f"n{i % 3}", "attempt": i if i % 2 else None, "from_start": False},
+        }
+        for i in range(count)
+    ]
+    with Session(db_engine) as s, s.begin():
+        ids = audit.open_intents(s, rows)
+    assert len(set(ids)) == count
+    outcomes = ["applied", "applied", "refused", "failed"]
+    messages = ["requeue by ada", 'é "quoted" {} \\ $.x', "node n1: no"]
+    closes = [(id_, outcomes[i % 4], messages[i % 3]) for i, id_ in enumerate(ids)]
+    with Session(db_engine) as s, s.begin():
+        audit.close_intents(s, closes[1:])  # the first stays pending
+    with Session(db_engine) as s:
+        query = select(OperatorAction).where(OperatorAction.id.in_(ids))
+        found = {r.id: r for r in s.scalars(query)}
+    assert [found[i].targets for i in ids] == [r["targets"] for r in rows]
+    assert (found[ids[0]].result, found[ids[0]].detail) == ("pending", rows[0]["detail"])
+    assert [(found[i].result, found[i].detail) for i, _, _ in closes[1:]] == [
+        (result, {**rows[k + 1]["detail"], "message": message})
+        for k, (_, result, message) in enumerate(closes[1:])
+    ]
+    assert all(found[i].created_at is not None for i in ids)

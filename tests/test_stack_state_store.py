@@ -202,6 +202,49 @@ def test_the_state_is_never_a_plain_column_of_the_store(db_engine) -> None:
             stack_state.follow(session, "S1", "planned", "pending", values={"state": "x"})
 
 
+def test_move_many_answers_each_stack_as_move_alone_would(db_engine) -> None:
+    """A bulk move groups the stacks that take the same values into one statement; each
+    still answers on its own: applied, or what dbspica had (another state, no row), and a
+    stack listed twice is moved by its first transition only."""
+    for name in ("A1", "A2", "A3", "C", "E", "T"):
+        _add(db_engine, name, StackState.FAILED)
+    _add(db_engine, "B", StackState.PENDING)
+    _add(db_engine, "R", StackState.RUNNING)
+    cleared = {"error": None, "exit_code": None}
+    moves = [
+        stack_state.Transition(n, "failed", "pending", cleared)
+        for n in ("A1", "B", "A2", "R", "NONE", "A3")
+    ]
+    moves += [
+        stack_state.Transition("C", "failed", "pending", {**cleared, "priority": 5}),
+        stack_state.Transition("E", "failed", "pending"),
+    ]
+    with Session(db_engine) as session, session.begin():
+        moved = stack_state.move_many(session, moves, Actor.OPERATOR, Action.REQUEUE)
+    assert [(m.stack, m.applied, m.had, m.state) for m in moved] == [
+        ("A1", True, "failed", "pending"),
+        ("B", False, "pending", "pending"),
+        ("A2", True, "failed", "pending"),
+        ("R", False, "running", "pending"),
+        ("NONE", False, None, "pending"),
+        ("A3", True, "failed", "pending"),
+        ("C", True, "failed", "pending"),
+        ("E", True, "failed", "pending"),
+    ]
+    with Session(db_engine) as session:
+        rows = {r.name: r for r in session.scalars(select(Stack))}
+        assert {n: r.state for n, r in rows.items()} == {
+            **dict.fromkeys(["A1", "A2", "A3", "B", "C", "E"], "pending"),
+            "R": "running",
+            "T": "failed",
+        }
+        assert (rows["C"].priority, rows["A1"].priority) == (5, 0)
+    twice = [stack_state.Transition("T", "failed", "pending", cleared)] * 2
+    with Session(db_engine) as session, session.begin():
+        moved = stack_state.move_many(session, twice, Actor.OPERATOR, Action.REQUEUE)
+    assert [(m.applied, m.had) for m in moved] == [(True, "failed"), (False, "pending")]
+
+
 _RACER = """
 import json, sys
 from sqlalchemy.orm import Session
@@ -209,10 +252,15 @@ from spica_core.config import DatabaseConfig
 from spica_core.db import stack_state
 from spica_core.db.engine import make_engine
 
-url, names = sys.argv[1], sys.argv[2].split(",")
+url, names, many = sys.argv[1], sys.argv[2].split(","), sys.argv[3] == "many"
 engine = make_engine(DatabaseConfig(url=url))
 out = {}
-for name in names:
+if many:
+    with Session(engine) as session, session.begin():
+        moves = [stack_state.Transition(n, "planned", "pending") for n in names]
+        for moved in stack_state.move_many(session, moves, "operator", "launch"):
+            out[moved.stack] = [moved.applied, moved.had]
+for name in names if not many else ():
     with Session(engine) as session, session.begin():
         moved = stack_state.move(session, name, "planned", "pending", "operator", "launch")
     out[name] = [moved.applied, moved.had]
@@ -220,9 +268,11 @@ print(json.dumps(out))
 """
 
 
-def test_racing_writers_move_each_stack_once(db_engine) -> None:
-    """Four processes launch the same planned stacks in dbspica at once, round after round:
-    each stack moves once, every other writer is told dbspica already has it pending."""
+@pytest.mark.parametrize("many", [False, True], ids=["one by one", "move_many"])
+def test_racing_writers_move_each_stack_once(db_engine, many: bool) -> None:
+    """Four processes launch the same planned stacks in dbspica at once, round after round
+    (each stack in a transaction, or all in one ``move_many``): each stack moves once,
+    every other writer is told dbspica already has it pending."""
     url = db_engine.url.render_as_string(hide_password=False)
     deadline = time.monotonic() + 120
     for round_ in range(5):
@@ -231,7 +281,7 @@ def test_racing_writers_move_each_stack_once(db_engine) -> None:
             _add(db_engine, name)
         racers = [
             subprocess.Popen(
-                [sys.executable, "-c", _RACER, url, ",".join(names)],
+                [sys.executable, "-c", _RACER, url, ",".join(names), "many" if many else "one"],
                 stdout=subprocess.PIPE,
                 text=True,
             )

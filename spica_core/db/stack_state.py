@@ -83,9 +83,15 @@ def move_many(
     """:func:`move` of each transition, in order, each checked and applied (or not) on its
     own — the same answers — with one prepared statement per set of columns: a bulk
     operation's thousand rows cost a thousand executions, not a thousand compilations."""
+    checked: set[tuple[str, str]] = set()
     for t in transitions:
-        check_transition(t.stack, t.seen, t.target, actor, action, stale=stale)
-    return _write_many(session, transitions)
+        pair = (str(t.seen), str(t.target))
+        if pair not in checked:  # the answer depends on the states alone, not the stack
+            check_transition(t.stack, t.seen, t.target, actor, action, stale=stale)
+            checked.add(pair)
+    if len({t.stack for t in transitions}) < len(transitions):
+        return _write_many(session, transitions)  # a stack twice: each write sees the last
+    return _write_groups(session, transitions)
 
 
 def follow(
@@ -174,6 +180,91 @@ def _write(
     return _write_many(session, [Transition(stack, seen, target, values)])[0]
 
 
+#: Stacks per statement of a grouped write: within every backend's parameter limit.
+_GROUP_ROWS = 500
+
+
+def _write_groups(session: Session, transitions: Sequence[Transition]) -> list[Moved]:
+    """:func:`_write_many` of distinct stacks, with a statement per group of transitions
+    that set the same columns to the same values (a bulk requeue is one group): the rows
+    are read under a row lock, then those still in ``seen`` are updated in one
+    ``UPDATE … WHERE name IN (…) AND state = <seen>``; round trips per chunk, not per row."""
+    groups: dict[tuple[str, str, tuple[tuple[str, Any], ...]], list[int]] = {}
+    single: list[int] = []
+    for i, t in enumerate(transitions):
+        values = dict(t.values or {})
+        if "state" in values:
+            raise TypeError("the state is the store's argument, not one of the other values")
+        values.pop("updated_at", None)
+        try:
+            key = (
+                StackState(t.seen).value,
+                StackState(t.target).value,
+                tuple(sorted(values.items())),
+            )
+            hash(key)
+        except TypeError:  # a value that is not hashable (JSON): written on its own
+            single.append(i)
+            continue
+        groups.setdefault(key, []).append(i)
+    for key, members in list(groups.items()):
+        if len(members) == 1:  # a statement of its own costs less than a group's two
+            single += groups.pop(key)
+    if groups and not single:
+        # The first write is a row's UPDATE, as in _write_many: on SQLite it takes the
+        # write lock (waiting its turn) before the groups' reads, which a writer committing
+        # in between would otherwise make fail.
+        single.append(next(iter(groups.values())).pop(0))
+    single.sort()
+    out: list[Moved | None] = [None] * len(transitions)
+    if single:
+        for i, moved in zip(
+            single, _write_many(session, [transitions[i] for i in single]), strict=True
+        ):
+            out[i] = moved
+    session.flush()
+    connection = session.connection()
+    table = cast(Table, Stack.__table__)
+    now = utcnow()
+    for (seen, target, columns), members in groups.items():
+        for start in range(0, len(members), _GROUP_ROWS):
+            chunk = members[start : start + _GROUP_ROWS]
+            names = [transitions[i].stack for i in chunk]
+            had = dict(
+                connection.execute(
+                    select(table.c.name, table.c.state)
+                    .where(table.c.name.in_(names))
+                    .with_for_update()
+                ).all()
+            )
+            ready = [n for n in names if had.get(n) == seen]
+            if ready:
+                done = affected_rows(
+                    connection.execute(
+                        update(table)
+                        .where(table.c.name.in_(ready), table.c.state == seen)
+                        .values(state=target, updated_at=now, **dict(columns))
+                    )
+                )
+                if done != len(ready):  # changed between the locking read and the write
+                    had = dict(
+                        connection.execute(
+                            select(table.c.name, table.c.state).where(table.c.name.in_(names))
+                        ).all()
+                    )
+                    ready = [n for n in ready if had.get(n) == target]
+            applied = set(ready)
+            for i, name in zip(chunk, names, strict=True):
+                out[i] = (
+                    Moved(name, True, seen, target)
+                    if name in applied
+                    else Moved(name, False, had.get(name), target)
+                )
+    answers = [m for m in out if m is not None]
+    _expire(session, {m.stack for m in answers if m.applied})
+    return answers
+
+
 def _write_many(session: Session, transitions: Sequence[Transition]) -> list[Moved]:
     """``UPDATE stack … WHERE name = … AND state = <seen>`` of each transition; what it did.
     One statement per set of columns, prepared once and executed per row."""
@@ -209,11 +300,14 @@ def _write_many(session: Session, transitions: Sequence[Transition]) -> list[Mov
             # A locking read: under MariaDB's repeatable read a plain one would answer from
             # the transaction's snapshot, older than the write that made this one miss.
             out.append(Moved(t.stack, False, _locked_state(session, t.stack), target))
-    # The session's copies of the rows are reloaded at their next use: they may have been
-    # read before another writer's commit (MariaDB's snapshot), and the ORM must not skip a
-    # later change because it equals what a stale copy held.
-    moved = {m.stack for m in out if m.applied}
+    _expire(session, {m.stack for m in out if m.applied})
+    return out
+
+
+def _expire(session: Session, moved: set[str]) -> None:
+    """The session's copies of the rows are reloaded at their next use: they may have been
+    read before another writer's commit (MariaDB's snapshot), and the ORM must not skip a
+    later change because it equals what a stale copy held."""
     for row in list(session.identity_map.values()):
         if isinstance(row, Stack) and row.name in moved:
             session.expire(row)
-    return out

@@ -22,10 +22,11 @@ from typing import Any
 import msgspec
 
 from spica_core.errors import StackStateError
+from spica_core.node.batch_layout import BatchLayout
 from spica_core.node.files import atomic_write
 from spica_core.node.host import iso_utc
 from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
-from spica_core.node.locks import node_lock
+from spica_core.node.locks import NODE_LOCK, node_lock
 from spica_core.node.protocol import (
     ClaimRecord,
     Deletion,
@@ -104,15 +105,16 @@ def queue_state(layout: NodeLayout, stack: str) -> QueueState:
         time.sleep(0.01)
 
 
+#: The queue states in the order one wins over another when a stack has several files.
+_ADVANCED_FIRST = (StackState.RUNNING, StackState.FAILED, StackState.PENDING, StackState.COMPLETED)
+
+
 def _queue_files(layout: NodeLayout, stack: str) -> list[tuple[StackState, Path]]:
+    if isinstance(layout, BatchLayout):
+        return layout.queue_files(stack, _ADVANCED_FIRST)
     return [
         (state, layout.queue_file(stack, state))
-        for state in (
-            StackState.RUNNING,
-            StackState.FAILED,
-            StackState.PENDING,
-            StackState.COMPLETED,
-        )
+        for state in _ADVANCED_FIRST
         if layout.queue_file(stack, state).exists()
     ]
 
@@ -477,7 +479,11 @@ def remove(
     finds the stack gone and is told by whom and when. A stack absent from the node with
     such a record for it (the same dbspica id, when both are known) was removed already.
     """
-    with node_lock(layout):  # a dry run too: never a remove seen half-done
+    # A dry run too: never a remove seen half-done. Yet a dry run creates nothing: with no
+    # lock file, no remove (nor unlock, nor claim recovery) has held the lock yet; the
+    # first one, starting just now, is the only one such a dry run could see half-way.
+    unlocked = dry_run and not (layout.locks_dir() / NODE_LOCK).exists()
+    with contextlib.nullcontext() if unlocked else node_lock(layout):
         result, trash = _remove(layout, stack, purge, by, stack_id, dry_run=dry_run)
     # The deleting itself (maybe many files) is outside the lock: nobody sees those names.
     for path in trash:

@@ -24,6 +24,7 @@ from spica_core import __version__
 from spica_core.errors import InvalidName
 from spica_core.names import validate_name
 from spica_core.node import protocol as proto
+from spica_core.node.batch_layout import BatchLayout
 from spica_core.node.disk import discover_partitions, partition_usage, tree_bytes
 from spica_core.node.files import StatCache
 from spica_core.node.heartbeat import read_heartbeat
@@ -85,7 +86,7 @@ class Agent:
         self._queue_seen: tuple[str, list[QueueEntry]] | None = None
         self._hash_cache = StatCache(max_entries=512)
         self._virtual_used: dict[str, tuple[float, int]] = {}
-        self._handlers: dict[str, Callable[[Any], msgspec.Struct]] = {
+        self._handlers: dict[str, Callable[..., msgspec.Struct]] = {
             Verb.PING: self.ping,
             Verb.STATUS: self.status,
             Verb.TAIL: self.tail,
@@ -131,12 +132,16 @@ class Agent:
         """Decode ``raw_args`` with the verb's type (``bad_args`` naming the field) and answer."""
         return self._answer(proto.decode_args(verb, raw_args))
 
-    def _answer(self, args: proto.Args[Any], *, pause: bool = True) -> msgspec.Struct:
-        result = self._handlers[args.VERB](args)
+    def _answer(
+        self, args: proto.Args[Any], *, pause: bool = True, layout: NodeLayout | None = None
+    ) -> msgspec.Struct:
+        """The verb's answer; ``layout``: a move's, when a batch resolved it once."""
+        handler = self._handlers[args.VERB]
+        result = handler(args) if layout is None else handler(args, layout)
         if isinstance(result, StackChange):
             # The claim counter as it is now: the operator's side keeps it with its intent,
             # so reconcile can later tell whether the daemon claimed the stack since.
-            attempt, unreadable = read_attempt(self.layout, result.stack)
+            attempt, unreadable = read_attempt(layout or self.layout, result.stack)
             attempt = attempt if attempt is not None or unreadable else 0
             result = msgspec.structs.replace(result, attempt=attempt)
             if pause and not getattr(args, "dry_run", False):
@@ -154,14 +159,14 @@ class Agent:
             self.layout, stack, _commands(args), args.inputs, dry_run=args.dry_run
         )
 
-    def launch(self, args: LaunchArgs) -> StackChange:
+    def launch(self, args: LaunchArgs, layout: NodeLayout | None = None) -> StackChange:
         return _actions().launch(  # type: ignore[no-any-return]
-            self.layout, _stack(args.stack), args.priority, args.by, dry_run=args.dry_run
+            layout or self.layout, _stack(args.stack), args.priority, args.by, dry_run=args.dry_run
         )
 
-    def requeue(self, args: RequeueArgs) -> StackChange:
+    def requeue(self, args: RequeueArgs, layout: NodeLayout | None = None) -> StackChange:
         return _actions().requeue(  # type: ignore[no-any-return]
-            self.layout,
+            layout or self.layout,
             _stack(args.stack),
             args.priority,
             args.by,
@@ -169,9 +174,9 @@ class Agent:
             dry_run=args.dry_run,
         )
 
-    def unlock(self, args: UnlockArgs) -> StackChange:
+    def unlock(self, args: UnlockArgs, layout: NodeLayout | None = None) -> StackChange:
         return _actions().unlock(  # type: ignore[no-any-return]
-            self.layout,
+            layout or self.layout,
             _stack(args.stack),
             StackState(args.to),
             args.by,
@@ -185,9 +190,9 @@ class Agent:
             self.layout, partition, args.by, dry_run=args.dry_run
         )
 
-    def remove(self, args: RemoveArgs) -> StackChange:
+    def remove(self, args: RemoveArgs, layout: NodeLayout | None = None) -> StackChange:
         return _actions().remove(  # type: ignore[no-any-return]
-            self.layout,
+            layout or self.layout,
             _stack(args.stack),
             args.purge,
             args.by,
@@ -197,11 +202,17 @@ class Agent:
 
     def moves(self, args: MovesArgs) -> MovesResult:
         """Each move as if sent alone, in order: one refused (or failing) never stops the
-        next; its error is its own answer."""
+        next; its error is its own answer. ``queue/`` and ``stacks/`` are resolved once for
+        the whole batch (:class:`BatchLayout`)."""
         answers: list[MoveAnswer] = []
+        layout: NodeLayout
+        try:
+            layout = BatchLayout(self.root)
+        except OutsideRoot:  # queue/ or stacks/ leads out of the root: each move says so
+            layout = self.layout
         for item in args.items:
             try:
-                change = self._answer(item, pause=False)
+                change = self._answer(item, pause=False, layout=layout)
             except Exception as exc:
                 code, message = _error_of(exc)
                 answers.append(MoveAnswer(error=proto.ErrorBody(code=str(code), message=message)))

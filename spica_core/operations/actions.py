@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, selectinload
 from spica_core.config import SpicaConfig
 from spica_core.db import stack_state
 from spica_core.db.engine import db_unavailable, describe_db_error
-from spica_core.db.models import Image, OperatorAction, Stack, StackFile
+from spica_core.db.models import Image, Node, OperatorAction, Stack, StackFile
 from spica_core.db.runs import end_dead_runs, wire_time
 from spica_core.db.types import utcnow
 from spica_core.errors import NodeAnswerLost, NodeUnreachable, StackStateError
@@ -50,6 +50,7 @@ from spica_core.executor import (
     Unlock,
 )
 from spica_core.names import validate_name
+from spica_core.operations import audit
 from spica_core.operations.model import (
     ItemResult,
     OpAction,
@@ -94,36 +95,23 @@ class Target:
 def select_targets(engine: Engine, request: OperationRequest, config: SpicaConfig) -> list[Target]:
     """The stacks a request names or filters; unknown names are kept (refused at planning)."""
     with Session(engine) as session:
-        rows: list[Stack] = []
         names = request.selection.names
         flt = request.selection.filter
         for name in names:
             validate_name(name, "stack")
+        found: dict[str, Target] = {}
         if flt is not None:
             if names:  # names and a filter: the named stacks the filter keeps
                 named = frozenset(names)
                 flt = flt.with_names(named if flt.names is None else flt.names & named)
-            rows = list(iter_stacks(session, flt))
+            for r in iter_stacks(session, flt):
+                node = r.node.name if r.node else None
+                found[r.name] = Target(r.id, r.name, node, r.state, r.priority, ())
         elif names:
-            rows = list(
-                session.scalars(
-                    select(Stack).where(Stack.name.in_(names)).options(selectinload(Stack.node))
-                )
-            )
-        purge: dict[int, tuple[str, ...]] = {}
-        if request.action is OpAction.REMOVE and request.purge_inputs and rows:
-            purge = _purgeable_inputs(session, [r.id for r in rows], config)
-        found = {
-            r.name: Target(
-                r.id,
-                r.name,
-                r.node.name if r.node else None,
-                r.state,
-                r.priority,
-                purge.get(r.id, ()),
-            )
-            for r in rows
-        }
+            found = _named_targets(session, names)
+        if request.action is OpAction.REMOVE and request.purge_inputs and found:
+            purge = _purgeable_inputs(session, [t.id for t in found.values()], config)
+            found = {n: replace(t, purge=purge.get(t.id, ())) for n, t in found.items()}
     listed = set(request.selection.names)
     ordered = [found[n] for n in request.selection.names if n in found]
     ordered += [t for n, t in found.items() if n not in listed]
@@ -131,6 +119,25 @@ def select_targets(engine: Engine, request: OperationRequest, config: SpicaConfi
         Target(-1, n, None, "unknown", 0, ()) for n in request.selection.names if n not in found
     ]
     return ordered + missing
+
+
+#: Names per ``IN (...)`` of a named selection: within every backend's parameter limit.
+_NAMES_PER_QUERY = 500
+
+
+def _named_targets(session: Session, names: Sequence[str]) -> dict[str, Target]:
+    """The named stacks as targets, read as plain columns: a bulk selection of thousands
+    of stacks costs no ORM object per row."""
+    found: dict[str, Target] = {}
+    query = select(Stack.id, Stack.name, Node.name, Stack.state, Stack.priority).outerjoin(
+        Node, Stack.node_id == Node.id
+    )
+    unique = list(dict.fromkeys(names))
+    for start in range(0, len(unique), _NAMES_PER_QUERY):
+        chunk = unique[start : start + _NAMES_PER_QUERY]
+        for id_, name, node, state, priority in session.execute(query.where(Stack.name.in_(chunk))):
+            found[name] = Target(id_, name, node, state, priority, ())
+    return found
 
 
 def _purgeable_inputs(
@@ -204,8 +211,9 @@ async def plan(
     removed = await asyncio.to_thread(_removed, engine, unknown) if unknown else {}
     items: list[PlanItem | None] = []
     asks: list[tuple[int, Target, str | None]] = []
+    allowed: set[str] = set()
     for i, target in enumerate(targets):
-        checked = _check(request, target, removed)
+        checked = _check(request, target, removed, allowed)
         items.append(checked if isinstance(checked, PlanItem) else None)
         if not isinstance(checked, PlanItem):
             asks.append((i, target, checked))
@@ -228,32 +236,36 @@ def _base(request: OperationRequest, target: Target) -> dict[str, Any]:
 
 
 def _check(
-    request: OperationRequest, target: Target, removed: dict[str, str]
+    request: OperationRequest, target: Target, removed: dict[str, str], allowed: set[str]
 ) -> PlanItem | str | None:
     """What dbspica alone says of ``target``: a refused item, or that its node must be asked
-    (None; or the refusal to give if the node has no reason of its own)."""
-    base = _base(request, target)
+    (None; or the refusal to give if the node has no reason of its own). ``allowed``: the
+    states already found to allow the action (the check depends on the state alone)."""
     if target.id < 0:
         return PlanItem(
-            **base,
+            **_base(request, target),
             refused=f"no stack named {target.name} in dbspica{removed.get(target.name, '')}",
         )
-    try:
-        check_transition(
-            target.name,
-            target.state,
-            request.target_state,
-            Actor.OPERATOR,
-            request.action.value,
-            stale=True,
-        )
-    except StackStateError as exc:
-        if target.state != request.target_state or target.node is None:
-            return PlanItem(**base, refused=str(exc))
-        # Already where this action leads: let the node say who moved it and when.
-        return str(exc)
+    if target.state not in allowed:
+        try:
+            check_transition(
+                target.name,
+                target.state,
+                request.target_state,
+                Actor.OPERATOR,
+                request.action.value,
+                stale=True,
+            )
+        except StackStateError as exc:
+            if target.state != request.target_state or target.node is None:
+                return PlanItem(**_base(request, target), refused=str(exc))
+            # Already where this action leads: let the node say who moved it and when.
+            return str(exc)
+        allowed.add(target.state)
     if target.node is None:
-        return PlanItem(**base, refused=f"stack {target.name} has no node in dbspica")
+        return PlanItem(
+            **_base(request, target), refused=f"stack {target.name} has no node in dbspica"
+        )
     return None
 
 
@@ -303,8 +315,9 @@ def _removed(engine: Engine, stacks: Sequence[str]) -> dict[str, str]:
 # --------------------------------------------------------------------------------- apply
 
 
-def _intent(session: Session, request: OperationRequest, item: PlanItem) -> OperatorAction:
-    row = OperatorAction(
+def _intent(request: OperationRequest, item: PlanItem) -> dict[str, Any]:
+    """The ``operator_action`` row of one stack's intent (result ``pending``)."""
+    return dict(
         user=request.user,
         action=request.action.value,
         targets=[item.stack],
@@ -321,8 +334,15 @@ def _intent(session: Session, request: OperationRequest, item: PlanItem) -> Oper
             "attempt": item.node_change.attempt if item.node_change else None,
         },
     )
-    session.add(row)
-    return row
+
+
+def _open_intents(
+    session: Session, request: OperationRequest, items: Sequence[PlanItem]
+) -> list[tuple[int, dict[str, Any]]]:
+    """The intents of ``items``, written in one statement: each one's id and detail."""
+    rows = [_intent(request, item) for item in items]
+    ids = audit.open_intents(session, rows)
+    return [(id_, row["detail"]) for id_, row in zip(ids, rows, strict=True)]
 
 
 def _each_in_transactions(
@@ -388,6 +408,7 @@ def _follow(
     notes = [""] * len(items)
     transitions: list[stack_state.Transition] = []
     moving: list[int] = []
+    now = utcnow()  # one time for the whole chunk: its rows are written together
     for k, item in enumerate(items):
         stack_id = ids.get(item.stack)
         if stack_id is None:
@@ -398,7 +419,7 @@ def _follow(
             continue
         values: dict[str, Any] = {}
         if action is OpAction.LAUNCH:
-            values["launched_at"] = utcnow()
+            values["launched_at"] = now
         if item.target == StackState.PENDING:
             values.update(error=None, exit_code=None)
             if item.node_change and item.node_change.from_start:
@@ -498,9 +519,9 @@ async def _apply_chunk(
         _each_in_transactions,
         engine,
         [chunk[k] for k in doable],
-        lambda session, items: [_intent(session, request, item) for item in items],
+        lambda session, items: _open_intents(session, request, items),
     )
-    sent: list[tuple[int, OperatorAction]] = []
+    sent: list[tuple[int, tuple[int, dict[str, Any]]]] = []
     for k, intent in zip(doable, intents, strict=True):
         if isinstance(intent, SQLAlchemyError):
             item = chunk[k]
@@ -515,7 +536,7 @@ async def _apply_chunk(
         if any(isinstance(a, StackChange) for a in answers):
             _fault("after-node-commit")
         done = [
-            (chunk[k], row.id, row.detail, a) for (k, row), a in zip(sent, answers, strict=True)
+            (chunk[k], id_, detail, a) for (k, (id_, detail)), a in zip(sent, answers, strict=True)
         ]
         settled = await asyncio.to_thread(
             _each_in_transactions, engine, done, lambda session, ds: _settle(session, request, ds)
@@ -568,7 +589,7 @@ def _settle(session: Session, request: OperationRequest, done: Sequence[Sent]) -
     by = f"{request.action.value} by {request.user}"
     results = [_answered(request, item, answer) for item, _, _, answer in done]
     notes = dict(zip(applied, _follow(session, followed, request.action, by, ids), strict=True))
-    closes: list[dict[str, Any]] = []
+    closes: list[tuple[int, str, str]] = []
     for k, (_, action_id, detail, _) in enumerate(done):
         result = results[k]
         if k in notes:
@@ -579,15 +600,8 @@ def _settle(session: Session, request: OperationRequest, done: Sequence[Sent]) -
             continue
         else:
             message = result.message
-        closes.append(
-            {
-                "id": action_id,
-                "result": result.outcome.value,
-                "detail": {**detail, "message": message},
-            }
-        )
-    if closes:  # one statement, many rows
-        session.execute(update(OperatorAction), closes)
+        closes.append((action_id, result.outcome.value, message))
+    audit.close_intents(session, closes)
     return results
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import OperatorAction
@@ -71,3 +72,35 @@ def list_actions(
         stmt = stmt.limit(limit)
     with Session(engine) as session:
         return [audit_json(r) for r in session.scalars(stmt)]
+
+
+#: Rows per statement when intents are opened or closed: within every backend's limits.
+_ROWS_PER_STATEMENT = 500
+
+
+def open_intents(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert ``operator_action`` rows (the columns of each as a dict) in one statement;
+    their ids, in ``rows``' order."""
+    if not rows:
+        return []
+    statement = insert(OperatorAction).returning(OperatorAction.id, sort_by_parameter_order=True)
+    return list(session.scalars(statement, list(rows)))
+
+
+def close_intents(session: Session, closes: Sequence[tuple[int, str, str]]) -> None:
+    """Set the ``result`` of each ``(id, result, message)`` and add the message to its
+    ``detail``: one ``UPDATE … WHERE id IN (…)`` per (result, message) and few hundred
+    rows (a bulk apply has a handful), not a round trip per row."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for id_, result, message in closes:
+        groups.setdefault((result, message), []).append(id_)
+    for (result, message), ids in groups.items():
+        for start in range(0, len(ids), _ROWS_PER_STATEMENT):
+            session.execute(
+                update(OperatorAction)
+                .where(OperatorAction.id.in_(ids[start : start + _ROWS_PER_STATEMENT]))
+                .values(
+                    result=result,
+                    detail=func.json_set(OperatorAction.detail, "$.message", message),
+                )
+            )
