@@ -57,9 +57,16 @@ async def test_remapped_key_runs_the_action_and_shows_everywhere() -> None:
 
     make_db(URL)
     app = frozen_console(URL, 'keys = { requeue = "R", nonsense = "x" }\n')
+    warnings: list[str] = []
+    notify = app.notify
+
+    def noting(message: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        warnings.append(message)
+        notify(message, **kwargs)
+
+    app.notify = noting  # type: ignore[method-assign]
     async with app.run_test(size=(160, 50), notifications=True) as pilot:
         await until(pilot, lambda: app.poller.polls >= 1, "the first poll")
-        warnings = [n.message for n in app._notifications]
         assert any("unknown action(s) nonsense" in m for m in warnings)
         await select_stack(pilot, FAILED)
         await pilot.press("r")  # the default key is gone

@@ -131,7 +131,7 @@ class DashboardScreen(Screen[None]):
             self.stacks.show_refusal(str(exc))
             return
         if not get_current_worker().is_cancelled:
-            self.stacks.show_page(page)
+            self.stacks.show_page(page, limit)
             # The selected row may be new (first page, or its state changed): re-offer.
             self._refresh_offer()
 
