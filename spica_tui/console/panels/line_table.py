@@ -68,14 +68,14 @@ class LineTable(ScrollView, can_focus=True):
         "line-table--header",
         "line-table--cursor",
         "line-table--placeholder",
-        "line-table--odd",
+        "line-table--even",
     }
     DEFAULT_CSS = """
     LineTable {
         background: $surface;
         height: 1fr;
     }
-    LineTable > .line-table--header { text-style: bold; background: $panel; }
+    LineTable > .line-table--header { text-style: bold; background: $panel; color: $foreground; }
     LineTable > .line-table--cursor {
         background: $block-cursor-blurred-background;
         color: $block-cursor-blurred-foreground;
@@ -86,10 +86,10 @@ class LineTable(ScrollView, can_focus=True):
         text-style: bold;
     }
     LineTable > .line-table--placeholder { color: $text-muted; }
-    LineTable > .line-table--odd { background: $surface-lighten-1 20%; }
+    LineTable > .line-table--even { background: $surface-darken-1 40%; }
     """
 
-    #: Every other row on a lighter background.
+    #: Every other row on a darker background (as a DataTable with zebra stripes).
     zebra = False
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -192,8 +192,9 @@ class LineTable(ScrollView, can_focus=True):
         strip = self._lines.get(key)
         if strip is None:
             strip = self.render_row(index, width)
-            if self.zebra and index % 2:
-                strip = strip.apply_style(self.get_component_rich_style("line-table--odd"))
+            if self.zebra and index % 2 == 0:
+                stripe = self.get_component_rich_style("line-table--even").bgcolor
+                strip = Strip(Segment.apply_style(strip, post_style=Style(bgcolor=stripe)))
             if is_cursor:
                 strip = Strip(
                     Segment.apply_style(
