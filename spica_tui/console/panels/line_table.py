@@ -25,6 +25,7 @@ from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -115,6 +116,13 @@ class LineTable(ScrollView, can_focus=True):
 
     def cursor_moved(self) -> None:
         """The cursor is on another row (subclasses post their message)."""
+
+    def tell(self, message: Message) -> None:
+        """Post ``message`` as this table's own, whoever's handler is running: a message
+        stops bubbling after the widget it was made under, so one made while the panel or
+        the screen hands the table data (a filter change, a fetched window) would never
+        reach the screen, and the rows would wait for the next poll."""
+        self.post_message(message.set_sender(self))
 
     # -- geometry
 

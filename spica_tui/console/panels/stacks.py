@@ -215,7 +215,7 @@ class StackTable(LineTable):
             if moved_to is not None and moved_to != self.cursor:
                 self.move_to(moved_to)
         self.repaint(changed)
-        self.post_message(self.CursorMoved(self.selected))
+        self.tell(self.CursorMoved(self.selected))
         self.want_window()
 
     def set_total(self, total: int) -> None:
@@ -256,7 +256,7 @@ class StackTable(LineTable):
         if wanted == self._requested and not force:
             return
         self._requested = wanted
-        self.post_message(self.WindowWanted(*wanted))
+        self.tell(self.WindowWanted(*wanted))
 
     def on_resize(self, event: events.Resize) -> None:
         self._columns = layout_columns(self.scrollable_content_region.width)
@@ -272,14 +272,14 @@ class StackTable(LineTable):
     # -- cursor
 
     def cursor_moved(self) -> None:
-        self.post_message(self.CursorMoved(self.selected))
+        self.tell(self.CursorMoved(self.selected))
 
     def on_click(self, event: events.Click) -> None:
         index = self.row_at(event)
         if index is not None:
             self.move_to(index)
             if event.chain >= 2 and self.selected is not None:
-                self.post_message(self.Opened(self.selected))
+                self.tell(self.Opened(self.selected))
 
     # -- rendering
 
@@ -445,7 +445,7 @@ class StacksPanel(Panel):
         table = self.table
         table.empty_text = "no stack matches the filter" if query.text else "no stacks"
         table.reset()
-        self.post_message(self.QueryChanged(query))
+        self.post_message(self.QueryChanged(query).set_sender(self))
 
     # -- data in
 
