@@ -136,3 +136,25 @@ def test_console_and_demo_help_import_no_textual() -> None:
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
         loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
         assert "typer" in loaded and "textual" not in loaded, args
+
+
+async def test_the_key_bar_follows_the_selected_stack_and_a_click_presses_a_key() -> None:
+    """The footer shows requeue on the failed stack (mix3 answers) and not on a completed
+    one; a click on a key of the footer is that key pressed."""
+    from spica_tui.console.modals import ConfirmPlan
+    from spica_tui.console.panels.key_bar import KeyBar
+
+    make_db(URL)
+    app = frozen_console(URL)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await select_stack(pilot, "CFHTLS_W_g_021800-085200_T0003")  # completed, on mix2
+        bar = app.screen.query_one(KeyBar)
+        await until(pilot, lambda: "Mark" in str(bar.content), "the footer")
+        await pilot.pause(0.3)
+        assert " r Requeue " not in str(bar.content)
+        await select_stack(pilot, FAILED)
+        await until(pilot, lambda: " r Requeue " in str(bar.content), "requeue offered")
+        x = str(bar.content).index(" r Requeue ") + 2
+        assert await pilot.click(KeyBar, offset=(x, 0))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmPlan), "the requeue plan")
+        await pilot.press("escape")

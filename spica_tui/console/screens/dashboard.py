@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from spica_core.console_data import ConsoleSnapshot
@@ -25,6 +24,7 @@ from spica_tui.console.actions import BY_TEXTUAL, DANGEROUS, bindings
 from spica_tui.console.panels._common import Panel
 from spica_tui.console.panels.datatransfer import DataTransferPanel
 from spica_tui.console.panels.header import HeaderPanel, show_header
+from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.panels.nodes import NodesPanel
 from spica_tui.console.panels.problems import ProblemsPanel
 from spica_tui.console.panels.runids import RunidsPanel
@@ -32,12 +32,7 @@ from spica_tui.console.panels.stacks import StacksPanel, StackTable
 from spica_tui.console.refresh import view_total
 
 if TYPE_CHECKING:
-    from textual.timer import Timer
-
     from spica_tui.console.app import SpicaConsole
-
-#: Seconds the cursor rests before the footer shows what the selected row offers.
-OFFER_SETTLE = 0.2
 
 
 class DashboardScreen(Screen[None]):
@@ -55,7 +50,6 @@ class DashboardScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._offered: tuple[bool, ...] | None = None
-        self._offer_timer: Timer | None = None
         #: Per worker group, the arguments of the fetch in flight.
         self._fetching: dict[str, tuple[Hashable, ...]] = {}
 
@@ -68,7 +62,7 @@ class DashboardScreen(Screen[None]):
                 yield RunidsPanel()
         yield StacksPanel()
         yield ProblemsPanel()
-        yield Footer()
+        yield KeyBar()
 
     @property
     def stacks(self) -> StacksPanel:
@@ -190,23 +184,15 @@ class DashboardScreen(Screen[None]):
         return self._offer(entry.name)
 
     def _refresh_offer(self) -> None:
-        self._offer_timer = None
         offered = tuple(self._offer(name) for name in sorted(DANGEROUS))
         if offered != self._offered:
             self._offered = offered
             self.refresh_bindings()
 
     def on_stack_table_cursor_moved(self, message: StackTable.CursorMoved) -> None:
-        self._refresh_offer_when_still()
-
-    def _refresh_offer_when_still(self) -> None:
-        """The footer follows the cursor once it rests: a new set of offered keys rebuilds
-        every key of the footer, which would cost each move of a held arrow key more than
-        its repaint. The keys themselves never wait: :meth:`check_action` asks the selected
-        row when pressed."""
-        if self._offer_timer is not None:
-            self._offer_timer.stop()
-        self._offer_timer = self.set_timer(OFFER_SETTLE, self._refresh_offer, name="offer")
+        """The footer follows the cursor: it is one line of text (:class:`KeyBar`), redrawn
+        only when the selected row offers other keys."""
+        self._refresh_offer()
 
     def on_stack_table_opened(self, message: StackTable.Opened) -> None:
         self.app.open_stack(message.row.name)

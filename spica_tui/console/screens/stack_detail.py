@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from spica_core.console_data import CommandLine, ConsoleSnapshot, LogTail, command_lines
@@ -27,6 +27,7 @@ from spica_core.reports import StackDetail
 from spica_core.text import printable
 from spica_tui.console.actions import BY_TEXTUAL, bindings
 from spica_tui.console.panels.header import HeaderPanel, show_header
+from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.panels.line_table import GridTable
 from spica_tui.console.panels.stacks import STATE_STYLES
 
@@ -74,7 +75,7 @@ class StackDetailScreen(Screen[None]):
             yield Static(Text("fetching from the node…", "dim"), id="log")
             yield Static("Files", classes="section")
             yield GridTable("image", "role", "filter", id="files")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.show_snapshot(self.app.poller.snapshot)
