@@ -191,3 +191,37 @@ async def test_a_filters_rows_come_at_once_and_a_short_window_gives_its_count(
         assert len(table.rows) == 4 and not release.is_set()
         assert app.screen.query_one(StacksPanel).view.text == "W_g_0218"
         release.set()
+
+
+async def test_a_poll_fetches_no_window_fetched_moments_ago_unless_asked(tmp_path, monkeypatch):
+    """The operator typing a filter fetches a window per key: a poll right after fetches the
+    same window again only when asked for (ctrl+r, or after an operation)."""
+    from spica_tui.console.panels.stacks import StackTable
+    from tests.console_support import mounted, until
+    from tests.console_world import frozen_console, make_db
+
+    monkeypatch.chdir(tmp_path)
+    make_db("sqlite:///dbspica.sqlite")
+    app = frozen_console("sqlite:///dbspica.sqlite")
+    async with app.run_test(size=(160, 50)) as pilot:
+        table = await mounted(pilot, StackTable)
+        await until(pilot, lambda: table.total is not None and table.rows, "the first window")
+        app.poller.stop()
+        screen = app.screen
+        await until(pilot, lambda: not screen._fetching, "the fetches done")
+        pages: list[object] = []
+        real_page = app.backend.page
+
+        async def noted_page(*args, **kwargs):  # type: ignore[no-untyped-def]
+            pages.append(args[0])
+            return await real_page(*args, **kwargs)
+
+        monkeypatch.setattr(app.backend, "page", noted_page)
+        screen.fetch_window()  # as the table asks for it
+        await until(pilot, lambda: len(pages) == 1 and not screen._fetching, "the window")
+        screen.show_snapshot(app.poller.snapshot)  # a poll, moments later
+        await pilot.pause(0.2)
+        assert len(pages) == 1
+        app.action_refresh()  # ctrl+r (the poller is stopped: the snapshot is handed in)
+        screen.show_snapshot(app.poller.snapshot)
+        await until(pilot, lambda: len(pages) == 2, "the window fetched anew")
