@@ -57,9 +57,16 @@ async def test_remapped_key_runs_the_action_and_shows_everywhere() -> None:
 
     make_db(URL)
     app = frozen_console(URL, 'keys = { requeue = "R", nonsense = "x" }\n')
+    warnings: list[str] = []
+    notify = app.notify
+
+    def noting(message: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        warnings.append(message)
+        notify(message, **kwargs)
+
+    app.notify = noting  # type: ignore[method-assign]
     async with app.run_test(size=(160, 50), notifications=True) as pilot:
         await until(pilot, lambda: app.poller.polls >= 1, "the first poll")
-        warnings = [n.message for n in app._notifications]
         assert any("unknown action(s) nonsense" in m for m in warnings)
         await select_stack(pilot, FAILED)
         await pilot.press("r")  # the default key is gone
@@ -129,3 +136,25 @@ def test_console_and_demo_help_import_no_textual() -> None:
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
         loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
         assert "typer" in loaded and "textual" not in loaded, args
+
+
+async def test_the_key_bar_follows_the_selected_stack_and_a_click_presses_a_key() -> None:
+    """The footer shows requeue on the failed stack (mix3 answers) and not on a completed
+    one; a click on a key of the footer is that key pressed."""
+    from spica_tui.console.modals import ConfirmPlan
+    from spica_tui.console.panels.key_bar import KeyBar
+
+    make_db(URL)
+    app = frozen_console(URL)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await select_stack(pilot, "CFHTLS_W_g_021800-085200_T0003")  # completed, on mix2
+        bar = app.screen.query_one(KeyBar)
+        await until(pilot, lambda: "Mark" in str(bar.content), "the footer")
+        await pilot.pause(0.3)
+        assert " r Requeue " not in str(bar.content)
+        await select_stack(pilot, FAILED)
+        await until(pilot, lambda: " r Requeue " in str(bar.content), "requeue offered")
+        x = str(bar.content).index(" r Requeue ") + 2
+        assert await pilot.click(KeyBar, offset=(x, 0))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmPlan), "the requeue plan")
+        await pilot.press("escape")

@@ -255,7 +255,7 @@ async def test_stopped_node_turns_down_and_stale(demo, config, engine) -> None:
     app = console(config)
     async with app.run_test(size=(160, 50)) as pilot:
         header = await mounted(pilot, HeaderPanel)
-        nodes = app.screen.query_one(NodesPanel).query_one("DataTable")
+        nodes = app.screen.query_one(NodesPanel).query_one("GridTable")
         await until(pilot, lambda: "nodes 2/2 up" in header.content.plain, "both nodes up")
         try:
             demo.stop_node("mix2")
@@ -267,13 +267,13 @@ async def test_stopped_node_turns_down_and_stale(demo, config, engine) -> None:
             cells = [str(c) for c in nodes.get_row("mix2")]
             assert "ago" in cells[5]  # last seen: the time of the last good data, and its age
             assert cells[6]  # last error
-            problems = app.screen.query_one("ProblemsPanel").query_one("DataTable")
+            problems = app.screen.query_one("ProblemsPanel").query_one("GridTable")
             await until(
                 pilot,
                 lambda: any(
                     "Unable to contact mix2 via ssh" in str(c)
-                    for row in problems.ordered_rows
-                    for c in problems.get_row(row.key)
+                    for key in problems.row_keys
+                    for c in problems.get_row(key)
                 ),
                 "the hardware problem on the problems panel",
             )
@@ -292,10 +292,10 @@ async def test_node_down_from_the_start_shows_when_dbspica_last_saw_it(
     try:
         app = console(config)
         async with app.run_test(size=(160, 50)) as pilot:
-            nodes = (await mounted(pilot, NodesPanel)).query_one("DataTable")
+            nodes = (await mounted(pilot, NodesPanel)).query_one("GridTable")
 
             def mix2_last_seen() -> str | None:
-                if "mix2" not in {str(r.key.value) for r in nodes.ordered_rows}:
+                if "mix2" not in nodes.row_keys:
                     return None
                 cells = [str(c) for c in nodes.get_row("mix2")]
                 return cells[5] if cells[6] else None  # once its poll failed (last error)

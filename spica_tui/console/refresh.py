@@ -261,6 +261,8 @@ class Poller:
             taken_at=backend.clock(),
         )
         self.polls = 0
+        #: Polls asked for (``ctrl+r``, after an operation): their data must be fetched anew.
+        self.asked = 0
         self._timer: Timer | None = None
         self._polling = False
         self._again = False
@@ -283,6 +285,7 @@ class Poller:
 
     def poll_now(self) -> None:
         """``ctrl+r``: poll at once, or right after the poll under way."""
+        self.asked += 1
         if self._polling:
             self._again = True
             return

@@ -1,39 +1,18 @@
-"""What the panels share: diff-by-key table updates and the few formats they all use."""
+"""What the panels share: the bordered panel, cached row cells and the few formats they all
+use."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
 from rich.text import Text
 from textual.containers import Vertical
-from textual.widgets import DataTable
-from textual.widgets.data_table import RowKey
 
-Cell = str | Text
-Row = tuple[str, Sequence[Cell]]
+from spica_tui.console.panels.line_table import Cell
 
 STALE = "dim"
 BAR_FULL, BAR_EMPTY = "█", "░"
-
-
-class LiveTable(DataTable[Cell]):
-    """A DataTable redrawn whole when its column widths change.
-
-    DataTable measures new cells when idle, after it may already have drawn (and cached)
-    rows with the previous widths: the header or a row then stays misaligned until its next
-    change. Every table the console refreshes in place is one of these.
-    """
-
-    _drawn_widths: list[int] | None = None
-
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        # Runs once per idle after new or changed cells, which are measured just before.
-        super()._update_dimensions(new_rows)
-        widths = [column.content_width for column in self.columns.values()]
-        if widths != self._drawn_widths:
-            self._drawn_widths = widths
-            self.notify_style_update()  # drops the render caches, then refreshes
 
 
 class Panel(Vertical):
@@ -48,50 +27,11 @@ class Panel(Vertical):
         height: 1fr;
     }
     Panel:focus-within { border: round $accent; }
-    Panel > DataTable { height: 1fr; background: $surface; }
     """
 
     def __init__(self, title: str, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = title
-
-
-def sync_rows(table: DataTable[Cell], rows: Sequence[Row]) -> None:
-    """Make ``table`` show ``rows`` (key, cells) by diff: only changed cells are written.
-
-    In place when the rows already shown keep their order and new ones come last (a poll of
-    the same nodes); otherwise rebuilt (a new problem on top: a few hundred rows at most).
-    A row given the very same cells list as last time is skipped without comparing (see
-    :class:`RowCache`). Call inside ``app.batch_update()``.
-    """
-    shown: dict[str, Sequence[Cell]] = table.__dict__.setdefault("_spica_shown", {})
-    keys = [key for key, _ in rows]
-    wanted = set(keys)
-    # Every row is added with its key (value None only for a keyless add_row).
-    current = [row.key.value for row in table.ordered_rows if row.key.value is not None]
-    kept = [key for key in current if key in wanted]
-    if keys[: len(kept)] != kept:
-        table.clear()
-        shown.clear()
-        for key, cells in rows:
-            table.add_row(*cells, key=key)
-            shown[key] = cells
-        return
-    for key in current:
-        if key not in wanted:
-            table.remove_row(key)
-            shown.pop(key, None)
-    columns = list(table.columns)
-    for key, cells in rows[: len(kept)]:
-        if shown.get(key) is cells:
-            continue
-        for column, before, after in zip(columns, table.get_row(key), cells, strict=False):
-            if before != after:
-                table.update_cell(key, column, after)
-        shown[key] = cells
-    for key, cells in rows[len(kept) :]:
-        table.add_row(*cells, key=key)
-        shown[key] = cells
 
 
 class RowCache:

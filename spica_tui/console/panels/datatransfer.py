@@ -7,21 +7,12 @@ from functools import partial
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable
 
 from spica_core.cluster_snapshot import Liveness, NodeSnapshot
 from spica_core.console_data import ConsoleSnapshot
 from spica_core.units import gigabytes
-from spica_tui.console.panels._common import (
-    STALE,
-    Cell,
-    LiveTable,
-    Panel,
-    RowCache,
-    bar,
-    hms,
-    sync_rows,
-)
+from spica_tui.console.panels._common import STALE, Panel, RowCache, bar, hms
+from spica_tui.console.panels.line_table import Cell, GridTable
 
 COLUMNS = ("node", "used", "virtual free", "total", "as of")
 
@@ -32,9 +23,7 @@ class DataTransferPanel(Panel):
         self._cache = RowCache()
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Cell] = LiveTable(cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield GridTable(*COLUMNS, zebra=True)
 
     def show(self, snap: ConsoleSnapshot, now: datetime) -> None:
         rows = [
@@ -49,7 +38,7 @@ class DataTransferPanel(Panel):
             for n in snap.nodes
             if n.partitions
         ]
-        sync_rows(self.query_one(DataTable), rows)
+        self.query_one(GridTable).set_rows(rows)
 
 
 def disk_cells(node: NodeSnapshot) -> list[Cell]:

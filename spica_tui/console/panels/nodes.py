@@ -7,22 +7,12 @@ from functools import partial
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable
 
 from spica_core.cluster_snapshot import Liveness, NodeSnapshot
 from spica_core.console_data import ConsoleSnapshot
 from spica_core.text import one_line
-from spica_tui.console.panels._common import (
-    STALE,
-    Cell,
-    LiveTable,
-    Panel,
-    RowCache,
-    age,
-    bar,
-    hms,
-    sync_rows,
-)
+from spica_tui.console.panels._common import STALE, Panel, RowCache, age, bar, hms
+from spica_tui.console.panels.line_table import Cell, GridTable
 
 DOTS = {
     Liveness.UP: ("●", "green"),
@@ -40,8 +30,7 @@ class NodesPanel(Panel):
         self._cache = RowCache()
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Cell] = LiveTable(cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
+        table = GridTable(*COLUMNS, fixed_columns=2, zebra=True)
         table.tooltip = "disks: one bar per raid partition (used %)"
         yield table
 
@@ -60,7 +49,7 @@ class NodesPanel(Panel):
             )
             for n in nodes
         ]
-        sync_rows(self.query_one(DataTable), rows)
+        self.query_one(GridTable).set_rows(rows)
 
 
 def shown_by_row(node: NodeSnapshot, now: datetime, heartbeat_stale: float) -> tuple[object, ...]:

@@ -9,11 +9,11 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable
 
 from spica_core.console_data import ConsoleSnapshot
 from spica_core.text import one_line, printable
-from spica_tui.console.panels._common import Cell, LiveTable, Panel, RowCache, hms, sync_rows
+from spica_tui.console.panels._common import Panel, RowCache, hms
+from spica_tui.console.panels.line_table import Cell, GridTable
 
 COLUMNS = ("time", "kind", "node", "stack", "runid", "filter", "message")
 #: A security problem (a node's host key does not match) stands apart from hardware's red.
@@ -27,9 +27,7 @@ class ProblemsPanel(Panel):
         self._cells = RowCache()
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Cell] = LiveTable(cursor_type="row")
-        table.add_columns(*COLUMNS)
-        yield table
+        yield GridTable(*COLUMNS)
 
     def show(self, snap: ConsoleSnapshot, now: datetime) -> None:
         if snap.db is None:
@@ -47,7 +45,7 @@ class ProblemsPanel(Panel):
             (str(p["id"]), self._cells.cells(str(p["id"]), p, partial(problem_cells, p)))
             for p in problems
         ]
-        sync_rows(self.query_one(DataTable), rows)
+        self.query_one(GridTable).set_rows(rows)
 
 
 def problem_style(problem: dict[str, Any]) -> str:

@@ -7,10 +7,10 @@ from functools import partial
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import DataTable
 
 from spica_core.console_data import ConsoleSnapshot
-from spica_tui.console.panels._common import Cell, LiveTable, Panel, RowCache, hms, sync_rows
+from spica_tui.console.panels._common import Panel, RowCache, hms
+from spica_tui.console.panels.line_table import Cell, GridTable
 
 
 class RunidsPanel(Panel):
@@ -23,10 +23,10 @@ class RunidsPanel(Panel):
         self._cells = RowCache()
 
     def compose(self) -> ComposeResult:
-        yield LiveTable(cursor_type="row", zebra_stripes=True)
+        yield GridTable(fixed_columns=1, zebra=True)
 
     def show(self, snap: ConsoleSnapshot, now: datetime) -> None:
-        table: DataTable[Cell] = self.query_one(DataTable)
+        table = self.query_one(GridTable)
         if snap.db is None:
             return
         dist = snap.db.distribution
@@ -39,8 +39,7 @@ class RunidsPanel(Panel):
             return
         self._shown = (dist, style)
         if dist.nodes != self._shown_nodes:
-            table.clear(columns=True)
-            table.add_columns("runid", "images", *dist.nodes)
+            table.set_columns("runid", "images", *dist.nodes)
             self._shown_nodes = dist.nodes
             self._cells = RowCache()
 
@@ -59,4 +58,4 @@ class RunidsPanel(Panel):
             files = [dist.files.get((runid, n)) for n in dist.nodes]
             shown = (style, dist.totals.get(runid), files)
             rows.append((runid, self._cells.cells(runid, shown, partial(build, runid))))
-        sync_rows(table, rows)
+        table.set_rows(rows)

@@ -9,21 +9,18 @@ that changed are repainted. Moving the cursor inside the loaded window costs no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Hashable
 from datetime import datetime
 from typing import ClassVar
 
-from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import var
-from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Static, Tab, Tabs
 
@@ -33,6 +30,7 @@ from spica_core.reports import StackRow
 from spica_core.states import StackState
 from spica_core.text import printable
 from spica_tui.console.panels._common import Panel
+from spica_tui.console.panels.line_table import Column, LineTable, fit
 
 STATE_STYLES = {
     "planned": Style(dim=True),
@@ -62,13 +60,6 @@ def view_label(state: StackState | None, count: int | None) -> Text:
     if count is not None:
         text.append(f" {count:,}", STATE_STYLES.get(state.value if state else "", Style()))
     return text
-
-
-@dataclass(frozen=True)
-class Column:
-    title: str
-    width: int
-    right: bool = False
 
 
 def _time(value: datetime | None) -> str:
@@ -142,42 +133,16 @@ def layout_columns(width: int) -> list[Column]:
     return columns
 
 
-class StackTable(ScrollView, can_focus=True):
+class StackTable(LineTable):
     """A virtual table over a view of dbspica's stacks (see the module docstring)."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up", "move(-1)", "Up", show=False),
-        Binding("down", "move(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home", "jump('start')", "First", show=False),
-        Binding("end", "jump('end')", "Last", show=False),
-    ]
-    COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "stack-table--header",
-        "stack-table--cursor",
-        "stack-table--marked",
-        "stack-table--placeholder",
-    }
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"stack-table--marked"}
     DEFAULT_CSS = """
     StackTable {
-        background: $surface;
-        height: 1fr;
         overflow-x: hidden;
         overflow-y: scroll;
     }
-    StackTable > .stack-table--header { text-style: bold; background: $panel; }
-    StackTable > .stack-table--cursor {
-        background: $block-cursor-blurred-background;
-        color: $block-cursor-blurred-foreground;
-    }
-    StackTable:focus > .stack-table--cursor {
-        background: $block-cursor-background;
-        color: $block-cursor-foreground;
-        text-style: bold;
-    }
     StackTable > .stack-table--marked { color: $text-warning; text-style: bold; }
-    StackTable > .stack-table--placeholder { color: $text-muted; }
     """
 
     class WindowWanted(Message):
@@ -207,11 +172,9 @@ class StackTable(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.total: int | None = None
         self.rows: dict[int, StackRow] = {}
-        self.cursor = 0
         self.marked: set[str] = set()
         self._columns: list[Column] = []
         self._requested: tuple[int, int] | None = None
-        self._lines: dict[tuple[object, ...], Strip] = {}
 
     # -- data in
 
@@ -251,8 +214,8 @@ class StackTable(ScrollView, can_focus=True):
             moved_to = next((i for i, r in new.items() if r.name == selected), None)
             if moved_to is not None and moved_to != self.cursor:
                 self.move_to(moved_to)
-        self._repaint(changed)
-        self.post_message(self.CursorMoved(self.selected))
+        self.repaint(changed)
+        self.tell(self.CursorMoved(self.selected))
         self.want_window()
 
     def set_total(self, total: int) -> None:
@@ -272,18 +235,14 @@ class StackTable(ScrollView, can_focus=True):
         if row is None:
             return None
         self.marked.symmetric_difference_update({row.name})
-        self._repaint({self.cursor})
+        self.repaint({self.cursor})
         return row
 
     def clear_marks(self) -> None:
         self.marked.clear()
-        self._lines.clear()
-        self.refresh()
+        self.forget_lines()
 
     # -- window management
-
-    def _visible_rows(self) -> int:
-        return max(1, self.size.height - 1)
 
     def want_window(self, *, force: bool = False) -> None:
         """Ask for the rows around the viewport unless they are loaded or asked for."""
@@ -297,10 +256,7 @@ class StackTable(ScrollView, can_focus=True):
         if wanted == self._requested and not force:
             return
         self._requested = wanted
-        self.post_message(self.WindowWanted(*wanted))
-
-    def _resize_virtual(self) -> None:
-        self.virtual_size = Size(self.size.width, self.row_count + 1)
+        self.tell(self.WindowWanted(*wanted))
 
     def on_resize(self, event: events.Resize) -> None:
         self._columns = layout_columns(self.scrollable_content_region.width)
@@ -315,103 +271,52 @@ class StackTable(ScrollView, can_focus=True):
 
     # -- cursor
 
-    def move_to(self, index: int) -> None:
-        count = self.row_count
-        index = max(0, min(index, count - 1)) if count else 0
-        before, self.cursor = self.cursor, index
-        height = self._visible_rows()
-        top = round(self.scroll_y)
-        if index < top:
-            self.scroll_to(y=index, animate=False, immediate=True)
-        elif index >= top + height:
-            self.scroll_to(y=index - height + 1, animate=False, immediate=True)
-        self._repaint({before, index})
-        if before != index:
-            self.post_message(self.CursorMoved(self.selected))
-
-    def action_move(self, delta: int) -> None:
-        self.move_to(self.cursor + delta)
-
-    def action_page(self, direction: int) -> None:
-        self.move_to(self.cursor + direction * self._visible_rows())
-
-    def action_jump(self, where: str) -> None:
-        self.move_to(0 if where == "start" else self.row_count - 1)
+    def cursor_moved(self) -> None:
+        self.tell(self.CursorMoved(self.selected))
 
     def on_click(self, event: events.Click) -> None:
-        offset = event.get_content_offset(self)
-        if offset is None or offset.y < 1:
-            return
-        index = round(self.scroll_y) + offset.y - 1
-        if index < self.row_count:
+        index = self.row_at(event)
+        if index is not None:
             self.move_to(index)
             if event.chain >= 2 and self.selected is not None:
-                self.post_message(self.Opened(self.selected))
+                self.tell(self.Opened(self.selected))
 
     # -- rendering
 
-    def _repaint(self, indices: set[int]) -> None:
-        top = round(self.scroll_y)
-        height = self._visible_rows()
-        for index in indices:
-            if top <= index < top + height:
-                self.refresh_line(index + 1)
+    def render_beyond(self, index: int, width: int) -> Strip:
+        if index == 0 and self.total == 0:
+            return self.placeholder(f"  {self.empty_text}", width)
+        return super().render_beyond(index, width)
 
-    def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
+    def row_state(self, index: int) -> Hashable:
+        row = self.rows.get(index)
+        return (row, row is not None and row.name in self.marked)
+
+    def render_header(self, width: int) -> Strip:
         if not self._columns:
             self._columns = layout_columns(width)
-        if y == 0:
-            return self._header(width)
-        index = round(self.scroll_y) + y - 1
-        if index >= self.row_count:
-            if index == 0 and self.total == 0:
-                style = self.get_component_rich_style("stack-table--placeholder")
-                return Strip([Segment(f"  {self.empty_text}", style)]).adjust_cell_length(
-                    width, self.rich_style
-                )
-            return Strip.blank(width, self.rich_style)
-        row = self.rows.get(index)
-        is_cursor = index == self.cursor
-        marked = row is not None and row.name in self.marked
-        key = (index, row, is_cursor, marked, self.has_focus, width)
-        strip = self._lines.get(key)
-        if strip is None:
-            strip = self._row(row, is_cursor, marked, width)
-            if len(self._lines) > 2000:
-                self._lines.clear()
-            self._lines[key] = strip
-        return strip
-
-    def _header(self, width: int) -> Strip:
-        style = self.get_component_rich_style("stack-table--header")
+        style = self.get_component_rich_style("line-table--header")
         segments = []
         for column in self._columns:
-            text = set_cell_size(column.title, column.width)
-            if column.right:
-                text = column.title.rjust(column.width)[: column.width]
+            text = fit(column.title, column.width, column.right)
             segments += [Segment(text, style), Segment(" ", style)]
         return Strip(segments).adjust_cell_length(width, style)
 
-    def _row(self, row: StackRow | None, is_cursor: bool, marked: bool, width: int) -> Strip:
+    def render_row(self, index: int, width: int) -> Strip:
+        if not self._columns:
+            self._columns = layout_columns(width)
+        row = self.rows.get(index)
         base = self.rich_style
         if row is None:
-            style = self.get_component_rich_style("stack-table--placeholder")
-            return Strip([Segment("  …", style)]).adjust_cell_length(width, base)
+            return self.placeholder("  …", width)
+        marked = row.name in self.marked
         mark_style = self.get_component_rich_style("stack-table--marked")
         segments: list[Segment] = []
         for column in self._columns:
             if column.title == "":
                 segments.append(Segment(MARK if marked else " ", mark_style))
             else:
-                value = printable(_value(column.title, row))
-                if column.right:
-                    text = value.rjust(column.width)
-                    text = text[-column.width :] if cell_len(text) > column.width else text
-                else:
-                    text = set_cell_size(value, column.width)
-                    if cell_len(value) > column.width and column.width > 1:
-                        text = set_cell_size(value, column.width - 1) + "…"
+                text = fit(printable(_value(column.title, row)), column.width, column.right)
                 style = Style()
                 if column.title == "state":
                     style = STATE_STYLES.get(row.state, Style())
@@ -421,14 +326,7 @@ class StackTable(ScrollView, can_focus=True):
                     style = Style(color="red") if row.state == "failed" else Style(dim=True)
                 segments.append(Segment(text, style))
             segments.append(Segment(" "))
-        strip = Strip(Segment.apply_style(segments, base)).adjust_cell_length(width, base)
-        if is_cursor:
-            strip = Strip(
-                Segment.apply_style(
-                    strip, post_style=self.get_component_rich_style("stack-table--cursor")
-                )
-            )
-        return strip
+        return Strip(Segment.apply_style(segments, base)).adjust_cell_length(width, base)
 
 
 class FilterInput(Input):
@@ -547,15 +445,22 @@ class StacksPanel(Panel):
         table = self.table
         table.empty_text = "no stack matches the filter" if query.text else "no stacks"
         table.reset()
-        self.post_message(self.QueryChanged(query))
+        self.post_message(self.QueryChanged(query).set_sender(self))
 
     # -- data in
 
-    def show_page(self, page: StackPage) -> None:
+    def show_page(self, page: StackPage, limit: int | None = None) -> None:
+        """Rows of the view; a page shorter than the ``limit`` asked for ends the view, so it
+        also says how many stacks the view holds: a selective filter shows its count with
+        its rows, without waiting for the count (a scan of every stack) to come back."""
         if page.query != self.view:
             return  # an answer to a view the operator has left
-        if page.total is not None:
-            self.table.set_total(page.total)
+        total = page.total
+        ended = limit is not None and len(page.rows) < limit
+        if total is None and ended and (page.rows or page.offset == 0):
+            total = page.offset + len(page.rows)
+        if total is not None:
+            self.table.set_total(total)
         self.table.set_window(page.offset, page.rows)
         self._show_status()
 

@@ -7,13 +7,13 @@ through the app. It never edits a row after an action: the next snapshot shows t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from spica_core.console_data import ConsoleSnapshot
@@ -25,6 +25,7 @@ from spica_tui.console.actions import BY_TEXTUAL, DANGEROUS, bindings
 from spica_tui.console.panels._common import Panel
 from spica_tui.console.panels.datatransfer import DataTransferPanel
 from spica_tui.console.panels.header import HeaderPanel, show_header
+from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.panels.nodes import NodesPanel
 from spica_tui.console.panels.problems import ProblemsPanel
 from spica_tui.console.panels.runids import RunidsPanel
@@ -32,12 +33,7 @@ from spica_tui.console.panels.stacks import StacksPanel, StackTable
 from spica_tui.console.refresh import view_total
 
 if TYPE_CHECKING:
-    from textual.timer import Timer
-
     from spica_tui.console.app import SpicaConsole
-
-#: Seconds the cursor rests before the footer shows what the selected row offers.
-OFFER_SETTLE = 0.2
 
 
 class DashboardScreen(Screen[None]):
@@ -55,9 +51,11 @@ class DashboardScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._offered: tuple[bool, ...] | None = None
-        self._offer_timer: Timer | None = None
         #: Per worker group, the arguments of the fetch in flight.
         self._fetching: dict[str, tuple[Hashable, ...]] = {}
+        #: Per worker group, the arguments of the last fetch shown and when it started.
+        self._fetched: dict[str, tuple[tuple[Hashable, ...], float]] = {}
+        self._asked = 0
 
     def compose(self) -> ComposeResult:
         yield HeaderPanel()
@@ -68,7 +66,7 @@ class DashboardScreen(Screen[None]):
                 yield RunidsPanel()
         yield StacksPanel()
         yield ProblemsPanel()
-        yield Footer()
+        yield KeyBar()
 
     @property
     def stacks(self) -> StacksPanel:
@@ -94,7 +92,14 @@ class DashboardScreen(Screen[None]):
             self.query_one(ProblemsPanel).show(snap, now)
         if snap.db is not None and not snap.db_stale:
             self.stacks.show_stale(None)
-            self.fetch_window()
+            # A window or count fetched moments ago (the operator typing a filter) is fresh
+            # enough: fetching it again would only slow the next key's. Not for a poll asked
+            # for (ctrl+r, or after an operation changed stacks).
+            fresh = self.app.poller.interval / 2
+            if self._asked != self.app.poller.asked:
+                self._asked = self.app.poller.asked
+                self._fetched.clear()
+            self.fetch_window(fresh=fresh)
             view = self.stacks.view
             if view.with_state(None) == StackSelection():
                 # The poll counted every state: an unfiltered view needs no count of its own
@@ -102,9 +107,9 @@ class DashboardScreen(Screen[None]):
                 per_state = snap.db.counts
                 self.stacks.show_counts(view, view_total(view, per_state), per_state)
                 if self.stacks.table.marked:
-                    self.fetch_counts()
+                    self.fetch_counts(fresh=fresh)
             else:
-                self.fetch_counts()
+                self.fetch_counts(fresh=fresh)
         elif snap.db is not None:
             self.stacks.show_stale(snap.db.read_at)
         self._refresh_offer()
@@ -117,12 +122,15 @@ class DashboardScreen(Screen[None]):
     def on_stacks_panel_query_changed(self, message: StacksPanel.QueryChanged) -> None:
         self.fetch_counts()
 
-    def fetch_window(self, offset: int | None = None, limit: int | None = None) -> None:
+    def fetch_window(
+        self, offset: int | None = None, limit: int | None = None, *, fresh: float = 0.0
+    ) -> None:
         table = self.stacks.table
         if offset is None or limit is None:
             height = max(1, table.size.height - 1)
             offset, limit = max(0, round(table.scroll_y) - height), 3 * height
-        self._fetch("stacks-window", self._load_window, self.stacks.view, offset, limit)
+        args = (self.stacks.view, offset, limit)
+        self._fetch("stacks-window", self._load_window, *args, fresh=fresh)
 
     async def _load_window(self, query: StackSelection, offset: int, limit: int) -> None:
         try:
@@ -131,13 +139,13 @@ class DashboardScreen(Screen[None]):
             self.stacks.show_refusal(str(exc))
             return
         if not get_current_worker().is_cancelled:
-            self.stacks.show_page(page)
+            self.stacks.show_page(page, limit)
             # The selected row may be new (first page, or its state changed): re-offer.
             self._refresh_offer()
 
-    def fetch_counts(self) -> None:
+    def fetch_counts(self, *, fresh: float = 0.0) -> None:
         marked = frozenset(self.stacks.table.marked)
-        self._fetch("stacks-counts", self._load_counts, self.stacks.view, marked)
+        self._fetch("stacks-counts", self._load_counts, self.stacks.view, marked, fresh=fresh)
 
     async def _load_counts(self, query: StackSelection, marked: frozenset[str]) -> None:
         try:
@@ -151,18 +159,30 @@ class DashboardScreen(Screen[None]):
         self.stacks.show_counts(query, total, per_state)
         self.stacks.show_marks(len(marked), len(marked) - visible)
 
-    def _fetch(self, group: str, load: Callable[..., Awaitable[None]], *args: Hashable) -> None:
+    def _fetch(
+        self,
+        group: str,
+        load: Callable[..., Awaitable[None]],
+        *args: Hashable,
+        fresh: float = 0.0,
+    ) -> None:
         """Run ``load(*args)`` in the group's worker, replacing one for other arguments but
         never one still fetching the same: a regex count over 100,000 stacks can outlast the
         poll interval, and a poll restarting it each time (its thread running on) would
-        never let it finish."""
+        never let it finish. Nor when the same arguments were fetched (and shown) less than
+        ``fresh`` seconds ago."""
         if self._fetching.get(group) == args:
+            return
+        done = self._fetched.get(group)
+        if fresh and done is not None and done[0] == args and time.monotonic() - done[1] < fresh:
             return
         self._fetching[group] = args
 
         async def fetch() -> None:
+            started = time.monotonic()
             try:
                 await load(*args)
+                self._fetched[group] = (args, started)
             finally:
                 if self._fetching.get(group) == args:
                     del self._fetching[group]
@@ -190,23 +210,15 @@ class DashboardScreen(Screen[None]):
         return self._offer(entry.name)
 
     def _refresh_offer(self) -> None:
-        self._offer_timer = None
         offered = tuple(self._offer(name) for name in sorted(DANGEROUS))
         if offered != self._offered:
             self._offered = offered
             self.refresh_bindings()
 
     def on_stack_table_cursor_moved(self, message: StackTable.CursorMoved) -> None:
-        self._refresh_offer_when_still()
-
-    def _refresh_offer_when_still(self) -> None:
-        """The footer follows the cursor once it rests: a new set of offered keys rebuilds
-        every key of the footer, which would cost each move of a held arrow key more than
-        its repaint. The keys themselves never wait: :meth:`check_action` asks the selected
-        row when pressed."""
-        if self._offer_timer is not None:
-            self._offer_timer.stop()
-        self._offer_timer = self.set_timer(OFFER_SETTLE, self._refresh_offer, name="offer")
+        """The footer follows the cursor: it is one line of text (:class:`KeyBar`), redrawn
+        only when the selected row offers other keys."""
+        self._refresh_offer()
 
     def on_stack_table_opened(self, message: StackTable.Opened) -> None:
         self.app.open_stack(message.row.name)

@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Static
 from textual.worker import get_current_worker
 
 from spica_core.console_data import CommandLine, ConsoleSnapshot, LogTail, command_lines
@@ -26,8 +26,9 @@ from spica_core.operations import OpAction
 from spica_core.reports import StackDetail
 from spica_core.text import printable
 from spica_tui.console.actions import BY_TEXTUAL, bindings
-from spica_tui.console.panels._common import LiveTable, sync_rows
 from spica_tui.console.panels.header import HeaderPanel, show_header
+from spica_tui.console.panels.key_bar import KeyBar
+from spica_tui.console.panels.line_table import GridTable
 from spica_tui.console.panels.stacks import STATE_STYLES
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class StackDetailScreen(Screen[None]):
         color: $text-accent;
         margin-top: 1;
     }
-    StackDetailScreen DataTable { height: auto; max-height: 16; }
+    StackDetailScreen GridTable { height: auto; max-height: 16; }
     StackDetailScreen #log {
         border: round $panel-lighten-2;
         padding: 0 1;
@@ -69,16 +70,12 @@ class StackDetailScreen(Screen[None]):
         with VerticalScroll(id="detail-body"):
             yield Static(id="meta")
             yield Static("Commands", classes="section")
-            commands: DataTable[str | Text] = LiveTable(id="commands", cursor_type="row")
-            commands.add_columns("line", "status", "exit", "try", "command")
-            yield commands
+            yield GridTable("line", "status", "exit", "try", "command", id="commands")
             yield Static("Log tail", id="log-title", classes="section")
             yield Static(Text("fetching from the node…", "dim"), id="log")
             yield Static("Files", classes="section")
-            files = LiveTable(id="files", cursor_type="row")
-            files.add_columns("image", "role", "filter")
-            yield files
-        yield Footer()
+            yield GridTable("image", "role", "filter", id="files")
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.show_snapshot(self.app.poller.snapshot)
@@ -130,7 +127,6 @@ class StackDetailScreen(Screen[None]):
         self.refresh_bindings()
 
     def _show(self, detail: StackDetail) -> None:
-        first = self.detail is None
         self.detail = detail
         s = detail.stack
         grid = Table.grid(padding=(0, 2))
@@ -171,15 +167,13 @@ class StackDetailScreen(Screen[None]):
             apps = ", ".join(f"{a['name']} {a['version']}" for a in detail.apps)
             below.add_row(Text("apps", "dim"), _plain(apps))
         self.query_one("#meta", Static).update(Group(grid, below))
-        commands: DataTable[str | Text] = self.query_one("#commands", DataTable)
         with self.app.batch_update():
             rows = [(str(line.number), _line_cells(line)) for line in command_lines(detail)]
-            sync_rows(commands, rows)
-            files: DataTable[Text] = self.query_one("#files", DataTable)
-            if first or files.row_count != len(detail.files):
-                files.clear()
-                for f in detail.files:
-                    files.add_row(_plain(f["image"]), _plain(f["role"]), _plain(f["filter"]))
+            self.query_one("#commands", GridTable).set_rows(rows)
+            self.query_one("#files", GridTable).set_rows(
+                (str(i), [_plain(f["image"]), _plain(f["role"]), _plain(f["filter"])])
+                for i, f in enumerate(detail.files)
+            )
         self.refresh_bindings()
 
     def _show_tail(self, tail: LogTail) -> None:
