@@ -116,6 +116,9 @@ class NodeLink:
         self._queue: tuple[str, tuple[QueueEntry, ...]] | None = None
         self._lock = asyncio.Lock()
         self._ids = 0
+        #: DataTransfer's SFTP session on this connection (opened on first copy).
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._sftp_lock = asyncio.Lock()
         self.backoff = Backoff(BACKOFF_BASE, ssh.max_backoff)
         self.hello: Hello | None = None
         self.snapshot = NodeSnapshot(name=node.name, host=node.host, port=node.port)
@@ -202,7 +205,34 @@ class NodeLink:
                 await task
             proc.close()
 
+    async def sftp(self) -> asyncssh.SFTPClient:
+        """The SFTP session of DataTransfer on this node's connection (one channel; many
+        files in flight share it). NodeUnreachable when it cannot be opened."""
+        async with self._sftp_lock:
+            if self._sftp is None:
+                try:
+                    async with self._lock:
+                        await self._ensure(agent_wait=0)
+                        assert self._conn is not None
+                        conn = self._conn
+                    self._sftp = await asyncio.wait_for(
+                        conn.start_sftp_client(), self.ssh.call_timeout
+                    )
+                except (ConfigError, HostKeyMismatch):
+                    raise
+                except Exception as exc:
+                    await self.close()
+                    raise NodeUnreachable(self.node.name, f"SFTP: {_describe(exc)}") from exc
+            return self._sftp
+
+    def drop_sftp(self) -> None:
+        """Forget the SFTP session after it failed: the next copy opens another."""
+        if self._sftp is not None:
+            self._sftp.exit()
+            self._sftp = None
+
     async def close(self) -> None:
+        self.drop_sftp()
         await self._cancel_greeting()
         if self._agent is not None:
             self._agent.close()

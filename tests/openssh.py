@@ -61,6 +61,8 @@ def openssh_server(base: Path) -> Iterator[OpenSshServer]:
         "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
         "PermitRootLogin prohibit-password\nAllowTcpForwarding no\nX11Forwarding no\n"
         "PrintMotd no\nLogLevel VERBOSE\nMaxSessions 50\nMaxStartups 100\n"
+        # DataTransfer copies over SFTP, as on any production node.
+        "Subsystem sftp internal-sftp\n"
     )
     known_hosts = base / "known_hosts"
     pub = host_key.with_suffix(".pub").read_text().split()

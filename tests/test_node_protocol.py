@@ -269,6 +269,42 @@ CASES: list[tuple[proto.Args[Any], msgspec.Struct]] = [
             ]
         ),
     ),
+    # DataTransfer's landing (spica_core.node.transfer_files).
+    (
+        proto.ChecksumArgs(paths=["raid1/07AQ01/805282p.fits", "raid1/gone.fits"]),
+        proto.ChecksumResult(
+            files=[
+                proto.FileSum(
+                    path="raid1/07AQ01/805282p.fits",
+                    exists=True,
+                    size=12,
+                    checksum="xxh128:" + "ab" * 16,
+                ),
+                proto.FileSum(path="raid1/gone.fits", exists=False),
+            ]
+        ),
+    ),
+    (
+        proto.PrepareArgs(path="raid1/07AQ01/805282p.fits", size=12),
+        proto.PrepareResult(
+            path="raid1/07AQ01/805282p.fits",
+            partial="raid1/07AQ01/.805282p.fits.spica-part",
+            real_partial="/data/spica/raid1/07AQ01/.805282p.fits.spica-part",
+            size=0,
+            checksum=None,
+            destination=proto.FileSum(path="raid1/07AQ01/805282p.fits", exists=False),
+        ),
+    ),
+    (
+        proto.PlaceArgs(path="raid1/07AQ01/805282p.fits", size=12, checksum="xxh128:" + "ab" * 16),
+        proto.PlaceResult(
+            path="raid1/07AQ01/805282p.fits",
+            placed=True,
+            already=False,
+            size=12,
+            checksum="xxh128:" + "ab" * 16,
+        ),
+    ),
 ]
 
 

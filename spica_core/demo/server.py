@@ -15,9 +15,10 @@ SIGTERM and SIGKILL if it does not finish; when the server stops (SIGTERM), the 
 running are killed the same way. As under sshd, what a command leaves running in the
 background with its output redirected is not the session's any more and outlives it.
 
-Refused: passwords and every other authentication but the one client key (for the current
-user only), interactive shells and subsystems (SFTP included), pseudo-terminals, port, agent
-and X11 forwarding.
+The SFTP subsystem is served as sshd's ``sftp-server`` does (the user's own files, paths
+absolute): DataTransfer copies files onto the node through it. Refused: passwords and every
+other authentication but the one client key (for the current user only), interactive shells
+and other subsystems, pseudo-terminals, port, agent and X11 forwarding.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ class NodeServer:
             host_based_auth=False,
             gss_kex=False,
             gss_auth=False,
-            sftp_factory=None,
+            sftp_factory=True,
             allow_scp=False,
             reuse_address=True,
         )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from spica_core.errors import NodeAnswerLost, NodeUnreachable
@@ -25,14 +26,21 @@ from spica_core.executor.base import (
     Unlock,
 )
 from spica_core.node.protocol import (
+    MAX_CHECKSUM_PATHS,
     MAX_MOVE_BYTES,
     MAX_MOVES,
     MOVE_OF,
     Args,
+    ChecksumArgs,
     ErrorCode,
+    FileSum,
     LaunchArgs,
     Move,
     MovesArgs,
+    PlaceArgs,
+    PlaceResult,
+    PrepareArgs,
+    PrepareResult,
     ProtocolError,
     QueueEntry,
     RemoveArgs,
@@ -53,6 +61,7 @@ from spica_core.node.protocol import (
 from spica_core.states import StackState
 
 if TYPE_CHECKING:
+    from spica_core.checksum import Hasher
     from spica_core.cluster_snapshot import ClusterSnapshot
     from spica_core.config import SpicaConfig
     from spica_core.node_pool import NodeCaller, NodePool
@@ -77,7 +86,13 @@ class AgentExecutor:
     """
 
     capabilities = frozenset(
-        {Capability.SNAPSHOT, Capability.STAGE, Capability.TAIL, Capability.QFIN_LOCKS}
+        {
+            Capability.SNAPSHOT,
+            Capability.STAGE,
+            Capability.TAIL,
+            Capability.QFIN_LOCKS,
+            Capability.COPY,
+        }
     )
 
     def __init__(
@@ -287,6 +302,55 @@ class AgentExecutor:
 
     async def release(self, node: str, stack: str, by: str) -> StackChange:
         raise NotSupported(f"node agents cannot hold or release stack {stack}")
+
+    # -- DataTransfer (FileCopier) -------------------------------------------------------
+
+    async def file_sums(self, node: str, paths: Sequence[str]) -> list[FileSum]:
+        sums: list[FileSum] = []
+        for start in range(0, len(paths), MAX_CHECKSUM_PATHS):
+            chunk = list(paths[start : start + MAX_CHECKSUM_PATHS])
+            sums += (await self._request(node, ChecksumArgs(paths=chunk))).files
+        return sums
+
+    async def prepare_file(
+        self, node: str, path: str, *, size: int | None = None, resume: bool = True
+    ) -> PrepareResult:
+        return await self._request(node, PrepareArgs(path=path, size=size, resume=resume))
+
+    async def place_file(self, node: str, path: str, size: int, checksum: str) -> PlaceResult:
+        return await self._request(node, PlaceArgs(path=path, size=size, checksum=checksum))
+
+    async def copy_file(
+        self,
+        node: str,
+        source: Path,
+        target: PrepareResult,
+        hasher: Hasher,
+        *,
+        offset: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Over the node's SSH connection (SFTP) or, for a root here, by a local write."""
+        from spica_core.executor import file_copy
+        from spica_core.node_pool import NodePool
+
+        if not isinstance(self._nodes, NodePool):
+            return await file_copy.local_write(
+                source, Path(target.real_partial), hasher, offset=offset, progress=progress
+            )
+        import asyncssh
+
+        link = self._nodes.link(node)
+        sftp = await link.sftp()
+        try:
+            return await file_copy.sftp_write(
+                sftp, source, target.real_partial, hasher, offset=offset, progress=progress
+            )
+        except asyncssh.SFTPError as exc:
+            raise ProtocolError("sftp", f"node {node}: {target.partial}: {exc.reason}") from None
+        except (asyncssh.Error, ConnectionError, TimeoutError) as exc:
+            link.drop_sftp()
+            raise NodeUnreachable(node, f"SFTP copy of {target.partial}: {exc}") from exc
 
     async def close(self) -> None:
         close = getattr(self._nodes, "close", None)

@@ -19,10 +19,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from spica_core.errors import SpicaError
 from spica_core.node.protocol import (
+    FileSum,
+    PlaceResult,
+    PrepareResult,
     QueueEntry,
     StackChange,
     StageResult,
@@ -32,6 +36,7 @@ from spica_core.node.protocol import (
 from spica_core.states import StackState
 
 if TYPE_CHECKING:
+    from spica_core.checksum import Hasher
     from spica_core.cluster_snapshot import ClusterSnapshot
 
 
@@ -48,6 +53,9 @@ class Capability(StrEnum):
     TAIL = "tail"
     #: Remove a QFin lock whose holder is gone.
     QFIN_LOCKS = "qfin-locks"
+    #: Copy files to a host, checksummed there, landing complete or not at all
+    #: (:class:`FileCopier`).
+    COPY = "copy"
 
 
 class NotSupported(SpicaError):
@@ -180,3 +188,47 @@ class Executor(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class FileCopier(Protocol):
+    """Copies files onto hosts (``Capability.COPY``): DataTransfer's path to the partitions.
+
+    Paths are relative to the host's spica root. The landing is in three steps so that the
+    caller decides (and records) each: :meth:`prepare_file` says where the copy writes (a
+    hidden partial file, kept from an interrupted copy when resuming), :meth:`copy_file`
+    writes the source there while hashing it (one read), :meth:`place_file` has the host hash
+    what arrived and rename it into place only when it matches. Errors: ``NodeUnreachable``
+    (the connection failed; a partial may remain, to resume), ``ProtocolError`` (the host
+    refused), ``OSError`` (the source could not be read).
+    """
+
+    async def file_sums(self, node: str, paths: Sequence[str]) -> list[FileSum]:
+        """Size and checksum of each path on ``node``, computed there."""
+        ...
+
+    async def prepare_file(
+        self, node: str, path: str, *, size: int | None = None, resume: bool = True
+    ) -> PrepareResult:
+        """Where the copy of ``path`` writes, and what an interrupted copy left there."""
+        ...
+
+    async def copy_file(
+        self,
+        node: str,
+        source: Path,
+        target: PrepareResult,
+        hasher: Hasher,
+        *,
+        offset: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write ``source`` from ``offset`` to ``target``'s partial at ``offset``, feeding
+        ``hasher`` (which holds the first ``offset`` bytes already) and ``progress`` (bytes
+        written each time); the size of the partial once written."""
+        ...
+
+    async def place_file(self, node: str, path: str, size: int, checksum: str) -> PlaceResult:
+        """Rename the partial of ``path`` into place if the host's checksum is ``checksum``
+        (else the partial is deleted, ``placed`` false)."""
+        ...

@@ -97,6 +97,10 @@ class Agent:
             Verb.UNLOCK_QFIN: self.unlock_qfin,
             Verb.REMOVE: self.remove,
             Verb.MOVES: self.moves,
+            # DataTransfer's landing: spica_core.node.transfer_files, imported on first use.
+            Verb.CHECKSUM: lambda args: _transfer_files().checksum(self.layout, args),
+            Verb.PREPARE: lambda args: _transfer_files().prepare(self.layout, args),
+            Verb.PLACE: lambda args: _transfer_files().place(self.layout, args),
         }
 
     def hello(self) -> Hello:
@@ -496,6 +500,12 @@ def _actions() -> ModuleType:
     from spica_core.node import actions
 
     return actions
+
+
+def _transfer_files() -> ModuleType:
+    from spica_core.node import transfer_files
+
+    return transfer_files
 
 
 def run(root: str) -> int:

@@ -64,6 +64,11 @@ class Verb(StrEnum):
     UNLOCK_QFIN = "unlock_qfin"  # remove a dead holder's QFin lock
     REMOVE = "remove"  # queue file, stack dir, listed inputs
     MOVES = "moves"  # many launch/requeue/unlock/remove in one request, each answered
+    # DataTransfer (spica_core.node.transfer_files): a copy lands under a hidden partial
+    # name and is renamed into place only once the node's checksum matches the source's.
+    CHECKSUM = "checksum"  # size and xxh128 of files under the root
+    PREPARE = "prepare"  # where a copy writes its partial file (resume or start afresh)
+    PLACE = "place"  # check the partial's checksum, rename it into place (or delete it)
 
 
 class ErrorCode(StrEnum):
@@ -713,3 +718,90 @@ def result_of(response: Response, args_type: type[Args[R]]) -> R:
         raise ProtocolError(
             ErrorCode.BAD_ANSWER, f"{args_type.VERB} answer: {describe(exc)}"
         ) from None
+
+
+# ------------------------------------------------------------------ transfers
+#
+# Paths are relative to the node's spica root (``raid1/07AQ01/805282p.fits``); the agent
+# confines each one to the root (symlinks included). A copy writes the partial file that
+# ``prepare`` names (``.<name>.spica-part`` beside the destination, never taken for a complete
+# file), and ``place`` renames it into place only when its size and checksum are the ones the
+# source gave. Added within protocol 2: an older agent answers ``unknown_verb``.
+
+#: Files in one ``checksum`` request.
+MAX_CHECKSUM_PATHS = 256
+RelPath = Annotated[str, Meta(min_length=1, max_length=1024)]
+Checksum = Annotated[str, Meta(pattern=r"^[a-z0-9]{1,16}:[0-9a-f]{1,128}$")]
+
+
+class FileSum(Message, frozen=True):
+    """What a node holds at one path: size and checksum (``xxh128:<hex>``), or why not."""
+
+    path: str
+    exists: bool
+    size: int | None = None
+    checksum: str | None = None
+    #: Why the file could not be read (not a regular file, permission denied, ...).
+    error: str | None = None
+
+
+class ChecksumResult(Message, frozen=True):
+    files: list[FileSum]
+
+
+class ChecksumArgs(Args[ChecksumResult], frozen=True):
+    VERB = Verb.CHECKSUM
+    RESULT = ChecksumResult
+    paths: Annotated[list[RelPath], Meta(max_length=MAX_CHECKSUM_PATHS)]
+
+
+class PrepareResult(Message, frozen=True):
+    """Where to write: ``partial`` (relative) is ``real_partial`` on the node's disk, holding
+    ``size`` bytes already (0 when it starts afresh) whose checksum is ``checksum``."""
+
+    path: str
+    partial: str
+    real_partial: str
+    size: int
+    checksum: str | None
+    #: The destination as it is now (a copy placed before its runner died is found here).
+    destination: FileSum
+
+
+class PrepareArgs(Args[PrepareResult], frozen=True):
+    """Make the destination's directory (inside the root) and say where the copy writes.
+    ``resume``: keep a partial file left by an interrupted copy (its size and checksum are
+    answered); else it is deleted. ``size``: the destination is hashed only at that size."""
+
+    VERB = Verb.PREPARE
+    RESULT = PrepareResult
+    path: RelPath
+    resume: bool = True
+    size: NonNegative | None = None
+
+
+class PlaceResult(Message, frozen=True):
+    """``placed``: the destination now holds the expected bytes (``already``: it did before
+    this request, the partial was dropped). Otherwise the partial held ``size`` bytes of
+    ``checksum`` and was deleted."""
+
+    path: str
+    placed: bool
+    already: bool
+    size: int
+    checksum: str
+
+
+class PlaceArgs(Args[PlaceResult], frozen=True):
+    """Hash the partial of ``path``; when it is ``size`` bytes of ``checksum``, flush it and
+    rename it into place (atomic: the destination is never seen incomplete), else delete it.
+    A destination already there is kept only if it holds those bytes (else ``wrong_state``)."""
+
+    VERB = Verb.PLACE
+    RESULT = PlaceResult
+    path: RelPath
+    size: NonNegative
+    checksum: Checksum
+
+
+ARGS.update({cls.VERB: cls for cls in (ChecksumArgs, PrepareArgs, PlaceArgs)})

@@ -22,6 +22,7 @@ from spica_tui.cli import (
     ops_cmds,
     report_cmds,
     transfer_cmds,
+    transfer_run_cmds,
     watch_cmds,
 )
 from spica_tui.cli.context import CliState, state
@@ -69,6 +70,7 @@ app.add_typer(db_cmds.app, name="db")
 app.add_typer(demo_cmds.app, name="demo")
 app.add_typer(node_cmds.app, name="node")
 app.add_typer(transfer_cmds.app, name="transfer")
+transfer_run_cmds.register(transfer_cmds.app)
 report_cmds.register(app)
 daemon_cmds.register(app)
 ops_cmds.register(app)

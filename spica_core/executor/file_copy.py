@@ -1,0 +1,138 @@
+"""Writing a source file into a node's partial file: over SFTP, or on this machine.
+
+The source is read once, in order, each block hashed as it is read (the checksum the node's
+must match) and written at its offset. Over SFTP, several blocks are written at once (each
+split by asyncssh into the server's largest writes, themselves pipelined): a round trip per
+block would cap a copy at a fraction of the link. Reads and hashing run in a worker thread,
+so the event loop driving every node's SSH channel never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from spica_core.checksum import Hasher
+
+if TYPE_CHECKING:
+    import asyncssh
+
+#: Bytes read, hashed and written as one block.
+BLOCK = 1024 * 1024
+#: Blocks of one file being written at once over SFTP.
+DEPTH = 8
+
+#: Test hook: with ``SPICA_FAULT_POINT=transfer-slow-copy`` in the environment, each block
+#: waits ``SPICA_FAULT_SECONDS`` (default 0.05) before it is written: the time to kill a copy
+#: midway.
+FAULT_ENV = "SPICA_FAULT_POINT"
+
+
+async def _fault_pause() -> None:
+    if os.environ.get(FAULT_ENV) == "transfer-slow-copy":
+        await asyncio.sleep(float(os.environ.get("SPICA_FAULT_SECONDS", "0.05")))
+
+
+def _read(src: BinaryIO, hasher: Hasher) -> bytes:
+    data = src.read(BLOCK)
+    hasher.update(data)
+    return data
+
+
+def open_source(source: Path, offset: int) -> BinaryIO:
+    """The source, positioned at ``offset``; OSError naming it when it cannot be read."""
+    src = open(source, "rb")  # noqa: SIM115 - closed by the caller
+    try:
+        if offset:
+            src.seek(offset)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+async def sftp_write(
+    sftp: asyncssh.SFTPClient,
+    source: Path,
+    remote: str,
+    hasher: Hasher,
+    *,
+    offset: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Write ``source[offset:]`` to ``remote`` at ``offset`` (created, or truncated, when
+    ``offset`` is 0); the size written up to."""
+    src = open_source(source, offset)
+    pending: set[asyncio.Future[int]] = set()
+    position = offset
+    try:
+        async with sftp.open(remote, "r+b" if offset else "wb", encoding=None) as dst:
+            while data := await asyncio.to_thread(_read, src, hasher):
+                await _fault_pause()
+                while len(pending) >= DEPTH:
+                    done, pending = await asyncio.wait(pending, return_when="FIRST_COMPLETED")
+                    for task in done:
+                        task.result()
+                task = asyncio.ensure_future(dst.write(data, position))
+                if progress is not None:
+                    task.add_done_callback(_reporter(progress, len(data)))
+                pending.add(task)
+                position += len(data)
+            if pending:
+                await asyncio.gather(*pending)
+                pending.clear()
+    finally:
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(BaseException):
+                await task
+        src.close()
+    return position
+
+
+def _reporter(progress: Callable[[int], None], size: int) -> Callable[[asyncio.Future[int]], None]:
+    """A block's done-callback: its bytes reported once it is written."""
+
+    def done(task: asyncio.Future[int]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            progress(size)
+
+    return done
+
+
+def _write_block(src: BinaryIO, dst: BinaryIO, hasher: Hasher) -> int:
+    data = _read(src, hasher)
+    dst.write(data)
+    return len(data)
+
+
+async def local_write(
+    source: Path,
+    target: Path,
+    hasher: Hasher,
+    *,
+    offset: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """:func:`sftp_write` for a node root on this machine (the demo's ``LocalNodes``)."""
+    src = open_source(source, offset)
+    position = offset
+    try:
+        with open(target, "r+b" if offset else "wb") as dst:
+            dst.seek(offset)
+            while True:
+                await _fault_pause()
+                written = await asyncio.to_thread(_write_block, src, dst, hasher)
+                if not written:
+                    break
+                position += written
+                if progress is not None:
+                    progress(written)
+    finally:
+        src.close()
+    return position
