@@ -18,6 +18,7 @@ from spica_tui.cli import (
     daemon_cmds,
     db_cmds,
     demo_cmds,
+    ingest_cmds,
     node_cmds,
     ops_cmds,
     report_cmds,
@@ -76,6 +77,7 @@ daemon_cmds.register(app)
 ops_cmds.register(app)
 console_cmds.register(app)
 watch_cmds.register(app)
+ingest_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
