@@ -52,7 +52,7 @@ def read_transfer_view(
         read_at=now,
         status=status,
         distribution=transfer_distribution(engine, scope, nodes),
-        progress=tuple(transfer_progress(engine, scope, since=now.replace(tzinfo=None) - RECENT)),
+        progress=tuple(transfer_progress(engine, scope, since=now - RECENT)),
     )
 
 

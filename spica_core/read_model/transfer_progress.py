@@ -10,7 +10,7 @@ started: to now while files are under way, to the last landing once all are done
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -53,7 +53,7 @@ class RunidProgress:
         if self.started_at is None or not self.done_bytes:
             return None
         end = now if self.active or self.finished_at is None else self.finished_at
-        seconds = (_naive(end) - _naive(self.started_at)).total_seconds()
+        seconds = (_utc(end) - _utc(self.started_at)).total_seconds()
         return self.done_bytes / max(seconds, 1e-3)
 
     def to_json(self, now: datetime) -> dict[str, Any]:
@@ -72,9 +72,9 @@ class RunidProgress:
         }
 
 
-def _naive(when: datetime) -> datetime:
-    """dbspica's datetimes are naive UTC on both engines; a clock's may be aware."""
-    return when.replace(tzinfo=None)
+def _utc(when: datetime) -> datetime:
+    """dbspica answers aware UTC times; a naive time (a caller's) is taken as UTC."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def transfer_progress(
@@ -128,13 +128,12 @@ def transfer_progress(
             finished_at=max(r["end"]) if r["end"] else None,
         )
         recent = (
-            since is not None
-            and p.finished_at is not None
-            and _naive(p.finished_at) >= _naive(since)
+            since is not None and p.finished_at is not None and _utc(p.finished_at) >= _utc(since)
         )
         if p.active or recent:
             out.append(p)
-    latest = {p.runid: _naive(p.finished_at) if p.finished_at else datetime.min for p in out}
+    oldest = datetime.min.replace(tzinfo=UTC)
+    latest = {p.runid: _utc(p.finished_at) if p.finished_at else oldest for p in out}
     out.sort(key=lambda p: p.runid)
     out.sort(key=lambda p: latest[p.runid], reverse=True)
     out.sort(key=lambda p: not p.active)

@@ -24,7 +24,7 @@ from spica_core.executor.base import FileCopier
 from spica_core.transfer.copy import CopyRun, FileEvent, RunReport
 from spica_core.transfer.store import RunidPlan, check_request, plan_runid
 from spica_core.transfer.watch import IMMEDIATE
-from spica_core.units import gigabytes
+from spica_core.units import human_bytes
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def describe(plan: RunidPlan) -> str:
     reserved = sum(f.reserved_bytes for f in plan.files)
     lines = [
         f"{plan.runid}  {cells}",
-        f"{len(plan.files)} file(s), {gigabytes(plan.bytes)} to copy, {gigabytes(reserved)} "
+        f"{len(plan.files)} file(s), {human_bytes(plan.bytes)} to copy, {human_bytes(reserved)} "
         f"reserved on the nodes (space factor {plan.space_factor:g})",
     ]
     per_partition: dict[tuple[str, str], list[int]] = {}
@@ -65,7 +65,7 @@ def describe(plan: RunidPlan) -> str:
         row[0] += 1
         row[1] += f.bytes
     lines += [
-        f"  {node}:{part}  {files} file(s)  {gigabytes(size)}"
+        f"  {node}:{part}  {files} file(s)  {human_bytes(size)}"
         for (node, part), (files, size) in sorted(per_partition.items())
     ]
     if plan.settled:

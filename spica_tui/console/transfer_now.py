@@ -15,17 +15,15 @@ from typing import TYPE_CHECKING, TypeVar
 from spica_core.errors import SpicaError
 from spica_core.transfer import copy_rows
 from spica_core.transfer.now import describe, same_placement
+from spica_core.units import human_bytes
 from spica_tui.console.refresh import describe_failure
+from spica_tui.console.screens.datatransfer import rate
 from spica_tui.console.transfer_modal import ConfirmTransfer
 
 if TYPE_CHECKING:
     from spica_tui.console.app import SpicaConsole
 
 T = TypeVar("T")
-
-
-def _size(n: float) -> str:
-    return f"{n / 1e6:.2f} MB"
 
 
 class TransferNow:
@@ -92,8 +90,8 @@ class TransferNow:
         app.notify(
             f"{done} of {len(report.files)} file(s) transferred, "
             f"{report.count(copy_rows.FAILED)} failed, "
-            f"{report.count(copy_rows.INTERRUPTED)} interrupted; {_size(report.bytes)} in "
-            f"{report.seconds:.1f} s ({_size(report.bytes / seconds)}/s)",
+            f"{report.count(copy_rows.INTERRUPTED)} interrupted; {human_bytes(report.bytes)} in "
+            f"{report.seconds:.1f} s ({rate(report.bytes / seconds)})",
             title=self.title,
             severity="information" if report.ok else "error",
             timeout=10 if report.ok else 30,

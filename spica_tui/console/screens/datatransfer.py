@@ -25,7 +25,7 @@ from spica_core.console_data import ConsoleSnapshot
 from spica_core.console_transfer import TransferView
 from spica_core.read_model.transfer_progress import RunidProgress
 from spica_core.text import printable
-from spica_core.units import gigabytes
+from spica_core.units import gigabytes, human_bytes
 from spica_tui.console.actions import BY_TEXTUAL, bindings
 from spica_tui.console.panels.header import HeaderPanel, show_header
 from spica_tui.console.refresh import describe_failure
@@ -87,7 +87,7 @@ class RunidTransfer(Horizontal):
         self.query_one(ProgressBar).update(total=100, progress=round(100 * p.fraction, 1))
         parts = [
             f"{p.done}/{p.files} files",
-            f"{gigabytes(p.done_bytes)} of {gigabytes(p.bytes)}",
+            f"{human_bytes(p.done_bytes)} of {human_bytes(p.bytes)}",
             rate(p.throughput(view.read_at)),
         ]
         if p.running:
