@@ -85,6 +85,20 @@ async def open_screen(pilot):
     return pilot.app.screen
 
 
+async def plan_modal(pilot):
+    """``n``, then the confirmation once it has focus."""
+    from spica_tui.console.transfer_modal import ConfirmTransfer
+
+    app = pilot.app
+    await pilot.press("n")
+    await until(
+        pilot,
+        lambda: isinstance(app.screen, ConfirmTransfer) and app.screen.focused is not None,
+        "the transfer plan modal",
+    )
+    return app.screen
+
+
 async def test_screen_shows_disks_waiting_runid_and_distribution(config, engine) -> None:
     from textual.widgets import DataTable
 
@@ -112,21 +126,13 @@ async def test_screen_shows_disks_waiting_runid_and_distribution(config, engine)
 async def test_transfer_now_plan_cancel_then_confirm(demo, config, engine) -> None:
     from textual.widgets import ProgressBar, Static
 
-    from spica_tui.console.transfer_modal import ConfirmTransfer
-
     app = console(config)
     async with app.run_test(size=(160, 50)) as pilot:
         screen = await open_screen(pilot)
         await until(pilot, lambda: screen.query_one("#waiting").row_count == 1, "the runid")
 
         # The plan, Cancel focused: enter changes nothing.
-        await pilot.press("n")
-        await until(
-            pilot,
-            lambda: isinstance(app.screen, ConfirmTransfer) and app.screen.focused is not None,
-            "the transfer plan modal",
-        )
-        modal = app.screen
+        modal = await plan_modal(pilot)
         assert modal.focused.id == "cancel"
         text = str(modal.query_one("#plan", Static).render())
         assert f"{WAITING_RUNID}  mix" in text and "100.0% [8 files]" in text
@@ -136,12 +142,7 @@ async def test_transfer_now_plan_cancel_then_confirm(demo, config, engine) -> No
         assert transfers_of(engine, WAITING_RUNID) == []
 
         # Confirmed: planned, copied, the progress on screen.
-        await pilot.press("n")
-        await until(
-            pilot,
-            lambda: isinstance(app.screen, ConfirmTransfer) and app.screen.focused is not None,
-            "the transfer plan modal again",
-        )
+        await plan_modal(pilot)
         await pilot.press("tab", "enter")
         bar = f"#bar-{WAITING_RUNID}"
         await until(pilot, lambda: screen.query(bar), "the runid's progress bar")
@@ -197,3 +198,36 @@ async def test_palette_opens_datatransfer(config) -> None:
         await pilot.pause(0.5)
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, DataTransferScreen), "DataTransfer")
+
+
+async def test_impossible_plan_cannot_be_confirmed(config, engine) -> None:
+    """A runid bigger than every disk: the modal says so and its action button is off."""
+    from textual.widgets import Button, DataTable, Static
+
+    with Session(engine) as s, s.begin():
+        run = Runid(name="05AX01", images=1, bytes=10**13)
+        s.add(run)
+        s.flush()
+        s.add(
+            Image(
+                filename="999001p",
+                runid_id=run.id,
+                filter="r.MP9601",
+                bytes=10**13,  # 10 TB: 40 TB needed, the two nodes hold 2.6 TB
+                repository="incoming",
+            )
+        )
+    app = console(config)
+    async with app.run_test(size=(160, 50)) as pilot:
+        screen = await open_screen(pilot)
+        waiting = screen.query_one("#waiting", DataTable)
+        await until(pilot, lambda: "05AX01" in [r[0] for r in rows(waiting)], "05AX01 waiting")
+        waiting.move_cursor(row=[r[0] for r in rows(waiting)].index("05AX01"))
+        modal = await plan_modal(pilot)
+        assert str(modal.query_one("#question", Static).render()).endswith("cannot be placed now.")
+        assert "impossible" in str(modal.query_one("#plan", Static).render())
+        assert modal.query_one("#confirm", Button).disabled
+        assert modal.focused.id == "cancel"
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen is screen, "the modal closed")
+    assert transfers_of(engine, "05AX01") == []
