@@ -30,6 +30,16 @@ def fast_config(path: Path, refresh: float = 0.5) -> SpicaConfig:
     )
 
 
+def console_app(config: SpicaConfig, *, read_only: bool = False) -> Any:
+    """The console over ``config``'s dbspica and nodes, as ``spica console`` builds it."""
+    from spica_core.db.engine import make_engine
+    from spica_tui.console.app import SpicaConsole
+    from spica_tui.console.refresh import ConsoleBackend
+
+    backend = ConsoleBackend(config, make_engine(config.db), read_only=read_only)
+    return SpicaConsole(config, backend, operator="tester")
+
+
 def make_stack(
     root: Path,
     engine: Engine,

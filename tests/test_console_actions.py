@@ -25,19 +25,21 @@ pytestmark = pytest.mark.timeout(300)
 def test_every_action_is_bound_where_the_registry_says() -> None:
     from spica_tui.console.app import SpicaConsole
     from spica_tui.console.screens.dashboard import DashboardScreen
+    from spica_tui.console.screens.datatransfer import DataTransferScreen
     from spica_tui.console.screens.stack_detail import StackDetailScreen
 
     for scope, owner in (
         ("app", SpicaConsole),
         ("dashboard", DashboardScreen),
         ("detail", StackDetailScreen),
+        ("transfer", DataTransferScreen),
     ):
         ids = {b.id for b in owner.BINDINGS}
         assert ids == {a.name for a in ACTIONS if scope in a.scopes}, scope
         for binding in bindings(scope):  # each screen has the method its binding runs
             method = "action_" + binding.action.split("(")[0]
             assert hasattr(owner, method) or hasattr(SpicaConsole, method), (scope, method)
-    assert {"launch", "requeue", "unlock", "remove"} == DANGEROUS
+    assert {"launch", "requeue", "unlock", "remove", "transfer_now"} == DANGEROUS
 
 
 def test_what_is_offered() -> None:

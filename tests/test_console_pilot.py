@@ -16,6 +16,7 @@ from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
 from tests.conftest import run_spica
 from tests.console_support import (
+    console_app,
     db_state,
     fast_config,
     make_stack,
@@ -53,12 +54,7 @@ def engine(config):
     e.dispose()
 
 
-def console(config, *, read_only: bool = False):
-    from spica_tui.console.app import SpicaConsole
-    from spica_tui.console.refresh import ConsoleBackend
-
-    backend = ConsoleBackend(config, make_engine(config.db), read_only=read_only)
-    return SpicaConsole(config, backend, operator="tester")
+console = console_app
 
 
 def root(demo: DemoCluster, node: str) -> Path:

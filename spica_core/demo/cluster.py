@@ -50,8 +50,10 @@ from spica_core.config import (
     DatabaseConfig,
     NodeConfig,
     PartitionConfig,
+    RepositoryConfig,
     SpicaConfig,
     SshConfig,
+    TransferConfig,
 )
 from spica_core.demo.layout import (
     CLUSTER_NAME,
@@ -65,6 +67,7 @@ from spica_core.demo.layout import (
     demo_node_names,
     demo_partitions,
 )
+from spica_core.demo.repository import REPOSITORY
 from spica_core.errors import SpicaError, UsageError
 from spica_core.node.files import atomic_write
 
@@ -304,7 +307,8 @@ class DemoCluster:
             dead = [n for n in state.nodes if not self._alive(n)]
             already_running = len(dead) < len(state.nodes)
             new_ports = self._free_taken_ports(state, dead)
-            self._write_files(state, config=layout_changed or bool(new_ports))
+            stale = layout_changed or bool(new_ports) or self._config_lacks_repository()
+            self._write_files(state, config=stale)
             self._write_state(state)
             for node in dead:
                 self._spawn(node)
@@ -513,6 +517,17 @@ class DemoCluster:
         return moved
 
     # -- files -------------------------------------------------------------------------------
+
+    def _config_lacks_repository(self) -> bool:
+        """A spica.toml from before the demo had its repository: written again."""
+        import tomllib
+
+        try:
+            data = tomllib.loads(self.paths.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False  # missing: written anyway; unreadable: the loader will say so
+        repos = data.get("transfer", {}).get("repositories", [])
+        return not any(isinstance(r, dict) and r.get("name") == REPOSITORY for r in repos)
 
     def _prepare_directory(self) -> None:
         d = self.directory
@@ -834,6 +849,9 @@ def demo_config(paths: DemoPaths, nodes: list[tuple[str, int]]) -> SpicaConfig:
             )
             for name, port in nodes
         ],
+        transfer=TransferConfig(
+            repositories=[RepositoryConfig(name=REPOSITORY, path=str(paths.repository))]
+        ),
     )
 
 

@@ -14,6 +14,7 @@ Layout of a demo directory ``D`` (created 0700)::
     D/logs/<node>.daemon.log      each node daemon's log
     D/logs/monitor.log            the cluster monitor's log (spica watch)
     D/nodes/<node>/               each node's spica root: queue/ stacks/ locks/ raid1/ raid2/
+    D/repository/<runid>/         the incoming repository: synthetic exposures (demo.repository)
     D/.lock                       serialises up / down / start / stop
 """
 
@@ -131,6 +132,10 @@ class DemoPaths:
 
     def root(self, node: str) -> Path:
         return self.nodes / node
+
+    @property
+    def repository(self) -> Path:
+        return self.directory / "repository"
 
     @property
     def lock(self) -> Path:

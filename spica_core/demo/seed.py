@@ -7,21 +7,26 @@ pending behind them, and one that fails at line 3 with a readable error — a mi
 flat — that the README's walk-through creates before requeueing the stack from the console.
 The science pipeline replaces these stacks later; ``spica remove --step example`` clears them.
 
-How they get there is the production path: dbspica rows (stacks, runids, images for the
-runid distribution), then each stack's ``commands.sh`` through the node agent's ``stage``
-verb, then ``launch`` through the operations API (audited). The daemons running on the nodes
-take them from there; without daemons the stacks simply stay pending.
+How they get there is the production path: first the demo repository's synthetic exposures
+are written, ingested, planned and copied to the nodes (:mod:`spica_core.demo.repository`:
+the runid distribution is the planner's placement); then the stacks' dbspica rows, each
+stack's inputs being real images of its runid and filter; then each stack's ``commands.sh``
+through the node agent's ``stage`` verb, then ``launch`` through the operations API
+(audited). The daemons running on the nodes take them from there; without daemons the stacks
+simply stay pending.
 
 Idempotent: rows are made only when dbspica holds no example stack; any example stack still
-planned (a seed interrupted before its launch) is staged and launched again.
+planned (a seed interrupted before its launch) is staged and launched again; the repository
+is written, ingested and placed only where something is missing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shlex
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -29,7 +34,11 @@ from sqlalchemy.orm import Session
 from spica_core.config import NodeConfig, SpicaConfig
 from spica_core.db import stack_state
 from spica_core.db.models import Image, Node, Runid, Stack, StackFile
-from spica_core.executor import Executor, ProtocolError
+from spica_core.demo.repository import RUNIDS, PlacementResult, fill_and_place, filter_letters
+from spica_core.executor import ProtocolError
+
+if TYPE_CHECKING:
+    from spica_core.executor.agents import AgentExecutor
 
 EXAMPLE_STEP = "example"
 SEED_USER = "spica-demo"
@@ -37,7 +46,6 @@ SEED_USER = "spica-demo"
 #: and the file whose absence makes its line 3 fail.
 FAILING_INDEX = 2
 FLAT = "raid1/calib/03AL01/flat_r.fits"
-RUNIDS = ("03AL01", "03AL02", "03AQ97", "03AF19", "04BL06")
 TILES = (
     "021410-041200",
     "021800-085200",
@@ -66,12 +74,18 @@ class ExampleStack:
         return self.commands.count("\n")
 
 
+#: Input images per example stack, at most.
+STACK_INPUTS = 6
+
+
 @dataclass
-class SeedResult:
+class SeedResult(PlacementResult):
+    """The repository's placement (exposures written, ingested, planned, copied) and the
+    example stacks created, staged and launched."""
+
     created: int = 0
     staged: int = 0
     launched: int = 0
-    problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -141,9 +155,10 @@ def example_stacks(config: SpicaConfig) -> list[ExampleStack]:
 
     def add(node: NodeConfig, kind: str, priority: int) -> None:
         nonlocal counter
-        flt = "ugriz"[counter % 5]
         tile = TILES[counter % len(TILES)]
         runid = RUNIDS[(counter + nodes.index(node)) % len(RUNIDS)]
+        letters = filter_letters(runid)
+        flt = letters[counter % len(letters)]
         survey = "D" if kind == "long" else "W"
         name = f"example_{survey}_{flt}_{tile}_{node.name}_{counter:02d}"
         if kind == "long":
@@ -179,18 +194,26 @@ def _has_examples(session: Session) -> bool:
     return bool(count)
 
 
+def _inputs(session: Session) -> dict[tuple[str, str], list[Image]]:
+    """The demo's images per (runid, filter letter), by file name."""
+    rows = session.execute(
+        select(Image, Runid.name).join(Runid, Image.runid_id == Runid.id).order_by(Image.filename)
+    )
+    found: dict[tuple[str, str], list[Image]] = {}
+    for image, runid in rows:
+        letter = (image.filter or "").split(".")[0]
+        found.setdefault((runid, letter), []).append(image)
+    return found
+
+
 def _create_rows(engine: Engine, examples: list[ExampleStack]) -> int:
-    """Stacks (planned), runids and example images, in one transaction; 0 if seeded."""
+    """Stacks (planned) with the ingested images of their runid and filter as inputs, in
+    one transaction; 0 if seeded."""
     with Session(engine) as session, session.begin():
         if _has_examples(session):
             return 0
         nodes = {n.name: n for n in session.scalars(select(Node))}
-        runids = {r.name: r for r in session.scalars(select(Runid))}
-        for name in sorted({e.runid for e in examples} - set(runids)):
-            runids[name] = Runid(name=name, transfer_status="done")
-            session.add(runids[name])
-        session.flush()
-        image_number = 800_100
+        inputs = _inputs(session)
         for i, example in enumerate(examples):
             node = nodes.get(example.node)
             stack = stack_state.create_planned(
@@ -205,22 +228,9 @@ def _create_rows(engine: Engine, examples: list[ExampleStack]) -> int:
                 priority=example.priority,
                 lines=example.lines,
             )
-            for _ in range(3 + i % 4):
-                image = Image(
-                    filename=f"{image_number}p",
-                    runid_id=runids[example.runid].id,
-                    filter=example.filter,
-                    object=f"example field {i % 7}",
-                    exptime=180.0,
-                    grade="A" if image_number % 5 else "B",
-                    node_id=node.id if node else None,
-                    qf_status="done",
-                )
-                image_number += 1
-                session.add(image)
+            images = inputs.get((example.runid, example.filter), [])
+            for image in images[i % 2 :][:STACK_INPUTS]:
                 stack.files.append(StackFile(image=image, role="swarp"))
-                runids[example.runid].images += 1
-                runids[example.runid].bytes += 2_400_000_000
     return len(examples)
 
 
@@ -236,13 +246,16 @@ def _planned(engine: Engine) -> list[str]:
 
 
 async def seed_examples(
-    config: SpicaConfig, engine: Engine, executor: Executor, *, user: str = SEED_USER
+    config: SpicaConfig, engine: Engine, executor: AgentExecutor, *, user: str = SEED_USER
 ) -> SeedResult:
-    """Create the example stacks once, stage their commands and launch them."""
+    """Fill and place the demo repository, create the example stacks once, stage their
+    commands and launch them."""
     from spica_core.operations import OpAction, OperationRequest, Operations, Selection
 
+    placed = await fill_and_place(config, engine, executor.snapshot, executor)
+    result = SeedResult(**dataclasses.asdict(placed))
     examples = example_stacks(config)
-    result = SeedResult(created=await asyncio.to_thread(_create_rows, engine, examples))
+    result.created = await asyncio.to_thread(_create_rows, engine, examples)
     planned = await asyncio.to_thread(_planned, engine)
     if not planned:
         return result

@@ -77,6 +77,7 @@ def demo(
     from spica_core.config import load_config
     from spica_core.db.setup import prepare_database
     from spica_core.demo import DemoCluster
+    from spica_core.demo.repository import WAITING_RUNID
     from spica_core.demo.seed import seed_demo
     from spica_tui.cli.console_cmds import run
 
@@ -88,6 +89,11 @@ def demo(
     if result.started:
         note(f"demo cluster in {result.status.directory}: started {', '.join(result.started)}")
     seeded = seed_demo(config)
+    if seeded.ingested or seeded.transferred:
+        note(
+            f"repository: {seeded.ingested} synthetic exposures ingested, {seeded.transferred} "
+            f"planned and copied to the nodes; {WAITING_RUNID} waits (console: d, then n)"
+        )
     if seeded.created:
         note(f"seeded {seeded.created} example stacks, {seeded.launched} launched")
     for problem in seeded.problems:

@@ -23,7 +23,7 @@ from spica_core.states import Actor, StackState, allowed_from
 if TYPE_CHECKING:
     from textual.app import App
 
-Scope = Literal["app", "dashboard", "detail"]
+Scope = Literal["app", "dashboard", "detail", "transfer"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,14 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         footer=False,
     ),
     ConsoleAction("quit", "q", "Quit", "Leave the console (nothing keeps running)", ("app",)),
+    ConsoleAction(
+        "datatransfer",
+        "d",
+        "DataTransfer",
+        "Open DataTransfer: disks, runids waiting, distribution, transfers in progress",
+        ("app",),
+        footer=False,
+    ),
     # The stacks table.
     ConsoleAction(
         "filter",
@@ -141,7 +149,7 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "zoom", "z", "Zoom", "Give the focused panel the whole screen, or restore", ("dashboard",)
     ),
     # The stack detail.
-    ConsoleAction("back", "escape", "Back", "Back to the dashboard", ("detail",)),
+    ConsoleAction("back", "escape", "Back", "Back to the dashboard", ("detail", "transfer")),
     ConsoleAction(
         "reload_log", "t", "Log tail", "Fetch the log tail from the node again", ("detail",)
     ),
@@ -176,6 +184,15 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "Remove",
         "Remove stacks: dbspica rows, queue file, commands, logs and outputs",
         ("dashboard", "detail"),
+        dangerous=True,
+    ),
+    # DataTransfer: the core plans (dry run), a modal shows the plan, then it copies.
+    ConsoleAction(
+        "transfer_now",
+        "n",
+        "Transfer now",
+        "Transfer the selected waiting runid now (immediate): plan shown, then copied",
+        ("transfer",),
         dangerous=True,
     ),
 )

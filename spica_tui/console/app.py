@@ -32,8 +32,11 @@ from spica_tui.console.modals import ConfirmPlan
 from spica_tui.console.panels.header import show_header
 from spica_tui.console.refresh import Clock, ConsoleBackend, Poller, describe_failure, utc_now
 from spica_tui.console.screens.dashboard import DashboardScreen
+from spica_tui.console.screens.datatransfer import DataTransferScreen
 from spica_tui.console.screens.help import HelpScreen
 from spica_tui.console.screens.stack_detail import StackDetailScreen
+from spica_tui.console.transfer_backend import TransferBackend
+from spica_tui.console.transfer_now import TransferNow
 
 #: Results shown one notification each; more are summed up in one.
 MAX_RESULT_NOTES = 6
@@ -63,6 +66,7 @@ class SpicaConsole(App[None]):
         self.remapped_keys, self._unknown_keys = keymap(config.console.keys)
         self.poller = Poller(self, backend, config.console.refresh_interval, self._on_snapshot)
         self._operating = False
+        self.transfers = TransferBackend(backend)
 
     def notify(
         self,
@@ -148,6 +152,20 @@ class SpicaConsole(App[None]):
 
     def open_stack(self, name: str) -> None:
         self.push_screen(StackDetailScreen(name))
+
+    def action_datatransfer(self) -> None:
+        if not isinstance(self.screen, DataTransferScreen):
+            self.push_screen(DataTransferScreen())
+
+    def transfer_now(self, runid: str) -> None:
+        """Plan (shown, Cancel by default), store and copy ``runid`` in an app worker: the
+        copy goes on when the operator leaves the screen."""
+        if not allowed("transfer_now", read_only=self.read_only):
+            self.notify(f"transfer {runid}: read-only console", severity="warning")
+            return
+        flow = TransferNow(self, runid)
+        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
+        self.run_worker(flow.run, name=f"transfer-{runid}", group="transfer", exit_on_error=False)  # type: ignore[arg-type]
 
     # -- operations: plan, confirm, apply, report
 

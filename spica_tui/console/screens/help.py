@@ -18,6 +18,7 @@ SECTIONS: tuple[tuple[Scope, str], ...] = (
     ("app", "Everywhere"),
     ("dashboard", "Dashboard"),
     ("detail", "Stack detail"),
+    ("transfer", "DataTransfer"),
 )
 NAVIGATION = (
     ("↑ ↓ pgup pgdn home end", "Move in the stacks table (the mouse wheel scrolls)"),
@@ -67,7 +68,10 @@ class HelpScreen(ModalScreen[None]):
             table.add_row(keys, what)
         if self.read_only:
             table.add_row("", "")
-            table.add_row("", Text("read-only: launch, requeue, unlock, remove are off", "yellow"))
+            table.add_row(
+                "",
+                Text("read-only: launch, requeue, unlock, remove, transfer now are off", "yellow"),
+            )
         with VerticalScroll():
             yield Static(table)
 

@@ -1,0 +1,212 @@
+"""The demo's incoming repository: small synthetic MegaCam exposures, really placed.
+
+``D/repository/<runid>/<odometer>p.fits.fz`` (or ``.fits.gz``) for a handful of runids, each
+in two or three filters, a few exposures each with 4 to 8 small CCD extensions (valid MEF
+headers, :mod:`spica_core.synth`), written once (the same seed gives the same bytes). The
+repository is ``[[transfer.repositories]]`` ``incoming`` of the demo's spica.toml; its files
+are ingested (``spica ingest``'s core), then every runid but :data:`WAITING_RUNID` is
+planned and copied to the demo nodes through the executor (``spica transfer plan`` and
+``run``'s core), so the runid distribution the operator sees is the planner's placement.
+:data:`WAITING_RUNID` stays in the repository, unplanned, for the console's "transfer now".
+
+Idempotent: existing files are not rewritten, files dbspica already knows are not ingested
+again (that would move a placed image back to the repository), and a runid with nothing
+waiting plans nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from spica_core.cluster_snapshot import ClusterSnapshot
+from spica_core.config import SpicaConfig
+from spica_core.db.models import Image
+from spica_core.errors import UsageError
+from spica_core.executor.base import FileCopier
+from spica_core.synth.layout import ExposureSpec
+
+if TYPE_CHECKING:
+    from spica_core.synth.writer import Container
+
+REPOSITORY = "incoming"
+#: The seed's runids, with the MegaCam filters each was observed in.
+RUNID_FILTERS: dict[str, tuple[str, ...]] = {
+    "03AL01": ("g.MP9401", "r.MP9601", "i.MP9702"),
+    "03AL02": ("r.MP9601", "z.MP9801"),
+    "03AQ97": ("u.MP9301", "g.MP9401", "r.MP9601"),
+    "03AF19": ("g.MP9401", "i.MP9702"),
+    "04BL06": ("r.MP9601", "i.MP9702", "z.MP9801"),
+}
+RUNIDS = tuple(RUNID_FILTERS)
+#: Left in the repository, unplanned: the walk-through transfers it from the console.
+WAITING_RUNID = "04BL06"
+EXPOSURES = 8
+
+#: The nodes' disks as they are now (an executor's poll).
+Snapshot = Callable[[], Awaitable[ClusterSnapshot]]
+
+
+def filter_letters(runid: str) -> tuple[str, ...]:
+    """``("g", "r", "i")``: the stacks' short names of a runid's filters."""
+    return tuple(f.split(".")[0] for f in RUNID_FILTERS[runid])
+
+
+@dataclass(frozen=True)
+class DemoExposure:
+    runid: str
+    container: Container
+    spec: ExposureSpec
+
+    @property
+    def name(self) -> str:
+        return f"{self.spec.filename}.{self.container}"
+
+
+def demo_exposures() -> Iterator[DemoExposure]:
+    """Every exposure of the demo repository, deterministic."""
+    from spica_core.synth.runid import RunidPlan, exposure_specs
+
+    for index, (runid, filters) in enumerate(RUNID_FILTERS.items()):
+        plan = RunidPlan(
+            runid,
+            EXPOSURES,
+            seed=index,
+            first_odometer=811001 + 1000 * index,
+            ccds=4 + index % 5,
+            ccd_shape=(32, 32),
+        )
+        container: Container = "fits.fz" if index % 2 == 0 else "fits.gz"
+        for n, spec in enumerate(exposure_specs(plan)):
+            yield DemoExposure(
+                runid, container, dataclasses.replace(spec, filter=filters[n % len(filters)])
+            )
+
+
+def repository_path(config: SpicaConfig) -> Path:
+    """The demo repository's directory (UsageError when spica.toml names none)."""
+    for repo in config.transfer.repositories:
+        if repo.name == REPOSITORY and repo.node is None:
+            return Path(repo.path)
+    raise UsageError(
+        f"{config.source}: no [[transfer.repositories]] named {REPOSITORY!r} on this host "
+        "(spica demo up writes it; delete spica.toml and run it again)"
+    )
+
+
+def write_repository(root: Path) -> tuple[list[Path], int]:
+    """Every demo exposure's file under ``root`` (those missing written); and how many
+    were written."""
+    from spica_core.synth.writer import write_exposure
+
+    paths: list[Path] = []
+    written = 0
+    for exposure in demo_exposures():
+        path = root / exposure.runid / exposure.name
+        if not path.exists():
+            write_exposure(exposure.spec, path.parent, exposure.container)
+            written += 1
+        paths.append(path)
+    return paths, written
+
+
+def ingest_new(engine: Engine, config: SpicaConfig, paths: list[Path]) -> tuple[int, list[str]]:
+    """Ingest the files dbspica does not know yet; the number added and the problems."""
+    from spica_core.ingest.fitsscan import image_filename
+    from spica_core.ingest.service import ingest_local
+
+    names = {image_filename(p.name): p for p in paths}
+    with Session(engine) as session:
+        known = set(session.scalars(select(Image.filename).where(Image.filename.in_(names))))
+    new = [str(p) for name, p in names.items() if name not in known]
+    if not new:
+        return 0, []
+    report = ingest_local(engine, config, new)
+    problems = [f"{s.path}: {s.key or ''} {s.reason}".strip() for s in report.skipped]
+    return report.count("added"), problems
+
+
+@dataclass
+class PlacementResult:
+    written: int = 0
+    ingested: int = 0
+    planned: int = 0
+    transferred: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+async def place_runids(
+    config: SpicaConfig,
+    engine: Engine,
+    snapshot: Snapshot,
+    copier: FileCopier,
+    runids: tuple[str, ...],
+) -> PlacementResult:
+    """Plan every runid over the nodes' disks as a poll reports them now, then copy each
+    runid's files, as a ``spica transfer watch`` round does (the calls behind ``spica
+    transfer plan`` and ``spica transfer run``). Planning them all first lets each plan see
+    the space the earlier ones promised: the runids spread over the nodes."""
+    from spica_core.transfer.copy import CopyRun
+    from spica_core.transfer.copy_rows import DONE
+    from spica_core.transfer.store import plan_runid
+
+    result = PlacementResult()
+    cluster = await snapshot()
+    for runid in runids:
+        plan = await asyncio.to_thread(
+            plan_runid, engine, config, cluster, runid, user="spica-demo"
+        )
+        if plan.plan.shortfall is not None:
+            result.problems.append(f"{runid}: {plan.plan.shortfall.message()}")
+        result.planned += len(plan.files) if plan.stored else 0
+    for runid in runids:
+        report = await CopyRun(config, engine, copier).run(runid)
+        result.transferred += report.count(DONE)
+        result.problems += [
+            f"{runid}: {f.filename} -> {f.node}: {f.state}: {f.error}"
+            for f in report.files
+            if f.state != DONE
+        ]
+    return result
+
+
+async def fill_and_place(
+    config: SpicaConfig, engine: Engine, snapshot: Snapshot, copier: FileCopier
+) -> PlacementResult:
+    """Write, ingest, then place every runid but :data:`WAITING_RUNID`."""
+    root = repository_path(config)
+
+    def prepare() -> tuple[int, int, list[str]]:
+        paths, written = write_repository(root)
+        ingested, problems = ingest_new(engine, config, paths)
+        return written, ingested, problems
+
+    written, ingested, problems = await asyncio.to_thread(prepare)
+    placed = tuple(r for r in RUNIDS if r != WAITING_RUNID)
+    result = await place_runids(config, engine, snapshot, copier, placed)
+    result.written, result.ingested = written, ingested
+    result.problems = problems + result.problems
+    return result
+
+
+__all__ = [
+    "EXPOSURES",
+    "REPOSITORY",
+    "RUNIDS",
+    "RUNID_FILTERS",
+    "WAITING_RUNID",
+    "PlacementResult",
+    "demo_exposures",
+    "fill_and_place",
+    "filter_letters",
+    "place_runids",
+    "repository_path",
+    "write_repository",
+]
