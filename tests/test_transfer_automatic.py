@@ -61,6 +61,7 @@ def test_a_round_ingests_plans_and_copies_new_exposures(
     one_round(config, engine)
 
     sums = {image_filename(f.name): file_checksum(f)[0] for f in files}
+    names = {image_filename(f.name): f.name for f in files}
     roots = {n.name: Path(n.root) for n in config.nodes}
     with Session(engine) as session:
         images = session.execute(
@@ -82,6 +83,7 @@ def test_a_round_ingests_plans_and_copies_new_exposures(
             roots[image.name] / image.path if not image.path.startswith("/") else Path(image.path)
         )
         assert file_checksum(arrived)[0] == sums[image.filename]
+        assert arrived.name == names[image.filename]  # its own name: 811001p.fits.gz
     assert {t.filename: t.state for t in transfers} == {f: "done" for f in sums}
     assert all(t.checksum == t.node_checksum == sums[t.filename] for t in transfers)
     assert sorted(t[0] for t in audit) == ["03AF19", "03AQ98"]

@@ -338,6 +338,8 @@ def _planned_file(
     repo = repositories.get(image.repository)
     source = image.path or (f"{repo.path.rstrip('/')}/{image.filename}" if repo else image.filename)
     root = roots.get(a.node, "")
+    # The file keeps its own name (``811001p.fits.fz``): the image's name is the stem.
+    name = source.rsplit("/", 1)[-1] or image.filename
     return PlannedFile(
         image.id,
         image.filename,
@@ -349,7 +351,7 @@ def _planned_file(
         repo.node if repo is not None else None,
         a.node,
         a.partition,
-        f"{root}/{a.partition}/{runid}/{image.filename}",
+        f"{root}/{a.partition}/{runid}/{name}",
     )
 
 
