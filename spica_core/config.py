@@ -249,12 +249,16 @@ class RepositoryConfig(_Model):
         return v
 
 
+#: Disk space a runid needs per byte of raw data: raw + weight + flag + working space.
+DEFAULT_SPACE_FACTOR = 4.0
+
+
 class TransferConfig(_Model):
     """DataTransfer: repositories, the space a runid needs, and how files are copied."""
 
     repositories: list[RepositoryConfig] = Field(default_factory=list)
     #: Disk space needed per byte of raw data: raw + weight + flag + working space.
-    space_factor: float = Field(4.0, ge=1.0, le=100.0)
+    space_factor: float = Field(DEFAULT_SPACE_FACTOR, ge=1.0, le=100.0)
     #: Files copied at once to one node.
     in_flight: int = Field(4, ge=1, le=64)
     #: Attempts per file before its transfer is marked failed, and the first retry delay.

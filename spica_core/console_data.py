@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from sqlalchemy import Engine
 
 from spica_core.cluster_snapshot import ClusterSnapshot, NodeSnapshot
+from spica_core.config import DEFAULT_SPACE_FACTOR
 from spica_core.db.types import utcnow
 from spica_core.monitor.figures import MonitorStatus
 from spica_core.read_model import (
@@ -29,6 +30,7 @@ from spica_core.read_model import (
     runid_distribution,
     state_counts,
 )
+from spica_core.read_model.transfer import SpaceClaims, space_claims
 from spica_core.reports import StackDetail
 from spica_core.states import StackState
 
@@ -46,17 +48,26 @@ class DbState:
     counts: dict[str, int]
     problems: tuple[dict[str, Any], ...]
     distribution: RunidDistribution
+    #: What transfers and unstarted stacks promise on the disks (None in a runid scope):
+    #: the DataTransfer panel shows the planner's virtual free, not just free - reserve.
+    claims: SpaceClaims | None = None
 
 
-def read_db_state(engine: Engine, problems: int = 100, scope: Scope = EVERYTHING) -> DbState:
-    """Counts per state, the newest problems and the runid distribution within ``scope``.
-    Raises SQLAlchemyError when dbspica does not answer (the caller keeps its last good
-    state)."""
+def read_db_state(
+    engine: Engine,
+    problems: int = 100,
+    scope: Scope = EVERYTHING,
+    space_factor: float = DEFAULT_SPACE_FACTOR,
+) -> DbState:
+    """Counts per state, the newest problems, the runid distribution and the claims on the
+    disks, within ``scope``. Raises SQLAlchemyError when dbspica does not answer (the caller
+    keeps its last good state)."""
     return DbState(
         read_at=utcnow(),
         counts=state_counts(engine, scope=scope),
         problems=tuple(list_problems(engine, limit=problems, scope=scope)),
         distribution=runid_distribution(engine, scope),
+        claims=None if scope.hides_node_internals else space_claims(engine, space_factor),
     )
 
 

@@ -231,3 +231,38 @@ async def test_impossible_plan_cannot_be_confirmed(config, engine) -> None:
         await pilot.press("enter")
         await until(pilot, lambda: app.screen is screen, "the modal closed")
     assert transfers_of(engine, "05AX01") == []
+
+
+async def test_dashboard_disks_show_the_planners_virtual_free(config, engine) -> None:
+    """The dashboard's DataTransfer panel subtracts what planned transfers promise, as the
+    planner and `spica transfer status` do (not only the reserve)."""
+    from spica_tui.console.panels.datatransfer import DataTransferPanel
+    from spica_tui.console.screens.dashboard import DashboardScreen
+
+    promised = 7_000_000_000
+    with Session(engine) as s, s.begin():
+        s.add(Transfer(filename="claim", runid="07ZZ99", source="/nowhere/claim.fits",
+                       destination_node="mix1", destination_partition="raid1",
+                       reserved_bytes=promised, state="planned"))  # fmt: skip
+    try:
+        app = console(config)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
+            table = app.screen.query_one(DataTransferPanel).query_one("GridTable")
+
+            def shown() -> float | None:
+                if "mix1" not in table.row_keys or app.poller.snapshot.db is None:
+                    return None
+                return float(str(table.get_row("mix1")[2]).split()[0])
+
+            await until(pilot, lambda: shown() is not None, "mix1's disks")
+            node = app.poller.snapshot.node("mix1")
+            assert node is not None
+            free_less_reserve = sum(p.virtual_free_bytes for p in node.partitions) / 1e9
+            value = shown()
+            assert value is not None
+            # Same poll's disks, less the promise (disk use moves by kilobytes between polls).
+            assert abs(value - (free_less_reserve - promised / 1e9)) < 0.01
+    finally:
+        with Session(engine) as s, s.begin():
+            s.execute(Transfer.__table__.delete().where(Transfer.runid == "07ZZ99"))

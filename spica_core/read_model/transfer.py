@@ -53,20 +53,27 @@ def _live_transfer(image_id: Any) -> Any:
     return exists().where(Transfer.image_id == image_id, Transfer.state.in_(LIVE_TRANSFER_STATES))
 
 
-def transfer_space(
+@dataclass(frozen=True)
+class SpaceClaims:
+    """What dbspica promises on the nodes' disks, apart from the disks' own figures: the
+    reserve of planned and running transfers, the estimated products of stacks not started
+    (partition None: somewhere on the node), and each node's stacks waiting to run."""
+
+    promised: dict[tuple[str, str], int] = field(default_factory=dict)
+    products: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    load: dict[str, int] = field(default_factory=dict)
+
+
+def space_claims(
     engine: Engine | Connection,
-    cluster: ClusterSnapshot,
     space_factor: float,
-    scope: Scope = EVERYTHING,
     *,
     replacing: Replanning | None = None,
-) -> list[NodeSpace]:
-    """Every node of ``cluster`` with its partitions' virtual free; [] in a runid scope.
+) -> SpaceClaims:
+    """The claims on the disks (node internals: callers in a runid scope must not ask).
 
     ``engine`` may be a connection in a transaction (a planner reads the space and writes
     its plan in one, :func:`spica_core.transfer.store.planning`)."""
-    if scope.hides_node_internals:
-        return []
     promised_stmt = (
         select(
             Transfer.destination_node,
@@ -128,15 +135,41 @@ def transfer_space(
             key = (str(n), None if p is None else str(p))
             products[key] = products.get(key, 0) + stack_product_bytes([int(b or 0)], space_factor)
         load = {str(n): int(c) for n, c in session.execute(load_stmt)}
+    return SpaceClaims(promised, products, load)
+
+
+def spaces_of(cluster: ClusterSnapshot, claims: SpaceClaims) -> list[NodeSpace]:
+    """The nodes' disks as ``cluster`` reported them, less ``claims``: the seed's virtual
+    free, per partition (pure: the console applies each poll's disks to its last read)."""
     disks = [
         Disk(n.name, p.name, p.total_bytes, p.free_bytes, p.reserved_bytes)
         for n in cluster.nodes
         for p in n.partitions
     ]
     liveness = {n.name: n.liveness.value for n in cluster.nodes}
-    spaces = node_spaces(disks, liveness, promised=promised, products=products, pending_stacks=load)
+    spaces = node_spaces(
+        disks,
+        liveness,
+        promised=claims.promised,
+        products=claims.products,
+        pending_stacks=claims.load,
+    )
     order = {name: i for i, name in enumerate(natural_sorted(liveness))}
     return sorted(spaces, key=lambda s: order.get(s.node, len(order)))
+
+
+def transfer_space(
+    engine: Engine | Connection,
+    cluster: ClusterSnapshot,
+    space_factor: float,
+    scope: Scope = EVERYTHING,
+    *,
+    replacing: Replanning | None = None,
+) -> list[NodeSpace]:
+    """Every node of ``cluster`` with its partitions' virtual free; [] in a runid scope."""
+    if scope.hides_node_internals:
+        return []
+    return spaces_of(cluster, space_claims(engine, space_factor, replacing=replacing))
 
 
 @dataclass(frozen=True)

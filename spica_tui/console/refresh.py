@@ -170,7 +170,10 @@ class ConsoleBackend:
 
     def read_db(self) -> DbState:
         """Runs in a thread; raises when dbspica does not answer."""
-        return replace(read_db_state(self.engine, self.problems, self.scope), read_at=self.clock())
+        state = read_db_state(
+            self.engine, self.problems, self.scope, self.config.transfer.space_factor
+        )
+        return replace(state, read_at=self.clock())
 
     def record_liveness(self, cluster: ClusterSnapshot) -> str | None:
         """Runs in a thread: transitions and hardware problems go to dbspica."""

@@ -1,4 +1,9 @@
-"""DataTransfer disks, per node as on the seed's page: % used, virtual free, total."""
+"""DataTransfer disks, per node as on the seed's page: % used, virtual free, total.
+
+Virtual free is the planner's figure (free - reserve - what planned and running transfers
+and unstarted stacks promise there), the same as ``spica transfer status`` and the
+DataTransfer screen show, from the poll's disks and the last read of dbspica.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from textual.app import ComposeResult
 
 from spica_core.cluster_snapshot import Liveness, NodeSnapshot
 from spica_core.console_data import ConsoleSnapshot
+from spica_core.read_model.transfer import spaces_of
 from spica_core.units import gigabytes
 from spica_tui.console.panels._common import STALE, Panel, RowCache, bar, hms
 from spica_tui.console.panels.line_table import Cell, GridTable
@@ -26,26 +32,29 @@ class DataTransferPanel(Panel):
         yield GridTable(*COLUMNS, zebra=True)
 
     def show(self, snap: ConsoleSnapshot, now: datetime) -> None:
-        rows = [
-            (
-                n.name,
-                self._cache.cells(
-                    n.name,
-                    (n.liveness, n.partitions, None if n.liveness is Liveness.UP else n.last_seen),
-                    partial(disk_cells, n),
-                ),
+        claims = snap.db.claims if snap.db is not None else None
+        virtual: dict[str, int] = {}
+        if snap.cluster is not None and claims is not None:
+            virtual = {s.node: s.virtual_free_bytes for s in spaces_of(snap.cluster, claims)}
+        rows = []
+        for n in snap.nodes:
+            if not n.partitions:
+                continue
+            free = virtual.get(n.name, sum(p.virtual_free_bytes for p in n.partitions))
+            shown = (
+                n.liveness,
+                n.partitions,
+                free,
+                None if n.liveness is Liveness.UP else n.last_seen,
             )
-            for n in snap.nodes
-            if n.partitions
-        ]
+            rows.append((n.name, self._cache.cells(n.name, shown, partial(disk_cells, n, free))))
         self.query_one(GridTable).set_rows(rows)
 
 
-def disk_cells(node: NodeSnapshot) -> list[Cell]:
+def disk_cells(node: NodeSnapshot, virtual_free: int) -> list[Cell]:
     """The node's partitions summed: the seed shows one line per node."""
     total = sum(p.total_bytes for p in node.partitions)
     used = sum(p.used_bytes for p in node.partitions)
-    virtual_free = sum(p.virtual_free_bytes for p in node.partitions)
     fraction = used / total if total else 0.0
     stale = node.liveness is not Liveness.UP
     dim = STALE if stale else ""
