@@ -18,7 +18,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, ProgressBar, Static
+from textual.widgets import DataTable, ProgressBar, Static
 from textual.worker import get_current_worker
 
 from spica_core.console_data import ConsoleSnapshot
@@ -28,6 +28,7 @@ from spica_core.text import printable
 from spica_core.units import gigabytes, human_bytes
 from spica_tui.console.actions import BY_TEXTUAL, bindings
 from spica_tui.console.panels.header import HeaderPanel, show_header
+from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.refresh import describe_failure
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class DataTransferScreen(Screen[None]):
             yield Static("Transfers", classes="section")
             with Vertical(id="transfers"):
                 yield Static(Text("no transfer under way", "dim"), id="no-transfers")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#waiting", DataTable).focus()
