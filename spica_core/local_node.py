@@ -29,7 +29,7 @@ class LocalNodes:
     def __init__(self, config: SpicaConfig) -> None:
         from spica_core.node.agent import Agent
 
-        self._config = config
+        self.config = config
         self._agent_class = Agent
         self._agents: dict[str, Agent] = {}
         self._ids = 0
@@ -39,7 +39,7 @@ class LocalNodes:
         pool does. Goes through the bytes of the wire both ways."""
         agent = self._agents.get(node)
         if agent is None:
-            root = Path(os.path.expanduser(self._config.node(node).root))
+            root = Path(os.path.expanduser(self.config.node(node).root))
             agent = self._agents[node] = self._agent_class(root)
         self._ids += 1
         line = proto.encode_request(self._ids, args).rstrip(b"\n")

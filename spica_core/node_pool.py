@@ -510,6 +510,8 @@ class NodeCaller(Protocol):
     """What the operations need of the nodes: one agent request at a time. The pool over SSH
     offers it, and so does :class:`spica_core.local_node.LocalNodes` for a root here."""
 
+    config: SpicaConfig
+
     async def request(self, node: str, args: Args[R]) -> R: ...
 
 

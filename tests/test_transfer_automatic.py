@@ -97,3 +97,46 @@ def test_a_round_ingests_plans_and_copies_new_exposures(
         ).all()
     assert len(again) == len(audit)
     engine.dispose()
+
+
+def test_a_repository_on_a_node_is_read_and_relayed_through_the_nodes(
+    demo: DemoCluster, db_url: str, tmp_path: Path
+) -> None:
+    """The repository lies on mix2 (read by its agent, copied over its SFTP session): its
+    files reach their partitions verified by the source node, the relay and the target."""
+    config = demo_config(demo, db_url)
+    holder = config.node("mix2")
+    repo = Path(holder.root) / "incoming" / tmp_path.name
+    files = write_runid(RunidPlan("04BQ07", 3, first_odometer=813001, ccds=4), repo)
+    config = config.model_copy(
+        update={
+            "transfer": config.transfer.model_copy(
+                update={
+                    "repositories": [RepositoryConfig(name="on-mix2", path=str(repo), node="mix2")]
+                }
+            )
+        }
+    )
+    engine = make_engine(config.db)
+    try:
+        one_round(config, engine)
+        sums = {image_filename(f.name): file_checksum(f)[0] for f in files}
+        with Session(engine) as session:
+            transfers = session.execute(
+                select(Transfer.filename, Transfer.state, Transfer.source_node,
+                       Transfer.destination_node, Transfer.destination_path,
+                       Transfer.node_checksum, Transfer.error)
+            ).all()  # fmt: skip
+        assert len(transfers) == len(sums)
+        roots = {n.name: Path(n.root) for n in config.nodes}
+        for t in transfers:
+            assert (t.state, t.source_node) == ("done", "mix2"), t
+            assert t.node_checksum == sums[t.filename]
+            arrived = Path(t.destination_path)
+            if not arrived.is_absolute():
+                arrived = roots[t.destination_node] / arrived
+            assert file_checksum(arrived)[0] == sums[t.filename]
+        # The repository's files are left where they were (a copy, never a move).
+        assert all(f.exists() for f in files)
+    finally:
+        engine.dispose()

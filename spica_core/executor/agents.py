@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from spica_core.checksum import Hasher
     from spica_core.cluster_snapshot import ClusterSnapshot
     from spica_core.config import SpicaConfig
+    from spica_core.executor.file_copy import BlockSource, NodeFile
     from spica_core.node_pool import AgentSession, NodeCaller, NodePool
 
 R = TypeVar("R")
@@ -364,34 +365,68 @@ class AgentExecutor:
     async def copy_file(
         self,
         node: str,
-        source: Path,
+        source: Path | NodeFile,
         target: PrepareResult,
         hasher: Hasher,
         *,
         offset: int = 0,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Over the node's SSH connection (SFTP) or, for a root here, by a local write."""
+        """Over the node's SSH connection (SFTP) or, for a root here, by a local write; a
+        source on another node is read over that node's connection (relayed here)."""
         from spica_core.executor import file_copy
         from spica_core.node_pool import NodePool
 
+        src = await self._open_source(source, offset)
         if not isinstance(self._nodes, NodePool):
             return await file_copy.local_write(
-                source, Path(target.real_partial), hasher, offset=offset, progress=progress
+                src, Path(target.real_partial), hasher, offset=offset, progress=progress
             )
         import asyncssh
 
         link = self._nodes.link(node)
-        sftp = await link.sftp()
+        try:
+            sftp = await link.sftp()
+        except BaseException:
+            await src.close()
+            raise
         try:
             return await file_copy.sftp_write(
-                sftp, source, target.real_partial, hasher, offset=offset, progress=progress
+                sftp, src, target.real_partial, hasher, offset=offset, progress=progress
             )
         except asyncssh.SFTPError as exc:
             raise ProtocolError("sftp", f"node {node}: {target.partial}: {exc.reason}") from None
         except (asyncssh.Error, ConnectionError, TimeoutError) as exc:
             link.drop_sftp()
             raise NodeUnreachable(node, f"SFTP copy of {target.partial}: {exc}") from exc
+
+    async def _open_source(self, source: Path | NodeFile, offset: int) -> BlockSource:
+        """The block source of a copy: a file here, or a node's file (for a root on this
+        machine, under that root; over SSH, through the node's SFTP session)."""
+        from spica_core.executor import file_copy
+        from spica_core.node.layout import resolve_inside
+        from spica_core.node_pool import NodePool
+
+        if isinstance(source, Path):
+            return file_copy.LocalSource(source, offset)
+        if not isinstance(self._nodes, NodePool):
+            root = self._nodes.config.node(source.node).root
+            return file_copy.LocalSource(resolve_inside(root, source.path), offset)
+        import asyncssh
+
+        link = self._nodes.link(source.node)
+        remote = f"{link.node.root.rstrip('/')}/{source.path}"
+        try:
+            sftp = await link.sftp()
+            handle = await sftp.open(remote, "rb", encoding=None)
+            if offset:
+                await handle.seek(offset)
+        except asyncssh.SFTPError as exc:
+            raise ProtocolError("sftp", f"node {source.node}: {remote}: {exc.reason}") from None
+        except (asyncssh.Error, ConnectionError, TimeoutError) as exc:
+            link.drop_sftp()
+            raise NodeUnreachable(source.node, f"SFTP read of {remote}: {exc}") from exc
+        return file_copy.SftpSource(handle)
 
     async def close(self) -> None:
         close = getattr(self._nodes, "close", None)

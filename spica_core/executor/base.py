@@ -39,6 +39,7 @@ from spica_core.states import StackState
 if TYPE_CHECKING:
     from spica_core.checksum import Hasher
     from spica_core.cluster_snapshot import ClusterSnapshot
+    from spica_core.executor.file_copy import NodeFile
 
 
 class Capability(StrEnum):
@@ -224,14 +225,15 @@ class FileCopier(Protocol):
     async def copy_file(
         self,
         node: str,
-        source: Path,
+        source: Path | NodeFile,
         target: PrepareResult,
         hasher: Hasher,
         *,
         offset: int = 0,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Write ``source`` from ``offset`` to ``target``'s partial at ``offset``, feeding
+        """Write ``source`` (here, or on another node: read over that node's connection)
+        from ``offset`` to ``target``'s partial at ``offset``, feeding
         ``hasher`` (which holds the first ``offset`` bytes already) and ``progress`` (bytes
         written each time); the size of the partial once written."""
         ...

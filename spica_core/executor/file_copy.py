@@ -1,6 +1,7 @@
 """Writing a source file into a node's partial file: over SFTP, or on this machine.
 
-The source is read once, in order, each block hashed as it is read (the checksum the node's
+The source — a file here, or a file on another node read over its SFTP session — is read
+once, in order, each block hashed as it is read (the checksum the node's
 must match) and written at its offset. Over SFTP, several blocks are written at once (each
 split by asyncssh into the server's largest writes, themselves pipelined): a round trip per
 block would cap a copy at a fraction of the link. Reads and hashing run in a worker thread,
@@ -13,8 +14,9 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from spica_core.checksum import Hasher
 
@@ -55,23 +57,68 @@ def open_source(source: Path, offset: int) -> BinaryIO:
     return src
 
 
+@dataclass(frozen=True)
+class NodeFile:
+    """A source held by a node (a repository on a node): ``path`` relative to its root."""
+
+    node: str
+    path: str
+
+
+class BlockSource(Protocol):
+    """Where a copy reads from, a block at a time, each block hashed as it is read."""
+
+    async def read(self, hasher: Hasher) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalSource:
+    """A file on this machine, read in a worker thread."""
+
+    def __init__(self, path: Path, offset: int = 0) -> None:
+        self._file = open_source(path, offset)
+
+    async def read(self, hasher: Hasher) -> bytes:
+        return await asyncio.to_thread(_read, self._file, hasher)
+
+    async def close(self) -> None:
+        self._file.close()
+
+
+class SftpSource:
+    """A file on another node, read over that node's SFTP session (asyncssh pipelines the
+    reads of one block)."""
+
+    def __init__(self, file: asyncssh.SFTPClientFile) -> None:
+        self._file = file
+
+    async def read(self, hasher: Hasher) -> bytes:
+        data = await self._file.read(BLOCK)
+        assert isinstance(data, bytes)
+        hasher.update(data)
+        return data
+
+    async def close(self) -> None:
+        await self._file.close()
+
+
 async def sftp_write(
     sftp: asyncssh.SFTPClient,
-    source: Path,
+    src: BlockSource,
     remote: str,
     hasher: Hasher,
     *,
     offset: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Write ``source[offset:]`` to ``remote`` at ``offset`` (created, or truncated, when
-    ``offset`` is 0); the size written up to."""
-    src = open_source(source, offset)
+    """Write what ``src`` holds from ``offset`` on to ``remote`` at ``offset`` (created, or
+    truncated, when ``offset`` is 0); the size written up to. ``src`` is closed."""
     pending: set[asyncio.Future[int]] = set()
     position = offset
     try:
         async with sftp.open(remote, "r+b" if offset else "wb", encoding=None) as dst:
-            while data := await asyncio.to_thread(_read, src, hasher):
+            while data := await src.read(hasher):
                 await _fault_pause()
                 while len(pending) >= DEPTH:
                     done, pending = await asyncio.wait(pending, return_when="FIRST_COMPLETED")
@@ -91,7 +138,7 @@ async def sftp_write(
         for task in pending:
             with contextlib.suppress(BaseException):
                 await task
-        src.close()
+        await src.close()
     return position
 
 
@@ -105,14 +152,8 @@ def _reporter(progress: Callable[[int], None], size: int) -> Callable[[asyncio.F
     return done
 
 
-def _write_block(src: BinaryIO, dst: BinaryIO, hasher: Hasher) -> int:
-    data = _read(src, hasher)
-    dst.write(data)
-    return len(data)
-
-
 async def local_write(
-    source: Path,
+    src: BlockSource,
     target: Path,
     hasher: Hasher,
     *,
@@ -120,19 +161,19 @@ async def local_write(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """:func:`sftp_write` for a node root on this machine (the demo's ``LocalNodes``)."""
-    src = open_source(source, offset)
     position = offset
     try:
         with open(target, "r+b" if offset else "wb") as dst:
             dst.seek(offset)
             while True:
                 await _fault_pause()
-                written = await asyncio.to_thread(_write_block, src, dst, hasher)
-                if not written:
+                data = await src.read(hasher)
+                if not data:
                     break
-                position += written
+                await asyncio.to_thread(dst.write, data)
+                position += len(data)
                 if progress is not None:
-                    progress(written)
+                    progress(len(data))
     finally:
-        src.close()
+        await src.close()
     return position

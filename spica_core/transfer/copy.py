@@ -40,6 +40,7 @@ from spica_core.config import SpicaConfig
 from spica_core.db.types import utcnow
 from spica_core.errors import ConfigError, NodeUnreachable, SpicaError
 from spica_core.executor.base import FileCopier
+from spica_core.executor.file_copy import NodeFile
 from spica_core.node.protocol import ErrorCode, PrepareResult, ProtocolError
 from spica_core.transfer import copy_rows
 from spica_core.transfer.copy_rows import Claimed
@@ -391,10 +392,7 @@ class CopyRun:
         """One try of the copy to ``path``: ``(source checksum, size, node checksum)``."""
         c = self._mine(row_id)
         if c.source_node is not None:
-            raise _Final(
-                f"source {c.source} is on node {c.source_node}: copies from a node's "
-                "repository are not supported yet"
-            )
+            return await self._attempt_from_node(row_id, c, path)
         source = Path(c.source)
         size = await asyncio.to_thread(_source_size, source)
         node = c.node
@@ -428,12 +426,64 @@ class CopyRun:
         if written != size:
             raise OSError(f"source {source} changed size while copied ({size} -> {written})")
         _check_known(c, checksum)
+        return await self._place(c, prep, path, written, checksum)
+
+    async def _place(
+        self, c: Claimed, prep: PrepareResult, path: str, written: int, checksum: str
+    ) -> tuple[str, int, str]:
+        """The node hashes what arrived and renames it into place if it equals ``checksum``."""
         if self._before_place is not None:
             await self._before_place(c, prep)
-        placed = await self.copier.place_file(node, path, written, checksum)
+        placed = await self.copier.place_file(c.node, path, written, checksum)
         if not placed.placed:
-            raise _Mismatch(node, checksum, placed.checksum, placed.size)
+            raise _Mismatch(c.node, checksum, placed.checksum, placed.size)
         return checksum, written, placed.checksum
+
+    async def _attempt_from_node(self, row_id: int, c: Claimed, path: str) -> tuple[str, int, str]:
+        """One try of a copy whose source is on another node (a repository there): the
+        source node hashes its file, the bytes are relayed over both nodes' connections and
+        hashed on the way, the destination hashes what arrived; all three must agree. Never
+        resumed: a partial is copied afresh (hashing its prefix would read it twice)."""
+        assert c.source_node is not None
+        rel = _under_root(self.config, c.source_node, c.source)
+        [found] = await self.copier.file_sums(c.source_node, [rel])
+        if not found.exists or found.size is None or found.checksum is None:
+            why = found.error or "no such file"
+            raise _Final(f"source {c.source} on node {c.source_node}: {why}")
+        _check_known(c, found.checksum)
+        size, node = found.size, c.node
+        self._prepared.add(row_id)
+        prep = await self.copier.prepare_file(node, path, size=size, resume=False)
+        if prep.destination.exists:
+            placed = await self.copier.place_file(node, path, size, found.checksum)
+            return found.checksum, size, placed.checksum
+        self._emit(FileEvent("start", row_id, c.filename, node, size, c.attempts, 0))
+
+        def progress(n: int) -> None:
+            self._emit(FileEvent("bytes", row_id, c.filename, node, n))
+
+        hasher = Hasher()
+        written = await self.copier.copy_file(
+            node, NodeFile(c.source_node, rel), prep, hasher, progress=progress
+        )
+        checksum = hasher.value()
+        if written != size or checksum != found.checksum:
+            raise OSError(
+                f"source {c.source} on node {c.source_node} changed while copied "
+                f"({size} bytes {found.checksum}, read {written} bytes {checksum})"
+            )
+        return await self._place(c, prep, path, written, checksum)
+
+
+def _under_root(config: SpicaConfig, node: str, source: str) -> str:
+    """``source`` relative to ``node``'s root; _Final when it lies elsewhere."""
+    try:
+        root = config.node(node).root.rstrip("/")
+    except ConfigError:
+        raise _Final(f"source {source}: node {node} is not in [[nodes]]") from None
+    if not source.startswith(root + "/"):
+        raise _Final(f"source {source} is not under node {node}'s root {root}")
+    return source[len(root) + 1 :]
 
 
 class _Mismatch(Exception):
