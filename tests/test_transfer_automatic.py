@@ -33,15 +33,20 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         cluster.down()
 
 
-def one_round(config, engine) -> None:
+def one_round(config, engine, *, here: bool = False) -> None:
+    """One watch round through the nodes' agents over SSH. ``here``: the copies go through
+    the roots on this machine (the demo's local nodes); scanning and the disks the plan
+    reads still come from the agents over SSH."""
+
     async def main() -> None:
-        async with AgentExecutor.over_ssh(config) as executor:
+        async with AgentExecutor.over_ssh(config) as ssh:
+            copier = AgentExecutor.here(config) if here else ssh
             watch = TransferWatch(
                 config,
                 engine,
-                executor,
-                scan=scan_step(config, engine, executor),
-                plan=plan_step(config, engine, executor),
+                copier,
+                scan=scan_step(config, engine, ssh),
+                plan=plan_step(config, engine, ssh),
             )
             assert await watch.run(once=True) == 0
 
@@ -99,8 +104,9 @@ def test_a_round_ingests_plans_and_copies_new_exposures(
     engine.dispose()
 
 
+@pytest.mark.parametrize("here", [False, True], ids=["ssh", "local-roots"])
 def test_a_repository_on_a_node_is_read_and_relayed_through_the_nodes(
-    demo: DemoCluster, db_url: str, tmp_path: Path
+    demo: DemoCluster, db_url: str, tmp_path: Path, here: bool
 ) -> None:
     """The repository lies on mix2 (read by its agent, copied over its SFTP session): its
     files reach their partitions verified by the source node, the relay and the target."""
@@ -119,7 +125,7 @@ def test_a_repository_on_a_node_is_read_and_relayed_through_the_nodes(
     )
     engine = make_engine(config.db)
     try:
-        one_round(config, engine)
+        one_round(config, engine, here=here)
         sums = {image_filename(f.name): file_checksum(f)[0] for f in files}
         with Session(engine) as session:
             transfers = session.execute(
