@@ -33,7 +33,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
         cluster.down()
 
 
-def one_round(config, engine, *, here: bool = False) -> None:
+def one_round(config, engine, *, here: bool = False, after_plan=None) -> None:
     """One watch round through the nodes' agents over SSH. ``here``: the copies go through
     the roots on this machine (the demo's local nodes); scanning and the disks the plan
     reads still come from the agents over SSH."""
@@ -48,6 +48,15 @@ def one_round(config, engine, *, here: bool = False) -> None:
                 scan=scan_step(config, engine, ssh),
                 plan=plan_step(config, engine, ssh),
             )
+            if after_plan is not None:
+                planned = watch.plan
+
+                async def plan_then(runid: str) -> int:
+                    count = await planned(runid)
+                    after_plan(runid)
+                    return count
+
+                watch.plan = plan_then
             assert await watch.run(once=True) == 0
 
     asyncio.run(main())
@@ -144,5 +153,34 @@ def test_a_repository_on_a_node_is_read_and_relayed_through_the_nodes(
             assert file_checksum(arrived)[0] == sums[t.filename]
         # The repository's files are left where they were (a copy, never a move).
         assert all(f.exists() for f in files)
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_copy_is_left_to_the_operator_never_planned_twice(
+    demo: DemoCluster, db_url: str, tmp_path: Path
+) -> None:
+    """A file whose copy failed (its source vanished after the plan) keeps its one failed
+    row: the next rounds neither plan it again nor copy it twice."""
+    repo = tmp_path / "headervalid"
+    files = write_runid(RunidPlan("05AQ03", 3, first_odometer=815001, ccds=4), repo)
+    config = demo_config(
+        demo, db_url, repositories=[RepositoryConfig(name="headervalid", path=str(repo))]
+    )
+    engine = make_engine(config.db)
+    gone = files[0]
+    try:
+        one_round(config, engine, after_plan=lambda runid: gone.unlink())
+        one_round(config, engine)
+        one_round(config, engine)
+        with Session(engine) as session:
+            rows = session.execute(select(Transfer.filename, Transfer.state)).all()
+            plans = session.scalars(
+                select(OperatorAction.id).where(OperatorAction.user == AUTOMATIC_USER)
+            ).all()
+        states = sorted(r.state for r in rows)
+        assert states == ["done", "done", "failed"], rows
+        assert [r.filename for r in rows if r.state == "failed"] == [image_filename(gone.name)]
+        assert len(plans) == 1
     finally:
         engine.dispose()

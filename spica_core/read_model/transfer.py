@@ -49,6 +49,10 @@ class Replanning:
     filter: str | None = None
 
 
+#: A runid whose transfers are asked for by hand only (never planned automatically).
+MANUAL_MODE = "manual"
+
+
 def _live_transfer(image_id: Any) -> Any:
     return exists().where(Transfer.image_id == image_id, Transfer.state.in_(LIVE_TRANSFER_STATES))
 
@@ -243,6 +247,21 @@ def waiting_runids(
     ]
 
 
+def runids_to_plan(engine: Engine) -> list[str]:
+    """Runids not in ``manual`` transfer mode with an image waiting in a repository that no
+    transfer row holds (neither planned nor copied, nor failed or interrupted): what the
+    automatic mode plans."""
+    held = exists().where(Transfer.image_id == Image.id)
+    stmt = (
+        select(Runid.name)
+        .join(Image, Image.runid_id == Runid.id)
+        .where(Image.repository.is_not(None), Runid.transfer_mode != MANUAL_MODE, ~held)
+        .distinct()
+    )
+    with Session(bind=engine) as session:
+        return sorted(session.scalars(stmt))
+
+
 def transfer_distribution(
     engine: Engine, scope: Scope = EVERYTHING, nodes: Iterable[str] = ()
 ) -> RunidDistribution:
@@ -322,6 +341,7 @@ __all__ = [
     "RunidWaiting",
     "TransferStatus",
     "runid_filters",
+    "runids_to_plan",
     "transfer_distribution",
     "transfer_space",
     "transfer_status",

@@ -25,8 +25,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-#: Transfer states whose ``reserved_bytes`` still hold space on their destination.
-LIVE_TRANSFER_STATES = ("planned", "running")
+#: Transfer states whose ``reserved_bytes`` still hold space on their destination (an
+#: interrupted copy is resumed there).
+LIVE_TRANSFER_STATES = ("planned", "running", "interrupted")
+#: Transfer states a new plan never replaces: their image is not planned again (a failed or
+#: interrupted copy is retried by ``spica transfer run``, where its row says).
+HELD_TRANSFER_STATES = ("running", "interrupted", "failed", "done")
 #: Stack states whose products are not on disk yet and are estimated instead.
 UNSTARTED_STACK_STATES = ("planned", "pending")
 

@@ -35,7 +35,7 @@ from spica_core.db.types import affected_rows, utcnow
 from spica_core.errors import SpicaError, UsageError
 from spica_core.read_model.transfer import NO_FILTER, Replanning, runid_filters, transfer_space
 from spica_core.transfer.planner import Assignment, ImageNeed, Plan, plan_placement
-from spica_core.transfer.space import NodeSpace, needed_bytes
+from spica_core.transfer.space import HELD_TRANSFER_STATES, NodeSpace, needed_bytes
 
 
 class PlanBusy(SpicaError):
@@ -158,8 +158,9 @@ class _Waiting:
 def _waiting_images(
     session: Session, runid: str, filter_: str | None
 ) -> tuple[list[_Waiting], int]:
-    """The runid's images waiting in a repository and not in flight, and how many of its
-    images are settled (on a node, or being copied)."""
+    """The runid's images waiting in a repository with no transfer row a plan keeps, and
+    how many of its images are settled (on a node, being copied, or left to ``spica
+    transfer run`` after a failed or interrupted copy)."""
     stmt = (
         select(
             Image.id,
@@ -181,7 +182,7 @@ def _waiting_images(
     running = set(
         session.scalars(
             select(Transfer.image_id).where(
-                Transfer.runid == runid, Transfer.state.in_(("running", "done"))
+                Transfer.runid == runid, Transfer.state.in_(HELD_TRANSFER_STATES)
             )
         )
     )

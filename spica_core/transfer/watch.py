@@ -21,9 +21,10 @@ from sqlalchemy import Engine, case, select
 from sqlalchemy.orm import Session
 
 from spica_core.config import SpicaConfig
-from spica_core.db.models import Image, Runid, Transfer
+from spica_core.db.models import Runid, Transfer
 from spica_core.db.types import utcnow
 from spica_core.executor.base import FileCopier
+from spica_core.read_model.transfer import runids_to_plan
 from spica_core.transfer import copy_rows
 from spica_core.transfer.copy import DEFAULT_STALE_AFTER, CopyRun, FileEvent, RunReport
 
@@ -34,20 +35,6 @@ PlanStep = Callable[[str], Awaitable[int]]
 #: Ingests what is new in the repositories.
 ScanStep = Callable[[], Awaitable[object]]
 IMMEDIATE = "immediate"
-MANUAL = "manual"
-
-
-def waiting_runids(engine: Engine) -> list[str]:
-    """Runids with images still in a repository and no rows left to copy, whose transfer
-    mode is not ``manual``: what the planning step is asked about."""
-    with Session(engine) as session:
-        query = (
-            select(Runid.name)
-            .join(Image, Image.runid_id == Runid.id)
-            .where(Image.repository.is_not(None), Runid.transfer_mode != MANUAL)
-            .distinct()
-        )
-        return sorted(session.scalars(query))
 
 
 def runids_to_copy(engine: Engine, stale_before: datetime) -> list[str]:
@@ -106,7 +93,7 @@ class TransferWatch:
             except Exception as exc:  # a repository unreadable this round: copy all the same
                 log.warning("scan of the repositories failed: %s", exc)
         if self.plan is not None:
-            for runid in await asyncio.to_thread(waiting_runids, self.engine):
+            for runid in await asyncio.to_thread(runids_to_plan, self.engine):
                 if self._stop.is_set():
                     return []
                 try:
