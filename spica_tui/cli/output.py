@@ -91,3 +91,16 @@ def age(when: datetime | None, now: datetime | None = None) -> str:
 
 def when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def service_logging(name: str, *, verbose: bool = False) -> None:
+    """Log lines on stderr for a foreground service (``spica watch``, ``spica transfer
+    watch``): systemd's journal keeps them; asyncssh's own chatter only from warnings."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from spica_tui.cli.context import state
-from spica_tui.cli.output import emit_json, note, table, when
+from spica_tui.cli.output import emit_json, note, service_logging, table, when
 
 if TYPE_CHECKING:
     from spica_core.transfer.copy import FileEvent, RunReport
@@ -205,7 +205,6 @@ def watch(
     configuration error; 3 dbspica unreachable at start.
     """
     import asyncio
-    import logging
 
     from spica_core.executor.agents import AgentExecutor
     from spica_core.transfer.watch import TransferWatch
@@ -213,12 +212,7 @@ def watch(
     st = state(ctx)
     config = st.config
     engine = st.engine()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s spica-transfer %(levelname)s %(message)s",
-    )
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    service_logging("spica-transfer")
     lines = _Lines()
 
     async def main() -> int:

@@ -6,12 +6,12 @@ in the foreground (no daemonizing), log to stderr.
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from spica_tui.cli.context import state
+from spica_tui.cli.output import service_logging
 
 
 def watch(
@@ -39,19 +39,13 @@ def watch(
     at start.
     """
     import asyncio
-    import logging
 
     from spica_core.monitor import Monitor
 
     st = state(ctx)
     config = st.config
     engine = st.engine()
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s spica-watch %(levelname)s %(message)s",
-    )
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    service_logging("spica-watch", verbose=verbose)
     monitor = Monitor(config, engine, interval=interval)
     try:
         code = asyncio.run(monitor.run(once=once, handle_signals=True))
