@@ -102,14 +102,17 @@ def test_a_round_ingests_plans_and_copies_new_exposures(
     assert all(t.checksum == t.node_checksum == sums[t.filename] for t in transfers)
     assert sorted(t[0] for t in audit) == ["03AF19", "03AQ98"]
 
-    # Nothing new: the next round reads no file again and plans or copies nothing.
+    # Nothing new: the next round reads no file again, plans or copies nothing, and leaves
+    # every image on its node (the repository still holds the same bytes).
     one_round(config, engine)
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Transfer)) == len(sums)
         again = session.scalars(
             select(OperatorAction.id).where(OperatorAction.user == AUTOMATIC_USER)
         ).all()
+        after = session.execute(select(Image.filename, Image.repository, Image.node_id)).all()
     assert len(again) == len(audit)
+    assert all(i.repository is None and i.node_id is not None for i in after), after
     engine.dispose()
 
 
@@ -151,8 +154,14 @@ def test_a_repository_on_a_node_is_read_and_relayed_through_the_nodes(
             if not arrived.is_absolute():
                 arrived = roots[t.destination_node] / arrived
             assert file_checksum(arrived)[0] == sums[t.filename]
-        # The repository's files are left where they were (a copy, never a move).
+        # The repository's files are left where they were (a copy, never a move), and a
+        # second round, reading the whole repository on mix2 again, moves no image back.
         assert all(f.exists() for f in files)
+        one_round(config, engine, here=here)
+        with Session(engine) as session:
+            assert session.scalar(select(func.count()).select_from(Transfer)) == len(sums)
+            after = session.execute(select(Image.repository, Image.node_id)).all()
+        assert all(i.repository is None and i.node_id is not None for i in after), after
     finally:
         engine.dispose()
 

@@ -9,9 +9,8 @@ planned and copied to the demo nodes through the executor (``spica transfer plan
 ``run``'s core), so the runid distribution the operator sees is the planner's placement.
 :data:`WAITING_RUNID` stays in the repository, unplanned, for the console's "transfer now".
 
-Idempotent: existing files are not rewritten, files dbspica already knows are not ingested
-again (that would move a placed image back to the repository), and a runid with nothing
-waiting plans nothing.
+Idempotent: existing files are not rewritten, files dbspica already knows are not read
+again, and a runid with nothing waiting plans nothing.
 """
 
 from __future__ import annotations
@@ -23,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
 from spica_core.cluster_snapshot import ClusterSnapshot
 from spica_core.config import SpicaConfig
-from spica_core.db.models import Image
 from spica_core.errors import UsageError
 from spica_core.executor.base import FileCopier
 from spica_core.synth.layout import ExposureSpec
@@ -118,14 +115,14 @@ def write_repository(root: Path) -> tuple[list[Path], int]:
 
 
 def ingest_new(engine: Engine, config: SpicaConfig, paths: list[Path]) -> tuple[int, list[str]]:
-    """Ingest the files dbspica does not know yet; the number added and the problems."""
-    from spica_core.ingest.fitsscan import image_filename
+    """Ingest the files dbspica does not know yet (as ``spica transfer watch`` does); the
+    number added and the problems."""
     from spica_core.ingest.service import ingest_local
+    from spica_core.transfer.automatic import known_files
 
-    names = {image_filename(p.name): p for p in paths}
-    with Session(engine) as session:
-        known = set(session.scalars(select(Image.filename).where(Image.filename.in_(names))))
-    new = [str(p) for name, p in names.items() if name not in known]
+    files = [str(p) for p in paths]
+    known = known_files(engine, files)
+    new = [f for f in files if f not in known]
     if not new:
         return 0, []
     report = ingest_local(engine, config, new)

@@ -80,7 +80,7 @@ def write_records(
             image.runid_id == runid.id
             and image.node_id == node_id
             and all(_same(getattr(image, c), getattr(record, c)) for c in _COPIED)
-        ):
+        ) or _placed_copy(image, record):
             outcomes.append("unchanged")
             continue
         else:
@@ -96,6 +96,19 @@ def write_records(
         outcomes.append(outcome)
     session.flush()
     return outcomes, _recount(session, touched)
+
+
+def _placed_copy(image: Image, record: ImageRecord) -> bool:
+    """The repository's copy of an image DataTransfer already placed on a node, byte for
+    byte: a copy leaves the source in place, and reading it again must not move the image
+    back to the repository. A new version of the file (another checksum) is news."""
+    return (
+        record.repository is not None
+        and image.repository is None
+        and image.node_id is not None
+        and image.checksum is not None
+        and image.checksum == record.checksum
+    )
 
 
 def _runids(session: Session, names: set[str]) -> dict[str, Runid]:

@@ -1,7 +1,8 @@
 """The seed's automatic DataTransfer mode: the steps ``spica transfer watch`` runs each round.
 
-*Scan*: files new in the repositories are ingested (a file whose image row already records
-that path with that size is not read again: ingestion reads every byte for its checksum).
+*Scan*: files new in the repositories are ingested (a file whose image row, by name, records
+its size is not read again: ingestion reads every byte for its checksum; and ingestion leaves
+an image placed on a node where it is while the repository holds the same bytes).
 *Plan*: a runid waiting there is placed on the nodes with the same call as ``spica transfer
 plan``, over the monitor's fresh figures or a poll through the executor. The copying is
 :class:`~spica_core.transfer.watch.TransferWatch`'s own.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -32,24 +33,24 @@ log = logging.getLogger(__name__)
 AUTOMATIC_USER = "spica-transfer-watch"
 
 
-def _known(engine: Engine, paths: list[str]) -> set[str]:
-    """Of ``paths``, those an image row already records with the file's present size."""
+def known_files(engine: Engine, paths: Sequence[str]) -> set[str]:
+    """Of ``paths``, those whose image row (by name) records the file's present size: not
+    read again. A placed image is known too; its repository copy is left alone."""
     names = {image_filename(os.path.basename(p)): p for p in paths}
     with Session(engine) as session:
         rows = session.execute(
-            select(Image.filename, Image.path, Image.bytes).where(
+            select(Image.filename, Image.bytes).where(
                 Image.filename.in_([n for n in names if n is not None])
             )
         ).all()
     known: set[str] = set()
-    for filename, path, size in rows:
-        local = names.get(filename)
-        if local is not None and path == local:
-            try:
-                if os.stat(local).st_size == size:
-                    known.add(local)
-            except OSError:
-                continue
+    for filename, size in rows:
+        local = names[filename]
+        try:
+            if os.stat(local).st_size == size:
+                known.add(local)
+        except OSError:
+            continue
     return known
 
 
@@ -59,7 +60,7 @@ def new_repository_files(engine: Engine, config: SpicaConfig) -> list[str]:
     if not here:
         return []
     files = walk_paths(here).files
-    known = _known(engine, files)
+    known = known_files(engine, files)
     return [f for f in files if f not in known]
 
 
