@@ -48,3 +48,9 @@ def gigabytes(n: int) -> str:
     """Bytes in GB with three decimals, as the seed's DataTransfer page shows them:
     ``433.107 GB``."""
     return f"{n / 1e9:.3f} GB"
+
+
+def distribution_cell(files: int, percent: float) -> str:
+    """A runid's share of files on one node, as the seed's distribution shows it:
+    ``100.0% [2 files]``."""
+    return f"{percent:.1f}% [{files} file{'s' if files != 1 else ''}]"

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from spica_core.db.models import Image, Node, Problem, Runid
 from spica_core.read_model.scope import EVERYTHING, SCOPED_PROBLEM_KINDS, Scope
 from spica_core.reports import node_json, problem_json
+from spica_core.units import distribution_cell
 
 
 def _natural_key(name: str) -> tuple[Any, ...]:
@@ -86,7 +87,7 @@ class RunidDistribution:
         n = self.files.get((runid, node))
         if not n:
             return "-"
-        return f"{self.share(runid, node):.1f}% [{n} file{'s' if n != 1 else ''}]"
+        return distribution_cell(n, self.share(runid, node) or 0.0)
 
     def to_json(self) -> list[dict[str, Any]]:
         return [

@@ -49,10 +49,7 @@ def describe(plan: RunidPlan) -> str:
         )
     if plan.plan.shortfall is not None:
         return f"{head}: impossible: {plan.plan.shortfall.message()}"
-    cells = "  ".join(
-        f"{node}: {pct:.1f}% [{files} file{'s' if files != 1 else ''}]"
-        for node, (files, pct) in plan.plan.distribution().items()
-    )
+    cells = plan.plan.distribution_row()
     reserved = sum(f.reserved_bytes for f in plan.files)
     lines = [
         f"{plan.runid}  {cells}",

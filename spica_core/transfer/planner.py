@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spica_core.transfer.space import NodeSpace
-from spica_core.units import gigabytes
+from spica_core.units import distribution_cell, gigabytes
 
 
 def _natural_key(name: str) -> tuple[Any, ...]:
@@ -138,6 +138,13 @@ class Plan:
         for a in self.assignments:
             files[a.node] = files.get(a.node, 0) + 1
         return {n: (files[n], 100.0 * files[n] / total) for n in self.nodes()}
+
+    def distribution_row(self) -> str:
+        """``mix1: 75.0% [3 files]  mix2: 25.0% [1 file]``; empty when nothing is placed."""
+        return "  ".join(
+            f"{node}: {distribution_cell(files, pct)}"
+            for node, (files, pct) in self.distribution().items()
+        )
 
 
 # ----------------------------------------------------------------------------- packing

@@ -407,11 +407,7 @@ def _render(runid: str, filter_: str | None, plan: Plan) -> str:
     head = f"{runid} [{filter_ or 'all filters'}]"
     if plan.shortfall is not None:
         return f"{head}: impossible: {plan.shortfall.message()}"
-    cells = [
-        f"{node}: {pct:.1f}% [{files} file{'s' if files != 1 else ''}]"
-        for node, (files, pct) in plan.distribution().items()
-    ]
-    return f"{head}: " + ("  ".join(cells) or "nothing to place")
+    return f"{head}: " + (plan.distribution_row() or "nothing to place")
 
 
 __all__ = [

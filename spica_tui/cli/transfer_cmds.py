@@ -184,11 +184,7 @@ def _print_plan(outcome: RunidPlan) -> None:
     if outcome.plan.shortfall is not None:
         error(f"{what}: the plan is impossible: {outcome.plan.shortfall.message()}")
         return
-    cells = "  ".join(
-        f"{node}: {pct:.1f}% [{files} file{'s' if files != 1 else ''}]"
-        for node, (files, pct) in outcome.plan.distribution().items()
-    )
-    stdout.print(Text(f"{outcome.runid}  {cells}"))
+    stdout.print(Text(f"{outcome.runid}  {outcome.plan.distribution_row()}"))
     per_partition: dict[tuple[str, str], list[int]] = {}
     for f in outcome.files:
         row = per_partition.setdefault((f.node, f.partition), [0, 0])
