@@ -1,4 +1,5 @@
-"""Files SPICA ships beside its code: the Alembic migrations and the example config.
+"""Files SPICA ships beside its code: the Alembic migrations, the example config and the
+AstrOmatic tools' configuration files.
 
 In a source checkout they live at the top of the repository (``sql/``, ``config/``); a wheel
 carries copies under ``spica_core/_data`` (see pyproject's force-include).
@@ -27,3 +28,8 @@ def example_config() -> Path:
     return _first(
         _CHECKOUT / "config" / "spica.example.toml", _PACKAGE / "_data" / "spica.example.toml"
     )
+
+
+def astromatic_dir() -> Path:
+    """The AstrOmatic configuration files (``.sex``, ``.param``, ``.psfex`` …)."""
+    return _first(_CHECKOUT / "config" / "astromatic", _PACKAGE / "_data" / "astromatic")

@@ -1,6 +1,6 @@
 -- dbspica schema for MySQL/MariaDB, generated from spica_core/db/models.py.
 -- Do not edit: regenerate with `spica db ddl > sql/dbspica.mysql.sql`.
--- Schema revision 0005 (Alembic); `spica db init` also stamps it.
+-- Schema revision 0006 (Alembic); `spica db init` also stamps it.
 
 SET NAMES utf8mb4;
 
@@ -12,6 +12,8 @@ CREATE TABLE application (
 	checksum VARCHAR(64),
 	config_files JSON NOT NULL,
 	installed_at DATETIME(6) NOT NULL,
+	`release` VARCHAR(32),
+	registered_by VARCHAR(64),
 	CONSTRAINT pk_application PRIMARY KEY (id),
 	CONSTRAINT uq_application_name_version UNIQUE (name, version)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
@@ -176,6 +178,23 @@ CREATE TABLE image (
 	`partition` VARCHAR(128),
 	repository VARCHAR(128),
 	ingested_at DATETIME(6),
+	qf_release VARCHAR(32),
+	qf_at DATETIME(6),
+	background DOUBLE,
+	background_rms DOUBLE,
+	elongation DOUBLE,
+	sources INTEGER,
+	psf_stars INTEGER,
+	ccds_measured INTEGER,
+	report_path VARCHAR(1024),
+	weight_path VARCHAR(1024),
+	flag_path VARCHAR(1024),
+	qf_error TEXT,
+	grade_proposal VARCHAR(8),
+	grade_reasons JSON,
+	grade_comment TEXT,
+	graded_by VARCHAR(64),
+	graded_at DATETIME(6),
 	CONSTRAINT pk_image PRIMARY KEY (id),
 	CONSTRAINT uq_image_filename UNIQUE (filename),
 	CONSTRAINT fk_image_runid_id_runid FOREIGN KEY(runid_id) REFERENCES runid (id) ON DELETE SET NULL,
@@ -243,6 +262,23 @@ CREATE INDEX ix_stack_node_id_state ON stack (node_id, state);
 CREATE INDEX ix_stack_runid ON stack (runid);
 CREATE INDEX ix_stack_state_priority ON stack (state, priority);
 CREATE INDEX ix_stack_updated_at ON stack (updated_at);
+
+CREATE TABLE image_ccd (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	image_id INTEGER NOT NULL,
+	ccd INTEGER NOT NULL,
+	extname VARCHAR(32),
+	seeing DOUBLE,
+	elongation DOUBLE,
+	sources INTEGER,
+	psf_stars INTEGER,
+	background DOUBLE,
+	background_rms DOUBLE,
+	saturation DOUBLE,
+	CONSTRAINT pk_image_ccd PRIMARY KEY (id),
+	CONSTRAINT uq_image_ccd_image_id_ccd UNIQUE (image_id, ccd),
+	CONSTRAINT fk_image_ccd_image_id_image FOREIGN KEY(image_id) REFERENCES image (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE stack_app (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -321,4 +357,4 @@ CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL,
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO alembic_version (version_num) VALUES ('0005');
+INSERT INTO alembic_version (version_num) VALUES ('0006');

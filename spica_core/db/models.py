@@ -106,6 +106,9 @@ class Application(Base):
     checksum: Mapped[str | None] = mapped_column(String(64))
     config_files: Mapped[list[Any]] = mapped_column(default=list)
     installed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Who registered it (``spica apps register``) and for which release.
+    release: Mapped[str | None] = mapped_column(String(SHORT))
+    registered_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class NodeApplication(Base):
@@ -181,6 +184,51 @@ class Image(Base):
     #: Name of the incoming repository the file waits in; None once placed on a node.
     repository: Mapped[str | None] = mapped_column(String(NAME), index=True)
     ingested_at: Mapped[datetime | None]
+    # QFin results (``spica qfin record``): the image's figures, medians over its CCDs.
+    qf_release: Mapped[str | None] = mapped_column(String(SHORT))
+    qf_at: Mapped[datetime | None]
+    background: Mapped[float | None] = mapped_column(Double)
+    background_rms: Mapped[float | None] = mapped_column(Double)
+    elongation: Mapped[float | None] = mapped_column(Double)
+    sources: Mapped[int | None] = mapped_column(Integer)
+    psf_stars: Mapped[int | None] = mapped_column(Integer)
+    ccds_measured: Mapped[int | None] = mapped_column(Integer)
+    report_path: Mapped[str | None] = mapped_column(String(1024))
+    weight_path: Mapped[str | None] = mapped_column(String(1024))
+    flag_path: Mapped[str | None] = mapped_column(String(1024))
+    qf_error: Mapped[str | None] = mapped_column(Text)
+    # Grades: QFin's automatic proposal (with its reasons) and the operator's grade.
+    grade_proposal: Mapped[str | None] = mapped_column(String(8))
+    grade_reasons: Mapped[list[Any] | None]
+    grade_comment: Mapped[str | None] = mapped_column(Text)
+    graded_by: Mapped[str | None] = mapped_column(String(64))
+    graded_at: Mapped[datetime | None]
+
+    ccds: Mapped[list[ImageCcd]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", order_by="ImageCcd.ccd"
+    )
+
+
+class ImageCcd(Base):
+    """QFin's figures for one CCD (extension) of an image."""
+
+    __tablename__ = "image_ccd"
+    __table_args__ = (UniqueConstraint("image_id", "ccd"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
+    #: 1-based extension number in the MEF.
+    ccd: Mapped[int] = mapped_column(Integer)
+    extname: Mapped[str | None] = mapped_column(String(SHORT))
+    seeing: Mapped[float | None] = mapped_column(Double)
+    elongation: Mapped[float | None] = mapped_column(Double)
+    sources: Mapped[int | None] = mapped_column(Integer)
+    psf_stars: Mapped[int | None] = mapped_column(Integer)
+    background: Mapped[float | None] = mapped_column(Double)
+    background_rms: Mapped[float | None] = mapped_column(Double)
+    saturation: Mapped[float | None] = mapped_column(Double)
+
+    image: Mapped[Image] = relationship(back_populates="ccds")
 
 
 class Stack(Base):
@@ -452,6 +500,7 @@ ALL_MODELS: tuple[type[Base], ...] = (
     NodeApplication,
     Runid,
     Image,
+    ImageCcd,
     Stack,
     StackFile,
     StackApp,
