@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
+from spica_core.db.models import Image
 from tests.conftest import run_spica
 from tests.image_support import audit, grades, seed_images
 
@@ -150,3 +152,21 @@ def test_images_bad_options_exit_2(db: tuple[str, Engine], args: list[str], mess
     shown = spica(url, "images", *args)
     assert shown.returncode == 2
     assert message in shown.stderr
+
+
+def test_images_never_send_stored_control_characters_to_the_terminal(
+    db: tuple[str, Engine],
+) -> None:
+    url, engine = db
+    evil = "\x1b]0;owned\x07\x1b[2J\x9b31m"
+    with Session(engine) as s, s.begin():
+        image = s.scalars(select(Image).where(Image.filename == "806860p")).one()
+        image.object = evil
+        image.grade_comment = evil
+    shown = spica(url, "images", "--qf", "failed")
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout and "\x9b" not in shown.stdout and "\x07" not in shown.stdout
+    assert "\\x1b]0;owned" in shown.stdout
+    as_json = spica(url, "images", "--qf", "failed", "--json")
+    assert "\x1b" not in as_json.stdout and "\x9b" not in as_json.stdout
+    assert json.loads(as_json.stdout)[0]["object"] == evil
