@@ -71,7 +71,7 @@ def test_regrading_shows_before_and_after_and_asks(db: tuple[str, Engine]) -> No
     [
         (["811001p", "E"], "grade 'E' refused: expected one of A, B, C, D"),
         (["811001p", "nosuch9p", "A"], "unknown image(s), not in dbspica: nosuch9p"),
-        (["A"], "at least one image, then the grade"),
+        (["A"], "Missing argument 'IMAGE'"),
         (["811001p", "A", "--comment", "\x1b]0;pwned\x07\x1b[2J"], "control or format character"),
         (["811001p", "A", "--comment", "line one\nline two"], "character 9 is a control"),
         (["811001p", "A", "--comment", "x" * 10240], "10240 characters, at most 200"),

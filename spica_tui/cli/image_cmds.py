@@ -28,11 +28,11 @@ def _range_option(what: str) -> Any:
 
 def grade(
     ctx: typer.Context,
-    words: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="IMAGE... A|B|C|D", help="Images, then their grade.", show_default=False
-        ),
+    images: Annotated[
+        list[str], typer.Argument(metavar="IMAGE", help="Image names.", show_default=False)
+    ],
+    wanted: Annotated[
+        str, typer.Argument(metavar="GRADE", help="A, B, C or D.", show_default=False)
     ],
     comment: Annotated[
         str | None,
@@ -48,13 +48,9 @@ def grade(
     as_json: JsonOpt = False,
 ) -> None:
     """Grade images A-D (the operator's grade; QFin only proposes one). Audited."""
-    from spica_core.errors import UsageError
     from spica_core.operations import operator_name
     from spica_core.qfin.grading import grade_images, preview_grades
 
-    if len(words) < 2:
-        raise UsageError("expected IMAGE... A|B|C|D: at least one image, then the grade")
-    *images, wanted = words
     user = operator_name(as_user)
     engine = state(ctx).engine()
     if not dry_run:
