@@ -170,3 +170,47 @@ def test_images_never_send_stored_control_characters_to_the_terminal(
     as_json = spica(url, "images", "--qf", "failed", "--json")
     assert "\x1b" not in as_json.stdout and "\x9b" not in as_json.stdout
     assert json.loads(as_json.stdout)[0]["object"] == evil
+
+
+def _on_a_terminal(url: str, answer: str, *args: str) -> tuple[int, str, str]:
+    """``spica`` with a terminal as stdin and stderr (where the question is asked), the
+    operator typing ``answer``; (exit code, stdout, what the terminal showed)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    os.write(master, f"{answer}\n".encode())
+    done = subprocess.run(
+        [sys.executable, "-m", "spica_tui", *args],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "SPICA_DB_URL": url, "TERM": "xterm"},
+        timeout=120,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        while chunk := os.read(master, 65536):
+            seen += chunk
+    except OSError:  # the terminal's other end is closed: all was read
+        pass
+    os.close(master)
+    return done.returncode, done.stdout.decode(), seen.decode(errors="replace")
+
+
+def test_a_regrade_is_asked_on_the_terminal(db: tuple[str, Engine]) -> None:
+    url, engine = db
+    before = grades(engine)
+    code, out, terminal = _on_a_terminal(url, "n", "grade", "775333p", "811001p", "C")
+    assert code == 1
+    assert "775333p: B -> C" in terminal and "Apply?" in terminal
+    assert "811001p" not in terminal  # not graded before: nothing to ask about
+    assert grades(engine) == before and audit(engine) == []
+    code, out, terminal = _on_a_terminal(url, "y", "grade", "775333p", "811001p", "C")
+    assert code == 0, terminal
+    assert "graded 775333p: B -> C" in out and "graded 811001p: not graded -> C" in out
+    assert grades(engine)["775333p"][0] == grades(engine)["811001p"][0] == "C"
+    assert [r.result for r in audit(engine)] == ["applied"]
