@@ -220,6 +220,13 @@ class GradeThresholds(_Model):
         _check_monotonic(v, increasing=False)
         return v
 
+    @field_validator("seeing")
+    @classmethod
+    def _positive(cls, v: Limits) -> Limits:
+        if v[0] <= 0:
+            raise ValueError(f"a seeing limit is positive, got {v[0]} for A")
+        return v
+
     @field_validator("elongation")
     @classmethod
     def _at_least_one(cls, v: Limits) -> Limits:

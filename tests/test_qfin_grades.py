@@ -180,6 +180,7 @@ def test_defaults_match_the_seed_comment_and_leave_counts_off() -> None:
     [
         ("seeing = [1.2, 1.0, 1.5]", "key release.grades.seeing: the limit for B (1.0) must be"),
         ("seeing = [-1, 1.0, 1.5]", "key release.grades.seeing: the limit for A is negative"),
+        ("seeing = [0, 1.0, 1.5]", "key release.grades.seeing: a seeing limit is positive"),
         ("seeing = [1.0, 1.2]", "key release.grades.seeing"),
         ("elongation = [0.9, 1.2, 1.5]", "key release.grades.elongation: an elongation"),
         ("missing_ccds = [0, 2, 1]", "key release.grades.missing_ccds: the limit for C (1)"),
