@@ -512,3 +512,35 @@ def test_parse_version(banner: str, version: str | None) -> None:
     from spica_core.apps.versions import parse_version
 
     assert parse_version(banner) == version
+
+
+def test_two_units_recording_one_new_version_at_once(db_engine: Engine) -> None:
+    """The second writer's insert meets the first's uncommitted row: it waits, then uses it."""
+    import threading
+
+    from spica_core.apps.store import record_unit_versions
+    from spica_core.db.models import StackApp
+
+    with Session(db_engine) as s, s.begin():
+        s.add(Stack(name="811001p_T0003", step="qfin", release="T0003", state="running"))
+        s.add(Stack(name="811002p_T0003", step="qfin", release="T0003", state="running"))
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with Session(db_engine) as s, s.begin():
+                record_unit_versions(s, "811002p_T0003", {"scamp": "2.10.0"})
+        except BaseException as exc:
+            failures.append(exc)
+
+    with Session(db_engine) as first, first.begin():
+        record_unit_versions(first, "811001p_T0003", {"scamp": "2.10.0"})
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(1.0)  # let it reach the row the first has not committed yet
+    thread.join(60)
+    assert not thread.is_alive() and failures == []
+    with Session(db_engine) as s:
+        (app,) = s.scalars(select(Application)).all()
+        assert {r.application_id for r in s.scalars(select(StackApp))} == {app.id}
+        assert len(s.scalars(select(StackApp)).all()) == 2

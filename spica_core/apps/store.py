@@ -96,15 +96,18 @@ def _application_id(session: Session, name: str, version: str, release: str | No
             "registered_by": AUTO,
         },
     )
-    made = _find(session, name, version)
+    made = _find(session, name, version, latest=True)
     assert made is not None  # inserted, or inserted by another writer
     return made
 
 
-def _find(session: Session, name: str, version: str) -> int | None:
-    return session.scalars(
-        select(Application.id).where(Application.name == name, Application.version == version)
-    ).one_or_none()
+def _find(session: Session, name: str, version: str, *, latest: bool = False) -> int | None:
+    """The row's id; ``latest``: a locking read, which sees a row another writer committed
+    after this transaction's snapshot (what an ignored insert met, on MariaDB)."""
+    stmt = select(Application.id).where(Application.name == name, Application.version == version)
+    if latest:
+        stmt = stmt.with_for_update(read=True)
+    return session.scalars(stmt).one_or_none()
 
 
 def _insert_ignore(session: Session, model: type[Any], values: dict[str, Any]) -> None:
@@ -171,10 +174,12 @@ def record_node_binaries(
             {"node_id": node_id, "application_id": rec.application_id, **values},
         )
         row = session.scalars(
-            select(NodeApplication).where(
+            select(NodeApplication)
+            .where(
                 NodeApplication.node_id == node_id,
                 NodeApplication.application_id == rec.application_id,
             )
+            .with_for_update()
         ).one()
         for key, value in values.items():
             setattr(row, key, value)
