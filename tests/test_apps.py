@@ -544,3 +544,56 @@ def test_two_units_recording_one_new_version_at_once(db_engine: Engine) -> None:
         (app,) = s.scalars(select(Application)).all()
         assert {r.application_id for r in s.scalars(select(StackApp))} == {app.id}
         assert len(s.scalars(select(StackApp)).all()) == 2
+
+
+async def test_an_agent_from_before_version_is_asked_again_without_it(tmp_path: Path) -> None:
+    """Its strict decoding refuses the unknown argument (bad_args): the executor asks again
+    for checksums alone, and the versions are unknown."""
+    import msgspec
+
+    from spica_core.executor.agents import AgentExecutor
+    from spica_core.node.agent import Agent
+    from spica_core.node.protocol import Application, ErrorCode, ProtocolError
+
+    class OldArgs(msgspec.Struct, forbid_unknown_fields=True):
+        applications: list[dict[str, str]]
+
+    class OlderAgent:
+        """The real agent behind the argument check of an agent without ``version``."""
+
+        def __init__(self) -> None:
+            self.agent = Agent(tmp_path)
+            self.refused = 0
+
+        async def request(self, node: str, args: Any) -> Any:
+            try:
+                msgspec.json.decode(msgspec.json.encode(args), type=OldArgs)
+            except msgspec.ValidationError as exc:
+                self.refused += 1
+                raise ProtocolError(ErrorCode.BAD_ARGS, f"versions: {exc}") from None
+            return self.agent.versions(args)
+
+    older = OlderAgent()
+    executor = AgentExecutor(older, ["old1"])
+    psfex = shutil.which("psfex")
+    require(psfex is not None, "psfex missing (./run setup installs it)")
+    (found,) = await executor.versions("old1", [Application(name="psfex", binary="psfex")])
+    assert older.refused == 1
+    assert (found.sha256, found.version) == (sha256_of(psfex or ""), None)
+
+
+def test_bad_names_and_binaries_are_refused_before_any_node_is_asked(
+    demo: DemoCluster, db_engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    config = apps_config(
+        demo, db_url, tmp_path / "spica.toml", [{"name": "mytool", "binary": "bin/mytool"}]
+    )
+    code, out, err = spica(config, "apps")
+    assert code == 2 and out == ""
+    assert "[[release.applications]] mytool: binary 'bin/mytool' must be an absolute path" in err
+    for hostile in ("$(id)", "../x", "a b", ""):
+        code, _, err = spica(config, "apps", "register", hostile, "--yes")
+        assert code == 2 and "invalid application name" in err, err
+    code, _, err = spica(config, "apps", "register", "mytool", "--yes", "--as", "x;y")
+    assert code == 2 and "--as 'x;y'" in err
+    assert audit_rows(db_engine) == []
