@@ -387,6 +387,7 @@ def test_local_versions_are_what_debian_installed() -> None:
 
 def test_record_unit_versions(db_engine: Engine) -> None:
     from spica_core.apps.store import AUTO, record_unit_versions
+    from spica_core.apps.table import newest, read_applications
     from spica_core.db.models import StackApp
     from spica_core.errors import NotFound, UsageError
 
@@ -425,6 +426,12 @@ def test_record_unit_versions(db_engine: Engine) -> None:
     with Session(db_engine) as s:
         auto = s.scalars(select(Application).where(Application.version == "3.22.0")).one()
         assert (auto.binary, auto.checksum, auto.release) == ("/usr/bin/psfex", None, "T0003")
+    # The unregistered version a unit ran with never hides the registered binary.
+    registered = newest(read_applications(db_engine), "psfex")
+    assert registered is not None and (registered.version, registered.registered_by) == (
+        "3.21.1",
+        "alice",
+    )
 
     with Session(db_engine) as s, s.begin():
         with pytest.raises(NotFound, match="no_such_unit"):
