@@ -390,6 +390,7 @@ def test_record_unit_versions(db_engine: Engine) -> None:
     from spica_core.apps.table import newest, read_applications
     from spica_core.db.models import StackApp
     from spica_core.errors import NotFound, UsageError
+    from spica_core.read_model import stack_detail
 
     with Session(db_engine) as s, s.begin():
         s.add(
@@ -426,6 +427,11 @@ def test_record_unit_versions(db_engine: Engine) -> None:
     with Session(db_engine) as s:
         auto = s.scalars(select(Application).where(Application.version == "3.22.0")).one()
         assert (auto.binary, auto.checksum, auto.release) == ("/usr/bin/psfex", None, "T0003")
+    shown = stack_detail(db_engine, "811001p_T0003").apps  # what spica stack show prints
+    assert sorted((a["name"], a["version"]) for a in shown) == [
+        ("psfex", "3.22.0"),
+        ("source-extractor", "2.25.0"),
+    ]
     # The unregistered version a unit ran with never hides the registered binary.
     registered = newest(read_applications(db_engine), "psfex")
     assert registered is not None and (registered.version, registered.registered_by) == (
