@@ -173,8 +173,11 @@ def test_apps_detects_a_node_whose_binary_differs(
     with Session(db_engine) as s:
         assert s.scalars(select(Application)).all() == []
 
-    # The same binary everywhere: registered, with what the nodes have.
+    # The same binary everywhere: registered, with what the nodes have (asked first).
     fake.rename(fake.with_name("psfex.off"))
+    code, _, err = spica(config, "apps", "register", "psfex")
+    assert code == 2 and f"record psfex {version} sha256 {real}" in err
+    assert "no terminal to confirm on: pass --yes" in err
     code, out, err = spica(config, "apps", "register", "psfex", "--yes", "--as", "alice", "--json")
     assert code == 0, err
     shown = json.loads(out)
