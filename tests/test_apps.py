@@ -613,3 +613,12 @@ def test_bad_names_and_binaries_are_refused_before_any_node_is_asked(
     code, _, err = spica(config, "apps", "register", "mytool", "--yes", "--as", "x;y")
     assert code == 2 and "--as 'x;y'" in err
     assert audit_rows(db_engine) == []
+
+    # The monitor says so in its log and goes on polling.
+    import asyncio
+
+    from spica_core.monitor.service import Monitor
+
+    monitor = Monitor(load_config(config), db_engine)
+    assert asyncio.run(monitor.run(once=True)) == 0 and monitor.polls == 1
+    assert node_rows(db_engine) == {}

@@ -32,6 +32,7 @@ from spica_core.daemon.mail import Mailer
 from spica_core.db.models import Monitor as MonitorRow
 from spica_core.db.models import MonitorLease
 from spica_core.db.types import utcnow
+from spica_core.errors import SpicaError
 from spica_core.executor.agents import AgentExecutor
 from spica_core.liveness import LivenessChange, LivenessRecorder, recorded_last_seen
 from spica_core.monitor.figures import (
@@ -226,6 +227,9 @@ class Monitor:
             result = await check_applications(self.executor, self.config, self.engine, nodes)
         except SQLAlchemyError as exc:
             log.warning("application binaries not recorded: %s", _describe(exc))
+            return
+        except SpicaError as exc:  # [[release.applications]] unusable: said, polls go on
+            log.warning("application binaries not checked: %s", exc)
             return
         for reason in result.drift:
             log.warning("binary drift: %s", reason)
