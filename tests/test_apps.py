@@ -340,15 +340,25 @@ def test_monitor_records_what_nodes_have_and_the_nodes_panel_marks_drift(
     )
     code, _, err = spica(config_path, "apps", "register", "psfex", "--yes")
     assert code == 0, err
-    fake = fake_tool(bins["mix1"], "psfex", "PSFEx version 3.99.0 (2026-12-02)")
+    real = sha256_of(shutil.which("psfex") or "")
     config = load_config(config_path)
 
-    async def one_poll() -> None:
+    async def polls() -> None:
+        """The first poll checks the binaries, the next not, the third again."""
         monitor = Monitor(config, db_engine)
-        await monitor.run(once=True)
+        monitor.versions_every = 2
+        try:
+            await monitor.poll_once()
+            assert node_rows(db_engine)["mix1"][1] == real
+            fake = fake_tool(bins["mix1"], "psfex", "PSFEx version 3.99.0 (2026-12-02)")
+            await monitor.poll_once()
+            assert node_rows(db_engine)["mix1"][1] == real
+            await monitor.poll_once()
+            assert node_rows(db_engine)["mix1"][1] == sha256_of(fake)
+        finally:
+            await monitor.close()
 
-    asyncio.run(one_poll())
-    assert node_rows(db_engine)["mix1"][1] == sha256_of(fake)
+    asyncio.run(polls())
     assert binary_drift(db_engine) == {"mix1": ("psfex",)}
 
     async def panel() -> None:

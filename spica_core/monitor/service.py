@@ -132,6 +132,8 @@ class Monitor:
         )
         self.leading: bool | None = None
         self.polls = 0
+        #: Polls between two checks of the application binaries.
+        self.versions_every = VERSIONS_EVERY
         self._row_id: int | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -194,7 +196,7 @@ class Monitor:
         """Poll, record (transitions, problems, figures, heartbeat), then mail each change."""
         cluster = await self.poll_nodes()
         report = await asyncio.to_thread(self._record, cluster)
-        if self.polls % VERSIONS_EVERY == 0 and report.db_error is None:
+        if self.polls % self.versions_every == 0 and report.db_error is None:
             await self.check_binaries(cluster)
         self.polls += 1
         for change in report.changes:
