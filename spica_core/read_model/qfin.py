@@ -15,7 +15,7 @@ no node breakdown, no node or partition on a unit running (see :mod:`.scope`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -78,6 +78,15 @@ class RunidQfin:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def total(cls, figures: Iterable[RunidQfin], runid: str = "") -> RunidQfin | None:
+        """The figures of several runids summed (None for none)."""
+        rows = list(figures)
+        if not rows:
+            return None
+        names = [f.name for f in fields(cls) if f.name != "runid"]
+        return cls(runid, **{n: sum(getattr(r, n) for r in rows) for n in names})
 
 
 @dataclass(frozen=True)
