@@ -176,9 +176,85 @@ class ApplicationConfig(_Model):
     config_files: list[str] = Field(default_factory=list)
 
 
+#: Three limits of one grade criterion: the last value still graded A, B and C.
+Limits = tuple[float, float, float]
+
+
+class GradeThresholds(_Model):
+    """The release's limits for QFin's automatic grade proposal (``[release.grades]``).
+
+    Each criterion has three limits, the last value still graded A, B and C (inclusive);
+    beyond the C limit the criterion proposes D. The proposal is the worst grade over the
+    criteria (:func:`spica_core.qfin.grades.propose`).
+    """
+
+    #: PSF FWHM in arcsec: the largest seeing graded A, B, C (the seed's "Poor seeing (>1.2)").
+    seeing: Limits = (1.0, 1.2, 1.5)
+    #: Mean A/B of the PSF stars: the largest elongation graded A, B, C.
+    elongation: Limits = (1.15, 1.3, 1.5)
+    #: CCDs the header announces but QFin did not measure: the most graded A, B, C.
+    missing_ccds: tuple[int, int, int] = (0, 1, 4)
+    #: Sources expected per measured CCD in ``reference_exptime`` seconds; the expected
+    #: count of an image is ``expected_sources * ccds * (exptime / reference_exptime) **
+    #: counts_alpha`` (alpha 0.5: background-limited depth grows by 1.25 log10 t magnitudes
+    #: and counts by about 0.4 dex per magnitude). 0 turns the count criterion off.
+    expected_sources: float = Field(300.0, ge=0)
+    reference_exptime: float = Field(180.0, gt=0)
+    counts_alpha: float = Field(0.5, ge=0, le=2)
+    #: Measured / expected counts: the smallest ratio graded A, B, C (decreasing).
+    counts_low: Limits = (0.7, 0.5, 0.3)
+    #: Measured / expected counts: the largest ratio graded A, B, C (increasing).
+    counts_high: Limits = (1.5, 2.0, 3.0)
+
+    @field_validator("seeing", "elongation", "counts_high", "missing_ccds")
+    @classmethod
+    def _increasing(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        _check_monotonic(v, increasing=True)
+        return v
+
+    @field_validator("counts_low")
+    @classmethod
+    def _decreasing(cls, v: Limits) -> Limits:
+        _check_monotonic(v, increasing=False)
+        return v
+
+    @field_validator("elongation")
+    @classmethod
+    def _at_least_one(cls, v: Limits) -> Limits:
+        if v[0] < 1:
+            raise ValueError(f"an elongation (A/B) is at least 1, got {v[0]} for A")
+        return v
+
+    @model_validator(mode="after")
+    def _ratios_apart(self) -> GradeThresholds:
+        if self.counts_low[0] > self.counts_high[0]:
+            raise ValueError(
+                f"counts_low A ({self.counts_low[0]}) is above counts_high A "
+                f"({self.counts_high[0]}): no count could be graded A"
+            )
+        return self
+
+
+def _check_monotonic(limits: tuple[float, ...], *, increasing: bool) -> None:
+    """Limits of A, B, C that a worse grade never reverses; no negative limit."""
+    for grade, value in zip("ABC", limits, strict=True):
+        if value < 0:
+            raise ValueError(f"the limit for {grade} is negative ({value})")
+    for i in (1, 2):
+        better, worse = limits[i - 1], limits[i]
+        if (worse < better) if increasing else (worse > better):
+            way = "at least" if increasing else "at most"
+            raise ValueError(
+                f"the limit for {'ABC'[i]} ({worse}) must be {way} "
+                f"the limit for {'ABC'[i - 1]} ({better})"
+            )
+
+
 class ReleaseConfig(_Model):
     name: str = "T0001"
     applications: list[ApplicationConfig] = Field(default_factory=list)
+    #: Thresholds of QFin's automatic grade proposal for this release.
+    grades: GradeThresholds = GradeThresholds()
 
     @field_validator("name")
     @classmethod

@@ -8,6 +8,8 @@ the operations' stack selection and the console's data alike:
   :func:`count_stacks`, :func:`state_counts`, :func:`iter_stacks`, :func:`list_stacks`,
   :func:`stack_detail`;
 * :func:`list_problems`, :func:`list_nodes`, :func:`runid_distribution`;
+* images with their QFin figures and grades (:mod:`.images`): :class:`ImageQuery`,
+  :func:`list_images`;
 * DataTransfer (:mod:`.transfer`): :func:`transfer_space` (disks with virtual free),
   :func:`waiting_runids`, :func:`transfer_distribution`;
 * QFin (:mod:`.qfin`): per-runid QF figures, breakdowns, the units running.
@@ -23,6 +25,14 @@ from spica_core.read_model.cluster import (
     list_problems,
     natural_sorted,
     runid_distribution,
+)
+from spica_core.read_model.images import (
+    NOT_GRADED,
+    QF_STATES,
+    ImageQuery,
+    ImageRow,
+    Range,
+    list_images,
 )
 from spica_core.read_model.regex import MAX_PATTERN, REGEX_SECONDS, SqlPattern, sql_pattern
 from spica_core.read_model.scope import EVERYTHING, Scope
@@ -53,10 +63,15 @@ from spica_core.read_model.transfer import (
 __all__ = [
     "EVERYTHING",
     "MAX_PATTERN",
+    "NOT_GRADED",
     "NO_FILTER",
+    "QF_STATES",
     "REGEX_CHARS",
     "REGEX_SECONDS",
     "VIEW_STATES",
+    "ImageQuery",
+    "ImageRow",
+    "Range",
     "Replanning",
     "RunidDistribution",
     "RunidWaiting",
@@ -67,6 +82,7 @@ __all__ = [
     "TransferStatus",
     "count_stacks",
     "iter_stacks",
+    "list_images",
     "list_nodes",
     "list_problems",
     "list_stacks",
