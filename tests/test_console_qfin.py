@@ -79,7 +79,7 @@ def column(table, key: str, title: str) -> str:
     return cells(table, key)[[c.title for c in table.columns].index(title)]
 
 
-async def open_qfin(pilot):
+async def open_qfin(pilot, runids: int = len(RUNIDS)):
     from spica_tui.console.screens.dashboard import DashboardScreen
     from spica_tui.console.screens.qfin import QfinScreen
 
@@ -87,8 +87,8 @@ async def open_qfin(pilot):
     await pilot.press("f")
     await until(pilot, lambda: isinstance(pilot.app.screen, QfinScreen), "the QFin screen")
     screen = pilot.app.screen
-    runids = screen.query_one("#runids")
-    await until(pilot, lambda: runids.row_count == 1 + len(RUNIDS), "the runids")
+    table = screen.query_one("#runids")
+    await until(pilot, lambda: table.row_count == 1 + runids, "the runids")
     return screen
 
 
@@ -300,6 +300,31 @@ async def test_read_only_console_offers_no_grading(config, engine) -> None:
         assert not isinstance(app.screen, GradeImages)
     with pytest.raises(SpicaError, match="read-only"):
         await app.qfin.grade([results.row_keys[0]], "A", comment=None, user="tester")
+
+
+async def test_a_runid_scope_console_shows_its_runid_and_no_nodes(config, seeded) -> None:
+    from spica_core.read_model import Scope
+    from spica_tui.console.app import SpicaConsole
+    from spica_tui.console.refresh import ConsoleBackend
+
+    runid = RUNIDS[0]
+    backend = ConsoleBackend(config, make_engine(config.db), scope=Scope.of_runids({runid}))
+    app = SpicaConsole(config, backend, operator="tester")
+    async with app.run_test(size=(180, 60)) as pilot:
+        screen = await open_qfin(pilot, runids=1)
+        runids = screen.query_one("#runids")
+        assert cells(runids, runid) == [runid, *figures(seeded, runid)]
+        assert not screen.query_one("#bd-node").display
+        units = screen.query_one("#running")
+        mine = {i.unit for i in seeded if i.runid == runid and i.unit_state == "running"}
+        assert set(units.row_keys) == mine
+        assert all(cells(units, u)[4:6] == ["-", "-"] for u in mine)  # type: ignore[arg-type]
+        results = await search(pilot, screen, seeing_min="0")
+        assert {column(results, k, "runid") for k in results.row_keys} == {runid}
+        assert {column(results, k, "node") for k in results.row_keys} == {"-"}
+        assert screen.check_action("grade", ()) is False
+        text = app.export_screenshot()
+        assert not [n for n in NODES if n in text] and "raid" not in text
 
 
 async def test_unit_log_from_its_node(config, seeded) -> None:

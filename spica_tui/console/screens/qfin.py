@@ -36,6 +36,7 @@ from spica_tui.console.grade_modal import GradeChoice, GradeImages
 from spica_tui.console.panels.header import HeaderPanel, show_header
 from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.panels.line_table import Cell, GridTable, Row
+from spica_tui.console.qfin_backend import SEARCH_LIMIT
 from spica_tui.console.refresh import describe_failure
 
 if TYPE_CHECKING:
@@ -340,8 +341,9 @@ class QfinScreen(Screen[None]):
         self.marked &= names
         where = f"in {self.runid}" if self.runid else "in every runid"
         marks = f", {len(self.marked)} marked" if self.marked else ""
+        first = "the first " if len(found) >= SEARCH_LIMIT else ""
         self.query_one("#results-title", Static).update(
-            f"{len(found)} image{'s' if len(found) != 1 else ''} found {where}{marks}"
+            f"{first}{len(found)} image{'s' if len(found) != 1 else ''} found {where}{marks}"
         )
         self.query_one("#results", GridTable).set_rows(self._result_rows(found))
 
