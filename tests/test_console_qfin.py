@@ -19,7 +19,14 @@ from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
 from spica_core.errors import SpicaError
 from spica_core.read_model.qfin import NONE_LABEL, NOT_GRADED
-from tests.console_support import console_app, fast_config, make_stack, settled, until
+from tests.console_support import (
+    console_app,
+    fast_config,
+    make_stack,
+    open_from_palette,
+    settled,
+    until,
+)
 from tests.qfin_world import RUNIDS, SeedImage, images, seed
 
 pytestmark = pytest.mark.timeout(600)
@@ -194,6 +201,13 @@ async def test_search_by_seeing_range(config, seeded) -> None:
         # a bad range: said, the last results kept
         await search_refused(pilot, screen, "seeing-min", "2")
         assert list(results.row_keys) == [name for _, name in want]
+        # another runid selected: the (last good) search within it
+        runid = sorted(RUNIDS)[0]
+        screen.query_one("#runids").focus()
+        await pilot.press("down")
+        title = screen.query_one("#results-title")
+        await until(pilot, lambda: f"found in {runid}" in str(title.render()), "the runid's")
+        assert list(results.row_keys) == [name for r, name in want if r == runid]
 
 
 async def search_refused(pilot, screen, field: str, value: str) -> None:
@@ -363,14 +377,8 @@ async def test_unit_log_from_its_node(config, seeded) -> None:
 
 
 async def test_palette_opens_qfin(config) -> None:
-    from spica_tui.console.screens.dashboard import DashboardScreen
     from spica_tui.console.screens.qfin import QfinScreen
 
     app = console_app(config, read_only=True)
     async with app.run_test(size=(160, 50)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
-        await pilot.press("ctrl+p")
-        await pilot.press(*"QFin")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, QfinScreen), "QFin")
+        await open_from_palette(pilot, "QFin", QfinScreen)

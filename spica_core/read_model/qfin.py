@@ -27,7 +27,6 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    exists,
     func,
     literal,
     null,
@@ -148,26 +147,25 @@ class QfinView:
 # ------------------------------------------------------------------------- the SQL
 
 
-def _unit_of_image(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
-    """``EXISTS`` a QFin unit of the outer query's image matching ``conditions``."""
-    return exists().where(
-        StackFile.image_id == Image.id,
-        Stack.id == StackFile.stack_id,
-        Stack.step == QFIN_STEP,
-        *conditions,
+def _has_unit(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The outer query's image has a QFin unit matching ``conditions``: an uncorrelated
+    ``IN`` (both engines compute it once, not once per image as a correlated ``EXISTS``
+    whose planner may pick the wrong index)."""
+    units = (
+        select(StackFile.image_id)
+        .join(Stack, Stack.id == StackFile.stack_id)
+        .where(Stack.step == QFIN_STEP, *conditions)
     )
+    return Image.id.in_(units)
 
 
 def _open_problem(scope: Scope) -> ColumnElement[bool]:
     """An unresolved problem row names one of the image's QFin units (in a runid scope,
     of the kinds that scope may see)."""
-    conditions: list[ColumnElement[bool]] = [
-        Problem.stack == Stack.name,
-        Problem.resolved.is_(False),
-    ]
+    problems = select(Problem.stack).where(Problem.resolved.is_(False))
     if scope.runids is not None:
-        conditions.append(Problem.kind.in_(SCOPED_PROBLEM_KINDS))
-    return _unit_of_image(exists().where(*conditions))
+        problems = problems.where(Problem.kind.in_(SCOPED_PROBLEM_KINDS))
+    return _has_unit(Stack.name.in_(problems))
 
 
 def _count(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -184,8 +182,8 @@ def _in_scope(stmt: _S, scope: Scope, runid: str | None = None) -> _S:
 
 def runid_figures(engine: Engine, scope: Scope = EVERYTHING) -> list[RunidQfin]:
     """Every runid with images, with its QFin figures (one grouped statement)."""
-    running = _unit_of_image(Stack.state == "running")
-    queued = and_(~running, _unit_of_image(Stack.state.in_(QUEUED_STATES)))
+    running = _has_unit(Stack.state == "running")
+    queued = and_(~running, _has_unit(Stack.state.in_(QUEUED_STATES)))
     problem = or_(Image.qf_status == "failed", _open_problem(scope))
     stmt = (
         select(

@@ -13,6 +13,7 @@ stack detail screen, whose log tail comes from its node.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -339,7 +340,8 @@ class QfinScreen(Screen[None]):
         self.results = found
         names = {r.image for r in found}
         self.marked &= names
-        where = f"in {self.runid}" if self.runid else "in every runid"
+        runid = self.search_query.runid if self.search_query is not None else None
+        where = f"in {runid}" if runid else "in every runid"
         marks = f", {len(self.marked)} marked" if self.marked else ""
         first = "the first " if len(found) >= SEARCH_LIMIT else ""
         self.query_one("#results-title", Static).update(
@@ -473,6 +475,9 @@ class QfinScreen(Screen[None]):
         self.run_worker(open_unit, group="qfin-unit", exit_on_error=False)  # type: ignore[arg-type]
 
     def on_runid_table_selected(self, message: RunidTable.Selected) -> None:
+        """Another runid: its page, and the search (if any) within it."""
         if message.runid != self.runid:
             self.runid = message.runid
+            if self.search_query is not None:
+                self.search_query = replace(self.search_query, runid=self.runid or None)
             self.load()
