@@ -57,7 +57,7 @@ class SeedImage:
         return None if self.unit_state is None else f"{self.name}_qfin_T0003"
 
 
-def images(nodes: tuple[str, ...], count: int = 40) -> list[SeedImage]:
+def images(nodes: tuple[str, ...], count: int = 40, first: int = 811000) -> list[SeedImage]:
     """``count`` images over three runids, with every QF state, placed on ``nodes`` (and a
     few waiting in the repository), measured ones with figures that grow with their index."""
     out = []
@@ -69,7 +69,7 @@ def images(nodes: tuple[str, ...], count: int = 40) -> list[SeedImage]:
         measured = qf == "done"
         out.append(
             SeedImage(
-                name=f"{811000 + i}p",
+                name=f"{first + i}p",
                 runid=RUNIDS[i % 3],
                 filter=FILTERS[(i // 3) % 3],
                 object=OBJECTS[(i // 2) % 3],

@@ -293,6 +293,32 @@ async def test_grading_marked_images_with_a_comment_from_the_list(config, engine
     assert audit.detail["grade"] == "C" and audit.detail["comment"] == COMMENTS[0]
 
 
+async def test_a_hostile_comment_is_refused_and_nothing_changes(config, engine) -> None:
+    from textual.widgets import Input, Select
+
+    from spica_tui.console.grade_modal import GradeImages
+
+    app = console_app(config)
+    async with app.run_test(size=(180, 60)) as pilot:
+        screen = await open_qfin(pilot)
+        results = await search(pilot, screen, seeing_min="0.5")
+        results.focus()
+        name = results.row_keys[results.cursor]
+        before = graded(engine, [name])
+        await pilot.press("g")
+        await until(pilot, lambda: isinstance(app.screen, GradeImages), "the grade modal")
+        modal = app.screen
+        modal.query_one("#grade", Select).value = "A"
+        modal.query_one("#free", Input).value = "fine\x1b[2J\x1b]0;owned\x07"
+        notes = len(app._notifications)
+        await pilot.click("#confirm")
+        await until(pilot, lambda: len(app._notifications) > notes, "the refusal")
+        note = list(app._notifications)[-1]
+        assert note.title == "Grade: refused" and "comment" in note.message
+        assert "\x1b" not in note.message
+        assert graded(engine, [name]) == before
+
+
 async def test_read_only_console_offers_no_grading(config, engine) -> None:
     from spica_tui.console.actions import scoped
     from spica_tui.console.grade_modal import GradeImages

@@ -145,7 +145,7 @@ class QfinScreen(Screen[None]):
             yield Static(Text("reading dbspica…", "dim"), id="summary")
             yield Static("Qualityfits processed data", classes="section")
             yield RunidTable(
-                "runid", "images", "placed", "waiting", "problems", "QF done", "in progress",
+                "runid", "images", "placed", "in repository", "problems", "QF done", "in progress",
                 "waiting QF", id="runids", zebra=True,
             )  # fmt: skip
             yield Static("Breakdown", classes="section", id="breakdown-title")
