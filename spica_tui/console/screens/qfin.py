@@ -81,9 +81,11 @@ class RunidTable(GridTable):
             self.tell(self.Selected(self.selected))
 
 
-def _num(value: float | int | None, fmt: str = "{:g}") -> Text:
-    return Text("-" if value is None else fmt.format(value), "dim" if value is None else "",
-                justify="right")  # fmt: skip
+def _num(value: float | None, fmt: str = "{:g}") -> Text:
+    """A figure right-aligned, ``-`` (dim) when unknown."""
+    if value is None:
+        return Text("-", "dim", justify="right")
+    return Text(fmt.format(value), justify="right")
 
 
 def _plain(value: str | None) -> Text:
