@@ -18,6 +18,7 @@ from spica_tui.cli import (
     daemon_cmds,
     db_cmds,
     demo_cmds,
+    image_cmds,
     ingest_cmds,
     node_cmds,
     ops_cmds,
@@ -78,6 +79,7 @@ ops_cmds.register(app)
 console_cmds.register(app)
 watch_cmds.register(app)
 ingest_cmds.register(app)
+image_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
