@@ -154,3 +154,16 @@ async def select_stack(pilot: Any, name: str) -> None:
         lambda: table.selected is not None and table.selected.name == name,
         f"{name} selected in the stacks table",
     )
+
+
+async def open_from_palette(pilot: Any, title: str, screen_type: type) -> None:
+    """From the dashboard, ``ctrl+p``, type ``title``, enter: ``screen_type`` opens."""
+    from spica_tui.console.screens.dashboard import DashboardScreen
+
+    app = pilot.app
+    await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
+    await pilot.press("ctrl+p")
+    await pilot.press(*title)
+    await pilot.pause(0.5)
+    await pilot.press("enter")
+    await until(pilot, lambda: isinstance(app.screen, screen_type), title)

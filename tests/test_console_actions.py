@@ -26,6 +26,7 @@ def test_every_action_is_bound_where_the_registry_says() -> None:
     from spica_tui.console.app import SpicaConsole
     from spica_tui.console.screens.dashboard import DashboardScreen
     from spica_tui.console.screens.datatransfer import DataTransferScreen
+    from spica_tui.console.screens.qfin import QfinScreen
     from spica_tui.console.screens.stack_detail import StackDetailScreen
 
     for scope, owner in (
@@ -33,13 +34,14 @@ def test_every_action_is_bound_where_the_registry_says() -> None:
         ("dashboard", DashboardScreen),
         ("detail", StackDetailScreen),
         ("transfer", DataTransferScreen),
+        ("qfin", QfinScreen),
     ):
         ids = {b.id for b in owner.BINDINGS}
         assert ids == {a.name for a in ACTIONS if scope in a.scopes}, scope
         for binding in bindings(scope):  # each screen has the method its binding runs
             method = "action_" + binding.action.split("(")[0]
             assert hasattr(owner, method) or hasattr(SpicaConsole, method), (scope, method)
-    assert {"launch", "requeue", "unlock", "remove", "transfer_now"} == DANGEROUS
+    assert {"launch", "requeue", "unlock", "remove", "transfer_now", "grade"} == DANGEROUS
 
 
 def test_what_is_offered() -> None:

@@ -20,7 +20,7 @@ from spica_core.db.models import Image, Runid, Transfer
 from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
 from spica_core.demo.repository import WAITING_RUNID, fill_and_place
-from tests.console_support import console_app, fast_config, until
+from tests.console_support import console_app, fast_config, open_from_palette, until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -187,17 +187,11 @@ async def test_read_only_console_offers_no_transfer_now(config) -> None:
 
 
 async def test_palette_opens_datatransfer(config) -> None:
-    from spica_tui.console.screens.dashboard import DashboardScreen
     from spica_tui.console.screens.datatransfer import DataTransferScreen
 
     app = console(config, read_only=True)
     async with app.run_test(size=(160, 50)) as pilot:
-        await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
-        await pilot.press("ctrl+p")
-        await pilot.press(*"DataTransfer")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
-        await until(pilot, lambda: isinstance(app.screen, DataTransferScreen), "DataTransfer")
+        await open_from_palette(pilot, "DataTransfer", DataTransferScreen)
 
 
 async def test_impossible_plan_cannot_be_confirmed(config, engine) -> None:

@@ -1,5 +1,5 @@
 """SVG snapshots of the console on a fixed world (tests/console_world.py): the dashboard, the
-stack detail and a confirmation modal. Update after a deliberate change with
+stack detail, a confirmation modal and the QFin screen. Update after a deliberate change with
 ``pytest tests/test_console_snapshots.py --snapshot-update`` and review the SVGs."""
 
 from __future__ import annotations
@@ -116,3 +116,39 @@ def test_confirmation_modal(snap_compare) -> None:
         await settled(pilot)
 
     assert snap_compare(frozen_console(URL), terminal_size=SIZE, run_before=show_modal)
+
+
+def test_qfin_screen(snap_compare) -> None:
+    """Per-runid figures, the breakdowns of one runid, the units running, a search."""
+    from spica_core.config import DatabaseConfig
+    from spica_core.db.engine import make_engine
+    from tests.qfin_world import images, seed
+
+    make_db(URL)
+    engine = make_engine(DatabaseConfig(url=URL))
+    try:
+        seed(engine, images(("mix1", "mix2", "pix2"), first=820000))
+    finally:
+        engine.dispose()
+
+    async def searched(pilot) -> None:
+        from textual.widgets import Input
+
+        app = pilot.app
+        await until(pilot, lambda: app.poller.polls >= 1, "the first poll")
+        await pilot.press("f")
+        await until(pilot, lambda: app.screen.SCOPE == "qfin", "the QFin screen")
+        runids = app.screen.query_one("#runids")
+        await until(pilot, lambda: runids.row_count > 1, "the runids")
+        runids.move_to(runids.row_keys.index("04BF29"))
+        await until(
+            pilot, lambda: "04BF29" in str(app.screen.query_one("#summary").render()), "04BF29"
+        )
+        app.screen.query_one("#seeing-max", Input).focus()
+        await pilot.press(*"1.2", "enter")
+        title = app.screen.query_one("#results-title")
+        await until(pilot, lambda: "found" in str(title.render()), "the search")
+        app.screen.query_one("#results").focus()
+        await settled(pilot)
+
+    assert snap_compare(frozen_console(URL), terminal_size=(160, 60), run_before=searched)

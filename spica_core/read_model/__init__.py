@@ -11,7 +11,8 @@ the operations' stack selection and the console's data alike:
 * images with their QFin figures and grades (:mod:`.images`): :class:`ImageQuery`,
   :func:`list_images`;
 * DataTransfer (:mod:`.transfer`): :func:`transfer_space` (disks with virtual free),
-  :func:`waiting_runids`, :func:`transfer_distribution`.
+  :func:`waiting_runids`, :func:`transfer_distribution`;
+* QFin (:mod:`.qfin`): per-runid QF figures, breakdowns, the units running.
 
 Every function takes a :class:`Scope` (default :data:`EVERYTHING`, the operators'): a runid
 scope sees only its runids' rows and no node internals (:mod:`.scope` says which). Regexes

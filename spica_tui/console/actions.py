@@ -4,8 +4,9 @@ Every key the console answers to is a :class:`ConsoleAction` here. From this tab
 ``BINDINGS`` of the app and its screens (each binding's ``id`` is the action's name, so
 ``[console].keys`` in the configuration remaps it through Textual's keymap), the help
 screen, and the command palette's :class:`SpicaCommands` provider. An action marked
-``dangerous`` changes stacks on the nodes: it is not offered in ``--read-only`` mode, nor for
-a stack whose node is unreachable (each screen's ``check_action`` asks :func:`allowed`).
+``dangerous`` changes the cluster (stacks on the nodes, transfers, an image's grade): it is
+not offered in ``--read-only`` mode, nor for a stack whose node is unreachable (each
+screen's ``check_action`` asks :func:`allowed`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from spica_core.states import Actor, StackState, allowed_from
 if TYPE_CHECKING:
     from textual.app import App
 
-Scope = Literal["app", "dashboard", "detail", "transfer"]
+Scope = Literal["app", "dashboard", "detail", "transfer", "qfin"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,15 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "d",
         "DataTransfer",
         "Open DataTransfer: disks, runids waiting, distribution, transfers in progress",
+        ("app",),
+        footer=False,
+    ),
+    ConsoleAction(
+        "qfin",
+        "f",
+        "QFin",
+        "Open QFin: per runid images received, with problems, QF done and in progress; "
+        "breakdowns; search over the measured fields; grades",
         ("app",),
         footer=False,
     ),
@@ -149,7 +159,9 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "zoom", "z", "Zoom", "Give the focused panel the whole screen, or restore", ("dashboard",)
     ),
     # The stack detail.
-    ConsoleAction("back", "escape", "Back", "Back to the dashboard", ("detail", "transfer")),
+    ConsoleAction(
+        "back", "escape", "Back", "Back to the dashboard", ("detail", "transfer", "qfin")
+    ),
     ConsoleAction(
         "reload_log", "t", "Log tail", "Fetch the log tail from the node again", ("detail",)
     ),
@@ -193,6 +205,29 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "Transfer now",
         "Transfer the selected waiting runid now (immediate): plan shown, then copied",
         ("transfer",),
+        dangerous=True,
+    ),
+    # QFin: the search's images are marked, graded, and their unit's log read.
+    ConsoleAction(
+        "mark_image",
+        "space",
+        "Mark",
+        "Mark or unmark the selected image of the search; grading applies to marks",
+        ("qfin",),
+    ),
+    ConsoleAction(
+        "unit_log",
+        "t",
+        "Unit log",
+        "Open the QFin unit of the selected image (or unit running): commands and log tail",
+        ("qfin",),
+    ),
+    ConsoleAction(
+        "grade",
+        "g",
+        "Grade",
+        "Grade the marked (or selected) images A-D with a comment from the list or your own",
+        ("qfin",),
         dangerous=True,
     ),
 )

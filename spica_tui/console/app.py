@@ -30,10 +30,12 @@ from spica_core.text import printable
 from spica_tui.console.actions import SpicaCommands, allowed, bindings, keymap
 from spica_tui.console.modals import ConfirmPlan
 from spica_tui.console.panels.header import show_header
+from spica_tui.console.qfin_backend import QfinBackend
 from spica_tui.console.refresh import Clock, ConsoleBackend, Poller, describe_failure, utc_now
 from spica_tui.console.screens.dashboard import DashboardScreen
 from spica_tui.console.screens.datatransfer import DataTransferScreen
 from spica_tui.console.screens.help import HelpScreen
+from spica_tui.console.screens.qfin import QfinScreen
 from spica_tui.console.screens.stack_detail import StackDetailScreen
 from spica_tui.console.transfer_backend import TransferBackend
 from spica_tui.console.transfer_now import TransferNow
@@ -67,6 +69,7 @@ class SpicaConsole(App[None]):
         self.poller = Poller(self, backend, config.console.refresh_interval, self._on_snapshot)
         self._operating = False
         self.transfers = TransferBackend(backend)
+        self.qfin = QfinBackend(backend)
 
     def notify(
         self,
@@ -156,6 +159,10 @@ class SpicaConsole(App[None]):
     def action_datatransfer(self) -> None:
         if not isinstance(self.screen, DataTransferScreen):
             self.push_screen(DataTransferScreen())
+
+    def action_qfin(self) -> None:
+        if not isinstance(self.screen, QfinScreen):
+            self.push_screen(QfinScreen())
 
     def transfer_now(self, runid: str) -> None:
         """Plan (shown, Cancel by default), store and copy ``runid`` in an app worker: the

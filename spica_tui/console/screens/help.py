@@ -19,6 +19,7 @@ SECTIONS: tuple[tuple[Scope, str], ...] = (
     ("dashboard", "Dashboard"),
     ("detail", "Stack detail"),
     ("transfer", "DataTransfer"),
+    ("qfin", "QFin"),
 )
 NAVIGATION = (
     ("↑ ↓ pgup pgdn home end", "Move in the stacks table (the mouse wheel scrolls)"),
@@ -70,7 +71,10 @@ class HelpScreen(ModalScreen[None]):
             table.add_row("", "")
             table.add_row(
                 "",
-                Text("read-only: launch, requeue, unlock, remove, transfer now are off", "yellow"),
+                Text(
+                    "read-only: launch, requeue, unlock, remove, transfer now, grade are off",
+                    "yellow",
+                ),
             )
         with VerticalScroll():
             yield Static(table)
