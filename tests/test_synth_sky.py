@@ -5,6 +5,7 @@ astropy (``wcs``, ``modeling``, ``convolution``) for the WCS and the PSF's shape
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from astropy.wcs import WCS
 
 from spica_core.synth import observing
 from spica_core.synth.layout import NATIVE_SCALE, ExposureSpec, ccd_cards
-from spica_core.synth.psf import add_star, moffat_alpha
+from spica_core.synth.psf import Moffat, add_star, moffat_alpha
 from spica_core.synth.render import RenderedCcd, render_ccd
 from spica_core.synth.sky import SkyModel
-from spica_core.synth.truth import truth_path, write_sky_exposure
+from spica_core.synth.truth import truth_hdus, truth_path, write_sky_exposure
+from spica_core.synth.writer import hdus_bytes
 from tests.test_synth import SPEC as synth_spec
 
 SIZE = 1024
@@ -155,7 +157,7 @@ def test_a_noiseless_star_is_astropys_pixel_integrated_moffat() -> None:
     for fwhm_px, beta in ((3.2, 3.0), (7.5, 2.5)):
         alpha = moffat_alpha(fwhm_px, beta)
         image = np.zeros((61, 61))
-        add_star(image, 30.37, 29.81, 1e5, alpha, beta)
+        add_star(image, 30.37, 29.81, 1e5, Moffat(alpha, beta))
         amplitude = 1e5 * (beta - 1) / (math.pi * alpha**2)
         expected = discretize_model(
             Moffat2D(amplitude, 30.37, 29.81, alpha, beta),
@@ -336,3 +338,25 @@ def test_native_scale_cut_outs_sit_where_the_stretched_ccds_do() -> None:
         assert centre.separation(whole.pixel_to_world(15.5, 15.5)).arcsec < 0.05
         scales = native.proj_plane_pixel_scales()
         assert [s.to("arcsec").value for s in scales] == pytest.approx([NATIVE_SCALE] * 2)
+
+
+def test_an_elongated_psf_has_seps_axis_ratio_and_angle() -> None:
+    """Guiding lost along 30 deg east of north: sep's A/B of isolated stars is the injected
+    elongation and their major axis lies at 90 + 30 deg from +x (sep's theta, -60 deg)."""
+    spec = dataclasses.replace(SPEC, fwhm=0.9, elongation=1.5, psf_angle=30.0, ccds=1)
+    ccd = render_ccd(spec, 0)
+    data, background = _background_subtracted(ccd)
+    objects = sep.extract(data, 10, err=background.globalrms)
+    stars = _isolated_stars(ccd, spec.fwhm / NATIVE_SCALE, faintest=20.5)
+    ratios, angles = [], []
+    for x, y in zip(ccd.truth.x[stars] - 1, ccd.truth.y[stars] - 1, strict=True):
+        distance = np.hypot(objects["x"] - x, objects["y"] - y)
+        j = int(distance.argmin())
+        if distance[j] < 1 and objects["flag"][j] == 0:
+            ratios.append(objects["a"][j] / objects["b"][j])
+            angles.append(math.degrees(objects["theta"][j]))
+    assert len(ratios) >= 10
+    assert float(np.median(ratios)) == pytest.approx(1.5, rel=0.05)
+    assert float(np.median(angles)) == pytest.approx(-60.0, abs=2.0)
+    with fits.open(io.BytesIO(hdus_bytes(truth_hdus(spec, [ccd.truth])))) as truth:
+        assert truth[0].header["ELONGATN"] == 1.5 and truth[0].header["PSFANGLE"] == 30.0

@@ -95,6 +95,10 @@ class ExposureSpec:
     #: 0.6-1.4) and its beta.
     fwhm: float | None = None
     beta: float = 3.0
+    #: The PSF's axis ratio (SExtractor's ELONGATION, 1: round) and its major axis's angle
+    #: (degrees east of north): guiding lost along one axis.
+    elongation: float = 1.0
+    psf_angle: float = 0.0
     #: Sky background (ADU / pixel); None: the filter's dark sky for the exposure time.
     sky: float | None = None
     #: How far the headers' pointing is from the true one (arcsec, east and north);

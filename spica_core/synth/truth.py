@@ -53,6 +53,8 @@ def truth_hdus(spec: ExposureSpec, truths: list[CcdTruth]) -> fits.HDUList:
             ("AIRMASS", spec.airmass, "Airmass"),
             ("FWHM", observing.seeing(spec), "Injected PSF FWHM (arcsec)"),
             ("BETA", spec.beta, "Injected Moffat beta"),
+            ("ELONGATN", spec.elongation, "Injected PSF axis ratio (A/B)"),
+            ("PSFANGLE", spec.psf_angle, "PSF major axis (deg east of north)"),
             ("PIXSCALE", spec.pixel_scale or 0.0, "Pixel scale (arcsec/pixel)"),
             ("SKY", observing.sky_level(spec), "Injected sky background (ADU/pixel)"),
             ("GAIN", spec.gain(0), "Gain of the first CCD (e-/ADU; CCDS has all)"),
