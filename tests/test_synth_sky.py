@@ -360,3 +360,26 @@ def test_an_elongated_psf_has_seps_axis_ratio_and_angle() -> None:
     assert float(np.median(angles)) == pytest.approx(-60.0, abs=2.0)
     with fits.open(io.BytesIO(hdus_bytes(truth_hdus(spec, [ccd.truth])))) as truth:
         assert truth[0].header["ELONGATN"] == 1.5 and truth[0].header["PSFANGLE"] == 30.0
+
+
+def test_demo_exposures_are_drawn_from_the_sky(tmp_path: Path) -> None:
+    """The demo repository's exposures are native-scale cut-outs of the sky; their truth
+    goes beside the repository, where ingestion does not walk."""
+    from spica_core.demo.repository import demo_exposures, truth_root
+
+    exposures = list(demo_exposures())
+    assert all(e.spec.pixel_scale == NATIVE_SCALE for e in exposures)
+    assert len({observing.seeing(e.spec) for e in exposures}) > len(exposures) // 2
+    first = exposures[0]
+    root = tmp_path / "repository"
+    path = write_sky_exposure(
+        first.spec, root / first.runid, first.container, truth_dir=truth_root(root) / first.runid
+    )
+    assert truth_path(path, tmp_path / "truth" / first.runid).exists()
+    assert not list(root.rglob("*.truth.fits"))
+    with fits.open(path) as hdul:
+        data = hdul[1].data.astype(np.float64)
+        assert data.shape == first.spec.ccd_shape
+        assert sep.Background(data).globalback == pytest.approx(
+            observing.sky_level(first.spec), rel=0.01
+        )
