@@ -383,3 +383,15 @@ def test_demo_exposures_are_drawn_from_the_sky(tmp_path: Path) -> None:
         assert sep.Background(data).globalback == pytest.approx(
             observing.sky_level(first.spec), rel=0.01
         )
+
+
+def test_a_runid_drawn_from_the_sky(tmp_path: Path) -> None:
+    from spica_core.synth.runid import RunidPlan, write_sky_runid
+
+    plan = RunidPlan("03AL02", 2, seed=3, ccds=1, ccd_shape=(64, 64), pixel_scale=NATIVE_SCALE)
+    paths = write_sky_runid(plan, tmp_path / "repo", truth_root=tmp_path / "truth")
+    assert [p.name for p in paths] == ["811001p.fits.fz", "811002p.fits.fz"]
+    for path in paths:
+        with fits.open(truth_path(path, tmp_path / "truth" / "03AL02")) as truth:
+            assert truth[0].header["PIXSCALE"] == NATIVE_SCALE
+            assert 0.6 <= truth[0].header["FWHM"] <= 1.4
