@@ -395,3 +395,20 @@ def test_a_runid_drawn_from_the_sky(tmp_path: Path) -> None:
         with fits.open(truth_path(path, tmp_path / "truth" / "03AL02")) as truth:
             assert truth[0].header["PIXSCALE"] == NATIVE_SCALE
             assert 0.6 <= truth[0].header["FWHM"] <= 1.4
+
+
+def test_broken_exposures_a_dead_ccd_and_a_ccd_without_wcs(tmp_path: Path) -> None:
+    """What QFin must refuse, made on purpose: CCD 1 reads all zeros, CCD 2 has no WCS."""
+    spec = dataclasses.replace(
+        SPEC,
+        ccd_shape=(64, 64),
+        ccds=3,
+        dead_ccds=frozenset({1}),
+        ccd_overrides={2: {"CTYPE1": None, "CTYPE2": None, "CRVAL1": None, "CRVAL2": None}},
+    )
+    path = write_sky_exposure(spec, tmp_path, "fits")
+    with fits.open(path) as hdul, fits.open(truth_path(path)) as truth:
+        assert hdul[1].data.max() > 0 and not hdul[2].data.any() and hdul[3].data.max() > 0
+        assert WCS(hdul[1].header).has_celestial and not WCS(hdul[3].header).has_celestial
+        assert "CTYPE1" in hdul[2].header and "CRVAL1" not in hdul[3].header
+        assert list(truth["CCDS"].data["DEAD"]) == [False, True, False]

@@ -103,6 +103,7 @@ def truth_hdus(spec: ExposureSpec, truths: list[CcdTruth]) -> fits.HDUList:
             fits.Column("SKY", "E", array=np.array([t.sky for t in truths])),
             fits.Column("SATURATE", "E", array=np.full(len(truths), spec.saturate)),
             fits.Column("SOURCES", "J", array=np.array([len(t.x) for t in truths])),
+            fits.Column("DEAD", "L", array=np.array([t.index in spec.dead_ccds for t in truths])),
             fits.Column("TRUE_CRVAL1", "D", array=np.full(len(truths), true_ra)),
             fits.Column("TRUE_CRVAL2", "D", array=np.full(len(truths), true_dec)),
             fits.Column("HDR_CRVAL1", "D", array=np.full(len(truths), header_ra)),

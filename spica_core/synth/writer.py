@@ -52,6 +52,8 @@ def exposure_hdus(
     for index in range(spec.ccds):
         header = fits.Header(ccd_cards(spec, index))
         data = pixels(spec, index)
+        if index in spec.dead_ccds:
+            data = np.zeros_like(data)
         if container == "fits.fz":
             # One tile per CCD: the same Rice coding, a third less of astropy's time per HDU.
             hdus.append(
