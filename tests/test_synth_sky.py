@@ -21,7 +21,7 @@ from astropy.wcs import WCS
 from spica_core.synth import observing
 from spica_core.synth.layout import NATIVE_SCALE, ExposureSpec, ccd_cards
 from spica_core.synth.psf import Moffat, add_star, moffat_alpha
-from spica_core.synth.render import RenderedCcd, render_ccd
+from spica_core.synth.render import RenderedCcd, header_wcs, render_ccd, true_wcs
 from spica_core.synth.sky import SkyModel
 from spica_core.synth.truth import truth_hdus, truth_path, write_sky_exposure
 from spica_core.synth.writer import hdus_bytes
@@ -218,6 +218,12 @@ def test_truth_xy_is_the_true_wcs_and_the_header_is_off_by_the_pointing_error(
             x, y = WCS(true_header).world_to_pixel(SkyCoord(mine["RA"], mine["DEC"], unit="deg"))
             np.testing.assert_allclose(x + 1, mine["X"], atol=1e-6)
             np.testing.assert_allclose(y + 1, mine["Y"], atol=1e-6)
+            np.testing.assert_allclose(
+                header_wcs(spec, index).wcs.crval, [spec.ra_deg, spec.dec_deg]
+            )
+            np.testing.assert_allclose(
+                true_wcs(spec, index).wcs.crval, [head["TRUE_RA"], head["TRUE_DEC"]]
+            )
             # Where the header's WCS puts the drawn pixels: off by the pointing error.
             seen = WCS(header).pixel_to_world(mine["X"] - 1, mine["Y"] - 1)
             true = SkyCoord(mine["RA"], mine["DEC"], unit="deg")
@@ -412,3 +418,24 @@ def test_broken_exposures_a_dead_ccd_and_a_ccd_without_wcs(tmp_path: Path) -> No
         assert WCS(hdul[1].header).has_celestial and not WCS(hdul[3].header).has_celestial
         assert "CTYPE1" in hdul[2].header and "CRVAL1" not in hdul[3].header
         assert list(truth["CCDS"].data["DEAD"]) == [False, True, False]
+
+
+def test_the_sky_catalogue_counts_and_cells() -> None:
+    """Star counts rise with magnitude, galaxies are a tenth of the sources, the density is
+    the model's, and a region through RA 0 is the union of its two sides."""
+    from spica_core.synth.sky import GALAXY, SKY, STAR, sources_in
+
+    found = sources_in(SKY, (34.5, 35.5), (-8.5, -7.5))
+    area = 1.0 * math.cos(math.radians(8.0))  # deg^2, near enough
+    stars = found.mag[found.kind == STAR]
+    assert len(stars) / area == pytest.approx(SKY.star_density, rel=0.05)
+    counts, _ = np.histogram(stars, bins=np.arange(15.0, 24.5, 1.5))
+    assert list(counts) == sorted(counts) and counts[-1] > 5 * counts[0]
+    galaxies = found.take(found.kind == GALAXY)
+    assert 0.05 < len(galaxies) / len(found) < 0.15
+    assert np.all(galaxies.radius > 0) and np.all(found.radius[found.kind == STAR] == 0)
+    across = sources_in(SKY, (359.8, 0.2), (10.0, 10.2))
+    east = sources_in(SKY, (0.0, 0.2), (10.0, 10.2))
+    west = sources_in(SKY, (359.8, 360.0), (10.0, 10.2))
+    assert len(across) == len(east) + len(west) > 0
+    assert set(across.ra) == set(east.ra) | set(west.ra)
