@@ -5,8 +5,9 @@ whole file gzipped) and ``.fits.fz`` (each CCD a tile-compressed ``CompImageHDU`
 primary header plain). Output is byte-for-byte reproducible: the gzip header carries no
 time stamp and the pixels come from a seeded source.
 
-Pixels are a :data:`PixelSource`: noise now, stars drawn from a fixed sky catalogue later,
-without this module changing.
+Pixels are a :data:`PixelSource`: flat noise (:func:`noise_pixels`) or the synthetic sky
+(:class:`spica_core.synth.render.SkyPixels`); a spec's dead CCDs read zeros whatever the
+source.
 """
 
 from __future__ import annotations
