@@ -2,7 +2,8 @@
 
 source-extractor is told which pixels to ignore by two MEFs beside the outputs, one
 extension per CCD: a weight map (1 good, 0 bad) and a flag map (bits below) for saturated,
-zero or non-finite pixels. The image is checked first — readable FITS, not truncated, no CCD
+zero or non-finite pixels, both 8-bit (a float weight map would be four times the bytes to
+write for the same two values). The image is checked first — readable FITS, not truncated, no CCD
 all zeros, a usable celestial WCS on every CCD — so a broken exposure fails here with a
 message naming it and its CCD, before any tool runs and nothing of it is written. A
 compressed MEF (``.fits.fz``, ``.fits.gz``) is unpacked beside the maps: source-extractor
@@ -75,7 +76,7 @@ def write_maps(image_path: Path, workdir: Path, *, image: str) -> MapPaths:
         ccds = _ccds(hdus, image, out.image_path)
         primary_header = hdus[0].header
         flags = [_flag_map(ccd, primary_header) for ccd in ccds]
-        weights = [(flag == 0).astype(np.float32) for flag in flags]
+        weights = [(flag == 0).view(np.uint8) for flag in flags]
         _write_mef(out.weight, ccds, weights, "weight: 1 good, 0 saturated/zero/non-finite")
         _write_mef(out.flag, ccds, flags, "flags: 1 saturated, 2 zero, 4 non-finite")
         if out.unpacked:
