@@ -11,10 +11,11 @@ is read leniently with :mod:`xml.etree` rather than as a VOTable.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def _read_catalog(path: Path, image: str) -> list[_CatalogCcd]:
     if not path.is_file():
         raise QfinFailed(f"image {image}: source-extractor's catalogue {path} is missing")
     try:
-        with fits.open(path, memmap=False) as hdus:
+        with _quiet(), fits.open(path, memmap=False) as hdus:
             tables = [(hdu.name, hdu) for hdu in hdus[1:]]
             ccds: list[_CatalogCcd] = []
             for (name, head), (objects_name, objects) in zip(
@@ -146,6 +147,14 @@ def _read_catalog(path: Path, image: str) -> list[_CatalogCcd]:
     return ccds
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """astropy's warnings about a damaged file silenced: it fails by name instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _ldac_header(hdu: Any) -> Any:
     """The image header SExtractor stored as 80-character cards in ``LDAC_IMHEAD``."""
     from astropy.io import fits
@@ -156,8 +165,7 @@ def _ldac_header(hdu: Any) -> Any:
     text = "".join(
         (c.decode("ascii", "replace") if isinstance(c, bytes) else str(c)).ljust(80) for c in cards
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
         return fits.Header.fromstring(text)
 
 
@@ -200,7 +208,7 @@ def _accepted_stars(path: Path, image: str) -> dict[int, list[int]]:
         raise QfinFailed(f"image {image}: PSFEx's star list {path} is missing")
     accepted: dict[int, list[int]] = {}
     try:
-        with fits.open(path, memmap=False) as hdus:
+        with _quiet(), fits.open(path, memmap=False) as hdus:
             for hdu in hdus:
                 if hdu.name != "LDAC_OBJECTS" or hdu.data is None:
                     continue
@@ -222,8 +230,7 @@ def _primary_header(path: Path) -> Any | None:
     from astropy.io import fits
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             return fits.getheader(path, 0)
     except Exception:
         return None
