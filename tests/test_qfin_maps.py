@@ -49,6 +49,8 @@ def test_maps_mark_saturated_and_zero_pixels(tmp_path: Path, container: Containe
     workdir = tmp_path / "qfin" / "T0001" / "811001p"
     maps = write_maps(image, workdir, image="811001p")
     with fits.open(maps.weight) as weight, fits.open(maps.flag) as flag:
+        weight.verify("exception")
+        flag.verify("exception")
         assert len(weight) == len(flag) == 4
         assert [h.header["EXTNAME"] for h in weight[1:]] == ["ccd00", "ccd01", "ccd02"]
         assert flag[2].data[10, 20] == FLAG_SATURATED
