@@ -7,8 +7,9 @@ drawn from SPICA's synthetic sky, then runs each line of the unit that
 :func:`spica_core.qfin.commands.qfin_commands` generates, in order, timing each:
 
 * ``source-extractor`` and ``psfex`` as the real binaries (subprocesses, as ``commands.sh``);
-* ``spica qfin maps``: the installed ``spica`` command when it has that subcommand (a fresh
-  process, its start-up included), else the same engine function in-process (said so);
+* ``spica qfin maps``: the ``spica`` command (``--spica``, default this virtualenv's) when it
+  has that subcommand (a fresh process, its start-up included), else the same engine
+  function in-process (said so);
 * ``spica qfin record``: the part of it that is QFin's own — reading the tools' outputs
   (``measure_outputs``) and writing the report — in-process; writing dbspica is one
   transaction of a few rows and is not timed here.
@@ -18,6 +19,7 @@ Prints seconds per exposure, time in the binaries and outside, and the share out
 
     .venv/bin/python bench/qfin.py [--exposures 3] [--ccds 4] [--shape 4612x2048]
                                    [--container fits.fz] [--seeing 0.8] [--keep DIR]
+                                   [--spica PATH]
 """
 
 from __future__ import annotations
@@ -69,12 +71,12 @@ class Timing:
         return sum(self.outside.values())
 
 
-def spica_has_maps() -> bool:
-    """Whether the installed ``spica`` runs ``qfin maps`` (the QFin command line)."""
-    if not SPICA.exists():
+def spica_has_maps(spica: Path) -> bool:
+    """Whether ``spica`` runs ``qfin maps`` (the QFin command line)."""
+    if not spica.exists():
         return False
     done = subprocess.run(
-        [str(SPICA), "qfin", "maps", "--help"], capture_output=True, text=True, timeout=60
+        [str(spica), "qfin", "maps", "--help"], capture_output=True, text=True, timeout=60
     )
     return done.returncode == 0
 
@@ -89,7 +91,7 @@ def render(directory: Path, count: int, ccds: int, shape: tuple[int, int], conta
             qrunid="26BQ01",
             filter="r.MP9601",
             object="w1.+0+0",
-            ra_deg=34.5,
+            ra_deg=34.5 + 0.3 * n,  # a field of its own each: their own stars
             dec_deg=-7.0,
             exptime=300.0,
             start=datetime(2026, 8, 3, 8, n, tzinfo=UTC),
@@ -110,15 +112,15 @@ def _options(argv: list[str]) -> dict[str, str]:
     return dict(zip(rest[0::2], rest[1::2], strict=True))
 
 
-def run_unit(image_path: Path, workdir: Path, *, maps_cli: bool) -> Timing:
+def run_unit(image_path: Path, workdir: Path, *, spica: Path | None) -> Timing:
     image = image_path.name.split(".")[0]
     unit = QfinUnitPaths(image=image, image_path=str(image_path), workdir=str(workdir))
     timing = Timing(image)
     for argv in qfin_commands(unit, release=RELEASE, config_dir=str(astromatic_dir())):
         start = time.perf_counter()
         if argv[:3] == ["spica", "qfin", "maps"]:
-            if maps_cli:
-                subprocess.run([str(SPICA), *argv[1:]], check=True, capture_output=True)
+            if spica is not None:
+                subprocess.run([str(spica), *argv[1:]], check=True, capture_output=True)
             else:
                 opts = _options(argv)
                 write_maps(Path(opts["--image-path"]), Path(opts["--workdir"]), image=argv[3])
@@ -163,6 +165,10 @@ def main() -> None:
     parser.add_argument("--container", default="fits.fz", choices=["fits", "fits.gz", "fits.fz"])
     parser.add_argument("--seeing", type=float, default=0.8)
     parser.add_argument("--keep", type=Path, help="work here and keep the files")
+    parser.add_argument(
+        "--spica", type=Path, default=SPICA,
+        help="the spica command running `qfin maps` (default: this virtualenv's)",
+    )  # fmt: skip
     args = parser.parse_args()
     ny, nx = (int(v) for v in args.shape.lower().split("x"))
     for tool in ("source-extractor", "psfex"):
@@ -170,11 +176,11 @@ def main() -> None:
             raise SystemExit(f"{tool} is not installed (./run setup, or apt-get install {tool})")
     root = args.keep or Path(tempfile.mkdtemp(prefix="spica-bench-qfin-"))
     root.mkdir(parents=True, exist_ok=True)
-    maps_cli = spica_has_maps()
+    spica = args.spica if spica_has_maps(args.spica) else None
     print(
         f"QFin bench: {args.exposures} exposures of {args.ccds} CCDs of {ny}x{nx} px "
         f'({args.container}), seeing {args.seeing}"; `spica qfin maps` '
-        + ("through the installed spica" if maps_cli else "in-process (the CLI lacks it)")
+        + (f"through {spica}" if spica else "in-process (the CLI lacks it)")
         + "; `spica qfin record`'s reading and report in-process",
         flush=True,
     )
@@ -186,7 +192,7 @@ def main() -> None:
     try:
         for path in images:
             timings.append(run_unit(path, root / "qfin" / path.name.split(".")[0],
-                                    maps_cli=maps_cli))  # fmt: skip
+                                    spica=spica))  # fmt: skip
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -171,3 +171,17 @@ def test_corrupt_exposure_fails_at_the_first_line_and_writes_nothing(
     assert "image 811001p" in message and expected in message, message
     assert not report_path(workdir, "811001p").exists()
     assert sorted(p.name for p in workdir.iterdir()) == []
+
+
+def test_ccds_too_small_for_a_psf_have_no_seeing(tmp_path: Path) -> None:
+    """PSFEx finds too few stars: the unit still completes, the seeing is unknown (None),
+    never a made-up figure; background and counts are still measured."""
+    require_tools()
+    spec = ExposureSpec(**{**_spec(0.8).__dict__, "ccd_shape": (160, 160)})
+    image = write_sky_exposure(spec, tmp_path / "raid", "fits", truth_dir=tmp_path / "t")
+    figures = run_qfin(image, tmp_path / "qfin" / "811001p", "811001p")
+    assert figures.seeing is None and figures.elongation is None
+    assert figures.psf_stars == 0
+    assert [c.seeing for c in figures.ccds] == [None, None]
+    sky = observing.sky_level(spec, 0)
+    assert all(_within(c.background, sky, 0.02) for c in figures.ccds)
