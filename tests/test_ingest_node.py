@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -48,12 +50,10 @@ def _spica(demo: DemoCluster, db_url: str, *args: str, repository: str | None = 
     config = demo.config_path
     if repository is not None:
         config = demo.config_path.with_name("ingest.toml")
-        config.write_text(
-            demo.config_path.read_text(encoding="utf-8")
-            + f'\n[[transfer.repositories]]\nname = "cadc2"\npath = "{repository}"\n'
-            'node = "mix1"\n',
-            encoding="utf-8",
-        )
+        raw = tomllib.loads(demo.config_path.read_text(encoding="utf-8"))
+        repositories = raw.setdefault("transfer", {}).setdefault("repositories", [])
+        repositories.append({"name": "cadc2", "path": repository, "node": "mix1"})
+        config.write_text(tomli_w.dumps(raw), encoding="utf-8")
     done = run_spica("--config", str(config), *args, env={"SPICA_DB_URL": db_url})
     return done.returncode, done.stdout, done.stderr
 
