@@ -1,0 +1,256 @@
+"""QFin's figures, read from the tools' outputs in a unit's work directory.
+
+Per CCD: the seeing is PSFEx's PSF FWHM in arcsec (``FWHM_WCS_Mean`` of the extension in
+PSFEx's XML, as QualityFITS did); the PSF stars are those PSFEx accepted, their elongation
+the median of SExtractor's A/B over them; the number of sources, the background level and
+RMS and the saturation level come from SExtractor's catalogue (``SEXBKGND``, ``SEXBKDEV``,
+``SEXSATLV`` in each CCD's ``LDAC_IMHEAD``). The image's figures are medians over its CCDs
+and sums of counts. PSFEx's XML declares types its values do not have (DESIGN §8), so it
+is read leniently with :mod:`xml.etree` rather than as a VOTable.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+from spica_core.errors import SpicaError
+from spica_core.node.files import one_line
+from spica_core.qfin.outputs import QfinOutputs
+from spica_core.qfin.result import CcdFigures, ImageFigures
+
+
+class QfinFailed(SpicaError):
+    """An image QFin cannot measure: broken input or missing/unusable tool outputs.
+
+    The message names the image, and the CCD or the file at fault.
+    """
+
+
+def report_path(workdir: Path, image: str) -> Path:
+    """The per-image report (``<image>.qfin.json``) in the unit's work directory."""
+    return QfinOutputs(workdir=Path(workdir), image=image, image_path=Path(image)).report
+
+
+@dataclass(frozen=True)
+class _CatalogCcd:
+    """One CCD of SExtractor's FITS_LDAC catalogue: its header and source table."""
+
+    header: Any
+    objects: Any
+
+
+def measure_outputs(workdir: Path, *, image: str, release: str, image_path: Path) -> ImageFigures:
+    """Read the catalogue, PSF model, PSFEx XML and star list of ``image`` in ``workdir``."""
+    out = QfinOutputs(workdir=Path(workdir), image=image, image_path=Path(image_path))
+    catalog = _read_catalog(out.catalog, image)
+    if not out.psf.is_file():
+        raise QfinFailed(f"image {image}: PSFEx's model {out.psf} is missing")
+    extensions = _psfex_extensions(out.psfex_xml, image)
+    accepted = _accepted_stars(out.psf_stars, image)
+    primary = _primary_header(out.image_path)
+    ccds = [
+        _ccd_figures(index, ccd, extensions.get(index, {}), accepted.get(index, ()), image)
+        for index, ccd in enumerate(catalog, start=1)
+    ]
+    expected = _int(primary.get("NEXTEND")) if primary is not None else None
+    return ImageFigures(
+        image=image,
+        release=release,
+        ccds=ccds,
+        ccds_expected=expected if expected is not None and expected > 0 else len(ccds),
+        seeing=_median(c.seeing for c in ccds),
+        elongation=_median(c.elongation for c in ccds),
+        sources=sum(c.sources for c in ccds),
+        psf_stars=sum(c.psf_stars for c in ccds),
+        background=_median(c.background for c in ccds) or 0.0,
+        background_rms=_median(c.background_rms for c in ccds) or 0.0,
+        exptime=_float(primary.get("EXPTIME")) if primary is not None else None,
+        filter=_text(primary.get("FILTER")) if primary is not None else None,
+    )
+
+
+def _ccd_figures(
+    index: int,
+    ccd: _CatalogCcd,
+    psfex: dict[str, str],
+    accepted: Sequence[int],
+    image: str,
+) -> CcdFigures:
+    header = ccd.header
+    where = f"image {image}: CCD {index} of the catalogue"
+    background = _float(header.get("SEXBKGND"))
+    background_rms = _float(header.get("SEXBKDEV"))
+    if background is None or background_rms is None:
+        raise QfinFailed(f"{where} has no background (SEXBKGND/SEXBKDEV) in its LDAC_IMHEAD")
+    objects = ccd.objects
+    sources = 0 if objects is None else len(objects)
+    psf_stars = _int(psfex.get("NStars_Accepted_Total")) or 0
+    seeing = _float(psfex.get("FWHM_WCS_Mean")) if psf_stars > 0 else None
+    return CcdFigures(
+        ccd=index,
+        extname=_text(header.get("EXTNAME")),
+        seeing=seeing if seeing is not None and seeing > 0 else None,
+        elongation=_elongation(objects, accepted),
+        sources=sources,
+        psf_stars=psf_stars,
+        background=background,
+        background_rms=background_rms,
+        saturation=_float(header.get("SEXSATLV")),
+    )
+
+
+def _elongation(objects: Any, accepted: Sequence[int]) -> float | None:
+    """Median SExtractor ELONGATION (A/B) of the sources PSFEx accepted as PSF stars."""
+    if objects is None or not accepted or len(objects) == 0:
+        return None
+    import numpy as np
+
+    chosen = np.isin(objects["NUMBER"], np.asarray(accepted))
+    values = objects["ELONGATION"][chosen]
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if len(values) else None
+
+
+def _read_catalog(path: Path, image: str) -> list[_CatalogCcd]:
+    """The catalogue's CCDs: each an ``LDAC_IMHEAD`` (the image header) and its objects."""
+    from astropy.io import fits
+
+    if not path.is_file():
+        raise QfinFailed(f"image {image}: source-extractor's catalogue {path} is missing")
+    try:
+        with fits.open(path, memmap=False) as hdus:
+            tables = [(hdu.name, hdu) for hdu in hdus[1:]]
+            ccds: list[_CatalogCcd] = []
+            for (name, head), (objects_name, objects) in zip(
+                tables[0::2], tables[1::2], strict=True
+            ):
+                if name != "LDAC_IMHEAD" or objects_name != "LDAC_OBJECTS":
+                    raise ValueError(f"found {name}/{objects_name}, not LDAC_IMHEAD/LDAC_OBJECTS")
+                ccds.append(_CatalogCcd(header=_ldac_header(head), objects=objects.data))
+    except QfinFailed:
+        raise
+    except Exception as exc:
+        raise QfinFailed(
+            f"image {image}: source-extractor's catalogue {path} is not a FITS_LDAC "
+            f"catalogue ({one_line(exc)})"
+        ) from exc
+    if not ccds:
+        raise QfinFailed(f"image {image}: source-extractor's catalogue {path} holds no CCD")
+    return ccds
+
+
+def _ldac_header(hdu: Any) -> Any:
+    """The image header SExtractor stored as 80-character cards in ``LDAC_IMHEAD``."""
+    from astropy.io import fits
+
+    cards = hdu.data["Field Header Card"][0]
+    if isinstance(cards, bytes | str):
+        cards = [cards[i : i + 80] for i in range(0, len(cards), 80)]
+    text = "".join(
+        (c.decode("ascii", "replace") if isinstance(c, bytes) else str(c)).ljust(80) for c in cards
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fits.Header.fromstring(text)
+
+
+def _psfex_extensions(path: Path, image: str) -> dict[int, dict[str, str]]:
+    """PSFEx XML's ``PSF_Extensions`` rows by extension number (1-based), values as text."""
+    if not path.is_file():
+        raise QfinFailed(f"image {image}: PSFEx's XML {path} is missing")
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, OSError) as exc:
+        raise QfinFailed(
+            f"image {image}: PSFEx's XML {path} is unreadable ({one_line(exc)})"
+        ) from exc
+    table = next(
+        (t for t in root.iter() if _local(t.tag) == "TABLE" and t.get("name") == "PSF_Extensions"),
+        None,
+    )
+    if table is None:
+        raise QfinFailed(f"image {image}: PSFEx's XML {path} has no PSF_Extensions table")
+    fields = [f.get("name", "") for f in table if _local(f.tag) == "FIELD"]
+    rows: dict[int, dict[str, str]] = {}
+    for tr in (e for e in table.iter() if _local(e.tag) == "TR"):
+        values = [(td.text or "").strip() for td in tr if _local(td.tag) == "TD"]
+        row = dict(zip(fields, values, strict=False))
+        number = _int(row.get("Extension"))
+        if number is not None:
+            rows[number] = row
+    return rows
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _accepted_stars(path: Path, image: str) -> dict[int, list[int]]:
+    """SExtractor NUMBERs of the stars PSFEx accepted (FLAGS_PSF 0), by extension."""
+    from astropy.io import fits
+
+    if not path.is_file():
+        raise QfinFailed(f"image {image}: PSFEx's star list {path} is missing")
+    accepted: dict[int, list[int]] = {}
+    try:
+        with fits.open(path, memmap=False) as hdus:
+            for hdu in hdus:
+                if hdu.name != "LDAC_OBJECTS" or hdu.data is None:
+                    continue
+                data = hdu.data
+                keep = data["FLAGS_PSF"] == 0
+                for ext, number in zip(
+                    data["EXTENSION"][keep], data["SOURCE_NUMBER"][keep], strict=True
+                ):
+                    accepted.setdefault(int(ext), []).append(int(number))
+    except Exception as exc:
+        raise QfinFailed(
+            f"image {image}: PSFEx's star list {path} is unreadable ({one_line(exc)})"
+        ) from exc
+    return accepted
+
+
+def _primary_header(path: Path) -> Any | None:
+    """The image's primary header (NEXTEND, EXPTIME, FILTER), None when it cannot be read."""
+    from astropy.io import fits
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fits.getheader(path, 0)
+    except Exception:
+        return None
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.median(present) if present else None
+
+
+def _float(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _int(value: object) -> int | None:
+    number = _float(value)
+    return int(number) if number is not None else None
+
+
+def _text(value: object) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    return text or None
