@@ -1,0 +1,236 @@
+"""The daemon's QFin lock: one QFin unit per raid partition at a time, a dead holder's lock
+kept until the operator clears it.
+
+Real parts: a demo node over SSH (units staged through its agent), its real daemon of
+several slots, dbspica on SQLite and MariaDB. The lock is the daemon's: the units' commands
+are plain shell lines that only witness what runs when (a directory that exists while a unit
+is inside its partition, files that two units wait for each other through).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from spica_core.config import load_config
+from spica_core.db.engine import make_engine
+from spica_core.db.models import Problem, Stack, StackRun
+from spica_core.demo.cluster import DemoCluster
+from spica_core.node.protocol import LockRecord
+from spica_core.stack_add import StackSpec, add_stacks
+from tests.conftest import run_spica
+from tests.daemon_support import wait_for
+from tests.qfin_units_support import NODE, demo_cluster
+
+#: Seconds a unit's line waits for a file before it fails (never reached when all is well).
+PATIENCE = 120
+
+
+@pytest.fixture
+def demo(tmp_path: Path, db_url: str):
+    """One demo node on ``db_url`` whose daemon has four slots: enough for every unit of a
+    test to run at once but for the lock."""
+    yield from demo_cluster(tmp_path, db_url, slots=4)
+
+
+def wait_file(path: Path) -> str:
+    """A shell line that waits for ``path`` (fails after PATIENCE seconds)."""
+    q = shlex.quote(str(path))
+    return (
+        f"i=0; while [ ! -e {q} ]; do i=$((i+1)); [ $i -gt {PATIENCE * 10} ] && exit 1; "
+        "sleep 0.1; done"
+    )
+
+
+def add_qfin(demo: DemoCluster, units: dict[str, tuple[str, list[str]]]) -> None:
+    """QFin units (name -> (partition, lines)) staged over SSH and launched."""
+    config = load_config(demo.config_path)
+    engine = make_engine(config.db)
+    specs = [
+        StackSpec(name, NODE, ("\n".join(lines) + "\n").encode(), step="qfin", partition=part)
+        for name, (part, lines) in units.items()
+    ]
+    try:
+        result = add_stacks(engine, config, specs, launch=True, by="test", over_ssh=True)
+    finally:
+        engine.dispose()
+    assert not result.failed and not result.not_launched, result
+    assert {a.stack: a.state for a in result.added} == dict.fromkeys(units, "pending")
+
+
+def engine_of(demo: DemoCluster):  # type: ignore[no-untyped-def]
+    return make_engine(load_config(demo.config_path).db)
+
+
+def state(demo: DemoCluster, name: str) -> str | None:
+    engine = engine_of(demo)
+    try:
+        with Session(engine) as s:
+            return s.scalars(select(Stack.state).where(Stack.name == name)).one_or_none()
+    finally:
+        engine.dispose()
+
+
+def runs(demo: DemoCluster, name: str) -> list[StackRun]:
+    engine = engine_of(demo)
+    try:
+        with Session(engine) as s:
+            stmt = (
+                select(StackRun)
+                .join(Stack)
+                .where(Stack.name == name)
+                .order_by(StackRun.attempt, StackRun.line)
+            )
+            rows = list(s.scalars(stmt))
+            s.expunge_all()
+            return rows
+    finally:
+        engine.dispose()
+
+
+def problems(demo: DemoCluster) -> list[str]:
+    engine = engine_of(demo)
+    try:
+        with Session(engine) as s:
+            return list(s.scalars(select(Problem.message).order_by(Problem.id)))
+    finally:
+        engine.dispose()
+
+
+def lock_holder(demo: DemoCluster, partition: str) -> LockRecord | None:
+    path = demo.node_root(NODE) / "locks" / f"{partition}.qfin.lock"
+    try:
+        return LockRecord(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def daemon_pid(demo: DemoCluster) -> int:
+    (node,) = demo.status().nodes
+    assert node.daemon_alive and node.daemon_pid is not None
+    return node.daemon_pid
+
+
+def test_one_qfin_per_partition_while_partitions_run_at_once(
+    demo: DemoCluster, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    inside = shlex.quote(str(marks / "raid1.inside"))
+    first, second, other = "811001p_qfin_T0003", "811002p_qfin_T0003", "812001p_qfin_T0003"
+    add_qfin(
+        demo,
+        {
+            # Each raid1 unit is "inside" raid1 from its first line to its last: mkdir fails
+            # (and the unit with it) if the other one is inside too.
+            first: (
+                "raid1",
+                [
+                    f"mkdir {inside}",
+                    f"touch {shlex.quote(str(marks / 'first.started'))}",
+                    wait_file(marks / "other.started"),
+                    f"rmdir {inside}",
+                ],
+            ),
+            second: ("raid1", [f"mkdir {inside}", "sleep 0.2", f"rmdir {inside}"]),
+            # raid2 runs beside raid1's unit: each waits for the other to have started.
+            other: (
+                "raid2",
+                [
+                    f"touch {shlex.quote(str(marks / 'other.started'))}",
+                    wait_file(marks / "first.started"),
+                ],
+            ),
+        },
+    )
+    demo.up(daemons=True)
+    for name in (first, second, other):
+        wait_for(lambda n=name: state(demo, n) in ("completed", "failed"), 120, f"{name} to end")
+    assert {n: state(demo, n) for n in (first, second, other)} == dict.fromkeys(
+        (first, second, other), "completed"
+    )
+    spans = {}
+    for name in (first, second):
+        rows = runs(demo, name)
+        assert [(r.line, r.exit_code) for r in rows] == [(i, 0) for i in range(1, len(rows) + 1)]
+        spans[name] = (rows[0].started_at, rows[-1].ended_at)
+    (a_start, a_end), (b_start, b_end) = spans[first], spans[second]
+    assert a_end <= b_start or b_end <= a_start, f"raid1 units overlapped: {spans}"
+    # The raid2 unit ran while raid1's first unit did (each waited for the other to start).
+    other_rows = runs(demo, other)
+    assert other_rows[0].started_at < a_end and a_start < other_rows[-1].ended_at
+    # Every lock given back; waiting for a live lock is no problem.
+    assert not list((demo.node_root(NODE) / "locks").glob("*.qfin.lock"))
+    assert problems(demo) == []
+
+
+def test_a_dead_daemons_lock_holds_until_unlock_qfin_then_the_unit_resumes(
+    demo: DemoCluster, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    unit = "811003p_qfin_T0003"
+    started, go = marks / "line2.started", marks / "go"
+    add_qfin(
+        demo,
+        {
+            unit: (
+                "raid1",
+                [
+                    "echo one",
+                    f"touch {shlex.quote(str(started))} && {wait_file(go)}",
+                    "echo three",
+                ],
+            )
+        },
+    )
+    demo.up(daemons=True)
+    first_daemon = daemon_pid(demo)
+    wait_for(started.exists, 60, "line 2 to start")
+    holder = lock_holder(demo, "raid1")
+    assert holder is not None and holder.pid == first_daemon and holder.stack == unit
+
+    os.kill(first_daemon, signal.SIGKILL)
+    wait_for(lambda: not demo.status().nodes[0].daemon_alive, 30, "the daemon to die")
+    demo.up(daemons=True)  # a new daemon: recovers the stale claim, pending at line 2
+    second_daemon = daemon_pid(demo)
+    assert second_daemon != first_daemon
+    queue = demo.node_root(NODE) / "queue"
+    wait_for(lambda: (queue / f"{unit}.spica").exists(), 60, "the claim to be recovered")
+    message = wait_for(
+        lambda: [m for m in problems(demo) if "unlock --qfin raid1" in m], 60, "the lock problem"
+    )
+    assert f"{unit} waits: locks/raid1.qfin.lock is held by dead pid {first_daemon}" in message[0]
+    # The new daemon keeps beating and never takes the dead lock over: the unit stays pending.
+    beat = demo.node_root(NODE) / "daemon.heartbeat"
+    seen = beat.stat().st_mtime_ns
+    wait_for(lambda: beat.stat().st_mtime_ns != seen, 30, "a heartbeat")
+    seen = beat.stat().st_mtime_ns
+    wait_for(lambda: beat.stat().st_mtime_ns != seen, 30, "another heartbeat")
+    assert (queue / f"{unit}.spica").exists()
+    assert lock_holder(demo, "raid1") == holder
+    assert len([m for m in problems(demo) if "unlock --qfin" in m]) == 1  # said once
+
+    nodes = run_spica("--config", str(demo.config_path), "nodes", "--poll", "--json")
+    (shown,) = json.loads(nodes.stdout)
+    assert [(lock["partition"], lock["alive"]) for lock in shown["qfin_locks"]] == [
+        ("raid1", False)
+    ]
+
+    go.touch()
+    cleared = run_spica(
+        "--config", str(demo.config_path), "unlock", "--qfin", "raid1", "--node", NODE, "--yes"
+    )
+    assert cleared.returncode == 0, cleared.stderr
+    wait_for(lambda: state(demo, unit) == "completed", 120, "the unit to complete")
+    lines = [(r.line, r.attempt, r.exit_code) for r in runs(demo, unit)]
+    assert lines[0] == (1, 1, 0) and lines[-2:] == [(2, 2, 0), (3, 2, 0)]
+    assert [line for line, attempt, _ in lines if line == 1] == [1]  # resumed at its line
+    assert lock_holder(demo, "raid1") is None
