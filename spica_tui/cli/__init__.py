@@ -21,6 +21,7 @@ from spica_tui.cli import (
     ingest_cmds,
     node_cmds,
     ops_cmds,
+    qfin_cmds,
     report_cmds,
     transfer_cmds,
     transfer_run_cmds,
@@ -78,6 +79,7 @@ ops_cmds.register(app)
 console_cmds.register(app)
 watch_cmds.register(app)
 ingest_cmds.register(app)
+qfin_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
