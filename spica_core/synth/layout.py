@@ -2,9 +2,11 @@
 
 The focal plane is MegaCam's: 36 CCDs of 2048 x 4612 pixels at 0.187"/pixel in 4 rows of 9,
 about one degree square. A CCD of a smaller shape (tests use 32 x 32) keeps its place and
-size on the sky; only its pixels grow, so a later star-drawing step sees the same sky at any
-resolution. Headers are plain ``(keyword, value, comment)`` cards so this module needs no
-FITS library; :mod:`spica_core.synth.writer` turns them into HDUs.
+size on the sky; only its pixels grow. With ``pixel_scale`` set (e.g. :data:`NATIVE_SCALE`)
+a small CCD is instead a cut-out of that scale from the CCD's centre, so a seeing-limited
+PSF is sampled as MegaCam samples it (what QFin measures). Headers are plain
+``(keyword, value, comment)`` cards so this module needs no FITS library;
+:mod:`spica_core.synth.writer` turns them into HDUs.
 """
 
 from __future__ import annotations
@@ -83,6 +85,21 @@ class ExposureSpec:
     #: Per-CCD gain (e-/ADU) and saturation (ADU), written in the extensions only.
     gains: tuple[float, ...] = ()
     saturate: float = 65535.0
+    #: Read noise (e-), the extensions' RDNOISE.
+    read_noise: float = 5.0
+    #: Pixel scale (arcsec / pixel) of the written CCDs: None stretches each CCD's whole
+    #: area over ``ccd_shape``; a value cuts ``ccd_shape`` pixels of that scale from the
+    #: CCD's centre.
+    pixel_scale: float | None = None
+    #: Seeing: the Moffat PSF's FWHM (arcsec; None: a default drawn from the filename in
+    #: 0.6-1.4) and its beta.
+    fwhm: float | None = None
+    beta: float = 3.0
+    #: Sky background (ADU / pixel); None: the filter's dark sky for the exposure time.
+    sky: float | None = None
+    #: How far the headers' pointing is from the true one (arcsec, east and north);
+    #: None: a default of a few arcsec drawn from the filename.
+    pointing_error: tuple[float, float] | None = None
     #: Cards to change in the primary header: a value replaces (or adds) the card, None
     #: removes it. This is how tests make a header a real pipeline would have to refuse.
     overrides: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
@@ -144,8 +161,9 @@ class CcdGeometry:
     scale_y: float
 
 
-def ccd_geometry(index: int, shape: tuple[int, int]) -> CcdGeometry:
-    """CCD ``index`` (0..35, row-major from the south-east corner) for pixels of ``shape``."""
+def ccd_geometry(index: int, shape: tuple[int, int], scale: float | None = None) -> CcdGeometry:
+    """CCD ``index`` (0..35, row-major from the south-east corner) for pixels of ``shape``:
+    stretched over the whole CCD, or of ``scale`` (arcsec / pixel) about its centre."""
     ny, nx = shape
     column, row = index % COLUMNS, index // COLUMNS
     width = NATIVE_SHAPE[1] * NATIVE_SCALE
@@ -154,36 +172,46 @@ def ccd_geometry(index: int, shape: tuple[int, int]) -> CcdGeometry:
         index=index,
         x_offset=(column - (COLUMNS - 1) / 2) * (width + GAP_X),
         y_offset=(row - (ROWS - 1) / 2) * (height + GAP_Y),
-        scale_x=width / nx,
-        scale_y=height / ny,
+        scale_x=width / nx if scale is None else scale,
+        scale_y=height / ny if scale is None else scale,
     )
 
 
 def ccd_cards(spec: ExposureSpec, index: int) -> list[Card]:
-    """An image extension's cards: its name, detector keys and a TAN WCS.
-
-    The WCS puts the pointing (CRVAL) at the tangent point for every CCD and moves CRPIX off
-    the CCD by its offset, as a camera's astrometric solution does before distortion.
-    """
+    """An image extension's cards: its name, detector keys and the headers' TAN WCS (at the
+    pointing the telescope reported, see :func:`wcs_cards`)."""
     ny, nx = spec.ccd_shape
-    geom = ccd_geometry(index, spec.ccd_shape)
-    crpix1 = (nx + 1) / 2 - geom.x_offset / geom.scale_x
-    crpix2 = (ny + 1) / 2 - geom.y_offset / geom.scale_y
     return [
         ("EXTNAME", f"ccd{index:02d}", "Extension name"),
         ("CCDNUM", index, "CCD number"),
         ("DETSIZE", f"[1:{nx * COLUMNS},1:{ny * ROWS}]", "Mosaic size"),
         ("GAIN", spec.gain(index), "Amplifier gain (e-/ADU)"),
         ("SATURATE", spec.saturate, "Saturation level (ADU)"),
-        ("RDNOISE", 5.0, "Read noise (e-)"),
+        ("RDNOISE", spec.read_noise, "Read noise (e-)"),
+        *wcs_cards(spec, index, spec.ra_deg, spec.dec_deg),
+    ]
+
+
+def wcs_cards(spec: ExposureSpec, index: int, ra_deg: float, dec_deg: float) -> list[Card]:
+    """CCD ``index``'s TAN WCS for a tangent point at (``ra_deg``, ``dec_deg``).
+
+    The WCS puts the pointing (CRVAL) at the tangent point for every CCD and moves CRPIX off
+    the CCD by its offset, as a camera's astrometric solution does before distortion. The
+    headers use the reported pointing; the pixels are drawn at the true one.
+    """
+    ny, nx = spec.ccd_shape
+    geom = ccd_geometry(index, spec.ccd_shape, spec.pixel_scale)
+    crpix1 = (nx + 1) / 2 - geom.x_offset / geom.scale_x
+    crpix2 = (ny + 1) / 2 - geom.y_offset / geom.scale_y
+    return [
         ("EQUINOX", 2000.0, "Equinox of WCS"),
         ("RADESYS", "ICRS", "WCS frame"),
         ("CTYPE1", "RA---TAN", "Gnomonic projection"),
         ("CTYPE2", "DEC--TAN", "Gnomonic projection"),
         ("CUNIT1", "deg", ""),
         ("CUNIT2", "deg", ""),
-        ("CRVAL1", spec.ra_deg, "RA at the tangent point (deg)"),
-        ("CRVAL2", spec.dec_deg, "DEC at the tangent point (deg)"),
+        ("CRVAL1", ra_deg, "RA at the tangent point (deg)"),
+        ("CRVAL2", dec_deg, "DEC at the tangent point (deg)"),
         ("CRPIX1", round(crpix1, 3), "Tangent point, x (pixel)"),
         ("CRPIX2", round(crpix2, 3), "Tangent point, y (pixel)"),
         ("CD1_1", -geom.scale_x / 3600.0, "Pixel to sky (deg / pixel)"),

@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from spica_core.synth.layout import CCDS, FILTERS, ExposureSpec, pointing_centre, pointing_name
+from spica_core.synth.sky import SKY, SkyModel
+from spica_core.synth.truth import write_sky_exposure
 from spica_core.synth.writer import Container, PixelSource, noise_pixels, write_exposure
 
 #: CFHTLS Wide fields: number -> centre (deg).
@@ -35,6 +37,8 @@ class RunidPlan:
     field: int = 1
     ccds: int = CCDS
     ccd_shape: tuple[int, int] = (32, 32)
+    #: Pixel scale of the CCDs (arcsec / pixel); None stretches each CCD over ccd_shape.
+    pixel_scale: float | None = None
 
 
 def semester_start(runid: str) -> datetime:
@@ -75,6 +79,7 @@ def exposure_specs(plan: RunidPlan) -> Iterator[ExposureSpec]:
             ccd_shape=plan.ccd_shape,
             ccds=plan.ccds,
             gains=gains,
+            pixel_scale=plan.pixel_scale,
         )
         when += timedelta(seconds=exptime + 40)
 
@@ -88,3 +93,22 @@ def write_runid(
     """Write the runid's exposures under ``<root>/<runid>/`` and return their paths."""
     directory = Path(root) / plan.runid
     return [write_exposure(spec, directory, container, pixels) for spec in exposure_specs(plan)]
+
+
+def write_sky_runid(
+    plan: RunidPlan,
+    root: str | os.PathLike[str],
+    container: Container = "fits.fz",
+    *,
+    sky: SkyModel = SKY,
+    truth_root: str | os.PathLike[str] | None = None,
+) -> list[Path]:
+    """Write the runid's exposures drawn from ``sky`` under ``<root>/<runid>/``, each with
+    its truth beside it (or under ``<truth_root>/<runid>/``); the exposures' paths. The
+    plan needs a ``pixel_scale``."""
+    directory = Path(root) / plan.runid
+    truth_dir = Path(truth_root) / plan.runid if truth_root is not None else None
+    return [
+        write_sky_exposure(spec, directory, container, sky=sky, truth_dir=truth_dir)
+        for spec in exposure_specs(plan)
+    ]
