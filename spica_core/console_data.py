@@ -30,6 +30,7 @@ from spica_core.read_model import (
     runid_distribution,
     state_counts,
 )
+from spica_core.read_model.apps import binary_drift
 from spica_core.read_model.transfer import SpaceClaims, space_claims
 from spica_core.reports import StackDetail
 from spica_core.states import StackState
@@ -51,6 +52,9 @@ class DbState:
     #: What transfers and unstarted stacks promise on the disks (None in a runid scope):
     #: the DataTransfer panel shows the planner's virtual free, not just free - reserve.
     claims: SpaceClaims | None = None
+    #: Node -> applications whose binary there differs from the registered one, as
+    #: ``spica apps`` or the monitor last found (the nodes panel marks them).
+    binary_drift: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def read_db_state(
@@ -59,15 +63,16 @@ def read_db_state(
     scope: Scope = EVERYTHING,
     space_factor: float = DEFAULT_SPACE_FACTOR,
 ) -> DbState:
-    """Counts per state, the newest problems, the runid distribution and the claims on the
-    disks, within ``scope``. Raises SQLAlchemyError when dbspica does not answer (the caller
-    keeps its last good state)."""
+    """Counts per state, the newest problems, the runid distribution, the claims on the
+    disks and the nodes whose binaries differ, within ``scope``. Raises SQLAlchemyError
+    when dbspica does not answer (the caller keeps its last good state)."""
     return DbState(
         read_at=utcnow(),
         counts=state_counts(engine, scope=scope),
         problems=tuple(list_problems(engine, limit=problems, scope=scope)),
         distribution=runid_distribution(engine, scope),
         claims=None if scope.hides_node_internals else space_claims(engine, space_factor),
+        binary_drift=binary_drift(engine, scope),
     )
 
 

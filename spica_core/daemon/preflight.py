@@ -20,15 +20,21 @@ backoff (``[daemon].check_backoff``), never in a tight loop.
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spica_core.apps.table import (
+    ApplicationRow,
+    checksum_differs,
+    differs_message,
+    newest,
+    read_applications,
+)
+from spica_core.apps.versions import resolve_binary
 from spica_core.config import DatabaseConfig, NodeConfig, ReleaseConfig, SpicaConfig
 from spica_core.errors import ConfigError, DatabaseUnavailable
 from spica_core.names import validate_name
@@ -99,15 +105,6 @@ if TYPE_CHECKING:
 APPLICATIONS_TTL = 60.0
 
 
-@dataclass(frozen=True)
-class ApplicationRow:
-    name: str
-    version: str
-    binary: str
-    checksum: str | None
-    installed_at: datetime | None
-
-
 class ApplicationTable:
     """The application table for the daemon's preflight, read through the replay's engine
     and reused for a minute; the last copy read when dbspica does not answer, None when it
@@ -132,20 +129,6 @@ class ApplicationTable:
                 if not transient(exc):
                     raise
             return self._rows
-
-
-def read_applications(engine: Engine) -> list[ApplicationRow]:
-    """Every row of the application table."""
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from spica_core.db.models import Application
-
-    with Session(engine) as session:
-        return [
-            ApplicationRow(a.name, a.version, a.binary, a.checksum, a.installed_at)
-            for a in session.scalars(select(Application))
-        ]
 
 
 def try_read_applications(db: DatabaseConfig) -> list[ApplicationRow] | None:
@@ -237,7 +220,7 @@ class Preflight:
         for name, binary, row in wanted:
             if row is None or not row.checksum:
                 continue
-            found = binary if os.path.isabs(binary) else shutil.which(binary)
+            found = resolve_binary(binary)
             if found is None or not os.path.isfile(found):
                 problems.append(f"{name}: binary {binary} missing")
                 continue
@@ -246,11 +229,8 @@ class Preflight:
             except (OSError, ValueError) as exc:
                 problems.append(f"{name}: cannot read {found} ({exc})")
                 continue
-            if digest.lower() != row.checksum.lower():
-                problems.append(
-                    f"{name}: {found} sha256 {digest[:12]}… differs from the application "
-                    f"table's {row.checksum[:12]}… (version {row.version})"
-                )
+            if checksum_differs(digest, row):
+                problems.append(differs_message(name, found, digest, row))
             else:
                 checked.append(f"{name} {row.version}")
         if problems:
@@ -263,10 +243,10 @@ class Preflight:
         names = [app.name for app in self.release.applications]
         if not names:
             names = sorted({row.name for row in rows})
-            return [(n, row.binary, row) for n in names if (row := _newest(rows, n)) is not None]
+            return [(n, row.binary, row) for n in names if (row := newest(rows, n)) is not None]
         out: list[tuple[str, str, ApplicationRow | None]] = []
         for app in self.release.applications:
-            row = _newest(rows, app.name, app.version)
+            row = newest(rows, app.name, app.version)
             out.append((app.name, app.binary or (row.binary if row else ""), row))
         return out
 
@@ -319,18 +299,6 @@ def check_stack(config: SpicaConfig, node: NodeConfig, stack: str) -> CheckResul
     if result.ok:
         clear_check(preflight.layout, stack)
     return result
-
-
-def _newest(
-    rows: list[ApplicationRow], name: str, version: str | None = None
-) -> ApplicationRow | None:
-    """The most recently installed row of ``name`` (of that ``version`` when given)."""
-    match = [r for r in rows if r.name == name and version in (None, r.version)]
-    return max(match, key=_installed, default=None)
-
-
-def _installed(row: ApplicationRow) -> float:
-    return row.installed_at.timestamp() if row.installed_at else 0.0
 
 
 def _sha256(path: Path) -> str:

@@ -30,7 +30,9 @@ from spica_core.node.protocol import (
     MAX_MOVE_BYTES,
     MAX_MOVES,
     MOVE_OF,
+    Application,
     Args,
+    BinaryVersion,
     ChecksumArgs,
     ErrorCode,
     FileSum,
@@ -57,6 +59,7 @@ from spica_core.node.protocol import (
     UnlockArgs,
     UnlockQfinArgs,
     UnlockQfinResult,
+    VersionsArgs,
     move_answers,
     move_batches,
     move_size,
@@ -100,6 +103,7 @@ class AgentExecutor:
             Capability.TAIL,
             Capability.QFIN_LOCKS,
             Capability.COPY,
+            Capability.VERSIONS,
         }
     )
 
@@ -328,6 +332,17 @@ class AgentExecutor:
         self, node: str, paths: Sequence[str], offset: int = 0
     ) -> FitsHeadersResult:
         return await self._request(node, FitsHeadersArgs(paths=list(paths), offset=offset))
+
+    async def versions(self, node: str, applications: Sequence[Application]) -> list[BinaryVersion]:
+        apps = list(applications)
+        try:
+            found = await self._request(node, VersionsArgs(applications=apps, version=True))
+        except ProtocolError as exc:
+            if exc.code != ErrorCode.BAD_ARGS or not apps:
+                raise
+            # An agent from before ``version``: checksums only, versions unknown.
+            found = await self._request(node, VersionsArgs(applications=apps))
+        return found.binaries
 
     # -- DataTransfer (FileCopier) -------------------------------------------------------
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from spica_core.errors import SpicaError
 from spica_core.node.protocol import (
+    Application,
+    BinaryVersion,
     FileSum,
     FitsHeadersResult,
     PlaceResult,
@@ -59,6 +61,9 @@ class Capability(StrEnum):
     #: Copy files to a host, checksummed there, landing complete or not at all
     #: (:class:`FileCopier`).
     COPY = "copy"
+    #: Say what each application binary is on a host: checksum and version
+    #: (:meth:`Executor.versions`).
+    VERSIONS = "versions"
 
 
 class NotSupported(SpicaError):
@@ -201,6 +206,11 @@ class Executor(Protocol):
     ) -> FitsHeadersResult:
         """Headers, size and checksum of the FITS files under ``paths`` (relative to the
         host's root) from the ``offset``-th on; ``next`` in the answer says where to go on."""
+        ...
+
+    async def versions(self, node: str, applications: Sequence[Application]) -> list[BinaryVersion]:
+        """What each application binary is on ``node``: path, size, sha256 and the version
+        it reports (None from a host that cannot say), in ``applications``' order."""
         ...
 
     async def close(self) -> None: ...

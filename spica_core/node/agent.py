@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
@@ -65,6 +65,9 @@ from spica_core.node.queue import scan_queue
 from spica_core.node.records import read_attempt, read_record
 from spica_core.states import StackState
 
+if TYPE_CHECKING:
+    from spica_core.apps.versions import VersionCache
+
 #: A virtual partition's tree walk is reused this long: status comes every 2 s and a raid
 #: partition may hold hundreds of thousands of files.
 VIRTUAL_USAGE_TTL = 5.0
@@ -85,6 +88,7 @@ class Agent:
         self._queue_versions = 0
         self._queue_seen: tuple[str, list[QueueEntry]] | None = None
         self._hash_cache = StatCache(max_entries=512)
+        self._version_cache: VersionCache | None = None
         self._virtual_used: dict[str, tuple[float, int]] = {}
         self._handlers: dict[str, Callable[..., msgspec.Struct]] = {
             Verb.PING: self.ping,
@@ -307,7 +311,8 @@ class Agent:
         )
 
     def versions(self, args: VersionsArgs) -> VersionsResult:
-        """What each application binary really is on this node (path, size, sha256)."""
+        """What each application binary really is on this node (path, size, sha256, and the
+        version it reports when asked)."""
         checked: list[tuple[str, str]] = []
         for app in args.applications:
             name, binary = validate_name(app.name, "application"), app.binary
@@ -319,7 +324,10 @@ class Agent:
                     f"binary of {name} must be an absolute path or a bare command name",
                 )
             checked.append((name, binary))
-        return VersionsResult(binaries=[self._version_of(name, binary) for name, binary in checked])
+        found = [self._version_of(name, binary) for name, binary in checked]
+        if args.version:
+            found = self._with_versions(found)
+        return VersionsResult(binaries=found)
 
     # ------------------------------------------------------------------- helpers
 
@@ -400,10 +408,24 @@ class Agent:
         self._virtual_used[str(path)] = (now, used)
         return used
 
-    def _version_of(self, name: str, binary: str) -> BinaryVersion:
-        import shutil  # here: most sessions never ask, and the agent's start stays light
+    def _with_versions(self, binaries: list[BinaryVersion]) -> list[BinaryVersion]:
+        """``binaries`` with the version each existing one reports: all run at once, each
+        binary only once until it changes."""
+        from spica_core.apps.versions import VersionCache
 
-        found = binary if os.path.isabs(binary) else shutil.which(binary)
+        if self._version_cache is None:
+            self._version_cache = VersionCache()
+        present = [i for i, b in enumerate(binaries) if b.exists and b.path is not None]
+        versions = self._version_cache.versions([binaries[i].path or "" for i in present])
+        out = list(binaries)
+        for i, version in zip(present, versions, strict=True):
+            out[i] = msgspec.structs.replace(out[i], version=version)
+        return out
+
+    def _version_of(self, name: str, binary: str) -> BinaryVersion:
+        from spica_core.apps.versions import resolve_binary
+
+        found = resolve_binary(binary)
         missing = BinaryVersion(
             name=name, binary=binary, path=None, exists=False, size=None, sha256=None
         )

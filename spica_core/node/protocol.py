@@ -33,6 +33,7 @@ from spica_core.states import StackState
 #: 2: typed messages (msgspec); ``versions`` answers ``{"binaries": [...]}``. The ``moves``
 #: verb came later within 2: no old verb changed meaning, and an agent without it answers
 #: ``unknown_verb`` having changed nothing, so a client may then send the moves one by one.
+#: ``versions`` later gained its optional ``version`` argument and answer field the same way.
 PROTOCOL_VERSION = 2
 HELLO: Final = "spica-agent"
 
@@ -350,23 +351,30 @@ class Application(Message, frozen=True):
     binary: Annotated[str, Meta(min_length=1, max_length=MAX_BINARY_CHARS)]
 
 
-class BinaryVersion(Message, frozen=True):
+class BinaryVersion(Message, frozen=True, omit_defaults=True):
     name: str
     binary: str
     path: str | None
     exists: bool
     size: int | None
     sha256: str | None
+    #: What the binary's version flag printed (``2.25.0``), when the client asked for it and
+    #: the binary told; left out otherwise, so an older client still decodes the answer.
+    version: str | None = None
 
 
 class VersionsResult(Message, frozen=True):
     binaries: list[BinaryVersion]
 
 
-class VersionsArgs(Args[VersionsResult], frozen=True):
+class VersionsArgs(Args[VersionsResult], frozen=True, omit_defaults=True):
     VERB = Verb.VERSIONS
     RESULT = VersionsResult
     applications: Annotated[list[Application], Meta(max_length=MAX_APPLICATIONS)]
+    #: Also run each binary's version flag (cached by the agent until the binary changes).
+    #: Sent only when true: an older agent, which refuses it (``bad_args``), is then asked
+    #: again without it.
+    version: bool = False
 
 
 class StageResult(Message, frozen=True):

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from spica_tui.cli import (
+    apps_cmds,
     console_cmds,
     daemon_cmds,
     db_cmds,
@@ -80,6 +81,7 @@ console_cmds.register(app)
 watch_cmds.register(app)
 ingest_cmds.register(app)
 qfin_cmds.register(app)
+apps_cmds.register_commands(app)
 
 
 def main(argv: list[str] | None = None) -> None:

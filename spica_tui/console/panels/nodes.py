@@ -1,4 +1,7 @@
-"""Nodes: liveness, load, disks, the running stack and its line, the daemon, last seen."""
+"""Nodes: liveness, load, disks, the running stack and its line, the daemon, last seen, and
+a mark on a node whose application binaries differ from the registered ones (``≠`` after its
+name, the applications in the last-error column unless an error holds it), as ``spica apps``
+or the monitor last found them in dbspica."""
 
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ DOTS = {
     Liveness.DOWN: ("●", "bold red"),
     Liveness.UNKNOWN: ("○", "dim"),
 }
+#: After the name of a node whose binaries differ from the registered ones.
+DIFFERS_MARK = "≠"
+DIFFERS_STYLE = "bold magenta"
 COLUMNS = ("", "node", "load", "disks", "daemon", "last seen", "last error", "running")
 
 
@@ -38,13 +44,14 @@ class NodesPanel(Panel):
         nodes = snap.nodes
         up = sum(1 for n in nodes if n.liveness.reachable)
         self.border_title = f"Nodes {up}/{len(nodes)} up" if nodes else "Nodes"
+        drift = snap.db.binary_drift if snap.db is not None else {}
         rows = [
             (
                 n.name,
                 self._cache.cells(
                     n.name,
-                    shown_by_row(n, now, self.heartbeat_stale),
-                    partial(node_cells, n, now, self.heartbeat_stale),
+                    (*shown_by_row(n, now, self.heartbeat_stale), drift.get(n.name, ())),
+                    partial(node_cells, n, now, self.heartbeat_stale, drift.get(n.name, ())),
                 ),
             )
             for n in nodes
@@ -67,7 +74,11 @@ def shown_by_row(node: NodeSnapshot, now: datetime, heartbeat_stale: float) -> t
     )
 
 
-def node_cells(node: NodeSnapshot, now: datetime, heartbeat_stale: float) -> list[Cell]:
+def node_cells(
+    node: NodeSnapshot, now: datetime, heartbeat_stale: float, differs: tuple[str, ...] = ()
+) -> list[Cell]:
+    """The row of ``node``; ``differs``: the applications whose binary there is not the
+    registered one."""
     stale = node.liveness is not Liveness.UP
     dim = STALE if stale else ""
     dot, dot_style = DOTS[node.liveness]
@@ -78,14 +89,20 @@ def node_cells(node: NodeSnapshot, now: datetime, heartbeat_stale: float) -> lis
             disks.append(" ")
         disks.append_text(bar(part.used_fraction, 4))
         disks.append(f"{100 * part.used_fraction:3.0f}%", dim)
+    name = Text(node.name, "bold " + dim if stale else "bold")
+    error = Text(one_line(node.last_error), "red" if node.liveness is Liveness.DOWN else "yellow")
+    if differs:
+        name.append(f" {DIFFERS_MARK}", DIFFERS_STYLE)
+        if not node.last_error:
+            error = Text(f"binaries differ: {', '.join(differs)}", DIFFERS_STYLE)
     return [
         Text(dot, dot_style),
-        Text(node.name, "bold " + dim if stale else "bold"),
+        name,
         Text(load, dim),
         disks if node.partitions else Text("-", "dim"),
         daemon_cell(node, heartbeat_stale),
         last_seen_cell(node, now),
-        Text(one_line(node.last_error), "red" if node.liveness is Liveness.DOWN else "yellow"),
+        error,
         running_cell(node, dim),
     ]
 
