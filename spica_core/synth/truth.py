@@ -21,7 +21,7 @@ from spica_core.synth import observing
 from spica_core.synth.layout import ExposureSpec
 from spica_core.synth.render import CcdTruth, SkyPixels
 from spica_core.synth.sky import KINDS, SKY, SkyModel
-from spica_core.synth.writer import Container, write_exposure
+from spica_core.synth.writer import Container, hdus_bytes, replace_file, write_exposure
 
 if TYPE_CHECKING:
     from astropy.io import fits
@@ -126,12 +126,7 @@ _SOURCE_COLUMNS: dict[str, Callable[[CcdTruth], np.ndarray]] = {
 
 def write_truth(path: str | os.PathLike[str], spec: ExposureSpec, truths: list[CcdTruth]) -> Path:
     """Write the truth table to ``path`` atomically and return it."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    truth_hdus(spec, truths).writeto(partial, overwrite=True, output_verify="exception")
-    partial.replace(target)
-    return target
+    return replace_file(path, hdus_bytes(truth_hdus(spec, truths)))
 
 
 def write_sky_exposure(

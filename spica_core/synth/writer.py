@@ -63,9 +63,7 @@ def exposure_bytes(
     spec: ExposureSpec, container: Container, pixels: PixelSource = noise_pixels
 ) -> bytes:
     """The file's bytes; the same spec and pixels always give the same bytes."""
-    buffer = io.BytesIO()
-    exposure_hdus(spec, container, pixels).writeto(buffer, output_verify="exception")
-    data = buffer.getvalue()
+    data = hdus_bytes(exposure_hdus(spec, container, pixels))
     if container == "fits.gz":
         return gzip.compress(data, compresslevel=6, mtime=0)
     return data
@@ -79,8 +77,21 @@ def write_exposure(
 ) -> Path:
     """Write ``<directory>/<filename>.<container>`` (atomically) and return its path."""
     path = Path(directory) / f"{spec.filename}.{container}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(exposure_bytes(spec, container, pixels))
-    partial.replace(path)
-    return path
+    return replace_file(path, exposure_bytes(spec, container, pixels))
+
+
+def replace_file(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Make ``path`` hold ``data`` (its directory created); never seen half-written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
+
+
+def hdus_bytes(hdus: fits.HDUList) -> bytes:
+    """A plain FITS file's bytes (verified)."""
+    buffer = io.BytesIO()
+    hdus.writeto(buffer, output_verify="exception")
+    return buffer.getvalue()
