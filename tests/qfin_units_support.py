@@ -82,54 +82,54 @@ def place_image(
     return path
 
 
-# --------------------------------------------------------------------------- pixels
+# --------------------------------------------------------------------------- exposures
 
-#: CCD shape of the rendered exposures: MegaCam's aspect, 0.374 arcsec per pixel.
-STAR_SHAPE = (2306, 1024)
-#: Moffat beta of the rendered PSF.
-BETA = 3.0
+#: CCD shape of the rendered exposures: cut-outs of MegaCam's CCDs at their native scale.
+CCD_SHAPE = (1024, 1024)
 
 
-def exposure_spec(name: str, *, ccds: int = 2, runid: str = "03AL01") -> Any:
-    """A MegaCam-like exposure of ``ccds`` CCDs of :data:`STAR_SHAPE` pixels."""
+def exposure_spec(name: str, *, fwhm: float = 0.9, ccds: int = 2, runid: str = "03AL01") -> Any:
+    """A MegaCam-like exposure of the synthetic sky: ``ccds`` CCDs of :data:`CCD_SHAPE`
+    native pixels, seeing ``fwhm`` arcsec."""
     from datetime import UTC, datetime
 
-    from spica_core.synth.layout import ExposureSpec
+    from spica_core.synth.layout import NATIVE_SCALE, ExposureSpec
 
     return ExposureSpec(
         filename=name, runid=runid, qrunid=runid, filter="r.MP9601", object="w1.+0+0",
         ra_deg=34.5, dec_deg=-7.0, exptime=300.0, start=datetime(2003, 2, 3, 8, tzinfo=UTC),
-        airmass=1.2, ccd_shape=STAR_SHAPE, ccds=ccds, saturate=65535.0,
+        airmass=1.2, ccd_shape=CCD_SHAPE, ccds=ccds, pixel_scale=NATIVE_SCALE, fwhm=fwhm,
     )  # fmt: skip
 
 
-def star_pixels(fwhm_arcsec: float, stars: int = 250) -> Any:
-    """A PixelSource: sky, Moffat stars of ``fwhm_arcsec`` over a range of fluxes, Poisson
-    and read noise; seeded by the exposure and the CCD."""
-    import zlib
+def write_sky(spec: Any, directory: Path, container: Any = "fits.fz") -> Path:
+    """The exposure drawn from the synthetic sky, its truth table kept out of the way."""
+    from spica_core.synth.truth import write_sky_exposure
 
-    import numpy as np
+    return write_sky_exposure(spec, directory, container, truth_dir=directory / ".truth")
 
-    from spica_core.synth.layout import ccd_geometry
+
+def write_zero_ccd(spec: Any, directory: Path) -> Path:
+    """The exposure with its second CCD all zeros (a dead amplifier, a failed readout)."""
+    from spica_core.synth.render import SkyPixels
+    from spica_core.synth.writer import write_exposure
+
+    sky = SkyPixels()
 
     def pixels(spec: Any, index: int) -> Any:
-        rng = np.random.default_rng(zlib.crc32(f"{spec.filename}/{index}/stars".encode()))
-        ny, nx = spec.ccd_shape
-        scale = ccd_geometry(index, spec.ccd_shape).scale_x
-        fwhm = fwhm_arcsec / scale
-        alpha = fwhm / (2 * np.sqrt(2 ** (1 / BETA) - 1))
-        image = np.full((ny, nx), 800.0)
-        half = int(np.ceil(6 * fwhm))
-        yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
-        for _ in range(stars):
-            x0, y0 = rng.uniform(half, nx - half - 1), rng.uniform(half, ny - half - 1)
-            flux = 10 ** rng.uniform(3.3, 5.6)
-            ix, iy = int(x0), int(y0)
-            r2 = (xx - (x0 - ix)) ** 2 + (yy - (y0 - iy)) ** 2
-            profile = (BETA - 1) / (np.pi * alpha**2) * (1 + r2 / alpha**2) ** -BETA
-            image[iy - half : iy + half + 1, ix - half : ix + half + 1] += flux * profile
-        gain = spec.gain(index)
-        noisy = rng.poisson(image * gain) / gain + rng.normal(0, 5.0 / gain, image.shape)
-        return np.clip(np.rint(noisy), 0, spec.saturate).astype(np.uint16)
+        data = sky(spec, index)
+        return data * 0 if index == 1 else data
 
-    return pixels
+    return write_exposure(spec, directory, "fits", pixels)
+
+
+def write_without_wcs(spec: Any, directory: Path) -> Path:
+    """The exposure whose second CCD lost its celestial WCS (no CTYPE cards)."""
+    from spica_core.synth.render import SkyPixels
+    from spica_core.synth.writer import exposure_hdus
+
+    hdus = exposure_hdus(spec, "fits", SkyPixels())
+    del hdus[2].header["CTYPE1"], hdus[2].header["CTYPE2"]
+    path = directory / f"{spec.filename}.fits"
+    hdus.writeto(path)
+    return path

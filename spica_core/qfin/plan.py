@@ -26,8 +26,8 @@ from __future__ import annotations
 import posixpath
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
@@ -38,6 +38,9 @@ from spica_core.errors import InvalidName, SpicaError
 from spica_core.names import is_valid_name, validate_name
 from spica_core.qfin.commands import QfinUnitPaths, qfin_commands
 from spica_core.resources import astromatic_dir
+
+if TYPE_CHECKING:
+    from spica_core.stack_add import RowsHook
 
 #: The step of QFin units, and the role of their image in ``stack_file``.
 QFIN_STEP = "qfin"
@@ -189,7 +192,7 @@ def apply_qfin(
 ) -> QfinPlan:
     """Write ``plan``'s units (node, then dbspica rows), launching them with ``launch``;
     the plan with each unit's state (or why it was not added)."""
-    from spica_core.stack_add import StackSpec, add_stacks
+    from spica_core.stack_add import StackSpec, add_stacks  # the executor, on first use
 
     specs = [
         StackSpec(
@@ -214,12 +217,10 @@ def apply_qfin(
 
 
 def _with_state(unit: PlannedUnit, state: str, error: str | None) -> PlannedUnit:
-    from dataclasses import replace
-
     return replace(unit, state=state, error=error)
 
 
-def _rows_of(image_id: int) -> Any:
+def _rows_of(image_id: int) -> RowsHook:
     """The unit's own rows, in the transaction of its stack row: the image linked (role
     ``qfin``) and marked planned."""
 
