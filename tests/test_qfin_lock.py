@@ -234,3 +234,55 @@ def test_a_dead_daemons_lock_holds_until_unlock_qfin_then_the_unit_resumes(
     assert lines[0] == (1, 1, 0) and lines[-2:] == [(2, 2, 0), (3, 2, 0)]
     assert [line for line, attempt, _ in lines if line == 1] == [1]  # resumed at its line
     assert lock_holder(demo, "raid1") is None
+
+
+def test_lock_is_exclusive_released_only_by_its_holder_and_a_leftover_of_ours_retaken(
+    tmp_path: Path,
+) -> None:
+    """The lock file itself, as the daemon's loop uses it (one process plays the daemon)."""
+    from spica_core.daemon import qfin_lock
+    from spica_core.node.layout import NodeLayout
+
+    layout = NodeLayout(tmp_path)
+    lock = tmp_path / "locks" / "raid1.qfin.lock"
+    assert qfin_lock.acquire(layout, "raid1", "a_qfin_T1", running=()) is None
+    assert lock_record(lock).stack == "a_qfin_T1" and lock_record(lock).pid == os.getpid()
+    busy = qfin_lock.acquire(layout, "raid1", "b_qfin_T1", running={"a_qfin_T1"})
+    assert busy is not None and busy.alive and busy.holder == lock_record(lock)
+    assert "is held by running pid" in busy.message and "(unit a_qfin_T1)" in busy.message
+    assert not qfin_lock.release(layout, "raid1", "b_qfin_T1")  # not its lock
+    # Left by this daemon for a unit it no longer runs: its own, taken again.
+    assert qfin_lock.acquire(layout, "raid1", "b_qfin_T1", running=()) is None
+    assert lock_record(lock).stack == "b_qfin_T1"
+    assert qfin_lock.release(layout, "raid1", "b_qfin_T1") and not lock.exists()
+    # Anyone else's lock, even a dead or unreadable one, is never taken over.
+    dead = LockRecord(pid=2**22 + 7, host="elsewhere", boot_id="x", stack="c_qfin_T1")
+    lock.write_text(json.dumps({"pid": dead.pid, "host": dead.host, "boot_id": dead.boot_id,
+                                "stack": dead.stack}))  # fmt: skip
+    busy = qfin_lock.acquire(layout, "raid1", "b_qfin_T1", running=())
+    assert busy is not None and not busy.alive and busy.holder is not None
+    assert not qfin_lock.release(layout, "raid1", "c_qfin_T1") and lock.exists()
+    lock.write_text("{half")
+    busy = qfin_lock.acquire(layout, "raid1", "b_qfin_T1", running=())
+    assert busy is not None and busy.holder is None and busy.malformed == "not JSON"
+    assert "holds no holder (not JSON)" in busy.message
+
+
+def test_unit_record_of_a_stack(tmp_path: Path) -> None:
+    from spica_core.daemon.qfin_lock import lock_partition, read_unit
+    from spica_core.node.layout import NodeLayout
+    from spica_core.node.protocol import UnitRecord
+
+    layout = NodeLayout(tmp_path)
+    (tmp_path / "stacks" / "u").mkdir(parents=True)
+    assert read_unit(layout, "u") == (None, None)  # an ordinary unit
+    (tmp_path / "stacks" / "u" / "unit.json").write_text('{"step": "qfin", "partition": "raid2"}')
+    unit, why = read_unit(layout, "u")
+    assert why is None and lock_partition(unit) == "raid2"
+    assert lock_partition(UnitRecord(step="image", partition="raid2")) is None
+    (tmp_path / "stacks" / "u" / "unit.json").write_text('{"step": 3}')
+    assert read_unit(layout, "u")[1] == "'step' has the wrong type (int)"
+
+
+def lock_record(path: Path) -> LockRecord:
+    return LockRecord(**json.loads(path.read_text()))

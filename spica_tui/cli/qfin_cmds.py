@@ -20,10 +20,8 @@ if TYPE_CHECKING:
     from spica_core.qfin.plan import QfinPlan
     from spica_core.qfin.record import RecordTarget
 
-app = typer.Typer(
-    help="QFin: per-image quality units (source-extractor, psfex, record) on the nodes.",
-    invoke_without_command=True,
-)
+#: Its help is the callback's: what ``spica qfin`` alone does.
+app = typer.Typer(invoke_without_command=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
