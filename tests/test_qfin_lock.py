@@ -286,3 +286,37 @@ def test_unit_record_of_a_stack(tmp_path: Path) -> None:
 
 def lock_record(path: Path) -> LockRecord:
     return LockRecord(**json.loads(path.read_text()))
+
+
+def test_a_dead_lock_in_the_monitors_figures_and_the_consoles_nodes_panel(db_engine) -> None:  # type: ignore[no-untyped-def]
+    """What the monitor polled is what `spica nodes` and the console show without polling:
+    the dead lock goes through dbspica and is marked in red on the node's row."""
+    from datetime import UTC, datetime
+
+    from spica_core.cluster_snapshot import ClusterSnapshot, Liveness, NodeSnapshot
+    from spica_core.cluster_snapshot import PartitionStatus as Part
+    from spica_core.db.models import NodeFigures
+    from spica_core.monitor.figures import MonitorIdentity, _node_snapshot, write_figures
+    from spica_core.node.protocol import QfinLock
+    from spica_tui.console.panels.nodes import running_cell
+
+    now = datetime.now(UTC)
+    holder = LockRecord(pid=4242, host="mix1", boot_id="b", stack="811001p_qfin_T0003")
+    locks = (QfinLock(partition="raid2", holder=holder, alive=False),)
+    snap = NodeSnapshot(
+        name=NODE, host="127.0.0.1", port=22, liveness=Liveness.UP, polled_at=now,
+        partitions=(Part("raid1", 100, 50, 50), Part("raid2", 100, 50, 50)), qfin_locks=locks,
+    )  # fmt: skip
+    with Session(db_engine) as s, s.begin():
+        write_figures(s, ClusterSnapshot(now, (snap,)), MonitorIdentity("here", 1))
+    with Session(db_engine) as s:
+        row = s.scalars(select(NodeFigures)).one()
+        read = _node_snapshot(NODE, "127.0.0.1", 22, row)
+    assert read.qfin_locks == locks and read.partitions == snap.partitions
+    assert read.to_json()["qfin_locks"] == [
+        {"partition": "raid2", "alive": False, "pid": 4242, "host": "mix1",
+         "stack": "811001p_qfin_T0003", "malformed": None},
+    ]  # fmt: skip
+    cell = running_cell(read, "")
+    assert cell.plain == "dead QFin lock raid2" and cell.spans[-1].style == "bold red"
+    assert running_cell(NodeSnapshot(name=NODE, host="h", port=22), "").plain == "-"
