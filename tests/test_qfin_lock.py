@@ -320,3 +320,27 @@ def test_a_dead_lock_in_the_monitors_figures_and_the_consoles_nodes_panel(db_eng
     cell = running_cell(read, "")
     assert cell.plain == "dead QFin lock raid2" and cell.spans[-1].style == "bold red"
     assert running_cell(NodeSnapshot(name=NODE, host="h", port=22), "").plain == "-"
+
+
+def test_a_stopped_daemon_gives_the_lock_back_and_the_unit_waits_pending(
+    demo: DemoCluster, tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    unit, started, go = "811005p_qfin_T0003", marks / "started", marks / "go"
+    add_qfin(
+        demo,
+        {unit: ("raid2", [f"touch {shlex.quote(str(started))} && {wait_file(go)}", "echo done"])},
+    )
+    demo.up(daemons=True)
+    wait_for(started.exists, 60, "the line to start")
+    pid = daemon_pid(demo)
+    assert lock_holder(demo, "raid2") is not None
+    os.kill(pid, signal.SIGTERM)  # a clean stop: the line is killed after the grace
+    wait_for(lambda: not demo.status().nodes[0].daemon_alive, 60, "the daemon to stop")
+    assert lock_holder(demo, "raid2") is None
+    assert (demo.node_root(NODE) / "queue" / f"{unit}.spica").exists()
+    go.touch()
+    demo.up(daemons=True)
+    wait_for(lambda: state(demo, unit) == "completed", 60, "the unit to complete")
+    assert problems(demo) == []
