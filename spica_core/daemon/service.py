@@ -8,7 +8,9 @@ at least every ``poll_interval`` seconds.
 Each pass: refresh the heartbeat when due; recover stale claims (dead pid, other boot);
 while a slot is free, take the pending stacks by priority then age and, for each, either skip
 it (its failed check is not due again yet), reject it (its files cannot run), note its failed
-check (it stays pending, with a per-stack backoff), or claim it and start its runner.
+check (it stays pending, with a per-stack backoff), or claim it and start its runner. A QFin
+unit is claimed only once its partition's QFin lock is taken (it waits while another holds
+it, :mod:`spica_core.daemon.qfin_lock`) and gives it back when its run ends.
 
 Stopping (SIGTERM, :meth:`DaemonService.stop`): no new line starts; running lines get
 ``stop_grace`` seconds to finish, then their process groups are killed; every stack is left
