@@ -136,7 +136,7 @@ async def test_transfer_now_plan_cancel_then_confirm(demo, config, engine) -> No
         assert modal.focused.id == "cancel"
         text = str(modal.query_one("#plan", Static).render())
         assert f"{WAITING_RUNID}  mix" in text and "100.0% [8 files]" in text
-        assert "8 file(s)" in text and "KB to copy" in text
+        assert "8 file(s)" in text and "B to copy" in text
         await pilot.press("enter")
         await until(pilot, lambda: app.screen is screen, "the modal closed")
         assert transfers_of(engine, WAITING_RUNID) == []

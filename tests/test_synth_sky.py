@@ -5,6 +5,7 @@ astropy (``wcs``, ``modeling``, ``convolution``) for the WCS and the PSF's shape
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from pathlib import Path
 
@@ -19,10 +20,11 @@ from astropy.wcs import WCS
 
 from spica_core.synth import observing
 from spica_core.synth.layout import NATIVE_SCALE, ExposureSpec, ccd_cards
-from spica_core.synth.psf import add_star, moffat_alpha
-from spica_core.synth.render import RenderedCcd, render_ccd
+from spica_core.synth.psf import Moffat, add_star, moffat_alpha
+from spica_core.synth.render import RenderedCcd, header_wcs, render_ccd, true_wcs
 from spica_core.synth.sky import SkyModel
-from spica_core.synth.truth import truth_path, write_sky_exposure
+from spica_core.synth.truth import truth_hdus, truth_path, write_sky_exposure
+from spica_core.synth.writer import hdus_bytes
 from tests.test_synth import SPEC as synth_spec
 
 SIZE = 1024
@@ -155,7 +157,7 @@ def test_a_noiseless_star_is_astropys_pixel_integrated_moffat() -> None:
     for fwhm_px, beta in ((3.2, 3.0), (7.5, 2.5)):
         alpha = moffat_alpha(fwhm_px, beta)
         image = np.zeros((61, 61))
-        add_star(image, 30.37, 29.81, 1e5, alpha, beta)
+        add_star(image, 30.37, 29.81, 1e5, Moffat(alpha, beta))
         amplitude = 1e5 * (beta - 1) / (math.pi * alpha**2)
         expected = discretize_model(
             Moffat2D(amplitude, 30.37, 29.81, alpha, beta),
@@ -216,6 +218,12 @@ def test_truth_xy_is_the_true_wcs_and_the_header_is_off_by_the_pointing_error(
             x, y = WCS(true_header).world_to_pixel(SkyCoord(mine["RA"], mine["DEC"], unit="deg"))
             np.testing.assert_allclose(x + 1, mine["X"], atol=1e-6)
             np.testing.assert_allclose(y + 1, mine["Y"], atol=1e-6)
+            np.testing.assert_allclose(
+                header_wcs(spec, index).wcs.crval, [spec.ra_deg, spec.dec_deg]
+            )
+            np.testing.assert_allclose(
+                true_wcs(spec, index).wcs.crval, [head["TRUE_RA"], head["TRUE_DEC"]]
+            )
             # Where the header's WCS puts the drawn pixels: off by the pointing error.
             seen = WCS(header).pixel_to_world(mine["X"] - 1, mine["Y"] - 1)
             true = SkyCoord(mine["RA"], mine["DEC"], unit="deg")
@@ -336,3 +344,98 @@ def test_native_scale_cut_outs_sit_where_the_stretched_ccds_do() -> None:
         assert centre.separation(whole.pixel_to_world(15.5, 15.5)).arcsec < 0.05
         scales = native.proj_plane_pixel_scales()
         assert [s.to("arcsec").value for s in scales] == pytest.approx([NATIVE_SCALE] * 2)
+
+
+def test_an_elongated_psf_has_seps_axis_ratio_and_angle() -> None:
+    """Guiding lost along 30 deg east of north: sep's A/B of isolated stars is the injected
+    elongation and their major axis lies at 90 + 30 deg from +x (sep's theta, -60 deg)."""
+    spec = dataclasses.replace(SPEC, fwhm=0.9, elongation=1.5, psf_angle=30.0, ccds=1)
+    ccd = render_ccd(spec, 0)
+    data, background = _background_subtracted(ccd)
+    objects = sep.extract(data, 10, err=background.globalrms)
+    stars = _isolated_stars(ccd, spec.fwhm / NATIVE_SCALE, faintest=20.5)
+    ratios, angles = [], []
+    for x, y in zip(ccd.truth.x[stars] - 1, ccd.truth.y[stars] - 1, strict=True):
+        distance = np.hypot(objects["x"] - x, objects["y"] - y)
+        j = int(distance.argmin())
+        if distance[j] < 1 and objects["flag"][j] == 0:
+            ratios.append(objects["a"][j] / objects["b"][j])
+            angles.append(math.degrees(objects["theta"][j]))
+    assert len(ratios) >= 10
+    assert float(np.median(ratios)) == pytest.approx(1.5, rel=0.05)
+    assert float(np.median(angles)) == pytest.approx(-60.0, abs=2.0)
+    with fits.open(io.BytesIO(hdus_bytes(truth_hdus(spec, [ccd.truth])))) as truth:
+        assert truth[0].header["ELONGATN"] == 1.5 and truth[0].header["PSFANGLE"] == 30.0
+
+
+def test_demo_exposures_are_drawn_from_the_sky(tmp_path: Path) -> None:
+    """The demo repository's exposures are native-scale cut-outs of the sky; their truth
+    goes beside the repository, where ingestion does not walk."""
+    from spica_core.demo.repository import demo_exposures, truth_root
+
+    exposures = list(demo_exposures())
+    assert all(e.spec.pixel_scale == NATIVE_SCALE for e in exposures)
+    assert len({observing.seeing(e.spec) for e in exposures}) > len(exposures) // 2
+    first = exposures[0]
+    root = tmp_path / "repository"
+    path = write_sky_exposure(
+        first.spec, root / first.runid, first.container, truth_dir=truth_root(root) / first.runid
+    )
+    assert truth_path(path, tmp_path / "truth" / first.runid).exists()
+    assert not list(root.rglob("*.truth.fits"))
+    with fits.open(path) as hdul:
+        data = hdul[1].data.astype(np.float64)
+        assert data.shape == first.spec.ccd_shape
+        assert sep.Background(data).globalback == pytest.approx(
+            observing.sky_level(first.spec), rel=0.01
+        )
+
+
+def test_a_runid_drawn_from_the_sky(tmp_path: Path) -> None:
+    from spica_core.synth.runid import RunidPlan, write_sky_runid
+
+    plan = RunidPlan("03AL02", 2, seed=3, ccds=1, ccd_shape=(64, 64), pixel_scale=NATIVE_SCALE)
+    paths = write_sky_runid(plan, tmp_path / "repo", truth_root=tmp_path / "truth")
+    assert [p.name for p in paths] == ["811001p.fits.fz", "811002p.fits.fz"]
+    for path in paths:
+        with fits.open(truth_path(path, tmp_path / "truth" / "03AL02")) as truth:
+            assert truth[0].header["PIXSCALE"] == NATIVE_SCALE
+            assert 0.6 <= truth[0].header["FWHM"] <= 1.4
+
+
+def test_broken_exposures_a_dead_ccd_and_a_ccd_without_wcs(tmp_path: Path) -> None:
+    """What QFin must refuse, made on purpose: CCD 1 reads all zeros, CCD 2 has no WCS."""
+    spec = dataclasses.replace(
+        SPEC,
+        ccd_shape=(64, 64),
+        ccds=3,
+        dead_ccds=frozenset({1}),
+        ccd_overrides={2: {"CTYPE1": None, "CTYPE2": None, "CRVAL1": None, "CRVAL2": None}},
+    )
+    path = write_sky_exposure(spec, tmp_path, "fits")
+    with fits.open(path) as hdul, fits.open(truth_path(path)) as truth:
+        assert hdul[1].data.max() > 0 and not hdul[2].data.any() and hdul[3].data.max() > 0
+        assert WCS(hdul[1].header).has_celestial and not WCS(hdul[3].header).has_celestial
+        assert "CTYPE1" in hdul[2].header and "CRVAL1" not in hdul[3].header
+        assert list(truth["CCDS"].data["DEAD"]) == [False, True, False]
+
+
+def test_the_sky_catalogue_counts_and_cells() -> None:
+    """Star counts rise with magnitude, galaxies are a tenth of the sources, the density is
+    the model's, and a region through RA 0 is the union of its two sides."""
+    from spica_core.synth.sky import GALAXY, SKY, STAR, sources_in
+
+    found = sources_in(SKY, (34.5, 35.5), (-8.5, -7.5))
+    area = 1.0 * math.cos(math.radians(8.0))  # deg^2, near enough
+    stars = found.mag[found.kind == STAR]
+    assert len(stars) / area == pytest.approx(SKY.star_density, rel=0.05)
+    counts, _ = np.histogram(stars, bins=np.arange(15.0, 24.5, 1.5))
+    assert list(counts) == sorted(counts) and counts[-1] > 5 * counts[0]
+    galaxies = found.take(found.kind == GALAXY)
+    assert 0.05 < len(galaxies) / len(found) < 0.15
+    assert np.all(galaxies.radius > 0) and np.all(found.radius[found.kind == STAR] == 0)
+    across = sources_in(SKY, (359.8, 0.2), (10.0, 10.2))
+    east = sources_in(SKY, (0.0, 0.2), (10.0, 10.2))
+    west = sources_in(SKY, (359.8, 360.0), (10.0, 10.2))
+    assert len(across) == len(east) + len(west) > 0
+    assert set(across.ra) == set(east.ra) | set(west.ra)

@@ -15,6 +15,7 @@ Layout of a demo directory ``D`` (created 0700)::
     D/logs/monitor.log            the cluster monitor's log (spica watch)
     D/nodes/<node>/               each node's spica root: queue/ stacks/ locks/ raid1/ raid2/
     D/repository/<runid>/         the incoming repository: synthetic exposures (demo.repository)
+    D/truth/<runid>/              what the synthetic exposures were drawn from (truth tables)
     D/.lock                       serialises up / down / start / stop
 """
 

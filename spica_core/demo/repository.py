@@ -2,7 +2,10 @@
 
 ``D/repository/<runid>/<odometer>p.fits.fz`` (or ``.fits.gz``) for a handful of runids, each
 in two or three filters, a few exposures each with 4 to 8 small CCD extensions (valid MEF
-headers, :mod:`spica_core.synth`), written once (the same seed gives the same bytes). The
+headers, :mod:`spica_core.synth`): cut-outs at MegaCam's pixel scale from the centre of each
+CCD, drawn from the one synthetic sky (stars, galaxies, seeing, noise) so QFin measures
+something real; what was drawn is in ``D/truth/<runid>/<odometer>p.truth.fits`` (outside the
+repository, which ingestion walks). Written once (the same seed gives the same bytes). The
 repository is ``[[transfer.repositories]]`` ``incoming`` of the demo's spica.toml; its files
 are ingested (``spica ingest``'s core), then every runid but :data:`WAITING_RUNID` is
 planned and copied to the demo nodes through the executor (``spica transfer plan`` and
@@ -46,6 +49,8 @@ RUNIDS = tuple(RUNID_FILTERS)
 #: Left in the repository, unplanned: the walk-through transfers it from the console.
 WAITING_RUNID = "04BL06"
 EXPOSURES = 8
+#: The demo CCDs: a cut-out of this many native pixels from each CCD's centre.
+CCD_SHAPE = (256, 256)
 
 #: The nodes' disks as they are now (an executor's poll).
 Snapshot = Callable[[], Awaitable[ClusterSnapshot]]
@@ -69,6 +74,7 @@ class DemoExposure:
 
 def demo_exposures() -> Iterator[DemoExposure]:
     """Every exposure of the demo repository, deterministic."""
+    from spica_core.synth.layout import NATIVE_SCALE
     from spica_core.synth.runid import RunidPlan, exposure_specs
 
     for index, (runid, filters) in enumerate(RUNID_FILTERS.items()):
@@ -78,7 +84,8 @@ def demo_exposures() -> Iterator[DemoExposure]:
             seed=index,
             first_odometer=811001 + 1000 * index,
             ccds=4 + index % 5,
-            ccd_shape=(32, 32),
+            ccd_shape=CCD_SHAPE,
+            pixel_scale=NATIVE_SCALE,
         )
         container: Container = "fits.fz" if index % 2 == 0 else "fits.gz"
         for n, spec in enumerate(exposure_specs(plan)):
@@ -98,17 +105,27 @@ def repository_path(config: SpicaConfig) -> Path:
     )
 
 
+def truth_root(root: Path) -> Path:
+    """Where the truth of the repository at ``root`` is written: ``truth/`` beside it."""
+    return root.parent / "truth"
+
+
 def write_repository(root: Path) -> tuple[list[Path], int]:
-    """Every demo exposure's file under ``root`` (those missing written); and how many
-    were written."""
-    from spica_core.synth.writer import write_exposure
+    """Every demo exposure's file under ``root`` (those missing written, with their truth
+    under :func:`truth_root`); and how many were written."""
+    from spica_core.synth.truth import write_sky_exposure
 
     paths: list[Path] = []
     written = 0
     for exposure in demo_exposures():
         path = root / exposure.runid / exposure.name
         if not path.exists():
-            write_exposure(exposure.spec, path.parent, exposure.container)
+            write_sky_exposure(
+                exposure.spec,
+                path.parent,
+                exposure.container,
+                truth_dir=truth_root(root) / exposure.runid,
+            )
             written += 1
         paths.append(path)
     return paths, written
@@ -205,5 +222,6 @@ __all__ = [
     "filter_letters",
     "place_runids",
     "repository_path",
+    "truth_root",
     "write_repository",
 ]

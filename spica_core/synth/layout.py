@@ -95,6 +95,10 @@ class ExposureSpec:
     #: 0.6-1.4) and its beta.
     fwhm: float | None = None
     beta: float = 3.0
+    #: The PSF's axis ratio (SExtractor's ELONGATION, 1: round) and its major axis's angle
+    #: (degrees east of north): guiding lost along one axis.
+    elongation: float = 1.0
+    psf_angle: float = 0.0
     #: Sky background (ADU / pixel); None: the filter's dark sky for the exposure time.
     sky: float | None = None
     #: How far the headers' pointing is from the true one (arcsec, east and north);
@@ -103,6 +107,12 @@ class ExposureSpec:
     #: Cards to change in the primary header: a value replaces (or adds) the card, None
     #: removes it. This is how tests make a header a real pipeline would have to refuse.
     overrides: Mapping[str, str | int | float | bool | None] = field(default_factory=dict)
+    #: The same for CCD extensions, by CCD index (e.g. ``{2: {"CTYPE1": None}}``: no WCS).
+    ccd_overrides: Mapping[int, Mapping[str, str | int | float | bool | None]] = field(
+        default_factory=dict
+    )
+    #: CCDs read out as all zeros (a dead amplifier), whatever the pixel source draws.
+    dead_ccds: frozenset[int] = frozenset()
 
     def gain(self, ccd: int) -> float:
         return self.gains[ccd % len(self.gains)] if self.gains else 1.6
@@ -138,8 +148,16 @@ def primary_cards(spec: ExposureSpec) -> list[Card]:
         ("PHOT_C", phot_c, "Photometric zero point (Elixir)"),
         ("PHOT_K", phot_k, "Extinction coefficient (mag / airmass)"),
     ]
+    return _overridden(cards, spec.overrides)
+
+
+def _overridden(
+    cards: list[Card], overrides: Mapping[str, str | int | float | bool | None]
+) -> list[Card]:
+    """``cards`` with ``overrides`` applied: a value replaces (or adds) a card, None removes
+    it."""
     by_key = {key: i for i, (key, _, _) in enumerate(cards)}
-    for key, value in spec.overrides.items():
+    for key, value in overrides.items():
         if key in by_key:
             _, _, comment = cards[by_key[key]]
             cards[by_key[key]] = (key, value, comment) if value is not None else ("", "", "")
@@ -179,9 +197,9 @@ def ccd_geometry(index: int, shape: tuple[int, int], scale: float | None = None)
 
 def ccd_cards(spec: ExposureSpec, index: int) -> list[Card]:
     """An image extension's cards: its name, detector keys and the headers' TAN WCS (at the
-    pointing the telescope reported, see :func:`wcs_cards`)."""
+    pointing the telescope reported, see :func:`wcs_cards`), with ``ccd_overrides``."""
     ny, nx = spec.ccd_shape
-    return [
+    cards: list[Card] = [
         ("EXTNAME", f"ccd{index:02d}", "Extension name"),
         ("CCDNUM", index, "CCD number"),
         ("DETSIZE", f"[1:{nx * COLUMNS},1:{ny * ROWS}]", "Mosaic size"),
@@ -190,6 +208,7 @@ def ccd_cards(spec: ExposureSpec, index: int) -> list[Card]:
         ("RDNOISE", spec.read_noise, "Read noise (e-)"),
         *wcs_cards(spec, index, spec.ra_deg, spec.dec_deg),
     ]
+    return _overridden(cards, spec.ccd_overrides.get(index, {}))
 
 
 def wcs_cards(spec: ExposureSpec, index: int, ra_deg: float, dec_deg: float) -> list[Card]:

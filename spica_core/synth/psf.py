@@ -11,6 +11,7 @@ small fraction of an ADU needs, so a bright star's wings do not stop at a visibl
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -33,13 +34,46 @@ def moffat_alpha(fwhm: float, beta: float) -> float:
     return fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
-def moffat_radius(flux: float, alpha: float, beta: float) -> int:
-    """Half-width (pixels) of the stamp holding a star's light above :data:`FAINTEST`."""
-    peak = flux * (beta - 1.0) / (math.pi * alpha**2)
-    if peak <= FAINTEST:
-        return 2
-    radius = alpha * math.sqrt((peak / FAINTEST) ** (1.0 / beta) - 1.0)
-    return int(min(MAX_RADIUS, max(3.0 * alpha, radius)))
+@dataclass(frozen=True)
+class Moffat:
+    """An exposure's PSF, in pixels: ``I ~ (1 + q)**-beta`` with ``q`` the squared distance
+    in units of ``alpha``, stretched by ``sqrt(elongation)`` along the major axis (``angle``
+    degrees from +y towards -x, east of north) and shrunk as much across it, so the FWHM's
+    geometric mean stays that of ``alpha`` and SExtractor's A/B is ``elongation``."""
+
+    alpha: float
+    beta: float
+    elongation: float = 1.0
+    angle: float = 0.0
+
+    @classmethod
+    def of(cls, fwhm: float, beta: float, elongation: float = 1.0, angle: float = 0.0) -> Moffat:
+        """The PSF of ``fwhm`` pixels (geometric mean of the axes' FWHM)."""
+        return cls(moffat_alpha(fwhm, beta), beta, elongation, angle)
+
+    @property
+    def major(self) -> float:
+        """``alpha`` along the major axis."""
+        return self.alpha * math.sqrt(self.elongation)
+
+    @property
+    def peak(self) -> float:
+        """Surface brightness at the centre of a profile of unit flux."""
+        return (self.beta - 1.0) / (math.pi * self.alpha**2)
+
+
+def _stamp_radius(psf: Moffat, flux: np.ndarray) -> np.ndarray:
+    """Half-width (pixels) of the stamps holding stars' light above :data:`FAINTEST`."""
+    peak = np.maximum(flux * psf.peak, FAINTEST)
+    radius = psf.major * np.sqrt((peak / FAINTEST) ** (1.0 / psf.beta) - 1.0)
+    return np.clip(radius, 3.0 * psf.major, MAX_RADIUS)
+
+
+def reach(flux: np.ndarray, radius: np.ndarray, psf: Moffat) -> np.ndarray:
+    """Half-width (pixels) of each source's stamp: a star's (``radius`` 0) or a galaxy's of
+    half-light ``radius`` pixels; what :func:`add_star` and :func:`add_galaxy` draw."""
+    galaxy = np.minimum(MAX_RADIUS, np.ceil(5.0 * radius + 5.0 * psf.major + 2))
+    return np.where(radius > 0, galaxy, _stamp_radius(psf, flux)) + 2
 
 
 def _window(centre: float, radius: int, size: int) -> tuple[int, int]:
@@ -49,36 +83,37 @@ def _window(centre: float, radius: int, size: int) -> tuple[int, int]:
 
 
 def add_star(
-    image: np.ndarray,
-    x: float,
-    y: float,
-    flux: float,
-    alpha: float,
-    beta: float,
-    radius: int | None = None,
+    image: np.ndarray, x: float, y: float, flux: float, psf: Moffat, radius: int | None = None
 ) -> None:
-    """Add a Moffat star of ``flux`` centred at 0-based pixel (``x``, ``y``) to ``image``
-    (its stamp ``radius`` pixels, or as far as its light shows)."""
+    """Add a star of ``flux`` centred at 0-based pixel (``x``, ``y``) to ``image`` (its stamp
+    ``radius`` pixels, or as far as its light shows)."""
     if radius is None:
-        radius = moffat_radius(flux, alpha, beta)
+        radius = int(_stamp_radius(psf, np.array(flux)))
     x_low, x_high = _window(x, radius, image.shape[1])
     y_low, y_high = _window(y, radius, image.shape[0])
     if x_low >= x_high or y_low >= y_high:
         return
-    u = (np.arange(x_low, x_high)[:, None] + _OFFSETS[None, :] - x) / alpha
-    v = (np.arange(y_low, y_high)[:, None] + _OFFSETS[None, :] - y) / alpha
-    r2 = v[:, None, :, None] ** 2 + u[None, :, None, :] ** 2  # (ny, nx, node_y, node_x)
+    # Offsets of every integration node: (pixel row, pixel column, node y, node x).
+    dx = (np.arange(x_low, x_high)[:, None] + _OFFSETS[None, :] - x)[None, :, None, :]
+    dy = (np.arange(y_low, y_high)[:, None] + _OFFSETS[None, :] - y)[:, None, :, None]
+    if psf.elongation == 1.0:
+        q = (dx**2 + dy**2) / psf.alpha**2
+    else:
+        theta = math.radians(psf.angle)
+        along = -dx * math.sin(theta) + dy * math.cos(theta)
+        across = dx * math.cos(theta) + dy * math.sin(theta)
+        q = (along**2 / psf.elongation + across**2 * psf.elongation) / psf.alpha**2
     weights = _WEIGHTS[:, None] * _WEIGHTS[None, :]
-    values = ((1.0 + r2) ** -beta * weights).sum(axis=(2, 3))
-    image[y_low:y_high, x_low:x_high] += flux * (beta - 1.0) / (math.pi * alpha**2) * values
+    values = ((1.0 + q) ** -psf.beta * weights).sum(axis=(2, 3))
+    image[y_low:y_high, x_low:x_high] += flux * psf.peak * values
 
 
 @lru_cache(maxsize=8)
-def _psf_kernel(alpha: float, beta: float) -> np.ndarray:
+def _psf_kernel(psf: Moffat) -> np.ndarray:
     """The pixel-integrated PSF on an odd square of pixels, summing to 1 (shared: read only)."""
-    half = math.ceil(min(MAX_RADIUS, 5.0 * alpha))
+    half = math.ceil(min(MAX_RADIUS, 5.0 * psf.major))
     kernel = np.zeros((2 * half + 1, 2 * half + 1))
-    add_star(kernel, float(half), float(half), 1.0, alpha, beta, radius=half)
+    add_star(kernel, float(half), float(half), 1.0, psf, radius=half)
     kernel /= kernel.sum()
     return kernel
 
@@ -92,12 +127,11 @@ def add_galaxy(
     radius: float,
     axis_ratio: float,
     angle: float,
-    alpha: float,
-    beta: float,
+    psf: Moffat,
 ) -> None:
     """Add an exponential disc (half-light ``radius`` pixels, ``axis_ratio``, major axis at
-    ``angle`` degrees from +y towards -x, i.e. east of north) seen through the PSF."""
-    half = int(min(MAX_RADIUS, math.ceil(5.0 * radius + 5.0 * alpha + 2)))
+    ``angle`` degrees from +y towards -x, i.e. east of north) seen through ``psf``."""
+    half = int(min(MAX_RADIUS, math.ceil(5.0 * radius + 5.0 * psf.major + 2)))
     x_low, x_high = _window(x, half, image.shape[1])
     y_low, y_high = _window(y, half, image.shape[0])
     if x_low >= x_high or y_low >= y_high:
@@ -118,7 +152,7 @@ def add_galaxy(
     disc = np.exp(-_EXP_B * r / max(radius, 1e-3))
     disc /= disc.sum()
     binned = disc.reshape(size, OVERSAMPLE, size, OVERSAMPLE).sum(axis=(1, 3))
-    seen = _convolve(binned, _psf_kernel(alpha, beta))
+    seen = _convolve(binned, _psf_kernel(psf))
     image[y_low:y_high, x_low:x_high] += (
         flux * seen[y_low - y0 : y_high - y0, x_low - x0 : x_high - x0]
     )

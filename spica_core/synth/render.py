@@ -18,7 +18,7 @@ import numpy as np
 
 from spica_core.synth import observing
 from spica_core.synth.layout import ExposureSpec, ccd_cards, wcs_cards
-from spica_core.synth.psf import MAX_RADIUS, add_galaxy, add_star, moffat_alpha
+from spica_core.synth.psf import MAX_RADIUS, Moffat, add_galaxy, add_star, reach
 from spica_core.synth.sky import GALAXY, SKY, SkyModel, Sources, sources_in
 
 if TYPE_CHECKING:
@@ -95,12 +95,12 @@ def render_ccd(spec: ExposureSpec, index: int, sky: SkyModel = SKY) -> RenderedC
     ra_range, dec_range = _footprint(wcs, spec.ccd_shape, MAX_RADIUS)
     found = sources_in(sky, ra_range, dec_range)
     x, y = wcs.wcs_world2pix(found.ra, found.dec, 0)
-    near = (x > -MAX_RADIUS) & (x < nx - 1 + MAX_RADIUS)
-    near &= (y > -MAX_RADIUS) & (y < ny - 1 + MAX_RADIUS)
-    found, x, y = found.take(near), x[near], y[near]
-    flux = observing.flux_adu(spec, found.mag)
     scale = spec.pixel_scale
-    alpha = moffat_alpha(observing.seeing(spec) / scale, spec.beta)
+    psf = Moffat.of(observing.seeing(spec) / scale, spec.beta, spec.elongation, spec.psf_angle)
+    flux = observing.flux_adu(spec, found.mag)
+    margin = reach(flux, found.radius / scale, psf)
+    near = (x > -margin) & (x < nx - 1 + margin) & (y > -margin) & (y < ny - 1 + margin)
+    found, x, y, flux = found.take(near), x[near], y[near], flux[near]
     model = np.zeros(spec.ccd_shape)
     for i in np.argsort(found.mag):
         if found.kind[i] == GALAXY:
@@ -112,17 +112,17 @@ def render_ccd(spec: ExposureSpec, index: int, sky: SkyModel = SKY) -> RenderedC
                 radius=float(found.radius[i]) / scale,
                 axis_ratio=float(found.axis_ratio[i]),
                 angle=float(found.angle[i]),
-                alpha=alpha,
-                beta=spec.beta,
+                psf=psf,
             )
         else:
-            add_star(model, float(x[i]), float(y[i]), float(flux[i]), alpha, spec.beta)
+            add_star(model, float(x[i]), float(y[i]), float(flux[i]), psf)
     background = observing.sky_level(spec, index)
     gain = spec.gain(index)
     rng = _noise_rng(spec, index)
     electrons = rng.poisson((model + background) * gain).astype(float)
     electrons += rng.normal(0.0, spec.read_noise, size=spec.ccd_shape)
-    pixels = np.clip(np.rint(electrons / gain), 0, spec.saturate).astype(np.uint16)
+    ceiling = min(spec.saturate, float(np.iinfo(np.uint16).max))
+    pixels = np.clip(np.rint(electrons / gain), 0, ceiling).astype(np.uint16)
     on = (x > -0.5) & (x < nx - 0.5) & (y > -0.5) & (y < ny - 0.5)
     column = np.clip(np.rint(x[on]).astype(int), 0, nx - 1)
     row = np.clip(np.rint(y[on]).astype(int), 0, ny - 1)

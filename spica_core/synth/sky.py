@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -87,8 +88,10 @@ def _magnitudes(
     return low + np.log10(1.0 + rng.random(n) * span) / slope
 
 
+@lru_cache(maxsize=256)
 def cell_sources(model: SkyModel, row: int, column: int) -> Sources:
-    """The sources of cell (``row``, ``column``): the same for a model on every call."""
+    """The sources of cell (``row``, ``column``): the same for a model on every call (kept
+    for the CCDs and exposures that share the cell; read only)."""
     per_row = _row_cells(row)
     column %= per_row
     dec_low = -90.0 + row * CELL
