@@ -49,6 +49,8 @@ def test_maps_mark_saturated_and_zero_pixels(tmp_path: Path, container: Containe
     workdir = tmp_path / "qfin" / "T0001" / "811001p"
     maps = write_maps(image, workdir, image="811001p")
     with fits.open(maps.weight) as weight, fits.open(maps.flag) as flag:
+        weight.verify("exception")
+        flag.verify("exception")
         assert len(weight) == len(flag) == 4
         assert [h.header["EXTNAME"] for h in weight[1:]] == ["ccd00", "ccd01", "ccd02"]
         assert flag[2].data[10, 20] == FLAG_SATURATED
@@ -134,18 +136,8 @@ def test_a_ccd_all_zeros(tmp_path: Path) -> None:
     _expect_failure(image, tmp_path / "q", "CCD ccd02 (extension 3)", "all zeros")
 
 
-@pytest.mark.parametrize(
-    ("change", "why"),
-    [
-        ({"CTYPE1": None, "CTYPE2": None}, "no usable celestial WCS"),
-        ({"CD1_1": 0.0, "CD1_2": 0.0}, "no usable celestial WCS"),
-        ({"CD1_1": 1.0, "CD2_2": 1.0}, "pixel scale"),
-        ({"CTYPE1": "RA---XYZ"}, "no usable celestial WCS"),
-    ],
-)
-def test_a_ccd_without_usable_wcs(
-    tmp_path: Path, change: dict[str, float | str | None], why: str
-) -> None:
+def _with_ccd2_header(tmp_path: Path, change: dict[str, float | str | None]) -> Path:
+    """An exposure whose second CCD's header has ``change`` (None removes the card)."""
     hdus = exposure_hdus(_spec(), "fits")
     for key, value in change.items():
         if value is None:
@@ -154,7 +146,60 @@ def test_a_ccd_without_usable_wcs(
             hdus[2].header[key] = value
     image = tmp_path / "811001p.fits"
     hdus.writeto(image)
+    return image
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"CTYPE1": None, "CTYPE2": None}, "no usable celestial WCS"),
+        ({"CD1_1": 0.0, "CD1_2": 0.0}, "no usable celestial WCS"),
+        ({"CD1_1": 1.0, "CD2_2": 1.0}, "pixel scale"),
+        ({"CTYPE1": "RA---XYZ", "CTYPE2": "DEC--XYZ"}, "unknown projection 'XYZ'"),
+        ({"CTYPE2": "DEC--SIN"}, "not one projection of both axes"),
+        ({"CTYPE1": "LINEAR", "CTYPE2": "LINEAR"}, "not a longitude/latitude pair"),
+        ({"CRVAL2": "minus seven"}, "CRVAL2 missing or not a finite number"),
+        ({"CRPIX1": None}, "CRPIX1 missing"),
+        ({"CD1_1": None, "CD1_2": None, "CD2_1": None, "CD2_2": None}, "no CDi_j"),
+    ],
+)
+def test_a_ccd_without_usable_wcs(
+    tmp_path: Path, change: dict[str, float | str | None], why: str
+) -> None:
+    image = _with_ccd2_header(tmp_path, change)
     _expect_failure(image, tmp_path / "q", "CCD ccd01 (extension 2)", why)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {
+            "CD1_1": None,
+            "CD1_2": None,
+            "CD2_1": None,
+            "CD2_2": None,
+            "CDELT1": -5.2e-5,
+            "CDELT2": 5.2e-5,
+        },
+        {
+            "CD1_1": None,
+            "CD1_2": None,
+            "CD2_1": None,
+            "CD2_2": None,
+            "CDELT1": 5.2e-5,
+            "CDELT2": 5.2e-5,
+            "PC1_1": -1.0,
+            "PC2_2": 1.0,
+        },
+        {"CTYPE1": "DEC--TAN", "CTYPE2": "RA---TAN"},
+        {"CTYPE1": "GLON-TPV", "CTYPE2": "GLAT-TPV"},
+    ],
+)
+def test_other_usable_wcs_forms_are_accepted(
+    tmp_path: Path, change: dict[str, float | str | None]
+) -> None:
+    image = _with_ccd2_header(tmp_path, change)
+    assert write_maps(image, tmp_path / "q", image="811001p").weight.is_file()
 
 
 def test_stale_outputs_of_an_earlier_run_are_removed(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ is read leniently with :mod:`xml.etree` rather than as a VOTable.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,13 @@ def report_path(workdir: Path, image: str) -> Path:
 
 @dataclass(frozen=True)
 class _CatalogCcd:
-    """One CCD of SExtractor's FITS_LDAC catalogue: its header and source table."""
+    """One CCD of SExtractor's FITS_LDAC catalogue: its header, how many sources, and the
+    two columns QFin reads (copied out; the vignettes are never read)."""
 
     header: Any
-    objects: Any
+    sources: int
+    number: Any
+    elongation: Any
 
 
 def measure_outputs(workdir: Path, *, image: str, release: str, image_path: Path) -> ImageFigures:
@@ -89,16 +93,14 @@ def _ccd_figures(
     background_rms = _float(header.get("SEXBKDEV"))
     if background is None or background_rms is None:
         raise QfinFailed(f"{where} has no background (SEXBKGND/SEXBKDEV) in its LDAC_IMHEAD")
-    objects = ccd.objects
-    sources = 0 if objects is None else len(objects)
     psf_stars = _int(psfex.get("NStars_Accepted_Total")) or 0
     seeing = _float(psfex.get("FWHM_WCS_Mean")) if psf_stars > 0 else None
     return CcdFigures(
         ccd=index,
         extname=_text(header.get("EXTNAME")),
         seeing=seeing if seeing is not None and seeing > 0 else None,
-        elongation=_elongation(objects, accepted),
-        sources=sources,
+        elongation=_elongation(ccd, accepted),
+        sources=ccd.sources,
         psf_stars=psf_stars,
         background=background,
         background_rms=background_rms,
@@ -106,14 +108,13 @@ def _ccd_figures(
     )
 
 
-def _elongation(objects: Any, accepted: Sequence[int]) -> float | None:
+def _elongation(ccd: _CatalogCcd, accepted: Sequence[int]) -> float | None:
     """Median SExtractor ELONGATION (A/B) of the sources PSFEx accepted as PSF stars."""
-    if objects is None or not accepted or len(objects) == 0:
+    if not accepted or ccd.sources == 0:
         return None
     import numpy as np
 
-    chosen = np.isin(objects["NUMBER"], np.asarray(accepted))
-    values = objects["ELONGATION"][chosen]
+    values = ccd.elongation[np.isin(ccd.number, np.asarray(accepted))]
     values = values[np.isfinite(values)]
     return float(np.median(values)) if len(values) else None
 
@@ -124,8 +125,11 @@ def _read_catalog(path: Path, image: str) -> list[_CatalogCcd]:
 
     if not path.is_file():
         raise QfinFailed(f"image {image}: source-extractor's catalogue {path} is missing")
+    import numpy as np
+
     try:
-        with fits.open(path, memmap=False) as hdus:
+        # Mapped, not read: a catalogue is mostly vignettes (5 kB a source) QFin never reads.
+        with _quiet(), fits.open(path, memmap=True) as hdus:
             tables = [(hdu.name, hdu) for hdu in hdus[1:]]
             ccds: list[_CatalogCcd] = []
             for (name, head), (objects_name, objects) in zip(
@@ -133,7 +137,17 @@ def _read_catalog(path: Path, image: str) -> list[_CatalogCcd]:
             ):
                 if name != "LDAC_IMHEAD" or objects_name != "LDAC_OBJECTS":
                     raise ValueError(f"found {name}/{objects_name}, not LDAC_IMHEAD/LDAC_OBJECTS")
-                ccds.append(_CatalogCcd(header=_ldac_header(head), objects=objects.data))
+                data = objects.data
+                ccds.append(
+                    _CatalogCcd(
+                        header=_ldac_header(head),
+                        sources=0 if data is None else len(data),
+                        number=np.array(data["NUMBER"]) if data is not None else np.array([]),
+                        elongation=(
+                            np.array(data["ELONGATION"]) if data is not None else np.array([])
+                        ),
+                    )
+                )
     except QfinFailed:
         raise
     except Exception as exc:
@@ -146,6 +160,14 @@ def _read_catalog(path: Path, image: str) -> list[_CatalogCcd]:
     return ccds
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """astropy's warnings about a damaged file silenced: it fails by name instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def _ldac_header(hdu: Any) -> Any:
     """The image header SExtractor stored as 80-character cards in ``LDAC_IMHEAD``."""
     from astropy.io import fits
@@ -156,8 +178,7 @@ def _ldac_header(hdu: Any) -> Any:
     text = "".join(
         (c.decode("ascii", "replace") if isinstance(c, bytes) else str(c)).ljust(80) for c in cards
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
         return fits.Header.fromstring(text)
 
 
@@ -200,7 +221,7 @@ def _accepted_stars(path: Path, image: str) -> dict[int, list[int]]:
         raise QfinFailed(f"image {image}: PSFEx's star list {path} is missing")
     accepted: dict[int, list[int]] = {}
     try:
-        with fits.open(path, memmap=False) as hdus:
+        with _quiet(), fits.open(path, memmap=False) as hdus:
             for hdu in hdus:
                 if hdu.name != "LDAC_OBJECTS" or hdu.data is None:
                     continue
@@ -222,8 +243,7 @@ def _primary_header(path: Path) -> Any | None:
     from astropy.io import fits
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet():
             return fits.getheader(path, 0)
     except Exception:
         return None

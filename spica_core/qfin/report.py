@@ -12,13 +12,17 @@ import msgspec
 
 from spica_core.errors import SpicaError
 from spica_core.node.files import atomic_write
-from spica_core.node.records import decode_record
+from spica_core.node.protocol import describe
 from spica_core.qfin.result import QfinReport
 
 #: Reports are world-readable: the console and PIs' views read them on the node.
 REPORT_MODE = 0o644
 #: A report of 36 CCDs is about 10 kB; anything much larger is not a report.
 MAX_REPORT_BYTES = 4 * 1024 * 1024
+
+
+#: Strict: no coercion (a seeing written as "0.8" is refused, naming the field).
+_decoder = msgspec.json.Decoder(QfinReport, strict=True)
 
 
 class ReportUnreadable(SpicaError):
@@ -53,6 +57,8 @@ def read_report(path: Path) -> QfinReport:
     if len(data) > MAX_REPORT_BYTES:
         raise ReportUnreadable(path, f"larger than {MAX_REPORT_BYTES} bytes")
     try:
-        return decode_record(data, QfinReport)
-    except ValueError as exc:
-        raise ReportUnreadable(path, str(exc)) from None
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise ReportUnreadable(path, describe(exc)) from None
+    except msgspec.DecodeError:
+        raise ReportUnreadable(path, "not JSON") from None
