@@ -197,8 +197,10 @@ class GradeThresholds(_Model):
     #: Sources expected per measured CCD in ``reference_exptime`` seconds; the expected
     #: count of an image is ``expected_sources * ccds * (exptime / reference_exptime) **
     #: counts_alpha`` (alpha 0.5: background-limited depth grows by 1.25 log10 t magnitudes
-    #: and counts by about 0.4 dex per magnitude). 0 turns the count criterion off.
-    expected_sources: float = Field(300.0, ge=0)
+    #: and counts by about 0.4 dex per magnitude). It depends on the instrument's CCDs, the
+    #: filter and the detection threshold, so there is no default: 0, the criterion off,
+    #: until a release sets it from its good images.
+    expected_sources: float = Field(0.0, ge=0)
     reference_exptime: float = Field(180.0, gt=0)
     counts_alpha: float = Field(0.5, ge=0, le=2)
     #: Measured / expected counts: the smallest ratio graded A, B, C (decreasing).
@@ -216,6 +218,13 @@ class GradeThresholds(_Model):
     @classmethod
     def _decreasing(cls, v: Limits) -> Limits:
         _check_monotonic(v, increasing=False)
+        return v
+
+    @field_validator("seeing")
+    @classmethod
+    def _positive(cls, v: Limits) -> Limits:
+        if v[0] <= 0:
+            raise ValueError(f"a seeing limit is positive, got {v[0]} for A")
         return v
 
     @field_validator("elongation")

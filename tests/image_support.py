@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from spica_core.db.models import Image, Node, Runid
+from spica_core.db.models import Image, Node, OperatorAction, Runid
 
 #: name, runid, filter, object, exptime, airmass, seeing, background, qf, proposal, grade, node
 IMAGES = [
@@ -94,3 +94,16 @@ def seed_images(engine: Engine) -> None:
                     partition="raid1" if node else None,
                 )
             )
+
+
+def grades(engine: Engine) -> dict[str, tuple[str | None, str | None, str | None]]:
+    """Each image's grade, comment and grader: what a refused request must leave as it was."""
+    with Session(engine) as s:
+        return {
+            i.filename: (i.grade, i.grade_comment, i.graded_by) for i in s.scalars(select(Image))
+        }
+
+
+def audit(engine: Engine) -> list[OperatorAction]:
+    with Session(engine) as s:
+        return list(s.scalars(select(OperatorAction).order_by(OperatorAction.id)))

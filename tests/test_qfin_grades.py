@@ -168,9 +168,9 @@ def test_the_proposal_is_the_worst_criterion_with_every_reason() -> None:
     ]
 
 
-def test_defaults_match_the_seed_comment() -> None:
+def test_defaults_match_the_seed_comment_and_leave_counts_off() -> None:
     defaults = GradeThresholds()
-    assert propose(figures(seeing=1.21, sources=1200), defaults).reasons == [
+    assert propose(figures(seeing=1.21, sources=1), defaults).reasons == [
         "Poor seeing (>1.2): 1.21 arcsec"
     ]
 
@@ -180,6 +180,7 @@ def test_defaults_match_the_seed_comment() -> None:
     [
         ("seeing = [1.2, 1.0, 1.5]", "key release.grades.seeing: the limit for B (1.0) must be"),
         ("seeing = [-1, 1.0, 1.5]", "key release.grades.seeing: the limit for A is negative"),
+        ("seeing = [0, 1.0, 1.5]", "key release.grades.seeing: a seeing limit is positive"),
         ("seeing = [1.0, 1.2]", "key release.grades.seeing"),
         ("elongation = [0.9, 1.2, 1.5]", "key release.grades.elongation: an elongation"),
         ("missing_ccds = [0, 2, 1]", "key release.grades.missing_ccds: the limit for C (1)"),
@@ -211,7 +212,10 @@ def test_the_example_config_documents_every_threshold_with_its_default() -> None
     from spica_core.config import load_config
     from spica_core.resources import example_config
 
-    assert load_config(example_config()).release.grades == GradeThresholds()
+    example = load_config(example_config()).release.grades
+    # The example sets the expected count of a MegaCam CCD; the default leaves counts off.
+    assert example == GradeThresholds(expected_sources=1500.0)
+    assert GradeThresholds().expected_sources == 0
     text = example_config().read_text()
     assert "[release.grades]" in text
     for key in GradeThresholds.model_fields:

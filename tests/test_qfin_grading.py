@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from spica_core.db.models import Image, OperatorAction
+from spica_core.db.models import Image
 from spica_core.qfin.grading import (
     COMMENTS,
     MAX_COMMENT,
@@ -15,25 +15,13 @@ from spica_core.qfin.grading import (
     grade_images,
     preview_grades,
 )
-from tests.image_support import seed_images
+from tests.image_support import audit, grades, seed_images
 
 
 @pytest.fixture
 def graded_db(db_engine: Engine) -> Engine:
     seed_images(db_engine)
     return db_engine
-
-
-def grades(engine: Engine) -> dict[str, tuple[str | None, str | None, str | None]]:
-    with Session(engine) as s:
-        return {
-            i.filename: (i.grade, i.grade_comment, i.graded_by) for i in s.scalars(select(Image))
-        }
-
-
-def audit(engine: Engine) -> list[OperatorAction]:
-    with Session(engine) as s:
-        return list(s.scalars(select(OperatorAction).order_by(OperatorAction.id)))
 
 
 def test_grading_applies_and_audits_in_one_go(graded_db: Engine) -> None:

@@ -13,7 +13,7 @@ silently cleaned.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,8 +47,10 @@ MAX_COMMENT = 200
 ACTION = "grade"
 #: Names per ``IN (…)`` when images are looked up: within every backend's limits.
 _NAMES_PER_STATEMENT = 500
-#: Unicode format characters that reorder what a terminal shows (Trojan-source style).
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Unicode categories refused in a comment: controls (C0, DEL, C1: terminal sequences,
+#: newlines), format characters (bidirectional overrides that reorder what a reader sees,
+#: zero-width characters), surrogates, private use and unassigned code points.
+_REFUSED_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn"))
 
 
 class GradeRefused(UsageError):
@@ -133,7 +135,7 @@ def grade_images(
     user = operator_name(user)
     request = _checked(engine, user, images, grade, comment)
     with Session(engine) as session, session.begin():
-        rows = _locked_rows(session, request.images)
+        rows = _rows(session, request.images, lock=True)
         unknown = [name for name in request.images if name not in rows]
         if not unknown:
             outcome = request.outcome(rows, user, applied=not dry_run)
@@ -171,11 +173,7 @@ def preview_grades(
     user = operator_name(user)
     request = _checked(engine, user, images, grade, comment)
     with Session(engine) as session:
-        rows = {
-            r.filename: r
-            for chunk in _chunks(request.images)
-            for r in session.scalars(select(Image).where(Image.filename.in_(chunk)))
-        }
+        rows = _rows(session, request.images, lock=False)
     unknown = [name for name in request.images if name not in rows]
     if unknown:
         _refused(engine, user, request.images, _unknown(unknown))
@@ -197,8 +195,9 @@ def check_comment(comment: str | None) -> str | None:
             f"comment refused: {len(comment)} characters, at most {MAX_COMMENT} allowed"
         )
     for position, char in enumerate(comment, 1):
-        if char in _BIDI or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            shown = printable(char) if unicodedata.category(char) == "Cc" else f"U+{ord(char):04X}"
+        category = unicodedata.category(char)
+        if category in _REFUSED_CATEGORIES:
+            shown = printable(char) if category == "Cc" else f"U+{ord(char):04X}"
             raise GradeRefused(
                 f"comment refused: character {position} is a control or format character "
                 f"({shown}); a comment is one line of printable text"
@@ -262,19 +261,17 @@ def _checked(
         raise
 
 
-def _locked_rows(session: Session, names: Sequence[str]) -> dict[str, Image]:
-    """The images' rows, locked for the transaction (MariaDB ``FOR UPDATE``; SQLite's write
-    transaction serialises anyway)."""
+def _rows(session: Session, names: Sequence[str], *, lock: bool) -> dict[str, Image]:
+    """The images' rows by name; ``lock``: locked for the transaction (MariaDB ``FOR
+    UPDATE``; SQLite's write transaction serialises anyway)."""
     found: dict[str, Image] = {}
-    for chunk in _chunks(names):
-        stmt = select(Image).where(Image.filename.in_(chunk)).with_for_update()
+    for start in range(0, len(names), _NAMES_PER_STATEMENT):
+        chunk = names[start : start + _NAMES_PER_STATEMENT]
+        stmt = select(Image).where(Image.filename.in_(chunk))
+        if lock:
+            stmt = stmt.with_for_update()
         found.update((r.filename, r) for r in session.scalars(stmt))
     return found
-
-
-def _chunks(names: Sequence[str]) -> Iterable[list[str]]:
-    for start in range(0, len(names), _NAMES_PER_STATEMENT):
-        yield list(names[start : start + _NAMES_PER_STATEMENT])
 
 
 def _unknown(names: Sequence[str]) -> str:

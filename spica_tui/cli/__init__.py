@@ -19,6 +19,7 @@ from spica_tui.cli import (
     daemon_cmds,
     db_cmds,
     demo_cmds,
+    image_cmds,
     ingest_cmds,
     node_cmds,
     ops_cmds,
@@ -82,6 +83,7 @@ watch_cmds.register(app)
 ingest_cmds.register(app)
 qfin_cmds.register(app)
 apps_cmds.register_commands(app)
+image_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
