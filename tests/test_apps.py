@@ -173,8 +173,11 @@ def test_apps_detects_a_node_whose_binary_differs(
     with Session(db_engine) as s:
         assert s.scalars(select(Application)).all() == []
 
-    # The same binary everywhere: registered, with what the nodes have.
+    # The same binary everywhere: registered, with what the nodes have (asked first).
     fake.rename(fake.with_name("psfex.off"))
+    code, _, err = spica(config, "apps", "register", "psfex")
+    assert code == 2 and f"record psfex {version} sha256 {real}" in err
+    assert "no terminal to confirm on: pass --yes" in err
     code, out, err = spica(config, "apps", "register", "psfex", "--yes", "--as", "alice", "--json")
     assert code == 0, err
     shown = json.loads(out)
@@ -337,15 +340,25 @@ def test_monitor_records_what_nodes_have_and_the_nodes_panel_marks_drift(
     )
     code, _, err = spica(config_path, "apps", "register", "psfex", "--yes")
     assert code == 0, err
-    fake = fake_tool(bins["mix1"], "psfex", "PSFEx version 3.99.0 (2026-12-02)")
+    real = sha256_of(shutil.which("psfex") or "")
     config = load_config(config_path)
 
-    async def one_poll() -> None:
+    async def polls() -> None:
+        """The first poll checks the binaries, the next not, the third again."""
         monitor = Monitor(config, db_engine)
-        await monitor.run(once=True)
+        monitor.versions_every = 2
+        try:
+            await monitor.poll_once()
+            assert node_rows(db_engine)["mix1"][1] == real
+            fake = fake_tool(bins["mix1"], "psfex", "PSFEx version 3.99.0 (2026-12-02)")
+            await monitor.poll_once()
+            assert node_rows(db_engine)["mix1"][1] == real
+            await monitor.poll_once()
+            assert node_rows(db_engine)["mix1"][1] == sha256_of(fake)
+        finally:
+            await monitor.close()
 
-    asyncio.run(one_poll())
-    assert node_rows(db_engine)["mix1"][1] == sha256_of(fake)
+    asyncio.run(polls())
     assert binary_drift(db_engine) == {"mix1": ("psfex",)}
 
     async def panel() -> None:
@@ -387,8 +400,10 @@ def test_local_versions_are_what_debian_installed() -> None:
 
 def test_record_unit_versions(db_engine: Engine) -> None:
     from spica_core.apps.store import AUTO, record_unit_versions
+    from spica_core.apps.table import newest, read_applications
     from spica_core.db.models import StackApp
     from spica_core.errors import NotFound, UsageError
+    from spica_core.read_model import stack_detail
 
     with Session(db_engine) as s, s.begin():
         s.add(
@@ -425,6 +440,17 @@ def test_record_unit_versions(db_engine: Engine) -> None:
     with Session(db_engine) as s:
         auto = s.scalars(select(Application).where(Application.version == "3.22.0")).one()
         assert (auto.binary, auto.checksum, auto.release) == ("/usr/bin/psfex", None, "T0003")
+    shown = stack_detail(db_engine, "811001p_T0003").apps  # what spica stack show prints
+    assert sorted((a["name"], a["version"]) for a in shown) == [
+        ("psfex", "3.22.0"),
+        ("source-extractor", "2.25.0"),
+    ]
+    # The unregistered version a unit ran with never hides the registered binary.
+    registered = newest(read_applications(db_engine), "psfex")
+    assert registered is not None and (registered.version, registered.registered_by) == (
+        "3.21.1",
+        "alice",
+    )
 
     with Session(db_engine) as s, s.begin():
         with pytest.raises(NotFound, match="no_such_unit"):
@@ -544,3 +570,65 @@ def test_two_units_recording_one_new_version_at_once(db_engine: Engine) -> None:
         (app,) = s.scalars(select(Application)).all()
         assert {r.application_id for r in s.scalars(select(StackApp))} == {app.id}
         assert len(s.scalars(select(StackApp)).all()) == 2
+
+
+async def test_an_agent_from_before_version_is_asked_again_without_it(tmp_path: Path) -> None:
+    """Its strict decoding refuses the unknown argument (bad_args): the executor asks again
+    for checksums alone, and the versions are unknown."""
+    import msgspec
+
+    from spica_core.executor.agents import AgentExecutor
+    from spica_core.node.agent import Agent
+    from spica_core.node.protocol import Application, ErrorCode, ProtocolError
+
+    class OldArgs(msgspec.Struct, forbid_unknown_fields=True):
+        applications: list[dict[str, str]]
+
+    class OlderAgent:
+        """The real agent behind the argument check of an agent without ``version``."""
+
+        def __init__(self) -> None:
+            self.agent = Agent(tmp_path)
+            self.refused = 0
+
+        async def request(self, node: str, args: Any) -> Any:
+            try:
+                msgspec.json.decode(msgspec.json.encode(args), type=OldArgs)
+            except msgspec.ValidationError as exc:
+                self.refused += 1
+                raise ProtocolError(ErrorCode.BAD_ARGS, f"versions: {exc}") from None
+            return self.agent.versions(args)
+
+    older = OlderAgent()
+    executor = AgentExecutor(older, ["old1"])
+    psfex = shutil.which("psfex")
+    require(psfex is not None, "psfex missing (./run setup installs it)")
+    (found,) = await executor.versions("old1", [Application(name="psfex", binary="psfex")])
+    assert older.refused == 1
+    assert (found.sha256, found.version) == (sha256_of(psfex or ""), None)
+
+
+def test_bad_names_and_binaries_are_refused_before_any_node_is_asked(
+    demo: DemoCluster, db_engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    config = apps_config(
+        demo, db_url, tmp_path / "spica.toml", [{"name": "mytool", "binary": "bin/mytool"}]
+    )
+    code, out, err = spica(config, "apps")
+    assert code == 2 and out == ""
+    assert "[[release.applications]] mytool: binary 'bin/mytool' must be an absolute path" in err
+    for hostile in ("$(id)", "../x", "a b", ""):
+        code, _, err = spica(config, "apps", "register", hostile, "--yes")
+        assert code == 2 and "invalid application name" in err, err
+    code, _, err = spica(config, "apps", "register", "mytool", "--yes", "--as", "x;y")
+    assert code == 2 and "--as 'x;y'" in err
+    assert audit_rows(db_engine) == []
+
+    # The monitor says so in its log and goes on polling.
+    import asyncio
+
+    from spica_core.monitor.service import Monitor
+
+    monitor = Monitor(load_config(config), db_engine)
+    assert asyncio.run(monitor.run(once=True)) == 0 and monitor.polls == 1
+    assert node_rows(db_engine) == {}

@@ -131,6 +131,7 @@ class RegisterOutcome:
     plan: RegisterPlan
     #: applied, unchanged or dry-run.
     result: str
+    #: --force let a major version change through while units of the release run.
     forced: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -265,7 +266,8 @@ def apply_registration(engine: Engine, plan: RegisterPlan, user: str, *, force: 
             session.flush()
             records = [NodeBinaryRecord(n, row.id, p, plan.checksum) for n, p in plan.paths.items()]
             record_node_binaries(session, records)
-            session.add(_audit_row(current, user, result, "", dry_run=False, forced=force))
+            forced = force and current.guard(force=False) is not None
+            session.add(_audit_row(current, user, result, "", dry_run=False, forced=forced))
             return result
     audit(engine, current, user, "refused", refused)
     raise RegisterRefused(refused)
@@ -286,12 +288,13 @@ def settle(
     if refused is not None:
         audit(engine, plan, user, "refused", refused)
         raise RegisterRefused(refused)
+    forced = force and plan.guard(force=False) is not None
     if dry_run:
         audit(engine, plan, user, "dry-run")
-        return RegisterOutcome(plan, "dry-run", force)
+        return RegisterOutcome(plan, "dry-run", forced)
     if not plan.unchanged and confirm is not None and not confirm(plan):
         return None
-    return RegisterOutcome(plan, apply_registration(engine, plan, user, force=force), force)
+    return RegisterOutcome(plan, apply_registration(engine, plan, user, force=force), forced)
 
 
 def _audit_row(

@@ -22,9 +22,11 @@ from spica_core.apps.table import (
     read_applications,
     short_checksum,
 )
+from spica_core.apps.versions import binary_problem
 from spica_core.config import ApplicationConfig, SpicaConfig
 from spica_core.db.types import utcnow
-from spica_core.errors import UsageError
+from spica_core.errors import ConfigError, UsageError
+from spica_core.names import is_valid_name
 from spica_core.reports import iso
 
 if TYPE_CHECKING:
@@ -237,6 +239,12 @@ async def survey(
     on ``nodes``)."""
     apps = [configured_application(config, n) for n in names] if names else []
     apps = apps or list(config.release.applications)
+    for app in apps:
+        if not is_valid_name(app.name):
+            raise ConfigError(f"[[release.applications]] name {app.name!r}: not a valid name")
+        why = binary_problem(app.binary)
+        if why is not None:
+            raise ConfigError(f"[[release.applications]] {app.name}: binary {app.binary!r} {why}")
     nodes = list(executor.hosts if nodes is None else nodes)
     found, unreachable = await ask_nodes(executor, apps, nodes) if apps else ({}, {})
     at = utcnow()

@@ -2,7 +2,7 @@
 
 The daemon's preflight (``spica check``), ``spica apps`` and the console's nodes panel all
 say a binary differs through :func:`checksum_differs` / :func:`differs_message`, against the
-row :func:`newest` picks: the latest registered row of the name.
+row :func:`newest` picks: the latest registered row (with a checksum) of the name.
 """
 
 from __future__ import annotations
@@ -56,14 +56,17 @@ def row_of(a: Application) -> ApplicationRow:
 def newest(
     rows: list[ApplicationRow], name: str, version: str | None = None
 ) -> ApplicationRow | None:
-    """The most recently installed row of ``name`` (of that ``version`` when given); the
-    later row wins a tie (two registrations within the clock's resolution)."""
+    """The registered row of ``name`` (of that ``version`` when given): the most recently
+    installed one with a checksum. A row without one (a version a unit ran with that nobody
+    registered) is taken only when there is no other, so it never hides the registered
+    binary from the checks. The later row wins a tie (two registrations within the clock's
+    resolution)."""
     match = [r for r in rows if r.name == name and version in (None, r.version)]
-    return max(match, key=_installed, default=None)
+    return max(match, key=_registered, default=None)
 
 
-def _installed(row: ApplicationRow) -> tuple[float, int]:
-    return (row.installed_at.timestamp() if row.installed_at else 0.0, row.id)
+def _registered(row: ApplicationRow) -> tuple[bool, float, int]:
+    return (bool(row.checksum), row.installed_at.timestamp() if row.installed_at else 0.0, row.id)
 
 
 def checksum_differs(sha256: str | None, row: ApplicationRow | None) -> bool:

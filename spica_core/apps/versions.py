@@ -60,6 +60,16 @@ def major(version: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def binary_problem(binary: str) -> str | None:
+    """Why ``binary`` cannot name an application's binary on every node, None when it can:
+    an absolute path, or a bare command name looked up on the node's ``PATH``."""
+    if not binary or "\x00" in binary:
+        return "must be a path or a command name (not empty, no NUL)"
+    if "/" in binary and not os.path.isabs(binary):
+        return "must be an absolute path or a bare command name"
+    return None
+
+
 def resolve_binary(binary: str) -> str | None:
     """The file a configured binary (absolute path or bare command name) names here."""
     return binary if os.path.isabs(binary) else shutil.which(binary)

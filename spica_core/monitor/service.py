@@ -32,6 +32,7 @@ from spica_core.daemon.mail import Mailer
 from spica_core.db.models import Monitor as MonitorRow
 from spica_core.db.models import MonitorLease
 from spica_core.db.types import utcnow
+from spica_core.errors import SpicaError
 from spica_core.executor.agents import AgentExecutor
 from spica_core.liveness import LivenessChange, LivenessRecorder, recorded_last_seen
 from spica_core.monitor.figures import (
@@ -131,6 +132,8 @@ class Monitor:
         )
         self.leading: bool | None = None
         self.polls = 0
+        #: Polls between two checks of the application binaries.
+        self.versions_every = VERSIONS_EVERY
         self._row_id: int | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -193,7 +196,7 @@ class Monitor:
         """Poll, record (transitions, problems, figures, heartbeat), then mail each change."""
         cluster = await self.poll_nodes()
         report = await asyncio.to_thread(self._record, cluster)
-        if self.polls % VERSIONS_EVERY == 0 and report.db_error is None:
+        if self.polls % self.versions_every == 0 and report.db_error is None:
             await self.check_binaries(cluster)
         self.polls += 1
         for change in report.changes:
@@ -226,6 +229,9 @@ class Monitor:
             result = await check_applications(self.executor, self.config, self.engine, nodes)
         except SQLAlchemyError as exc:
             log.warning("application binaries not recorded: %s", _describe(exc))
+            return
+        except SpicaError as exc:  # [[release.applications]] unusable: said, polls go on
+            log.warning("application binaries not checked: %s", exc)
             return
         for reason in result.drift:
             log.warning("binary drift: %s", reason)

@@ -313,16 +313,14 @@ class Agent:
     def versions(self, args: VersionsArgs) -> VersionsResult:
         """What each application binary really is on this node (path, size, sha256, and the
         version it reports when asked)."""
+        from spica_core.apps.versions import binary_problem
+
         checked: list[tuple[str, str]] = []
         for app in args.applications:
             name, binary = validate_name(app.name, "application"), app.binary
-            if "\x00" in binary:
-                raise ProtocolError(ErrorCode.BAD_ARGS, f"bad binary for {name}")
-            if "/" in binary and not os.path.isabs(binary):
-                raise ProtocolError(
-                    ErrorCode.BAD_ARGS,
-                    f"binary of {name} must be an absolute path or a bare command name",
-                )
+            why = binary_problem(binary)
+            if why is not None:
+                raise ProtocolError(ErrorCode.BAD_ARGS, f"binary of {name} {why}")
             checked.append((name, binary))
         found = [self._version_of(name, binary) for name, binary in checked]
         if args.version:

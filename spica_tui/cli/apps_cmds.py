@@ -156,10 +156,8 @@ def register(
     elif outcome.result == "unchanged":
         note(f"{name} {plan.version} ({(plan.checksum or '')[:12]}) is registered already")
     else:
-        forced = (
-            " (forced: major version change while units run)" if plan.guard(force=False) else ""
-        )
-        note(f"registered {name} {plan.version} sha256 {plan.checksum}{forced}")
+        why = " (forced: major version change while units run)" if outcome.forced else ""
+        note(f"registered {name} {plan.version} sha256 {plan.checksum}{why}")
 
 
 def _confirm(plan: RegisterPlan) -> bool:
