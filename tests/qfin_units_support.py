@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -111,25 +112,10 @@ def write_sky(spec: Any, directory: Path, container: Any = "fits.fz") -> Path:
 
 def write_zero_ccd(spec: Any, directory: Path) -> Path:
     """The exposure with its second CCD all zeros (a dead amplifier, a failed readout)."""
-    from spica_core.synth.render import SkyPixels
-    from spica_core.synth.writer import write_exposure
-
-    sky = SkyPixels()
-
-    def pixels(spec: Any, index: int) -> Any:
-        data = sky(spec, index)
-        return data * 0 if index == 1 else data
-
-    return write_exposure(spec, directory, "fits", pixels)
+    return write_sky(replace(spec, dead_ccds=frozenset({1})), directory, "fits")
 
 
 def write_without_wcs(spec: Any, directory: Path) -> Path:
     """The exposure whose second CCD lost its celestial WCS (no CTYPE cards)."""
-    from spica_core.synth.render import SkyPixels
-    from spica_core.synth.writer import exposure_hdus
-
-    hdus = exposure_hdus(spec, "fits", SkyPixels())
-    del hdus[2].header["CTYPE1"], hdus[2].header["CTYPE2"]
-    path = directory / f"{spec.filename}.fits"
-    hdus.writeto(path)
-    return path
+    broken = replace(spec, ccd_overrides={1: {"CTYPE1": None, "CTYPE2": None}})
+    return write_sky(broken, directory, "fits")
