@@ -10,6 +10,7 @@ and MariaDB.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -215,7 +216,9 @@ def test_record_writes_once_and_again_replaces(node, tmp_path: Path) -> None:  #
         rows = s.scalars(select(ImageCcd.ccd).where(ImageCcd.image_id == image.id)).all()
     engine.dispose()
     assert sorted(rows) == [1, 2] and image.qf_status == "done" and image.qf_release == "T0003"
-    assert read_report(workdir / "811001p.qfin.json").figures.seeing == image.seeing
+    report = read_report(workdir / "811001p.qfin.json")
+    assert report.figures.seeing == image.seeing
+    assert report.created_at.endswith("Z") and datetime.fromisoformat(report.created_at)
 
 
 def test_record_without_outputs_fails_the_image_with_a_problem(node, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

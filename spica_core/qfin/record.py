@@ -26,6 +26,7 @@ from spica_core.config import SpicaConfig
 from spica_core.db.models import Image, ImageCcd, Problem, Runid
 from spica_core.db.types import utcnow
 from spica_core.names import validate_name
+from spica_core.node.host import iso_utc
 from spica_core.qfin.measure import QfinFailed
 from spica_core.qfin.outputs import QfinOutputs
 from spica_core.qfin.plan import UnknownImages
@@ -94,7 +95,7 @@ def record_qfin(engine: Engine, config: SpicaConfig, target: RecordTarget) -> Qf
         catalog_path=str(outputs.catalog),
         psf_path=_existing(outputs.psf),
         versions=versions,
-        created_at=utcnow().isoformat(timespec="seconds") + "Z",
+        created_at=iso_utc(),
     )
     path = report_path(target.workdir, target.image)
     write_report(path, report)
