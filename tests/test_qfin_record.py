@@ -250,3 +250,19 @@ def test_record_refuses_unknown_images_and_bad_names(node, tmp_path: Path) -> No
         assert s.scalars(select(Problem)).all() == []
         assert s.scalar(select(Image.qf_status)) == "new"
     engine.dispose()
+
+
+def test_maps_of_a_broken_image_fails_readably_even_without_dbspica(tmp_path: Path) -> None:
+    """dbspica unreachable must not hide why the image is broken (the unit fails at its
+    line all the same, and the daemon files its problem through its journal)."""
+    config = tmp_path / "spica.toml"
+    config.write_text('[db]\nurl = "sqlite:////nonexistent-spica-dir/dbspica.sqlite"\n')
+    image = write_sky(exposure_spec("811001p", ccds=1), tmp_path, "fits")
+    image.write_bytes(image.read_bytes()[:5000])
+    failed = run_spica(
+        "--config", str(config), "qfin", "maps", "811001p",
+        "--image-path", str(image), "--workdir", str(tmp_path / "qfin"),
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert "811001p" in failed.stderr and "not recorded in dbspica" in failed.stderr
+    assert not (tmp_path / "qfin" / "811001p.weight.fits").exists()

@@ -16,6 +16,7 @@ at this line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,12 +104,14 @@ def record_qfin(engine: Engine, config: SpicaConfig, target: RecordTarget) -> Qf
     return report
 
 
-def fail_image(engine: Engine, target: RecordTarget, failure: QfinFailed) -> None:
+def fail_image(
+    engine: Engine | Callable[[], Engine], target: RecordTarget, failure: QfinFailed
+) -> None:
     """Record ``failure`` (:func:`record_failure`) before it is raised again: when dbspica
-    cannot take it either, the failure still stands (the unit fails at its line, the daemon
-    files its problem) and says so."""
+    cannot take it either (``engine`` may be the function that connects), the failure still
+    stands (the unit fails at its line, the daemon files its problem) and says so."""
     try:
-        record_failure(engine, target, str(failure))
+        record_failure(engine if isinstance(engine, Engine) else engine(), target, str(failure))
     except Exception as exc:
         why = f"{type(exc).__name__}: {exc}"
         raise QfinFailed(f"{failure} (not recorded in dbspica: {why})") from failure
