@@ -115,6 +115,7 @@ def add_stack(
     *,
     step: str = "stack",
     priority: int = 0,
+    partition: str | None = None,
     launch: bool = False,
     by: str | None = None,
     over_ssh: bool | None = None,
@@ -123,12 +124,13 @@ def add_stack(
     """Create stack ``name`` on ``node`` from ``commands`` (one shell command per line).
 
     ``over_ssh`` None writes locally when the node's root is here, through its agent else.
+    ``partition``: staged in the unit record, the QFin lock a ``qfin`` unit holds.
     ``source`` names the commands in messages (``--commands FILE``). ``by`` is the operator
     (default: :func:`~spica_core.operations.operator_name`). Raises StackExists when the name
     is taken (audited when ``launch``), LaunchNotApplied when the stack was added but not
     launched.
     """
-    spec = StackSpec(name, node, commands, step=step, priority=priority)
+    spec = StackSpec(name, node, commands, step=step, priority=priority, partition=partition)
     new = _checked(config, spec, launch, by if by is not None else operator_name(), source)
     try:
         executor, roots = _executor(config, [node], over_ssh)

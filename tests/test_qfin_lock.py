@@ -344,3 +344,30 @@ def test_a_stopped_daemon_gives_the_lock_back_and_the_unit_waits_pending(
     demo.up(daemons=True)
     wait_for(lambda: state(demo, unit) == "completed", 60, "the unit to complete")
     assert problems(demo) == []
+
+
+def test_stack_add_stages_a_hand_made_qfin_units_partition(tmp_path: Path, db_url: str) -> None:
+    from tests.daemon_support import make_node
+
+    env = make_node(tmp_path, db_url)
+    commands = tmp_path / "commands.sh"
+    commands.write_text("echo qfin\n")
+
+    def add(name: str, *extra: str):  # type: ignore[no-untyped-def]
+        return run_spica(
+            "--config", str(env.config_path), "stack", "add", name, "--node", NODE,
+            "--commands", str(commands), "--step", "qfin", *extra,
+        )  # fmt: skip
+
+    added = add("811009p_qfin_T0003", "--partition", "raid1")
+    assert added.returncode == 0, added.stderr
+    unit = env.stack_dir("811009p_qfin_T0003") / "unit.json"
+    assert json.loads(unit.read_text()) == {"step": "qfin", "partition": "raid1"}
+    plain = add("811010p_qfin_T0003")
+    assert (
+        plain.returncode == 0 and not (env.stack_dir("811010p_qfin_T0003") / "unit.json").exists()
+    )
+    hostile = add("811011p_qfin_T0003", "--partition", "../raid1")
+    assert hostile.returncode == 2 and "partition" in hostile.stderr
+    assert not env.stack_dir("811011p_qfin_T0003").exists()
+    assert env.row("811011p_qfin_T0003") is None
