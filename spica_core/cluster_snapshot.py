@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from spica_core.node.protocol import QueueEntry
+from spica_core.node.protocol import QfinLock, QueueEntry
 from spica_core.states import StackState
 
 __all__ = ["ClusterSnapshot", "Liveness", "NodeSnapshot", "PartitionStatus", "QueueEntry"]
@@ -92,6 +92,8 @@ class NodeSnapshot:
     #: Set when the last poll was refused for a security reason (the host key does not match
     #: known_hosts): not an outage but a possible impostor, filed as a ``security`` problem.
     security: str | None = None
+    #: The QFin locks of its partitions: a dead holder's stays until ``unlock --qfin``.
+    qfin_locks: tuple[QfinLock, ...] = ()
 
     @property
     def stale(self) -> bool:
@@ -136,6 +138,17 @@ class NodeSnapshot:
                     "claim": msgspec.to_builtins(e.claim) if e.claim else None,
                 }
                 for e in self.running()
+            ],
+            "qfin_locks": [
+                {
+                    "partition": lock.partition,
+                    "alive": lock.alive,
+                    "pid": lock.holder.pid if lock.holder else None,
+                    "host": lock.holder.host if lock.holder else None,
+                    "stack": lock.holder.stack if lock.holder else None,
+                    "malformed": lock.malformed,
+                }
+                for lock in self.qfin_locks
             ],
         }
 

@@ -459,6 +459,7 @@ class NodeLink:
             load=(load[0], load[1], load[2]) if load and len(load) >= 3 else None,
             agent_version=self.hello.version if self.hello and liveness is Liveness.UP else None,
             boot_id=r.boot_id,
+            qfin_locks=tuple(r.qfin_locks),
         )
 
 

@@ -16,6 +16,11 @@ then apply: audited intent, the exclusive create of the ``.spica``, the row move
 pending), like ``spica launch --yes``. A ``.spica`` that appeared meanwhile is never
 overwritten: the launch is refused, audited, and the stack stays planned. An add with
 ``launch`` refused because the name is taken is audited as a refused launch too.
+
+Generated units (QFin) come many at a time through :func:`add_stacks`: one executor for all
+their nodes, each unit added on its own (one that fails never stops the others), with its
+extra dbspica rows written in the transaction of its stack row, then one audited launch of
+all that were added.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import asyncio
 import contextlib
 import os
 import stat
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,6 +47,7 @@ from spica_core.executor.agents import AgentExecutor
 from spica_core.names import validate_name
 from spica_core.node.files import file_kind
 from spica_core.node.layout import MAX_COMMANDS_BYTES
+from spica_core.node.protocol import UnitRecord
 from spica_core.node.stack_files import is_noop, parse_commands
 from spica_core.operations import (
     ItemResult,
@@ -108,6 +115,7 @@ def add_stack(
     *,
     step: str = "stack",
     priority: int = 0,
+    partition: str | None = None,
     launch: bool = False,
     by: str | None = None,
     over_ssh: bool | None = None,
@@ -116,37 +124,47 @@ def add_stack(
     """Create stack ``name`` on ``node`` from ``commands`` (one shell command per line).
 
     ``over_ssh`` None writes locally when the node's root is here, through its agent else.
+    ``partition``: staged in the unit record, the QFin lock a ``qfin`` unit holds.
     ``source`` names the commands in messages (``--commands FILE``). ``by`` is the operator
     (default: :func:`~spica_core.operations.operator_name`). Raises StackExists when the name
     is taken (audited when ``launch``), LaunchNotApplied when the stack was added but not
     launched.
     """
-    validate_name(name)
-    node_config = config.node(validate_name(node, "node"))
-    if len(step) > MAX_STEP:
-        raise UsageError(f"--step {step[:40]!r}: at most {MAX_STEP} characters")
-    validate_name(step, "step")
-    commands, lines = check_commands(commands, source)
-    new = _NewStack(
-        name, node, commands, lines, step, priority, launch,
-        by if by is not None else operator_name(),
-    )  # fmt: skip
+    spec = StackSpec(name, node, commands, step=step, priority=priority, partition=partition)
+    new = _checked(config, spec, launch, by if by is not None else operator_name(), source)
     try:
-        root = Path(os.path.expanduser(node_config.root))
-        if over_ssh or (over_ssh is None and not root.is_dir()):
-            return asyncio.run(
-                _add_with(AgentExecutor.over_ssh(config, [node]), engine, config, new)
-            )
-        return asyncio.run(_add_with(AgentExecutor.here(config), engine, config, new, root))
+        executor, roots = _executor(config, [node], over_ssh)
+        return asyncio.run(_add_with(executor, engine, config, new, roots.get(node)))
     except StackExists as exc:
         if launch:
             record_refused(engine, _launch_request(name, new.by), name, node, str(exc))
         raise
 
 
+#: More dbspica rows of a new unit, written in the transaction that inserts its stack row.
+RowsHook = Callable[[Session, Stack], None]
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    """One unit :func:`add_stacks` is asked to add (``add_stack`` makes one of its
+    arguments)."""
+
+    name: str
+    node: str
+    commands: bytes
+    step: str = "stack"
+    priority: int = 0
+    #: The raid partition a ``qfin`` unit works on: its daemon holds that QFin lock.
+    partition: str | None = None
+    #: Stack row columns besides the planned state's own (runid, filter, release…).
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    rows: RowsHook | None = None
+
+
 @dataclass(frozen=True)
 class _NewStack:
-    """What ``add_stack`` was asked for, checked."""
+    """What ``add_stack`` or ``add_stacks`` was asked for, checked."""
 
     name: str
     node: str
@@ -156,6 +174,17 @@ class _NewStack:
     priority: int
     launch: bool
     by: str
+    partition: str | None = None
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    rows: RowsHook | None = None
+
+    @property
+    def unit(self) -> UnitRecord | None:
+        """What the node's daemon must know before claiming it: only QFin units (their
+        partition's lock) need a record; others stage none, as always."""
+        if self.partition is None:
+            return None
+        return UnitRecord(step=self.step, partition=self.partition)
 
     def added(self, state: StackState, commands_path: str) -> StackAdded:
         return StackAdded(
@@ -168,6 +197,33 @@ class _NewStack:
             state=state.value,
             commands_path=commands_path,
         )
+
+
+def _checked(config: SpicaConfig, spec: StackSpec, launch: bool, by: str, source: str) -> _NewStack:
+    """``spec`` validated (names, step, commands); UsageError/InvalidName naming what is bad."""
+    validate_name(spec.name)
+    config.node(validate_name(spec.node, "node"))
+    if len(spec.step) > MAX_STEP:
+        raise UsageError(f"--step {spec.step[:40]!r}: at most {MAX_STEP} characters")
+    validate_name(spec.step, "step")
+    if spec.partition is not None:
+        validate_name(spec.partition, "partition")
+    commands, lines = check_commands(spec.commands, source)
+    return _NewStack(
+        spec.name, spec.node, commands, lines, spec.step, spec.priority, launch, by,
+        spec.partition, spec.columns, spec.rows,
+    )  # fmt: skip
+
+
+def _executor(
+    config: SpicaConfig, nodes: Sequence[str], over_ssh: bool | None
+) -> tuple[AgentExecutor, dict[str, Path]]:
+    """The executor for ``nodes`` and the roots it reaches on this machine: the agent's code
+    in-process when every node's root is here (unless ``over_ssh``), their agents else."""
+    roots = {node: Path(os.path.expanduser(config.node(node).root)) for node in nodes}
+    if over_ssh or (over_ssh is None and not all(root.is_dir() for root in roots.values())):
+        return AgentExecutor.over_ssh(config, list(dict.fromkeys(nodes))), {}
+    return AgentExecutor.here(config), roots
 
 
 def _name_free_in_db(engine: Engine, name: str) -> None:
@@ -185,14 +241,14 @@ async def _add(
     name, node = new.name, new.node
     _name_free_in_db(engine, name)
     try:
-        staged = await executor.stage(node, name, new.commands)
+        staged = await executor.stage(node, name, new.commands, unit=new.unit)
     except ProtocolError as exc:
         if exc.code == ErrorCode.WRONG_STATE:
             raise StackExists(name, f"on node {node} ({exc.message})") from None
         raise NodeRootNotHere(f"node {node}: {exc.message}") from None
     try:
         node_id = _node_id(engine, config, node)
-        _insert_planned(engine, config, name, node_id, new.step, new.priority, len(new.lines))
+        _insert_planned(engine, config, new, node_id)
     except BaseException:
         # No row, no staged stack: take the commands off the node again (best effort;
         # the row's error is the one to report).
@@ -277,6 +333,73 @@ async def _add_with(
         return await _add(engine, config, new, executor, root)
 
 
+@dataclass(frozen=True)
+class StacksAdded:
+    """What :func:`add_stacks` did: the units added (planned, or pending once launched), and
+    ``(stack, why)`` of those not added at all and of those added whose launch did not apply."""
+
+    added: list[StackAdded]
+    failed: list[tuple[str, str]]
+    not_launched: list[tuple[str, str]]
+
+
+def add_stacks(
+    engine: Engine,
+    config: SpicaConfig,
+    specs: Sequence[StackSpec],
+    *,
+    launch: bool = False,
+    by: str | None = None,
+    over_ssh: bool | None = None,
+) -> StacksAdded:
+    """Add every unit of ``specs`` as :func:`add_stack` does, through one executor for all
+    their nodes. Every spec is checked before anything is written (UsageError naming the
+    unit); then each unit is added on its own: one refused (its name taken, its node down)
+    is reported and the others go on. With ``launch``, the units added are launched in one
+    operator launch (audited, as ``spica launch NAME… --yes``)."""
+    user = by if by is not None else operator_name()
+    news = [_checked(config, spec, False, user, f"the commands of {spec.name}") for spec in specs]
+    if not news:
+        return StacksAdded([], [], [])
+    executor, roots = _executor(config, [new.node for new in news], over_ssh)
+    return asyncio.run(_add_many(executor, engine, config, news, roots, launch, user))
+
+
+async def _add_many(
+    executor: AgentExecutor,
+    engine: Engine,
+    config: SpicaConfig,
+    news: list[_NewStack],
+    roots: dict[str, Path],
+    launch: bool,
+    by: str,
+) -> StacksAdded:
+    added: list[StackAdded] = []
+    failed: list[tuple[str, str]] = []
+    not_launched: list[tuple[str, str]] = []
+    async with executor:
+        for new in news:
+            try:
+                added.append(await _add(engine, config, new, executor, roots.get(new.node)))
+            except (SpicaError, ProtocolError, OSError) as exc:
+                failed.append((new.name, str(exc)))
+        if launch and added:
+            ops = Operations(config, engine, executor)
+            names = tuple(one.stack for one in added)
+            plan = await ops.plan(
+                OperationRequest(OpAction.LAUNCH, Selection(names=names), user=by)
+            )
+            results = {result.stack: result for result in await ops.apply(plan)}
+            for i, one in enumerate(added):
+                result = results.get(one.stack)
+                if result is not None and result.outcome is Outcome.APPLIED:
+                    added[i] = replace(one, state=StackState.PENDING.value)
+                else:
+                    why = f"{result.outcome.value}: {result.message}" if result else "not launched"
+                    not_launched.append((one.stack, why))
+    return StacksAdded(added, failed, not_launched)
+
+
 def launch_stack(engine: Engine, config: SpicaConfig, name: str, by: str | None = None) -> None:
     """planned → pending for a stack just added whose node's root is on this machine: an
     operator launch through the operations, answered by the agent's code in-process.
@@ -301,25 +424,24 @@ async def _launch(ops: Operations, name: str, by: str) -> None:
 
 
 def _insert_planned(
-    engine: Engine,
-    config: SpicaConfig,
-    name: str,
-    node_id: int | None,
-    step: str,
-    priority: int,
-    lines: int,
+    engine: Engine, config: SpicaConfig, new: _NewStack, node_id: int | None
 ) -> None:
+    """The planned row, and the unit's own rows (``new.rows``), in one transaction."""
     with Session(engine) as session, session.begin():
-        stack_state.create_planned(
+        columns: dict[str, Any] = {"release": config.release.name, **new.columns}
+        row = stack_state.create_planned(
             session,
-            name=name,
-            step=step,
+            name=new.name,
+            step=new.step,
             node_id=node_id,
-            priority=priority,
-            lines=lines,
+            priority=new.priority,
+            lines=len(new.lines),
             progress=0,
-            release=config.release.name,
+            **columns,
         )
+        if new.rows is not None:
+            session.flush()
+            new.rows(session, row)
 
 
 def _node_id(engine: Engine, config: SpicaConfig, node: str) -> int | None:

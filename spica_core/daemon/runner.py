@@ -3,7 +3,10 @@
 Each line from the one after ``progress``: the start is journaled, then ``/bin/sh -c LINE``
 runs in a process group of its own (so a stop can signal the whole line), in the stack's
 directory, with ``SPICA_ROOT``, ``SPICA_NODE``, ``SPICA_STACK``, ``SPICA_LINE`` and
-``SPICA_ATTEMPT`` added to the environment, stdout and stderr to ``logs/NNN.log``.
+``SPICA_ATTEMPT`` added to the environment, stdout and stderr to ``logs/NNN.log``. The
+``spica`` subcommands on generated lines (``spica qfin record``) find the daemon's own
+installation first on ``PATH`` and its configuration in ``SPICA_CONFIG``
+(:func:`line_environment`).
 
 On success ``progress`` is rewritten (fsynced) *before* the end of the line is journaled: a
 crash between the two leaves that ``stack_run`` row without its end, but a line that
@@ -19,10 +22,13 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
+from spica_core.config import ENV_CONFIG
 from spica_core.daemon import claims, events
 from spica_core.daemon.claims import Claim
 from spica_core.daemon.mail import FailureReport, Mailer
@@ -66,6 +72,20 @@ class RunnerContext:
     mailer: Mailer
     #: Set when the daemon stops: no line starts after it.
     stopping: threading.Event
+    #: Added to every line's environment (:func:`line_environment`).
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def line_environment(config_source: str) -> dict[str, str]:
+    """What a line needs to call ``spica`` as this daemon runs it: the directory of this
+    installation's ``spica`` first on ``PATH``, and the daemon's configuration file."""
+    env: dict[str, str] = {}
+    scripts = Path(sys.executable).absolute().parent
+    if os.access(scripts / "spica", os.X_OK):
+        env["PATH"] = os.pathsep.join(p for p in (str(scripts), os.environ.get("PATH")) if p)
+    if Path(config_source).is_file():
+        env[ENV_CONFIG] = str(Path(config_source).absolute())
+    return env
 
 
 class StackRunner:
@@ -131,6 +151,7 @@ class StackRunner:
         ctx.layout.logs_dir(stack).mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
+            **ctx.env,
             "SPICA_ROOT": str(ctx.layout.root),
             "SPICA_NODE": ctx.node,
             "SPICA_STACK": stack,

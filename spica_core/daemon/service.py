@@ -8,7 +8,9 @@ at least every ``poll_interval`` seconds.
 Each pass: refresh the heartbeat when due; recover stale claims (dead pid, other boot);
 while a slot is free, take the pending stacks by priority then age and, for each, either skip
 it (its failed check is not due again yet), reject it (its files cannot run), note its failed
-check (it stays pending, with a per-stack backoff), or claim it and start its runner.
+check (it stays pending, with a per-stack backoff), or claim it and start its runner. A QFin
+unit is claimed only once its partition's QFin lock is taken (it waits while another holds
+it, :mod:`spica_core.daemon.qfin_lock`) and gives it back when its run ends.
 
 Stopping (SIGTERM, :meth:`DaemonService.stop`): no new line starts; running lines get
 ``stop_grace`` seconds to finish, then their process groups are killed; every stack is left
@@ -29,13 +31,13 @@ from pathlib import Path
 
 from spica_core.backoff import capped_delay
 from spica_core.config import NodeConfig, SpicaConfig
-from spica_core.daemon import claims, events
+from spica_core.daemon import claims, events, qfin_lock
 from spica_core.daemon.claims import PendingStack
 from spica_core.daemon.journal import Journal
 from spica_core.daemon.mail import FailureReport, Mailer
 from spica_core.daemon.preflight import ApplicationTable, Preflight
 from spica_core.daemon.replay import DaemonDb
-from spica_core.daemon.runner import RunnerContext, StackRunner
+from spica_core.daemon.runner import RunnerContext, StackRunner, line_environment
 from spica_core.daemon.watch import QueueWatch
 from spica_core.errors import ConfigError, SpicaError
 from spica_core.names import validate_name
@@ -112,6 +114,10 @@ class DaemonService:
         self._skipped: set[tuple[str, str, str]] = set()
         self._failing: dict[tuple[str, str], str] = {}
         self._unrecovered: dict[str, str] = {}
+        #: Units waiting for a QFin lock (the holder they wait for), and the dead locks
+        #: already reported: each is said once, not at every pass.
+        self._qfin_waiting: dict[str, str] = {}
+        self._dead_locks: set[str] = set()
 
     # ------------------------------------------------------------------- control
 
@@ -160,7 +166,14 @@ class DaemonService:
             self.root, self.node, self.config.release, ApplicationTable(self.db.engine)
         )
         self._watch = QueueWatch(self.layout.queue_dir(), use_inotify=self._use_inotify)
-        self._ctx = RunnerContext(self.layout, self.node.name, self.db, self.mailer, self._stopping)
+        self._ctx = RunnerContext(
+            self.layout,
+            self.node.name,
+            self.db,
+            self.mailer,
+            self._stopping,
+            line_environment(self.config.source),
+        )
         write_heartbeat(self.root)
         log.info(
             "daemon of node %s on %s: pid %d, %d slot(s), %s, journal %s",
@@ -227,6 +240,8 @@ class DaemonService:
         self._report_skipped(scan.skipped)
         listed = {(pending.stack, pending.identity) for pending in scan.pending}
         self._failing = {key: why for key, why in self._failing.items() if key in listed}
+        names = {stack for stack, _ in listed}
+        self._qfin_waiting = {s: k for s, k in self._qfin_waiting.items() if s in names}
         for pending in scan.pending:
             if len(self._runners) >= self.slots or self._stopping.is_set():
                 break
@@ -270,8 +285,38 @@ class DaemonService:
             return None
         if not result.ok:
             return self._check_failed(pending, result.reason, previous)
-        self._claim(pending, previous)
+        unit, why = qfin_lock.read_unit(self.layout, pending.stack)
+        if why is not None:
+            reason = f"stacks/{pending.stack}/unit.json: {why}"
+            return self._check_failed(pending, reason, previous)
+        partition = qfin_lock.lock_partition(unit)
+        if partition is not None:
+            busy = qfin_lock.acquire(self.layout, partition, pending.stack, self._runners)
+            if busy is not None:
+                return self._qfin_waits(pending, busy)
+            self._qfin_waiting.pop(pending.stack, None)
+        if not self._claim(pending, previous, partition) and partition is not None:
+            qfin_lock.release(self.layout, partition, pending.stack)
         return None
+
+    def _qfin_waits(self, pending: PendingStack, busy: qfin_lock.LockBusy) -> float:
+        """A QFin unit whose partition's lock is held stays pending (no check failure, no
+        backoff): said once per holder; a dead holder is a problem, reported once, that only
+        an operator clears. Seconds until it is looked at again (a run ending here wakes the
+        loop sooner)."""
+        if self._qfin_waiting.get(pending.stack) != busy.key:
+            self._qfin_waiting[pending.stack] = busy.key
+            log.info("%s: waits for the QFin lock: %s", pending.stack, busy.message)
+        if not busy.alive and busy.key not in self._dead_locks:
+            self._dead_locks.add(busy.key)
+            message = (
+                f"{pending.stack} waits: {busy.message}; after checking partition "
+                f"{busy.partition}, clear it with "
+                f"'spica unlock --qfin {busy.partition} --node {self.node.name}'"
+            )
+            log.warning("%s", message)
+            self._problem(message, pending.stack)
+        return self.settings.poll_interval
 
     def _report_skipped(self, skipped: list[claims.SkippedEntry]) -> None:
         """Log and file a problem for each queue entry left alone, once while it stays."""
@@ -287,27 +332,42 @@ class DaemonService:
         assert self.db is not None
         self.db.record(events.NodeProblem(stack=stack, message=message))
 
-    def _claim(self, pending: PendingStack, previous: CheckRecord | None) -> None:
+    def _claim(
+        self, pending: PendingStack, previous: CheckRecord | None, qfin_partition: str | None
+    ) -> bool:
+        """Claim and start the runner; whether it was claimed. ``qfin_partition``: the QFin
+        lock the unit holds, given back when its run ends."""
         try:
             owned = claims.claim(self.layout, pending)
         except (OSError, StackFileError) as exc:
             log.error("%s: claim failed: %s", pending.stack, exc)
-            return
+            return False
         if owned is None:
-            return  # another daemon of this root was first
+            return False  # another daemon of this root was first
         if previous is not None:
             clear_check(self.layout, pending.stack)
         runner = StackRunner(self._ctx, owned)
         thread = threading.Thread(
-            target=self._run_stack, args=(runner,), name=f"stack {owned.stack}", daemon=True
+            target=self._run_stack,
+            args=(runner, qfin_partition),
+            name=f"stack {owned.stack}",
+            daemon=True,
         )
         self._runners[owned.stack] = (thread, runner)
         thread.start()
+        return True
 
-    def _run_stack(self, runner: StackRunner) -> None:
+    def _run_stack(self, runner: StackRunner, qfin_partition: str | None) -> None:
         try:
             runner.run()
         finally:
+            if qfin_partition is not None:  # every end: completed, failed, released
+                try:
+                    qfin_lock.release(self.layout, qfin_partition, runner.stack)
+                except OSError as exc:  # taken again by this daemon's next QFin there
+                    log.error(
+                        "%s: QFin lock of %s not released: %s", runner.stack, qfin_partition, exc
+                    )
             if self._watch is not None:
                 self._watch.wake()
 

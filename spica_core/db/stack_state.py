@@ -21,7 +21,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
-from spica_core.db.models import Stack
+from spica_core.db.models import Image, Stack, StackFile
 from spica_core.db.types import affected_rows, utcnow
 from spica_core.states import (
     Action,
@@ -152,6 +152,19 @@ def remove(session: Session, stack: str, seen: StackState | str) -> bool:
     ``seen`` state the plan checked); whether there was a row. The node's removal is the
     commit point: the row goes whatever dbspica says now."""
     check_transition(stack, seen, StackState.REMOVED, Actor.OPERATOR, Action.REMOVE)
+    # A QFin unit removed before it recorded anything: its image is new again (planned
+    # afresh by ``spica qfin``); measured or failed images keep what QFin found.
+    qfin_images = (
+        select(StackFile.image_id)
+        .join(Stack, Stack.id == StackFile.stack_id)
+        .where(Stack.name == stack, Stack.step == "qfin", StackFile.role == "qfin")
+    )
+    session.execute(
+        update(Image)
+        .where(Image.id.in_(qfin_images), Image.qf_status == "planned")
+        .values(qf_status="new")
+        .execution_options(synchronize_session=False)
+    )
     done = affected_rows(session.execute(delete(Stack).where(Stack.name == stack)))
     return bool(done)
 

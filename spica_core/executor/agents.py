@@ -55,6 +55,7 @@ from spica_core.node.protocol import (
     StatusArgs,
     TailArgs,
     TailResult,
+    UnitRecord,
     UnlockArgs,
     UnlockQfinArgs,
     UnlockQfinResult,
@@ -293,10 +294,17 @@ class AgentExecutor:
             return [exc] * len(changes)
 
     async def stage(
-        self, node: str, stack: str, commands: bytes, inputs: Sequence[str] | None = None
+        self,
+        node: str,
+        stack: str,
+        commands: bytes,
+        inputs: Sequence[str] | None = None,
+        unit: UnitRecord | None = None,
     ) -> StageResult:
         encoded = base64.b64encode(commands).decode("ascii")
-        args = StageArgs(stack=stack, commands_b64=encoded, inputs=list(inputs) if inputs else None)
+        args = StageArgs(
+            stack=stack, commands_b64=encoded, inputs=list(inputs) if inputs else None, unit=unit
+        )
         return await self._request(node, args)
 
     async def tail(

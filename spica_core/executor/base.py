@@ -34,6 +34,7 @@ from spica_core.node.protocol import (
     StackChange,
     StageResult,
     TailResult,
+    UnitRecord,
     UnlockQfinResult,
 )
 from spica_core.states import StackState
@@ -165,9 +166,15 @@ class Executor(Protocol):
         ...
 
     async def stage(
-        self, node: str, stack: str, commands: bytes, inputs: Sequence[str] | None = None
+        self,
+        node: str,
+        stack: str,
+        commands: bytes,
+        inputs: Sequence[str] | None = None,
+        unit: UnitRecord | None = None,
     ) -> StageResult:
-        """Write a planned unit's commands (exact bytes) and inputs where it will run."""
+        """Write a planned unit's commands (exact bytes), inputs and unit record (its step
+        and partition, for the QFin lock) where it will run."""
         ...
 
     async def tail(

@@ -33,7 +33,7 @@ from spica_core.cluster_snapshot import (
 )
 from spica_core.config import SpicaConfig
 from spica_core.db.models import Monitor, MonitorLease, NodeFigures
-from spica_core.node.protocol import ClaimSeen
+from spica_core.node.protocol import ClaimSeen, QfinLock
 from spica_core.states import StackState
 
 #: Figures older than this many monitor intervals (plus :data:`SLACK` seconds) are stale.
@@ -137,7 +137,7 @@ def write_figures(session: Session, cluster: ClusterSnapshot, identity: MonitorI
         row.heartbeat_pid = snap.heartbeat_pid
         row.agent_version = snap.agent_version
         row.counts = snap.queue_counts()
-        row.partitions = shown["partitions"]
+        row.partitions = _with_locks(shown["partitions"], snap.qfin_locks)
         row.running = shown["running"]
         row.monitor_host, row.monitor_pid = identity.host, identity.pid
 
@@ -160,7 +160,24 @@ def _node_snapshot(name: str, host: str, port: int, row: NodeFigures | None) -> 
         heartbeat_pid=row.heartbeat_pid,
         load=(row.load[0], row.load[1], row.load[2]) if row.load else None,
         agent_version=row.agent_version,
+        qfin_locks=tuple(
+            msgspec.convert(p["qfin_lock"], QfinLock)
+            for p in row.partitions or ()
+            if p.get("qfin_lock") is not None
+        ),
     )
+
+
+def _with_locks(
+    partitions: list[dict[str, Any]], locks: tuple[QfinLock, ...]
+) -> list[dict[str, Any]]:
+    """Each partition's figures with its QFin lock, if it has one (``qfin_lock``: the lock as
+    the agent read it), so the console and ``spica nodes`` show a dead holder's lock."""
+    by_partition = {lock.partition: msgspec.to_builtins(lock) for lock in locks}
+    return [
+        {**p, "qfin_lock": by_partition[p["name"]]} if p["name"] in by_partition else p
+        for p in partitions
+    ]
 
 
 def _partition(raw: dict[str, Any]) -> PartitionStatus:

@@ -40,6 +40,7 @@ from spica_core.node.protocol import (
     RemovedRecord,
     StackChange,
     StageResult,
+    UnitRecord,
     UnlockQfinResult,
 )
 from spica_core.node.queue import CLAIM_GRACE, find_interrupted_moves, move_with_record
@@ -213,9 +214,11 @@ def stage(
     data: bytes,
     inputs: list[str] | None,
     *,
+    unit: UnitRecord | None = None,
     dry_run: bool = False,
 ) -> StageResult:
-    """Write ``stacks/<stack>/commands.sh`` (and ``inputs``) of a planned stack.
+    """Write ``stacks/<stack>/commands.sh`` (and ``inputs``, ``unit.json``) of a planned
+    stack.
 
     Refused once the stack has a queue file: commands of a launched stack never change
     under the daemon (the seed's FAQ: remove it first). The size limit is the daemon's.
@@ -254,6 +257,10 @@ def stage(
     else:
         with contextlib.suppress(FileNotFoundError):
             inputs_file.unlink()
+    if unit is not None:
+        write_record(layout.unit_file(stack), unit)
+    else:
+        layout.unit_file(stack).unlink(missing_ok=True)
     return result
 
 

@@ -159,8 +159,10 @@ class Agent:
 
     def stage(self, args: StageArgs) -> StageResult:
         stack = validate_name(args.stack, "stack")
+        if args.unit is not None and args.unit.partition is not None:
+            validate_name(args.unit.partition, "partition")
         return _actions().stage(  # type: ignore[no-any-return]
-            self.layout, stack, _commands(args), args.inputs, dry_run=args.dry_run
+            self.layout, stack, _commands(args), args.inputs, unit=args.unit, dry_run=args.dry_run
         )
 
     def launch(self, args: LaunchArgs, layout: NodeLayout | None = None) -> StackChange:

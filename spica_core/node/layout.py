@@ -6,6 +6,7 @@ Everything a node process touches lives under its spica root::
     stacks/<stack>/commands.sh      one shell command per line
     stacks/<stack>/progress         the last line that succeeded (resume point)
     stacks/<stack>/attempt          the daemon's claim counter of the stack
+    stacks/<stack>/unit.json        its step and partition, staged with it (QFin lock)
     stacks/<stack>/logs/NNN.log     output of command line NNN (1-based, at least 3 digits)
     locks/<partition>.qfin.lock     the QFin lock of a raid partition
     removed/<stack>.json            who removed the stack and when (until it is staged again)
@@ -40,6 +41,7 @@ LOGS_DIR = "logs"
 COMMANDS_FILE = "commands.sh"
 PROGRESS_FILE = "progress"
 ATTEMPT_FILE = "attempt"
+UNIT_FILE = "unit.json"
 HEARTBEAT_FILE = "daemon.heartbeat"
 QFIN_LOCK_SUFFIX = ".qfin.lock"
 #: Directories directly under the root whose name starts with this are data partitions.
@@ -195,6 +197,9 @@ class NodeLayout:
 
     def commands_file(self, stack: str) -> Path:
         return self.resolve(STACKS_DIR, validate_name(stack), COMMANDS_FILE)
+
+    def unit_file(self, stack: str) -> Path:
+        return self.resolve(STACKS_DIR, validate_name(stack), UNIT_FILE)
 
     def progress_file(self, stack: str) -> Path:
         return self.resolve(STACKS_DIR, validate_name(stack), PROGRESS_FILE)

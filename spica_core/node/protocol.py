@@ -155,6 +155,16 @@ class LockRecord(Message, frozen=True):
     stack: str | None = None
 
 
+class UnitRecord(Message, frozen=True):
+    """``stacks/<stack>/unit.json``, staged with the commands: what the daemon must know of
+    a unit before it claims it (a ``qfin`` unit holds its partition's QFin lock while it
+    runs). A unit staged without one is an ordinary unit."""
+
+    step: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")]
+    #: The raid partition the unit works on (its QFin lock), if any.
+    partition: str | None = None
+
+
 class RemovedRecord(Message, frozen=True):
     """``removed/<stack>.json``: who removed the stack, from which state."""
 
@@ -373,8 +383,10 @@ class StageResult(Message, frozen=True):
     commands: str
 
 
-class StageArgs(Args[StageResult], frozen=True):
-    """Write ``commands.sh`` (and ``inputs``) of a planned stack; commands travel in base64."""
+class StageArgs(Args[StageResult], frozen=True, omit_defaults=True):
+    """Write ``commands.sh`` (and ``inputs``, ``unit.json``) of a planned stack; commands
+    travel in base64. Defaults are left out on the wire: an agent older than ``unit`` still
+    stages a unit sent without one."""
 
     VERB = Verb.STAGE
     RESULT = StageResult
@@ -384,6 +396,7 @@ class StageArgs(Args[StageResult], frozen=True):
     #: The commands as text, as older clients send them (one of the two is required).
     commands: str | None = None
     inputs: list[str] | None = None
+    unit: UnitRecord | None = None
     dry_run: bool = False
 
 

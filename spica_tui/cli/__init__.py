@@ -23,6 +23,7 @@ from spica_tui.cli import (
     ingest_cmds,
     node_cmds,
     ops_cmds,
+    qfin_cmds,
     report_cmds,
     transfer_cmds,
     transfer_run_cmds,
@@ -80,8 +81,9 @@ ops_cmds.register(app)
 console_cmds.register(app)
 watch_cmds.register(app)
 ingest_cmds.register(app)
-image_cmds.register(app)
+qfin_cmds.register(app)
 apps_cmds.register_commands(app)
+image_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

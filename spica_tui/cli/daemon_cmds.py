@@ -97,6 +97,13 @@ def stack_add(
     ],
     step: Annotated[str, typer.Option(help="Its step (qfin, image, stack…).")] = "stack",
     priority: Annotated[int, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = 0,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PARTITION",
+            help="With --step qfin: the raid partition whose QFin lock it holds while it runs.",
+        ),
+    ] = None,
     launch: Annotated[
         bool, typer.Option("--launch", help="Launch it at once (audited, as spica launch).")
     ] = False,
@@ -125,6 +132,7 @@ def stack_add(
         data,
         step=step,
         priority=priority,
+        partition=partition,
         launch=launch,
         source=f"--commands {commands}",
     )

@@ -276,6 +276,17 @@ def _print_live(snapshot: ClusterSnapshot) -> None:
             n.last_error or "",
         )
     stdout.print(t)
+    for n in snapshot.nodes:
+        for lock in n.qfin_locks:
+            if lock.alive:
+                continue
+            holder = lock.holder
+            who = f"dead pid {holder.pid} on {holder.host}" if holder else "no holder"
+            unit = f", unit {holder.stack}" if holder and holder.stack else ""
+            note(
+                f"{n.name}: QFin lock of {lock.partition} held by {who}{unit}: its QFin units "
+                f"wait; clear it with 'spica unlock --qfin {lock.partition} --node {n.name}'"
+            )
 
 
 def _print_recorded(rows: list[dict[str, Any]]) -> None:

@@ -1,7 +1,8 @@
 """Nodes: liveness, load, disks, the running stack and its line, the daemon, last seen, and
 a mark on a node whose application binaries differ from the registered ones (``≠`` after its
 name, the applications in the last-error column unless an error holds it), as ``spica apps``
-or the monitor last found them in dbspica."""
+or the monitor last found them in dbspica; a QFin lock whose holder is dead, in red after the
+running stack."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from functools import partial
 from rich.text import Text
 from textual.app import ComposeResult
 
-from spica_core.cluster_snapshot import Liveness, NodeSnapshot
+from spica_core.cluster_snapshot import Liveness, NodeSnapshot, QueueEntry
 from spica_core.console_data import ConsoleSnapshot
 from spica_core.text import one_line
 from spica_tui.console.panels._common import STALE, Panel, RowCache, age, bar, hms
@@ -71,6 +72,7 @@ def shown_by_row(node: NodeSnapshot, now: datetime, heartbeat_stale: float) -> t
         None if node.liveness.reachable else (node.last_seen, age(now, node.last_seen)),
         node.last_error,
         tuple((e.stack, e.progress, e.lines, e.claim) for e in node.running()),
+        dead_qfin_locks(node),
     )
 
 
@@ -107,10 +109,23 @@ def node_cells(
     ]
 
 
+def dead_qfin_locks(node: NodeSnapshot) -> tuple[str, ...]:
+    """Partitions whose QFin lock's holder is dead: their QFin units wait for an operator
+    (``spica unlock --qfin PARTITION --node NODE``)."""
+    return tuple(lock.partition for lock in node.qfin_locks if not lock.alive)
+
+
 def running_cell(node: NodeSnapshot, dim: str) -> Text:
     running = node.running()
-    if not running:
-        return Text("-", "dim")
+    dead = dead_qfin_locks(node)
+    text = _running_text(running, dim) if running else Text("-" if not dead else "", "dim")
+    if dead:
+        text.append(" " if running else "")
+        text.append(f"dead QFin lock {' '.join(dead)}", "bold red")
+    return text
+
+
+def _running_text(running: list[QueueEntry], dim: str) -> Text:
     first = running[0]
     text = Text(first.stack, dim)
     if first.lines:
