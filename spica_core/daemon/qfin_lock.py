@@ -20,12 +20,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from spica_core.node.host import boot_id, hostname, iso_utc
-from spica_core.node.layout import NodeLayout
+from spica_core.node.layout import QFIN_STEP, NodeLayout
 from spica_core.node.protocol import LockRecord, UnitRecord
 from spica_core.node.records import claim_alive, read_record, write_record
-
-#: The step whose units hold their partition's QFin lock.
-QFIN_STEP = "qfin"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image, Stack, StackFile
 from spica_core.db.types import affected_rows, utcnow
+from spica_core.node.layout import QFIN_STEP
 from spica_core.states import (
     Action,
     Actor,
@@ -157,7 +158,7 @@ def remove(session: Session, stack: str, seen: StackState | str) -> bool:
     qfin_images = (
         select(StackFile.image_id)
         .join(Stack, Stack.id == StackFile.stack_id)
-        .where(Stack.name == stack, Stack.step == "qfin", StackFile.role == "qfin")
+        .where(Stack.name == stack, Stack.step == QFIN_STEP, StackFile.role == QFIN_STEP)
     )
     session.execute(
         update(Image)

@@ -44,6 +44,9 @@ ATTEMPT_FILE = "attempt"
 UNIT_FILE = "unit.json"
 HEARTBEAT_FILE = "daemon.heartbeat"
 QFIN_LOCK_SUFFIX = ".qfin.lock"
+#: The step of QFin units (and the role of their image's ``stack_file`` row): such a unit
+#: runs only while its daemon holds its partition's QFin lock.
+QFIN_STEP = "qfin"
 #: Directories directly under the root whose name starts with this are data partitions.
 PARTITION_PREFIX = "raid"
 #: The one size limit of a stack's ``commands.sh``, wherever it comes from (``stack add``

@@ -36,6 +36,7 @@ from spica_core.config import SpicaConfig
 from spica_core.db.models import Image, Node, Runid, Stack, StackFile
 from spica_core.errors import InvalidName, SpicaError
 from spica_core.names import is_valid_name, validate_name
+from spica_core.node.layout import QFIN_STEP
 from spica_core.qfin.commands import QfinUnitPaths, qfin_commands
 from spica_core.resources import astromatic_dir
 
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from spica_core.stack_add import RowsHook
 
 #: The step of QFin units, and the role of their image in ``stack_file``.
-QFIN_STEP = "qfin"
 #: The directory of a partition that holds QFin outputs, by release then image.
 QFIN_DIR = "qfin"
 

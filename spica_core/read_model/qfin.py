@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image, Node, Problem, Runid, Stack, StackFile
+from spica_core.node.layout import QFIN_STEP
 from spica_core.read_model.cluster import natural_sorted
 from spica_core.read_model.scope import EVERYTHING, SCOPED_PROBLEM_KINDS, Scope
 from spica_core.reports import iso
@@ -44,7 +45,6 @@ from spica_core.reports import iso
 _S = TypeVar("_S", bound=Select[*tuple[Any, ...]])
 
 #: The step of QFin units (``spica qfin`` plans them; one per image and release).
-QFIN_STEP = "qfin"
 #: The grade breakdown's label for images no operator graded yet (the seed's "Not graded").
 NOT_GRADED = "not graded"
 #: The label of an empty field in a breakdown (no filter, not on a node, no object...).
