@@ -129,8 +129,10 @@ class SpicaConsole(App[None]):
                 show(snapshot)
 
     def _tick(self) -> None:
-        """Once a second the header's ages move on: a stalled poll shows as stale."""
-        show_header(self.screen)
+        """Once a second the header's ages move on: a stalled poll shows as stale. A tick
+        can still fire while the app shuts down, after its last screen is gone."""
+        if self.screen_stack:
+            show_header(self.screen)
 
     # -- what is offered
 
