@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -215,3 +217,22 @@ def test_stale_outputs_of_an_earlier_run_are_removed(tmp_path: Path) -> None:
     image.write_bytes(gzip.compress(b"x")[:-3])  # now broken
     _expect_failure(image, workdir, "not a FITS file")
     assert _names(workdir) == ["old-notes.txt"]
+
+
+@pytest.mark.parametrize("container", ["fits", "fits.gz", "fits.fz"])
+def test_one_ccd_at_a_time_in_memory(tmp_path: Path, container: Container) -> None:
+    """The maps stream: the peak of memory allocated while a 16-CCD exposure is checked,
+    mapped and unpacked stays within a few CCDs' pixels, far below the exposure's."""
+    spec = replace(_spec(), ccd_shape=(1024, 512), ccds=16)
+    image = write_exposure(spec, tmp_path / "raid", container)
+    ccd_bytes = 1024 * 512 * 2
+    tracemalloc.start()
+    try:
+        maps = write_maps(image, tmp_path / "q", image="811001p")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * ccd_bytes, f"peak {peak / 1e6:.1f} MB for {ccd_bytes / 1e6:.1f} MB CCDs"
+    with fits.open(maps.flag) as flag, fits.open(maps.sextractor_input) as plain:
+        assert len(flag) == len(plain) == 17
+        assert np.array_equal(plain[16].data, noise_pixels(spec, 15))
