@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 import tracemalloc
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -236,3 +238,18 @@ def test_one_ccd_at_a_time_in_memory(tmp_path: Path, container: Container) -> No
     with fits.open(maps.flag) as flag, fits.open(maps.sextractor_input) as plain:
         assert len(flag) == len(plain) == 17
         assert np.array_equal(plain[16].data, noise_pixels(spec, 15))
+
+
+def test_maps_do_not_import_astropy(tmp_path: Path) -> None:
+    """Every QFin unit starts with this line, in a fresh process: it reads and writes FITS
+    through cfitsio and its own header cards, never paying astropy's import."""
+    image = _write(tmp_path, "fits.fz")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom spica_core.qfin.maps import write_maps\n"
+        f"write_maps(Path({str(image)!r}), Path({str(tmp_path / 'q')!r}), image='811001p')\n"
+        "print('astropy' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    with fits.open(tmp_path / "q" / "811001p.fits") as plain:
+        plain.verify("exception")

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, NoReturn
 import numpy as np
 
 from spica_core.node.files import one_line
-from spica_core.qfin.measure import QfinFailed
+from spica_core.qfin.measure import FITS_BLOCK, QfinFailed
 from spica_core.qfin.outputs import QfinOutputs
 
 #: Flag map bits (FLAG_TYPE OR: a source touching such a pixel has them in IMAFLAGS_ISO).
@@ -53,8 +53,6 @@ PROJECTIONS = frozenset(
      "COP", "COE", "COD", "COO", "SFL", "PAR", "MOL", "AIT", "BON", "PCO", "TSC", "CSC", "QSC",
      "HPX", "XPH", "TPV", "TNX", "ZPX"}
 )  # fmt: skip
-#: A plain FITS file is whole 2880-byte blocks; anything else was cut short.
-FITS_BLOCK = 2880
 FITS_START = b"SIMPLE  ="
 #: Granularity of the maps' sparse writing (bytes): a multiple of file systems' blocks.
 SPARSE_CHUNK = 4096
