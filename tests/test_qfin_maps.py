@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import subprocess
 import sys
 import tracemalloc
@@ -253,3 +254,24 @@ def test_maps_do_not_import_astropy(tmp_path: Path) -> None:
     assert done.stdout.strip() == "False"
     with fits.open(tmp_path / "q" / "811001p.fits") as plain:
         plain.verify("exception")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "saturate"), [(np.uint16, SATURATE), (np.int16, 3000.5), (np.int32, 3000.0)]
+)
+def test_flags_at_the_saturation_edge_in_the_stored_scale(
+    tmp_path: Path, dtype: type, saturate: float
+) -> None:
+    """Unsigned 16-bit pixels (stored with BZERO 32768) and signed ones are flagged on their
+    physical value: one below SATURATE is good, SATURATE (rounded up) and above are not."""
+    hdus = exposure_hdus(_spec(), "fits", _pixels)
+    edge = math.ceil(saturate)
+    data = hdus[1].data.astype(dtype)
+    data[1, 1], data[2, 2], data[3, 3], data[4, 4] = edge - 1, edge, edge + 1, 0
+    hdus[1] = fits.ImageHDU(data, hdus[1].header)
+    hdus[1].header["SATURATE"] = saturate
+    path = tmp_path / "811001p.fits"
+    hdus.writeto(path)
+    flag = fits.getdata(write_maps(path, tmp_path / "q", image="811001p").flag, 1)
+    assert (flag[1, 1], flag[2, 2], flag[3, 3], flag[4, 4]) == (0, 1, 1, FLAG_ZERO)
+    assert np.count_nonzero(flag) == 3

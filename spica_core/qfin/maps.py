@@ -469,15 +469,16 @@ def _flag_map(stored: np.ndarray, header: Any, primary: Any) -> np.ndarray:
     scale, zero = _scaling(header)
     if stored.dtype.kind in "iu" and scale == 1.0 and zero.is_integer():
         info = np.iinfo(stored.dtype)
-        flag = np.zeros(stored.shape, dtype=np.uint8)
-        if saturate is not None:
-            limit = math.ceil(saturate - zero)  # physical >= saturate, in stored values
-            if limit <= info.min:
-                flag[...] = FLAG_SATURATED
-            elif limit <= info.max:
-                flag |= (stored >= limit).view(np.uint8)
+        limit = info.max + 1 if saturate is None else math.ceil(saturate - zero)
+        if limit > info.max:  # no stored value reaches it
+            flag = np.zeros(stored.shape, dtype=np.uint8)
+        else:  # physical >= saturate, in stored values, straight into the flags (0/1)
+            flag = np.empty(stored.shape, dtype=np.uint8)
+            np.greater_equal(stored, max(limit, int(info.min)), out=flag.view(bool))
         if info.min <= -zero <= info.max:
-            flag |= (stored == int(-zero)).view(np.uint8) * np.uint8(FLAG_ZERO)
+            zeros = np.equal(stored, int(-zero))
+            if zeros.any():  # rare: no pass over the flags when there is none
+                np.bitwise_or(flag, FLAG_ZERO, out=flag, where=zeros)
         return flag
     data = stored if (scale, zero) == (1.0, 0.0) else stored * scale + zero
     with np.errstate(invalid="ignore"):
