@@ -8,7 +8,10 @@ Targets (the issue's): seeing within 5% of the injected FWHM from 0.6" to 1.4" a
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -185,3 +188,19 @@ def test_ccds_too_small_for_a_psf_have_no_seeing(tmp_path: Path) -> None:
     assert [c.seeing for c in figures.ccds] == [None, None]
     sky = observing.sky_level(spec, 0)
     assert all(_within(c.background, sky, 0.02) for c in figures.ccds)
+
+
+def test_outputs_are_read_without_astropy(measured: tuple[Path, Path]) -> None:
+    """The unit's last line reads the tools' outputs and the image's primary header through
+    cfitsio, in a fresh process as on a node: astropy's import is never paid there."""
+    image, workdir = measured
+    code = (
+        "import json, sys\nfrom pathlib import Path\n"
+        "from spica_core.qfin.measure import measure_outputs\n"
+        f"f = measure_outputs(Path({str(workdir)!r}), image='811001p', release='T0001', "
+        f"image_path=Path({str(image)!r}))\n"
+        "print(json.dumps([f.exptime, f.filter, f.ccds_expected, len(f.ccds), "
+        "'astropy' in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == [300.0, "r.MP9601", CCDS, CCDS, False]

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import math
+import subprocess
+import sys
+import tracemalloc
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -215,3 +220,58 @@ def test_stale_outputs_of_an_earlier_run_are_removed(tmp_path: Path) -> None:
     image.write_bytes(gzip.compress(b"x")[:-3])  # now broken
     _expect_failure(image, workdir, "not a FITS file")
     assert _names(workdir) == ["old-notes.txt"]
+
+
+@pytest.mark.parametrize("container", ["fits", "fits.gz", "fits.fz"])
+def test_one_ccd_at_a_time_in_memory(tmp_path: Path, container: Container) -> None:
+    """The maps stream: the peak of memory allocated while a 16-CCD exposure is checked,
+    mapped and unpacked stays within a few CCDs' pixels, far below the exposure's."""
+    spec = replace(_spec(), ccd_shape=(1024, 512), ccds=16)
+    image = write_exposure(spec, tmp_path / "raid", container)
+    ccd_bytes = 1024 * 512 * 2
+    tracemalloc.start()
+    try:
+        maps = write_maps(image, tmp_path / "q", image="811001p")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * ccd_bytes, f"peak {peak / 1e6:.1f} MB for {ccd_bytes / 1e6:.1f} MB CCDs"
+    with fits.open(maps.flag) as flag, fits.open(maps.sextractor_input) as plain:
+        assert len(flag) == len(plain) == 17
+        assert np.array_equal(plain[16].data, noise_pixels(spec, 15))
+
+
+def test_maps_do_not_import_astropy(tmp_path: Path) -> None:
+    """Every QFin unit starts with this line, in a fresh process: it reads and writes FITS
+    through cfitsio and its own header cards, never paying astropy's import."""
+    image = _write(tmp_path, "fits.fz")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom spica_core.qfin.maps import write_maps\n"
+        f"write_maps(Path({str(image)!r}), Path({str(tmp_path / 'q')!r}), image='811001p')\n"
+        "print('astropy' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    with fits.open(tmp_path / "q" / "811001p.fits") as plain:
+        plain.verify("exception")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "saturate"), [(np.uint16, SATURATE), (np.int16, 3000.5), (np.int32, 3000.0)]
+)
+def test_flags_at_the_saturation_edge_in_the_stored_scale(
+    tmp_path: Path, dtype: type, saturate: float
+) -> None:
+    """Unsigned 16-bit pixels (stored with BZERO 32768) and signed ones are flagged on their
+    physical value: one below SATURATE is good, SATURATE (rounded up) and above are not."""
+    hdus = exposure_hdus(_spec(), "fits", _pixels)
+    edge = math.ceil(saturate)
+    data = hdus[1].data.astype(dtype)
+    data[1, 1], data[2, 2], data[3, 3], data[4, 4] = edge - 1, edge, edge + 1, 0
+    hdus[1] = fits.ImageHDU(data, hdus[1].header)
+    hdus[1].header["SATURATE"] = saturate
+    path = tmp_path / "811001p.fits"
+    hdus.writeto(path)
+    flag = fits.getdata(write_maps(path, tmp_path / "q", image="811001p").flag, 1)
+    assert (flag[1, 1], flag[2, 2], flag[3, 3], flag[4, 4]) == (0, 1, 1, FLAG_ZERO)
+    assert np.count_nonzero(flag) == 3

@@ -8,27 +8,34 @@ all zeros, a usable celestial WCS on every CCD — so a broken exposure fails he
 message naming it and its CCD, before any tool runs and nothing of it is written. A
 compressed MEF (``.fits.fz``, ``.fits.gz``) is unpacked beside the maps: source-extractor
 reads plain FITS only.
+
+Every unit runs this, so it streams: one CCD at a time is read (decompressed by cfitsio,
+through ``fitsio``), checked, flagged and appended to the maps and the unpacked copy, then
+dropped — memory is one CCD's, not the exposure's (a 36-CCD MegaCam exposure is 680 MB).
+Pixels stay the integers stored in the file (flags are computed against thresholds moved
+into the stored values' scale), headers are copied as their 80-byte cards and the pixels
+as their big-endian bytes: no float conversion, no astropy import (most of a small unit's
+time).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gzip
-import io
 import math
 import os
+import shutil
 import tempfile
-import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 
 from spica_core.node.files import one_line
-from spica_core.qfin.measure import QfinFailed
+from spica_core.qfin.measure import FITS_BLOCK, QfinFailed
 from spica_core.qfin.outputs import QfinOutputs
 
 #: Flag map bits (FLAG_TYPE OR: a source touching such a pixel has them in IMAFLAGS_ISO).
@@ -46,11 +53,26 @@ PROJECTIONS = frozenset(
      "COP", "COE", "COD", "COO", "SFL", "PAR", "MOL", "AIT", "BON", "PCO", "TSC", "CSC", "QSC",
      "HPX", "XPH", "TPV", "TNX", "ZPX"}
 )  # fmt: skip
-#: A plain FITS file is whole 2880-byte blocks; anything else was cut short.
-FITS_BLOCK = 2880
 FITS_START = b"SIMPLE  ="
 #: Granularity of the maps' sparse writing (bytes): a multiple of file systems' blocks.
 SPARSE_CHUNK = 4096
+
+
+#: Bytes of one header card, and the big-endian pixel type of each BITPIX.
+CARD = 80
+BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+#: Cards of a tile-compressed HDU's table header that describe the table or the
+#: compression, not the image: the plain copy drops them and writes its own structure.
+_COMPRESSION_KEYS = frozenset(
+    {"XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "TFIELDS", "THEAP", "EXTEND",
+     "CHECKSUM", "DATASUM", "ZIMAGE", "ZCMPTYPE", "ZBITPIX", "ZNAXIS", "ZMASKCMP", "ZQUANTIZ",
+     "ZDITHER0", "ZSIMPLE", "ZTENSION", "ZEXTEND", "ZBLOCKED", "ZPCOUNT", "ZGCOUNT",
+     "ZHECKSUM", "ZDATASUM", "END"}
+)  # fmt: skip
+_COMPRESSION_PREFIXES = ("NAXIS", "ZNAXIS", "ZTILE", "ZNAME", "ZVAL", "TTYPE", "TFORM",
+                         "TUNIT", "TSCAL", "TZERO", "TNULL", "TDIM", "TDISP")  # fmt: skip
+#: Read size when unpacking a gzip stream.
+GZIP_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -60,16 +82,6 @@ class MapPaths:
     weight: Path
     flag: Path
     sextractor_input: Path
-
-
-@dataclass(frozen=True)
-class _Ccd:
-    """One image extension: its place in the MEF, its name, header and pixels."""
-
-    extension: int
-    label: str
-    header: Any
-    data: np.ndarray
 
 
 def write_maps(image_path: Path, workdir: Path, *, image: str) -> MapPaths:
@@ -82,17 +94,25 @@ def write_maps(image_path: Path, workdir: Path, *, image: str) -> MapPaths:
     out = QfinOutputs(workdir=Path(workdir), image=image, image_path=Path(image_path))
     out.workdir.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
-    with _open_image(out.image_path, image) as hdus:
-        ccds = _ccds(hdus, image, out.image_path)
-        primary_header = hdus[0].header
-        flags = [_flag_map(ccd, primary_header) for ccd in ccds]
-        # The weight map stores 1 - weight (BSCALE -1, BZERO 1): zeros wherever the
-        # pixel is good, so both maps are mostly zero bytes, left as holes on disk.
-        _write_map(out.weight, ccds, flags, "weight: 1 good, 0 saturated/zero/non-finite",
-                   inverted=True)  # fmt: skip
-        _write_map(out.flag, ccds, flags, "flags: 1 saturated, 2 zero, 4 non-finite")
-        if out.unpacked:
-            _write_unpacked(out.sextractor_input, hdus[0].header, ccds)
+    path = out.image_path
+    if not path.is_file():
+        raise QfinFailed(f"image {image}: {path} does not exist or is not a file")
+    gzipped = path.name.lower().endswith(".gz")
+    with _Staged(out.workdir) as staged:
+        weight = staged.open(out.weight)
+        flag = staged.open(out.flag)
+        plain = staged.open(out.sextractor_input) if out.unpacked else None
+        source = path
+        if gzipped and plain is not None:
+            # The gzip stream's content is the plain MEF: unpacked first (bounded
+            # memory, CRC checked), then read like any plain file.
+            _gunzip(path, plain, image)
+            source = staged.path(plain)
+        _check_plain(source, path, image)
+        with _open_fits(source, path, image) as mef:
+            _stream(mef, source, path, image, weight=weight, flag=flag,
+                    plain=None if gzipped else plain)  # fmt: skip
+        staged.commit()
     return MapPaths(weight=out.weight, flag=out.flag, sextractor_input=out.sextractor_input)
 
 
@@ -112,89 +132,262 @@ def _remove_stale(out: QfinOutputs) -> None:
         out.sextractor_input.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _open_image(path: Path, image: str) -> Iterator[Any]:
-    """The image's HDUs, every one read; not FITS, truncated or unreadable -> QfinFailed."""
-    from astropy.io import fits
+@dataclass
+class _Staged:
+    """Output files written as temporaries beside their targets: all renamed into place by
+    :meth:`commit`, all removed when anything fails first."""
 
-    if not path.is_file():
-        raise QfinFailed(f"image {image}: {path} does not exist or is not a file")
-    source: Path | io.BytesIO = path
-    if path.name.lower().endswith(".gz"):
-        # astropy reads a cut gzip stream as a shorter file without a word: decompress
-        # here, where a truncated stream or a bad CRC raises.
-        try:
-            raw = gzip.decompress(path.read_bytes())
-        except (OSError, EOFError, zlib.error) as exc:
-            raise QfinFailed(
-                f"image {image}: {path} is a truncated or corrupt gzip file ({one_line(exc)})"
-            ) from exc
-        size = len(raw)
-        source = io.BytesIO(raw)
-    else:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            start = f.read(len(FITS_START))
-        if start != FITS_START:
-            raise QfinFailed(f"image {image}: {path} is not a FITS file (no SIMPLE card)")
+    directory: Path
+    files: list[tuple[BinaryIO, Path, Path]] = field(default_factory=list)
+
+    def __enter__(self) -> _Staged:
+        return self
+
+    def open(self, target: Path) -> BinaryIO:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=self.directory)
+        f = os.fdopen(fd, "w+b")
+        self.files.append((f, Path(name), target))
+        return f
+
+    def path(self, f: BinaryIO) -> Path:
+        return next(tmp for g, tmp, _ in self.files if g is f)
+
+    def commit(self) -> None:
+        for f, tmp, target in self.files:
+            f.close()
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        self.files.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        for f, tmp, _ in self.files:
+            f.close()
+            tmp.unlink(missing_ok=True)
+
+
+def _gunzip(path: Path, into: BinaryIO, image: str) -> None:
+    """Unpack ``path`` into ``into`` by chunks; a cut stream or a bad CRC -> QfinFailed
+    (astropy and cfitsio would read a cut stream as a shorter file without a word)."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            shutil.copyfileobj(stream, into, GZIP_CHUNK)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise QfinFailed(
+            f"image {image}: {path} is a truncated or corrupt gzip file ({one_line(exc)})"
+        ) from exc
+    into.flush()
+
+
+def _check_plain(source: Path, path: Path, image: str) -> None:
+    """A FITS file (SIMPLE first) of whole blocks (a tile-compressed one too)."""
+    with source.open("rb") as f:
+        start = f.read(len(FITS_START))
+    if start != FITS_START:
+        raise QfinFailed(f"image {image}: {path} is not a FITS file (no SIMPLE card)")
+    size = source.stat().st_size
     if size % FITS_BLOCK:
         raise QfinFailed(
             f"image {image}: {path} is truncated ({size} bytes, not whole {FITS_BLOCK}-byte "
             "FITS blocks)"
         )
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            hdus = fits.open(source, memmap=False, lazy_load_hdus=False)
-        except Exception as exc:
-            raise QfinFailed(
-                f"image {image}: {path} is not a readable FITS file ({one_line(exc)})"
-            ) from exc
-        try:
-            for hdu in hdus:
-                _ = hdu.data  # reads the pixels now: a short file fails here
-        except Exception as exc:
-            hdus.close()
-            raise QfinFailed(
-                f"image {image}: {path} is truncated or corrupt ({one_line(exc)})"
-            ) from exc
-    truncated = [str(w.message) for w in caught if "truncated" in str(w.message).lower()]
-    announced = hdus[0].header.get("NEXTEND")
-    if isinstance(announced, int) and announced > len(hdus) - 1:
-        truncated.append(f"NEXTEND announces {announced} extensions, it holds {len(hdus) - 1}")
-    if truncated:
-        hdus.close()
-        raise QfinFailed(f"image {image}: {path} is truncated ({' '.join(truncated[0].split())})")
+
+
+@contextlib.contextmanager
+def _open_fits(source: Path, path: Path, image: str) -> Iterator[Any]:
+    """``source`` opened by cfitsio, its HDUs listed; unreadable or cut short -> QfinFailed."""
+    import fitsio
+
     try:
-        yield hdus
+        mef = fitsio.FITS(str(source))
+    except Exception as exc:
+        raise QfinFailed(
+            f"image {image}: {path} is not a readable FITS file ({one_line(exc)})"
+        ) from exc
+    try:
+        size = source.stat().st_size
+        ends = [mef[n].get_offsets()["data_end"] for n in range(len(mef))]
+        announced = mef[0].read_header().get("NEXTEND")
+        why = None
+        if ends and max(ends) > size:
+            why = f"{size} bytes, its last extension ends at byte {max(ends)}"
+        elif isinstance(announced, int) and announced > len(mef) - 1:
+            why = f"NEXTEND announces {announced} extensions, it holds {len(mef) - 1}"
+        if why:
+            raise QfinFailed(f"image {image}: {path} is truncated ({why})")
+        yield mef
     finally:
-        hdus.close()
+        mef.close()
 
 
-def _ccds(hdus: Sequence[Any], image: str, path: Path) -> list[_Ccd]:
-    """The image's CCDs (2-D image HDUs), each checked: not all zeros, a usable WCS."""
-    ccds: list[_Ccd] = []
-    for extension, hdu in enumerate(hdus):
-        data = hdu.data
-        if data is None or not getattr(hdu, "is_image", False):
-            continue
-        label = _label(hdu, extension)
-        if data.ndim != 2:
-            raise QfinFailed(
-                f"image {image}: CCD {label} of {path} is not a 2-D image "
-                f"(shape {tuple(data.shape)})"
-            )
-        if not np.any(data):
-            raise QfinFailed(f"image {image}: CCD {label} of {path} is all zeros")
-        _check_wcs(hdu.header, f"image {image}: CCD {label} of {path}")
-        ccds.append(_Ccd(extension=extension, label=label, header=hdu.header, data=data))
+def _stream(
+    mef: Any, source: Path, path: Path, image: str, *, weight: BinaryIO, flag: BinaryIO,
+    plain: BinaryIO | None,
+) -> None:  # fmt: skip
+    """Each CCD in turn: header checked, pixels read and checked, its flags appended to
+    both maps and (a compressed image) its header and pixels to the plain copy."""
+    primary = mef[0].read_header()
+    maps = (
+        _MapWriter(weight, "weight: 1 good, 0 saturated/zero/non-finite", inverted=True),
+        _MapWriter(flag, "flags: 1 saturated, 2 zero, 4 non-finite"),
+    )
+    ccds = 0
+    with source.open("rb") as raw_file:
+        if plain is not None:
+            plain.write(_primary_header(_raw_header(mef[0], raw_file)))
+        for extension in range(1, len(mef)):
+            hdu = mef[extension]
+            if hdu.get_exttype() != "IMAGE_HDU" or not hdu.has_data():
+                continue
+            header = hdu.read_header()
+            label = _label(header, extension)
+            where = f"image {image}: CCD {label} of {path}"
+            dims = tuple(hdu.get_dims())
+            if len(dims) != 2:
+                raise QfinFailed(f"{where} is not a 2-D image (shape {dims})")
+            _check_wcs(header, where)
+            try:
+                hdu.ignore_scaling = True  # the stored integers, not floats
+                stored = hdu.read()
+            except Exception as exc:
+                raise QfinFailed(f"{where} is truncated or corrupt ({one_line(exc)})") from exc
+            flags = _flag_map(stored, header, primary)
+            if not np.any(flags != FLAG_ZERO):
+                raise QfinFailed(f"{where} is all zeros")
+            cards = _raw_header(hdu, raw_file)
+            extname = [c for c in _cards(cards) if c[:8].rstrip() == b"EXTNAME"]
+            for writer in maps:
+                writer.extension(flags, extname)
+            del flags
+            if plain is not None:
+                _append_plain(plain, cards, stored, header, hdu.is_compressed())
+            del stored
+            ccds += 1
     if not ccds:
         raise QfinFailed(f"image {image}: {path} holds no CCD (no 2-D image extension)")
-    return ccds
+    for writer in maps:
+        writer.close()
 
 
-def _label(hdu: Any, extension: int) -> str:
-    name = str(hdu.header.get("EXTNAME", "") or "").strip()
+def _raw_header(hdu: Any, f: BinaryIO) -> bytes:
+    """The HDU's header as stored: its cards, END and padding."""
+    offsets = hdu.get_offsets()
+    f.seek(offsets["header_start"])
+    return f.read(offsets["data_start"] - offsets["header_start"])
+
+
+def _cards(header: bytes) -> list[bytes]:
+    """The 80-byte cards of a stored header, up to END (excluded)."""
+    cards = []
+    for start in range(0, len(header), CARD):
+        card = header[start : start + CARD]
+        if card[:8].rstrip() == b"END":
+            break
+        cards.append(card)
+    return cards
+
+
+def _primary_header(stored: bytes) -> bytes:
+    """The primary header for the plain copy, data-less as the copy's primary is."""
+    cards = [c for c in _cards(stored) if not c[:8].rstrip().startswith(b"NAXIS")]
+    return _header([*cards[:2], _card("NAXIS", 0), *cards[2:]])
+
+
+def _card(key: str, value: bool | int | float | str, comment: str = "") -> bytes:
+    """One fixed-format card (FITS 4.0 §4.2)."""
+    if isinstance(value, bool):
+        text = f"{'T' if value else 'F':>20}"
+    elif isinstance(value, int | float):
+        text = f"{value!r:>20}"
+    else:
+        text = "'" + f"{value.replace(chr(39), chr(39) * 2):<8}" + "'"
+    card = f"{key:<8}= {text}" + (f" / {comment}" if comment else "")
+    return card[:CARD].ljust(CARD).encode("ascii")
+
+
+def _header(cards: list[bytes]) -> bytes:
+    block = b"".join(cards) + b"END".ljust(CARD)
+    return block + b" " * (-len(block) % FITS_BLOCK)
+
+
+def _append_plain(
+    f: BinaryIO, stored_header: bytes, stored: np.ndarray, header: Any, compressed: bool
+) -> None:
+    """The CCD as a plain image extension: its cards (a compressed HDU's without the
+    table's and the compression's), then its stored values as big-endian bytes."""
+    bitpix = int(header.get("ZBITPIX") if compressed else header.get("BITPIX"))
+    ny, nx = stored.shape
+    cards = [_card("XTENSION", "IMAGE"), _card("BITPIX", bitpix), _card("NAXIS", 2),
+             _card("NAXIS1", nx), _card("NAXIS2", ny), _card("PCOUNT", 0),
+             _card("GCOUNT", 1)]  # fmt: skip
+    for card in _cards(stored_header):
+        key = card[:8].rstrip().decode("ascii", "replace")
+        if key in _COMPRESSION_KEYS or (compressed and key.startswith(_COMPRESSION_PREFIXES)):
+            continue
+        if not compressed and key.startswith("NAXIS"):
+            continue
+        cards.append(card)
+    f.write(_header(cards))
+    pixels = np.ascontiguousarray(stored, dtype=BITPIX_DTYPES[bitpix])
+    f.write(pixels.data)
+    f.write(bytes(-pixels.nbytes % FITS_BLOCK))
+
+
+@dataclass
+class _MapWriter:
+    """An 8-bit MEF written one extension at a time, sparsely: only the chunks holding a
+    non-zero byte are written, the rest are holes that read as zeros. A map is almost all
+    zeros, so a 36-CCD MegaCam exposure's maps cost a few blocks on the node's partition
+    instead of 680 MB, and no write time. ``inverted`` writes a 0/1 weight from the flags:
+    it stores ``flag != 0`` with BSCALE -1 and BZERO 1, which every FITS reader,
+    source-extractor included, reads as ``1 - stored``: 1 where no flag is set, 0 elsewhere.
+    """
+
+    f: BinaryIO
+    what: str
+    inverted: bool = False
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        comment = f"COMMENT SPICA QFin {self.what}".ljust(CARD).encode("ascii")
+        self._write(_header([_card("SIMPLE", True), _card("BITPIX", 8), _card("NAXIS", 0),
+                             _card("EXTEND", True), comment]))  # fmt: skip
+
+    def _write(self, data: bytes) -> None:
+        self.f.seek(self.offset)
+        self.f.write(data)
+        self.offset += len(data)
+
+    def extension(self, plane: np.ndarray, extname: list[bytes]) -> None:
+        ny, nx = plane.shape
+        cards = [_card("XTENSION", "IMAGE"), _card("BITPIX", 8), _card("NAXIS", 2),
+                 _card("NAXIS1", nx), _card("NAXIS2", ny), _card("PCOUNT", 0),
+                 _card("GCOUNT", 1)]  # fmt: skip
+        if self.inverted:
+            cards += [_card("BSCALE", -1.0, "value = 1 - stored byte"), _card("BZERO", 1.0)]
+        self._write(_header(cards + extname))
+        flat = plane.reshape(-1)
+        for start in _nonzero_chunks(flat):
+            part = flat[start : start + SPARSE_CHUNK]
+            self.f.seek(self.offset + start)
+            self.f.write((part != 0).tobytes() if self.inverted else part.tobytes())
+        self.offset += flat.size + (-flat.size % FITS_BLOCK)
+
+    def close(self) -> None:
+        self.f.truncate(self.offset)
+
+
+def _nonzero_chunks(plane: np.ndarray) -> list[int]:
+    """Offsets of the SPARSE_CHUNKs of a flat plane that hold a non-zero byte."""
+    whole = len(plane) // SPARSE_CHUNK * SPARSE_CHUNK
+    blocks = plane[:whole].reshape(-1, SPARSE_CHUNK).any(axis=1)
+    offsets = [int(i) * SPARSE_CHUNK for i in np.flatnonzero(blocks)]
+    if whole < len(plane) and plane[whole:].any():
+        offsets.append(whole)
+    return offsets
+
+
+def _label(header: Any, extension: int) -> str:
+    name = str(header.get("EXTNAME", "") or "").strip()
     return f"{name} (extension {extension})" if name else f"extension {extension}"
 
 
@@ -263,10 +456,31 @@ def _saturation(header: Any, primary: Any) -> float | None:
     return None
 
 
-def _flag_map(ccd: _Ccd, primary: Any) -> np.ndarray:
-    """The CCD's flags: whole-array passes, no fancy indexing (a CCD is 9.4 Mpixels)."""
-    data = ccd.data
-    saturate = _saturation(ccd.header, primary)
+def _scaling(header: Any) -> tuple[float, float]:
+    scale, zero = (_number(header.get(key)) for key in ("BSCALE", "BZERO"))
+    return (1.0 if scale is None else scale), (0.0 if zero is None else zero)
+
+
+def _flag_map(stored: np.ndarray, header: Any, primary: Any) -> np.ndarray:
+    """The CCD's flags from its stored values: whole-array passes, no fancy indexing (a
+    CCD is 9.4 Mpixels). Integers with BSCALE 1 and an integer BZERO (MegaCam's 16-bit
+    unsigned pixels) are compared in the stored scale, exactly; others through floats."""
+    saturate = _saturation(header, primary)
+    scale, zero = _scaling(header)
+    if stored.dtype.kind in "iu" and scale == 1.0 and zero.is_integer():
+        info = np.iinfo(stored.dtype)
+        limit = info.max + 1 if saturate is None else math.ceil(saturate - zero)
+        if limit > info.max:  # no stored value reaches it
+            flag = np.zeros(stored.shape, dtype=np.uint8)
+        else:  # physical >= saturate, in stored values, straight into the flags (0/1)
+            flag = np.empty(stored.shape, dtype=np.uint8)
+            np.greater_equal(stored, max(limit, int(info.min)), out=flag.view(bool))
+        if info.min <= -zero <= info.max:
+            zeros = np.equal(stored, int(-zero))
+            if zeros.any():  # rare: no pass over the flags when there is none
+                np.bitwise_or(flag, FLAG_ZERO, out=flag, where=zeros)
+        return flag
+    data = stored if (scale, zero) == (1.0, 0.0) else stored * scale + zero
     with np.errstate(invalid="ignore"):
         if saturate is not None:
             flag = (data >= saturate).view(np.uint8)  # NaN compares False
@@ -277,99 +491,6 @@ def _flag_map(ccd: _Ccd, primary: Any) -> np.ndarray:
         nonfinite = ~np.isfinite(data)
         flag[nonfinite] = FLAG_NONFINITE  # +inf is not saturation but a broken pixel
     return flag
-
-
-def _write_map(
-    path: Path,
-    ccds: Sequence[_Ccd],
-    planes: Sequence[np.ndarray],
-    what: str,
-    *,
-    inverted: bool = False,
-) -> None:
-    """An 8-bit MEF whose extensions match the image's CCDs, one per CCD in the same order.
-
-    Written sparsely: only the chunks holding a non-zero byte are written, the rest are
-    holes that read as zeros. A map is almost all zeros, so a 36-CCD MegaCam exposure's
-    maps cost a few blocks on the node's partition instead of 680 MB, and no write time.
-    ``inverted`` writes a 0/1 weight from the flags: it stores ``flag != 0`` with BSCALE -1
-    and BZERO 1, which every FITS reader, source-extractor included, reads as
-    ``1 - stored``: 1 where no flag is set, 0 elsewhere.
-    """
-    from astropy.io import fits
-
-    primary = fits.Header([("SIMPLE", True), ("BITPIX", 8), ("NAXIS", 0), ("EXTEND", True)])
-    primary["COMMENT"] = f"SPICA QFin {what}"
-    chunks: list[bytes | np.ndarray] = [primary.tostring(padding=True).encode("ascii")]
-    for ccd, plane in zip(ccds, planes, strict=True):
-        ny, nx = plane.shape
-        header = fits.Header(
-            [("XTENSION", "IMAGE"), ("BITPIX", 8), ("NAXIS", 2), ("NAXIS1", nx),
-             ("NAXIS2", ny), ("PCOUNT", 0), ("GCOUNT", 1)]
-        )  # fmt: skip
-        if inverted:
-            header["BSCALE"] = (-1.0, "value = 1 - stored byte")
-            header["BZERO"] = 1.0
-        if "EXTNAME" in ccd.header:
-            header["EXTNAME"] = ccd.header["EXTNAME"]
-        chunks.append(header.tostring(padding=True).encode("ascii"))
-        chunks.append(np.ascontiguousarray(plane, dtype=np.uint8).reshape(-1))
-        chunks.append(bytes(-plane.size % FITS_BLOCK))
-    _atomic(path, lambda f: _write_sparse(f, chunks, inverted=inverted))
-
-
-def _write_sparse(f: BinaryIO, chunks: Sequence[bytes | np.ndarray], *, inverted: bool) -> None:
-    """Headers written whole, pixel planes only where a SPARSE_CHUNK holds a non-zero."""
-    offset = 0
-    for chunk in chunks:
-        if isinstance(chunk, bytes):
-            f.seek(offset)
-            f.write(chunk)
-        else:
-            for start in _nonzero_chunks(chunk):
-                part = chunk[start : start + SPARSE_CHUNK]
-                f.seek(offset + start)
-                f.write((part != 0).tobytes() if inverted else part.tobytes())
-        offset += len(chunk)
-    f.truncate(offset)
-
-
-def _nonzero_chunks(plane: np.ndarray) -> list[int]:
-    """Offsets of the SPARSE_CHUNKs of a flat plane that hold a non-zero byte."""
-    whole = len(plane) // SPARSE_CHUNK * SPARSE_CHUNK
-    blocks = plane[:whole].reshape(-1, SPARSE_CHUNK).any(axis=1)
-    offsets = [int(i) * SPARSE_CHUNK for i in np.flatnonzero(blocks)]
-    if whole < len(plane) and plane[whole:].any():
-        offsets.append(whole)
-    return offsets
-
-
-def _write_unpacked(path: Path, primary_header: Any, ccds: Sequence[_Ccd]) -> None:
-    """The image as a plain MEF (headers and pixels unchanged) for source-extractor."""
-    from astropy.io import fits
-
-    primary = fits.PrimaryHDU(header=primary_header.copy())
-    hdus: list[Any] = [primary]
-    for ccd in ccds:
-        header = ccd.header.copy()
-        for key in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "PCOUNT", "GCOUNT"):
-            header.remove(key, ignore_missing=True)
-        hdus.append(fits.ImageHDU(ccd.data, header))
-    _atomic(path, lambda f: fits.HDUList(hdus).writeto(f))
-
-
-def _atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file beside ``path``, renamed into place when whole."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 __all__ = ["FLAG_NONFINITE", "FLAG_SATURATED", "FLAG_ZERO", "MapPaths", "write_maps"]

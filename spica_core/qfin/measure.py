@@ -14,8 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,12 @@ def report_path(workdir: Path, image: str) -> Path:
     return QfinOutputs(workdir=Path(workdir), image=image, image_path=Path(image)).report
 
 
+#: A FITS file is whole blocks of this many bytes (36 cards); a primary header longer
+#: than MAX_HEADER_BLOCKS of them is not an image's.
+FITS_BLOCK = 2880
+MAX_HEADER_BLOCKS = 100
+
+
 @dataclass(frozen=True)
 class _CatalogCcd:
     """One CCD of SExtractor's FITS_LDAC catalogue: its header, how many sources, and the
@@ -58,7 +63,7 @@ def measure_outputs(workdir: Path, *, image: str, release: str, image_path: Path
         raise QfinFailed(f"image {image}: PSFEx's model {out.psf} is missing")
     extensions = _psfex_extensions(out.psfex_xml, image)
     accepted = _accepted_stars(out.psf_stars, image)
-    primary = _primary_header(out.image_path)
+    primary = _primary_header(out.sextractor_input)
     ccds = [
         _ccd_figures(index, ccd, extensions.get(index, {}), accepted.get(index, ()), image)
         for index, ccd in enumerate(catalog, start=1)
@@ -120,28 +125,32 @@ def _elongation(ccd: _CatalogCcd, accepted: Sequence[int]) -> float | None:
 
 
 def _read_catalog(path: Path, image: str) -> list[_CatalogCcd]:
-    """The catalogue's CCDs: each an ``LDAC_IMHEAD`` (the image header) and its objects."""
-    from astropy.io import fits
+    """The catalogue's CCDs: each an ``LDAC_IMHEAD`` (the image header) and its objects.
+
+    Read through cfitsio (``fitsio``, as the maps are), two columns of the objects only:
+    a catalogue is mostly vignettes (5 kB a source) QFin never reads, and the unit's last
+    line does not pay astropy's import."""
+    import fitsio
+    import numpy as np
 
     if not path.is_file():
         raise QfinFailed(f"image {image}: source-extractor's catalogue {path} is missing")
-    import numpy as np
-
     try:
-        # Mapped, not read: a catalogue is mostly vignettes (5 kB a source) QFin never reads.
-        with _quiet(), fits.open(path, memmap=True) as hdus:
-            tables = [(hdu.name, hdu) for hdu in hdus[1:]]
+        with fitsio.FITS(str(path)) as hdus:
+            if len(hdus) % 2 != 1:
+                raise ValueError(f"{len(hdus) - 1} extensions, not LDAC_IMHEAD/LDAC_OBJECTS pairs")
             ccds: list[_CatalogCcd] = []
-            for (name, head), (objects_name, objects) in zip(
-                tables[0::2], tables[1::2], strict=True
-            ):
-                if name != "LDAC_IMHEAD" or objects_name != "LDAC_OBJECTS":
-                    raise ValueError(f"found {name}/{objects_name}, not LDAC_IMHEAD/LDAC_OBJECTS")
-                data = objects.data
+            for n in range(1, len(hdus), 2):
+                head, objects = hdus[n], hdus[n + 1]
+                names = (head.get_extname(), objects.get_extname())
+                if names != ("LDAC_IMHEAD", "LDAC_OBJECTS"):
+                    raise ValueError(f"found {names[0]}/{names[1]}, not LDAC_IMHEAD/LDAC_OBJECTS")
+                rows = objects.get_nrows()
+                data = objects.read(columns=["NUMBER", "ELONGATION"]) if rows else None
                 ccds.append(
                     _CatalogCcd(
-                        header=_ldac_header(head),
-                        sources=0 if data is None else len(data),
+                        header=_ldac_header(head.read_column("Field Header Card")),
+                        sources=rows,
                         number=np.array(data["NUMBER"]) if data is not None else np.array([]),
                         elongation=(
                             np.array(data["ELONGATION"]) if data is not None else np.array([])
@@ -160,26 +169,43 @@ def _read_catalog(path: Path, image: str) -> list[_CatalogCcd]:
     return ccds
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """astropy's warnings about a damaged file silenced: it fails by name instead."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _ldac_header(hdu: Any) -> Any:
+def _ldac_header(column: Any) -> dict[str, object]:
     """The image header SExtractor stored as 80-character cards in ``LDAC_IMHEAD``."""
-    from astropy.io import fits
-
-    cards = hdu.data["Field Header Card"][0]
+    cards = column[0]
     if isinstance(cards, bytes | str):
         cards = [cards[i : i + 80] for i in range(0, len(cards), 80)]
-    text = "".join(
-        (c.decode("ascii", "replace") if isinstance(c, bytes) else str(c)).ljust(80) for c in cards
+    return _header_values(
+        c.decode("ascii", "replace") if isinstance(c, bytes) else str(c) for c in cards
     )
-    with _quiet():
-        return fits.Header.fromstring(text)
+
+
+def _header_values(cards: Iterable[str]) -> dict[str, object]:
+    """Keyword -> value of the valued cards (FITS 4.0 §4.2: strings, logicals, numbers);
+    a card that is none of these is left out, as QFin reads a few known keywords only."""
+    values: dict[str, object] = {}
+    for card in cards:
+        key = card[:8].strip()
+        if key == "END":
+            break
+        if card[8:10] != "= " or key in values:
+            continue
+        text = card[10:].strip()
+        if text.startswith("'"):
+            end = text.find("'", 1)
+            while end != -1 and text[end + 1 : end + 2] == "'":
+                end = text.find("'", end + 2)
+            if end != -1:
+                values[key] = text[1:end].replace("''", "'").rstrip()
+            continue
+        text = text.split("/", 1)[0].strip()
+        if text in ("T", "F"):
+            values[key] = text == "T"
+            continue
+        with contextlib.suppress(ValueError):
+            values[key] = (
+                int(text) if text.lstrip("+-").isdigit() else float(text.replace("D", "E"))
+            )
+    return values
 
 
 def _psfex_extensions(path: Path, image: str) -> dict[int, dict[str, str]]:
@@ -215,17 +241,18 @@ def _local(tag: str) -> str:
 
 def _accepted_stars(path: Path, image: str) -> dict[int, list[int]]:
     """SExtractor NUMBERs of the stars PSFEx accepted (FLAGS_PSF 0), by extension."""
-    from astropy.io import fits
+    import fitsio
 
     if not path.is_file():
         raise QfinFailed(f"image {image}: PSFEx's star list {path} is missing")
     accepted: dict[int, list[int]] = {}
     try:
-        with _quiet(), fits.open(path, memmap=False) as hdus:
-            for hdu in hdus:
-                if hdu.name != "LDAC_OBJECTS" or hdu.data is None:
+        with fitsio.FITS(str(path)) as hdus:
+            for n in range(len(hdus)):
+                hdu = hdus[n]
+                if hdu.get_extname() != "LDAC_OBJECTS" or not hdu.get_nrows():
                     continue
-                data = hdu.data
+                data = hdu.read(columns=["FLAGS_PSF", "EXTENSION", "SOURCE_NUMBER"])
                 keep = data["FLAGS_PSF"] == 0
                 for ext, number in zip(
                     data["EXTENSION"][keep], data["SOURCE_NUMBER"][keep], strict=True
@@ -238,15 +265,30 @@ def _accepted_stars(path: Path, image: str) -> dict[int, list[int]]:
     return accepted
 
 
-def _primary_header(path: Path) -> Any | None:
-    """The image's primary header (NEXTEND, EXPTIME, FILTER), None when it cannot be read."""
-    from astropy.io import fits
+def _primary_header(path: Path) -> dict[str, object] | None:
+    """The image's primary header (NEXTEND, EXPTIME, FILTER), None when it cannot be read.
 
+    ``path`` is the plain MEF source-extractor read (the image or its unpacked copy, whose
+    primary header is the image's): its first blocks, up to END, are all that is read."""
+    cards: list[str] = []
     try:
-        with _quiet():
-            return fits.getheader(path, 0)
-    except Exception:
+        with path.open("rb") as f:
+            for _ in range(MAX_HEADER_BLOCKS):
+                block = f.read(FITS_BLOCK)
+                if len(block) < FITS_BLOCK:
+                    return None
+                text = block.decode("ascii", "replace")
+                new = [text[i : i + 80] for i in range(0, FITS_BLOCK, 80)]
+                cards += new
+                if any(c[:8].strip() == "END" for c in new):
+                    break
+            else:
+                return None
+    except OSError:
         return None
+    if not cards or not cards[0].startswith("SIMPLE  ="):
+        return None
+    return _header_values(cards)
 
 
 def _median(values: Iterable[float | None]) -> float | None:
