@@ -142,15 +142,22 @@ def maps(
     A broken image is recorded as failed in dbspica (image and problem row) and the command
     exits 1 with the reason, so the daemon fails the unit at this line.
     """
+    from pathlib import Path
+
+    from spica_core.names import validate_name
     from spica_core.qfin.maps import write_maps
     from spica_core.qfin.measure import QfinFailed
-    from spica_core.qfin.record import fail_image
 
-    st = state(ctx)
-    target = _target(image, workdir, st.config.release.name, image_path)
+    # Every unit runs this line: dbspica, its models and the config are loaded only when
+    # there is a failure to record.
+    validate_name(image, "image")
     try:
-        written = write_maps(target.image_path, target.workdir, image=target.image)
+        written = write_maps(Path(image_path), Path(workdir), image=image)
     except QfinFailed as exc:
+        from spica_core.qfin.record import fail_image
+
+        st = state(ctx)
+        target = _target(image, workdir, st.config.release.name, image_path)
         fail_image(st.engine, target, exc)  # dbspica down: the image's failure still stands
         raise
     note(f"{image}: weight {written.weight}, flag {written.flag}")
