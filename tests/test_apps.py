@@ -9,6 +9,7 @@ SPICA. The Debian version (``dpkg-query``) is the independent truth of ``-v``'s 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -632,3 +633,35 @@ def test_bad_names_and_binaries_are_refused_before_any_node_is_asked(
     monitor = Monitor(load_config(config), db_engine)
     assert asyncio.run(monitor.run(once=True)) == 0 and monitor.polls == 1
     assert node_rows(db_engine) == {}
+
+
+def test_every_stack_a_daemon_runs_records_the_versions_it_ran_with(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A real daemon claims an ordinary stack: its stack_app rows hold the versions the
+    release's binaries on the node report, as dpkg installed them."""
+    from spica_core.db.models import StackApp
+    from tests.daemon_support import daemon_processes, make_node, wait_for
+
+    want = {
+        "psfex": debian_version("psfex"),
+        "source-extractor": debian_version("source-extractor"),
+    }
+    apps = "\n".join(
+        f'[[release.applications]]\nname = "{name}"\nbinary = "{name}"\n' for name in want
+    )
+    env = make_node(tmp_path, sqlite_url, extra=apps)
+    env.add("S_VERSIONS", ["true"])
+    with contextlib.contextmanager(daemon_processes)() as daemons:
+        daemons.start(env)
+        wait_for(lambda: env.state("S_VERSIONS") == "processed", what="the stack to complete")
+        wait_for(lambda: env.row("S_VERSIONS").state == "completed", what="dbspica: completed")
+
+    with Session(env.engine()) as s:
+        rows = s.execute(
+            select(Application.name, StackApp.version)
+            .join(StackApp, StackApp.application_id == Application.id)
+            .join(Stack, Stack.id == StackApp.stack_id)
+            .where(Stack.name == "S_VERSIONS")
+        ).all()
+    assert dict(rows) == want

@@ -113,12 +113,16 @@ def read_versions(paths: Sequence[str], timeout: float = VERSION_TIMEOUT) -> lis
     return found
 
 
-def local_versions(applications: Sequence[HasBinary]) -> dict[str, str]:
+def local_versions(
+    applications: Sequence[HasBinary], cache: VersionCache | None = None
+) -> dict[str, str]:
     """Application name -> the version its binary here reports; an application whose binary
-    is missing or reports no version has no entry."""
+    is missing or reports no version has no entry. With ``cache``, unchanged binaries are
+    not run again."""
     located = [(app.name, resolve_binary(app.binary)) for app in applications]
     present = [(name, path) for name, path in located if path is not None]
-    versions = read_versions([path for _, path in present])
+    paths = [path for _, path in present]
+    versions = cache.versions(paths) if cache is not None else read_versions(paths)
     return {name: v for (name, _), v in zip(present, versions, strict=True) if v is not None}
 
 

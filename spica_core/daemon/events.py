@@ -48,6 +48,16 @@ class LineEnded:
 
 
 @dataclass(frozen=True, kw_only=True)
+class UnitVersions:
+    """The release's applications and the versions their binaries here reported when the
+    daemon claimed the stack (its ``stack_app`` rows)."""
+
+    kind: ClassVar[str] = "unit_versions"
+    stack: str
+    versions: dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Completed:
     """running → completed."""
 
@@ -127,6 +137,7 @@ MirrorEvent = (
     Claimed
     | LineStarted
     | LineEnded
+    | UnitVersions
     | Completed
     | Failed
     | Rejected
@@ -140,6 +151,7 @@ EVENT_TYPES: tuple[type[MirrorEvent], ...] = (
     Claimed,
     LineStarted,
     LineEnded,
+    UnitVersions,
     Completed,
     Failed,
     Rejected,

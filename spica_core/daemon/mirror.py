@@ -18,10 +18,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from spica_core.apps.store import record_unit_versions
 from spica_core.daemon import events as ev
 from spica_core.db import stack_state
 from spica_core.db.models import Node, Problem, Stack, StackRun
 from spica_core.db.runs import end_dead_runs, wire_time
+from spica_core.errors import SpicaError
 from spica_core.states import Action, Actor, StackState
 
 
@@ -150,6 +152,17 @@ def _line_ended(session: Session, env: Envelope, e: ev.LineEnded) -> None:
         stack.progress = e.progress
 
 
+def _unit_versions(session: Session, env: Envelope, e: ev.UnitVersions) -> None:
+    """The stack's ``stack_app`` rows; a version dbspica cannot keep becomes a problem row
+    rather than stopping the journal."""
+    stack = _stack(session, env, e.stack)
+    session.flush()
+    try:
+        record_unit_versions(session, e.stack, e.versions)
+    except SpicaError as exc:
+        _problem(session, stack, env, f"{e.stack}: versions not recorded: {exc}")
+
+
 def _completed(session: Session, env: Envelope, e: ev.Completed) -> None:
     values = {
         "finished_at": env.at,
@@ -218,6 +231,7 @@ _HANDLERS: dict[type, Callable[[Session, Envelope, Any], None]] = {
     ev.Claimed: _claimed,
     ev.LineStarted: _line_started,
     ev.LineEnded: _line_ended,
+    ev.UnitVersions: _unit_versions,
     ev.Completed: _completed,
     ev.Failed: _failed,
     ev.Rejected: _failed,

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from spica_core.config import ENV_CONFIG
+from spica_core.apps.versions import VersionCache, local_versions
+from spica_core.config import ENV_CONFIG, ApplicationConfig
 from spica_core.daemon import claims, events
 from spica_core.daemon.claims import Claim
 from spica_core.daemon.mail import FailureReport, Mailer
@@ -74,6 +75,18 @@ class RunnerContext:
     stopping: threading.Event
     #: Added to every line's environment (:func:`line_environment`).
     env: dict[str, str] = field(default_factory=dict)
+    #: The release's applications: each claimed stack records the versions it runs with.
+    applications: tuple[ApplicationConfig, ...] = ()
+    _versions: VersionCache = field(default_factory=VersionCache)
+    _versions_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def unit_versions(self) -> dict[str, str]:
+        """Application name -> version of its binary here (runners share one cache, so an
+        unchanged binary is not run again for every stack)."""
+        if not self.applications:
+            return {}
+        with self._versions_lock:
+            return local_versions(self.applications, self._versions)
 
 
 def line_environment(config_source: str) -> dict[str, str]:
@@ -142,6 +155,9 @@ class StackRunner:
                 lines=total,
             )
         )
+        versions = ctx.unit_versions()
+        if versions:
+            ctx.db.record(events.UnitVersions(stack=stack, versions=versions))
         log.info(
             "%s: claimed (attempt %d), %s",
             stack,

@@ -173,6 +173,7 @@ class DaemonService:
             self.mailer,
             self._stopping,
             line_environment(self.config.source),
+            tuple(self.config.release.applications),
         )
         write_heartbeat(self.root)
         log.info(
