@@ -2,7 +2,7 @@
 AstrOmatic binaries.
 
 Renders ``--exposures`` MegaCam-like exposures (``--ccds`` CCDs of ``--shape`` pixels at
-MegaCam's 0.187"/px, default 4 full 2048 x 4612 CCDs, as CFHT delivers them: ``.fits.fz``)
+MegaCam's 0.187"/px, default the 36 full 2048 x 4612 CCDs, as CFHT delivers them: ``.fits.fz``)
 drawn from SPICA's synthetic sky, then runs each line of the unit that
 :func:`spica_core.qfin.commands.qfin_commands` generates, in order, timing each:
 
@@ -19,12 +19,13 @@ drawn from SPICA's synthetic sky, then runs each line of the unit that
 (no start-up, astropy already imported): the engine's own cost.
 
 Prints seconds per exposure, time in the binaries and outside, and the share outside
-(target < 15%). Measured on 2 shared cores (load average 3-4), the spica lines in fresh
-processes: 36 CCDs ``.fits.fz`` 71 s per exposure, maps 7.5 s, record 0.4 s, 11.0% outside
-(17.1% when the maps held the whole exposure through astropy); plain ``.fits`` 2.9%
-(10.3%); 4 CCDs ``.fits.fz`` 19.7% (27.8%), where Python's start and imports weigh most.
+(target < 15%). The default is one whole MegaCam exposure (36 CCDs), the unit QFin works on.
+Measured on this 2-core machine, quiet, ``spica qfin maps`` through the installed command:
+36 CCDs ``.fits.fz`` 65 s per exposure, maps 8.2 s, record 0.4 s, 13.3% outside (17.1% when
+the maps held the whole exposure through astropy); plain ``.fits`` 3.9%; 4 CCDs
+``.fits.fz`` 21.8%, where Python's start and imports weigh most.
 
-    .venv/bin/python bench/qfin.py [--exposures 3] [--ccds 4] [--shape 4612x2048]
+    .venv/bin/python bench/qfin.py [--exposures 1] [--ccds 36] [--shape 4612x2048]
                                    [--container fits.fz] [--seeing 0.8] [--keep DIR]
                                    [--spica PATH] [--in-process]
 """
@@ -195,8 +196,8 @@ def main() -> None:
             print(said)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--exposures", type=int, default=3)
-    parser.add_argument("--ccds", type=int, default=4)
+    parser.add_argument("--exposures", type=int, default=1)
+    parser.add_argument("--ccds", type=int, default=36)
     parser.add_argument("--shape", default="4612x2048", help="CCD pixels, rows x columns")
     parser.add_argument("--container", default="fits.fz", choices=["fits", "fits.gz", "fits.fz"])
     parser.add_argument("--seeing", type=float, default=0.8)
