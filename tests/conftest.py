@@ -124,6 +124,35 @@ def db_engine(db_url: str, engine_factory):
     return engine
 
 
+def run_spica_at_a_terminal(
+    *args: str, env: dict[str, str] | None = None, answer: str | None = None
+) -> tuple[int, str, bytes]:
+    """The real ``spica`` with a terminal (a pty) as stderr, and as stdin when the operator
+    types ``answer``; (exit code, stdout, what the terminal showed)."""
+    import pty
+
+    master, slave = pty.openpty()
+    if answer is not None:
+        os.write(master, f"{answer}\n".encode())
+    done = subprocess.run(
+        [sys.executable, "-m", "spica_tui", *args],
+        stdin=slave if answer is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "TERM": "xterm", **(env or {})},
+        timeout=120,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        while chunk := os.read(master, 65536):
+            seen += chunk
+    except OSError:  # the terminal's other end is closed: all was read
+        pass
+    os.close(master)
+    return done.returncode, done.stdout.decode(), seen
+
+
 def run_spica(
     *args: str,
     env: dict[str, str] | None = None,

@@ -9,7 +9,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image
-from tests.conftest import run_spica
+from tests.conftest import run_spica, run_spica_at_a_terminal
 from tests.image_support import audit, grades, seed_images
 
 
@@ -175,30 +175,8 @@ def test_images_never_send_stored_control_characters_to_the_terminal(
 def _on_a_terminal(url: str, answer: str, *args: str) -> tuple[int, str, str]:
     """``spica`` with a terminal as stdin and stderr (where the question is asked), the
     operator typing ``answer``; (exit code, stdout, what the terminal showed)."""
-    import os
-    import pty
-    import subprocess
-    import sys
-
-    master, slave = pty.openpty()
-    os.write(master, f"{answer}\n".encode())
-    done = subprocess.run(
-        [sys.executable, "-m", "spica_tui", *args],
-        stdin=slave,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        env={**os.environ, "SPICA_DB_URL": url, "TERM": "xterm"},
-        timeout=120,
-    )
-    os.close(slave)
-    seen = b""
-    try:
-        while chunk := os.read(master, 65536):
-            seen += chunk
-    except OSError:  # the terminal's other end is closed: all was read
-        pass
-    os.close(master)
-    return done.returncode, done.stdout.decode(), seen.decode(errors="replace")
+    code, out, seen = run_spica_at_a_terminal(*args, env={"SPICA_DB_URL": url}, answer=answer)
+    return code, out, seen.decode(errors="replace")
 
 
 def test_a_regrade_is_asked_on_the_terminal(db: tuple[str, Engine]) -> None:

@@ -25,7 +25,7 @@ from spica_core.ingest.service import ingest_local
 from spica_core.synth.layout import ExposureSpec
 from spica_core.synth.runid import RunidPlan, exposure_specs, write_runid
 from spica_core.synth.writer import write_exposure
-from tests.conftest import run_spica
+from tests.conftest import run_spica, run_spica_at_a_terminal
 
 
 def _rel(db_url: str) -> float:
@@ -248,10 +248,6 @@ def test_cli_text_json_and_exit_codes(repo: Path, db_engine: Engine, db_url: str
 
 def test_progress_bar_only_at_a_terminal(repo: Path, sqlite_url: str, engine_factory) -> None:
     """A rich progress bar on stderr when stderr is a terminal; none with --json."""
-    import pty
-    import subprocess
-    import sys
-
     from spica_core.db.schema import upgrade
 
     upgrade(engine_factory(sqlite_url))
@@ -259,23 +255,9 @@ def test_progress_bar_only_at_a_terminal(repo: Path, sqlite_url: str, engine_fac
     config.write_text(f'[[transfer.repositories]]\nname = "cadc1"\npath = "{repo}"\n')
 
     def run(*args: str) -> tuple[int, str, bytes]:
-        master, slave = pty.openpty()
-        done = subprocess.run(
-            [sys.executable, "-m", "spica_tui", "--config", str(config), "ingest", *args],
-            stdout=subprocess.PIPE,
-            stderr=slave,
-            env={**os.environ, "SPICA_DB_URL": sqlite_url, "TERM": "xterm"},
-            timeout=120,
+        return run_spica_at_a_terminal(
+            "--config", str(config), "ingest", *args, env={"SPICA_DB_URL": sqlite_url}
         )
-        os.close(slave)
-        seen = b""
-        try:
-            while chunk := os.read(master, 65536):
-                seen += chunk
-        except OSError:  # the terminal's other end is closed: all was read
-            pass
-        os.close(master)
-        return done.returncode, done.stdout.decode(), seen
 
     code, out, terminal = run(str(repo))
     assert code == 0 and "9 added" in out
