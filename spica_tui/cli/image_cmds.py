@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from spica_tui.cli.context import state
-from spica_tui.cli.ops_cmds import AsOpt, DryRunOpt, FilterOpt, NodeOpt, RunidOpt, YesOpt, _confirm
+from spica_tui.cli.ops_cmds import (
+    AsOpt,
+    DryRunOpt,
+    FilterOpt,
+    NodeOpt,
+    RunidOpt,
+    YesOpt,
+    confirm_apply,
+)
 from spica_tui.cli.output import emit_json, note, stdout, table
 from spica_tui.cli.report_cmds import JsonOpt, LimitOpt
 
@@ -61,7 +69,7 @@ def grade(
             for image, line in zip(preview.images, preview.plan_lines(), strict=True):
                 if image.image in regraded:
                     note(f"  {line}")
-            _confirm(yes, dry_run)
+            confirm_apply(yes, dry_run)
     outcome = grade_images(engine, images, wanted, comment=comment, user=user, dry_run=dry_run)
     _print_outcome(outcome, as_json)
 

@@ -75,7 +75,9 @@ def _selection(
     return Selection(tuple(names or ()), flt)
 
 
-def _confirm(yes: bool, dry_run: bool) -> None:
+def confirm_apply(yes: bool, dry_run: bool) -> None:
+    """Ask "Apply?" on the terminal unless --yes or --dry-run (every operator action's rule);
+    no terminal is a usage error, a no exits 1 with nothing changed."""
     from spica_core.errors import UsageError
 
     if yes or dry_run:
@@ -107,7 +109,7 @@ def _run(st: CliState, request: OperationRequest, dry_run: bool, yes: bool, as_j
                 return plan, await ops.apply(plan)
             if not as_json or not yes:
                 note(plan.render())
-            _confirm(yes, dry_run)
+            confirm_apply(yes, dry_run)
 
             def show(r: ItemResult) -> None:
                 if not as_json:
@@ -262,7 +264,7 @@ def _unlock_qfin(
         plan = asyncio.run(go(True))
         if not dry_run:
             note(f"delete locks/{partition}.qfin.lock on {node} (holder: {plan.get('holder')})")
-            _confirm(yes, dry_run)
+            confirm_apply(yes, dry_run)
             plan = asyncio.run(go(False))
     except ProtocolError as exc:
         from spica_tui.cli.output import error
@@ -371,7 +373,7 @@ def reconcile(
             if not as_json:
                 _print_drift(drifts)
             if any(d.fix for d in drifts):
-                _confirm(yes, False)
+                confirm_apply(yes, False)
             return drifts, await fix_drift(drifts, engine, executor, user)
 
     drifts, results = asyncio.run(go())
