@@ -271,15 +271,127 @@ class ReleaseConfig(_Model):
         return _checked_name(v, "release")
 
 
-class RulesConfig(_Model):
-    """Stack selection rules (the seed's filtering rules)."""
+#: CFHTLS Wide tiles: 19354 pixels of 0.186" (one degree), rows 56' apart in declination.
+CFHTLS_TILE_PIXELS = 19354
+CFHTLS_PIXEL_SCALE = 0.186
+CFHTLS_ROW_STEP = 56.0 / 60.0
 
-    filters: list[str] = Field(default_factory=lambda: ["u", "g", "r", "i", "z"])
+
+class StackRulesConfig(_Model):
+    """Which graded exposures a stacking release takes (the seed's "filtering rules").
+
+    Limits are strict where the seed writes them so (``exposure > 60 s``, ``seeing < 1.1"``,
+    ``airmass < 1.7``); ``max_seeing_filter`` overrides ``max_seeing`` for a filter, named by
+    its letter (``u``) or its full name (``u.MP9301``).
+    """
+
     grades: list[str] = Field(default_factory=lambda: ["A", "B"])
-    max_seeing: float = Field(1.3, gt=0)
+    #: Exposures of more than this many seconds.
     min_exptime: float = Field(0.0, ge=0)
-    min_skyprobe: float | None = None
+    #: Seeing (QFin's, arcsec) below this; None: any.
+    max_seeing: float | None = Field(None, gt=0)
+    max_seeing_filter: dict[str, float] = Field(default_factory=dict)
+    #: Airmass below this; None: any.
+    max_airmass: float | None = Field(None, gt=1)
+    #: Filters stacked (letters or full names); empty: all.
+    filters: list[str] = Field(default_factory=list)
+    #: A tile gets a stack when at least this many exposures touch it.
     min_images: int = Field(1, ge=1)
+
+    @field_validator("grades")
+    @classmethod
+    def _grades(cls, v: list[str]) -> list[str]:
+        bad = [g for g in v if g not in ("A", "B", "C", "D")]
+        if bad or not v:
+            raise ValueError(f"grades are among A, B, C, D (got {v!r})")
+        return v
+
+    @field_validator("max_seeing_filter")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, limit in v.items():
+            if not limit > 0:
+                raise ValueError(f"the seeing limit of filter {name!r} is not positive")
+        return v
+
+
+class TileFieldConfig(_Model):
+    """One survey field of a tile grid: its box on the sky (deg).
+
+    ``ra_min`` above ``ra_max`` means the field crosses 0h (e.g. 350 to 10).
+    """
+
+    name: str
+    ra_min: float = Field(ge=0, lt=360)
+    ra_max: float = Field(ge=0, le=360)
+    dec_min: float = Field(ge=-90, le=90)
+    dec_max: float = Field(ge=-90, le=90)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked_name(v, "field")
+
+    @model_validator(mode="after")
+    def _box(self) -> TileFieldConfig:
+        if self.dec_min > self.dec_max:
+            raise ValueError(f"dec_min ({self.dec_min}) is above dec_max ({self.dec_max})")
+        return self
+
+
+class TileGridConfig(_Model):
+    """A survey's tiles: rows ``row_step`` degrees apart in declination, and along each row
+    tile centres ``row_step / cos(dec)`` degrees apart in RA (the same overlap on the sky).
+
+    The defaults are CFHTLS Wide's; the demo configures small tiles.
+    """
+
+    name: str
+    #: The first word of the tiles' names (``CFHTLS_W_u_021410-041200_T0003``).
+    prefix: str = "CFHTLS"
+    survey: str = "W"
+    tile_pixels: int = Field(CFHTLS_TILE_PIXELS, ge=16, le=200_000)
+    #: Arcsec per pixel of the co-adds.
+    pixel_scale: float = Field(CFHTLS_PIXEL_SCALE, gt=0, le=60)
+    #: Degrees between two rows of tile centres.
+    row_step: float = Field(CFHTLS_ROW_STEP, gt=0, le=30)
+    #: Side (deg) of one exposure's footprint on the sky about its pointing (MegaCam: 1).
+    exposure_size: float = Field(1.0, gt=0, le=30)
+    fields: list[TileFieldConfig] = Field(default_factory=list)
+
+    @field_validator("name", "prefix", "survey")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked_name(v, "grid")
+
+    @property
+    def tile_size(self) -> float:
+        """The side of a tile, in degrees."""
+        return self.tile_pixels * self.pixel_scale / 3600.0
+
+
+class StackReleaseConfig(_Model):
+    """A stacking release (``[[releases]]``): its rules, tile grid, tool configuration and
+    reference catalogue. dbspica freezes it at its first stacks (``stack_release``)."""
+
+    name: str
+    #: The ``[[grids]]`` entry its stacks are tiles of.
+    grid: str
+    #: ``stack``: co-adds on tiles; ``image``: one unit per exposure (VW, ``805282p_V0003``).
+    mode: Literal["stack", "image"] = "stack"
+    rules: StackRulesConfig = StackRulesConfig()
+    #: Astrometric reference catalogue: FITS_LDAC, a FITS table or CSV (ra, dec, mag and
+    #: optionally their errors); SPICA writes the LDAC SCAMP reads.
+    reference_catalogue: str | None = None
+    #: Directory of the tools' configuration files; default: this installation's.
+    tool_config: str | None = None
+    #: Priority of the release's units in the nodes' queues.
+    priority: int = 0
+
+    @field_validator("name", "grid")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _checked_name(v, "release")
 
 
 class DaemonConfig(_Model):
@@ -369,7 +481,9 @@ class SpicaConfig(_Model):
     nodes: list[NodeConfig] = Field(default_factory=list)
     smtp: SmtpConfig = SmtpConfig()
     release: ReleaseConfig = ReleaseConfig()
-    rules: RulesConfig = RulesConfig()
+    #: Stacking releases and the tile grids they use (``spica auto``).
+    grids: list[TileGridConfig] = Field(default_factory=list)
+    releases: list[StackReleaseConfig] = Field(default_factory=list)
     daemon: DaemonConfig = DaemonConfig()
     console: ConsoleConfig = ConsoleConfig()
     monitor: MonitorConfig = MonitorConfig()
@@ -384,6 +498,14 @@ class SpicaConfig(_Model):
             if node.name in seen:
                 raise ValueError(f"node {node.name!r} is defined twice")
             seen.add(node.name)
+        _unique("grid", [g.name for g in self.grids])
+        _unique("release", [r.name for r in self.releases])
+        grids = {g.name for g in self.grids}
+        for rel in self.releases:
+            if rel.grid not in grids:
+                raise ValueError(
+                    f"release {rel.name!r} uses grid {rel.grid!r}, which is not in [[grids]]"
+                )
         names = {node.name for node in self.nodes}
         for repo in self.transfer.repositories:
             if repo.node is not None and repo.node not in names:
@@ -404,11 +526,37 @@ class SpicaConfig(_Model):
     def monitor_interval(self) -> float:
         return self.monitor.interval or self.console.refresh_interval
 
+    def stack_release(self, name: str | None = None) -> StackReleaseConfig:
+        """The ``[[releases]]`` entry named ``name``; without a name, the last one."""
+        if not self.releases:
+            raise ConfigError(f"{self.source}: no stacking release configured ([[releases]])")
+        if name is None:
+            return self.releases[-1]
+        for rel in self.releases:
+            if rel.name == name:
+                return rel
+        known = ", ".join(r.name for r in self.releases)
+        raise ConfigError(f"{self.source}: no release named {name!r} in [[releases]] ({known})")
+
+    def grid(self, name: str) -> TileGridConfig:
+        for grid in self.grids:
+            if grid.name == name:
+                return grid
+        raise ConfigError(f"{self.source}: no grid named {name!r} in [[grids]]")
+
     def node(self, name: str) -> NodeConfig:
         for node in self.nodes:
             if node.name == name:
                 return node
         raise ConfigError(f"{self.source}: no node named {name!r} in [[nodes]]")
+
+
+def _unique(kind: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{kind} {name!r} is defined twice")
+        seen.add(name)
 
 
 def user_config_path() -> Path:
@@ -480,6 +628,11 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
             ssh["known_hosts"] = _rel(ssh["known_hosts"], base)
         if isinstance(ssh.get("client_keys"), list):
             ssh["client_keys"] = [_rel(k, base) for k in ssh["client_keys"] if isinstance(k, str)]
+    for rel in raw.get("releases") or []:
+        if isinstance(rel, dict):
+            for key in ("reference_catalogue", "tool_config"):
+                if isinstance(rel.get(key), str):
+                    rel[key] = _rel(rel[key], base)
     for node in raw.get("nodes") or []:
         if isinstance(node, dict) and isinstance(node.get("client_keys"), list):
             node["client_keys"] = [_rel(k, base) for k in node["client_keys"] if isinstance(k, str)]

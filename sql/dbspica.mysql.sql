@@ -1,6 +1,6 @@
 -- dbspica schema for MySQL/MariaDB, generated from spica_core/db/models.py.
 -- Do not edit: regenerate with `spica db ddl > sql/dbspica.mysql.sql`.
--- Schema revision 0006 (Alembic); `spica db init` also stamps it.
+-- Schema revision 0007 (Alembic); `spica db init` also stamps it.
 
 SET NAMES utf8mb4;
 
@@ -137,6 +137,17 @@ CREATE TABLE runid (
 	CONSTRAINT uq_runid_name UNIQUE (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
+CREATE TABLE stack_release (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	name VARCHAR(32) NOT NULL,
+	digest VARCHAR(64) NOT NULL,
+	settings JSON NOT NULL,
+	frozen_at DATETIME(6) NOT NULL,
+	frozen_by VARCHAR(64),
+	CONSTRAINT pk_stack_release PRIMARY KEY (id),
+	CONSTRAINT uq_stack_release_name UNIQUE (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
 CREATE TABLE viewer (
 	id INTEGER NOT NULL AUTO_INCREMENT,
 	login VARCHAR(64) NOT NULL,
@@ -253,6 +264,8 @@ CREATE TABLE stack (
 	failed_line INTEGER,
 	exit_code INTEGER,
 	error TEXT,
+	tile VARCHAR(128),
+	inputs_digest VARCHAR(64),
 	CONSTRAINT pk_stack PRIMARY KEY (id),
 	CONSTRAINT uq_stack_name UNIQUE (name),
 	CONSTRAINT fk_stack_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE SET NULL
@@ -261,6 +274,7 @@ CREATE TABLE stack (
 CREATE INDEX ix_stack_node_id_state ON stack (node_id, state);
 CREATE INDEX ix_stack_runid ON stack (runid);
 CREATE INDEX ix_stack_state_priority ON stack (state, priority);
+CREATE INDEX ix_stack_tile ON stack (tile);
 CREATE INDEX ix_stack_updated_at ON stack (updated_at);
 
 CREATE TABLE image_ccd (
@@ -305,6 +319,31 @@ CREATE TABLE stack_file (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE INDEX ix_stack_file_image_id ON stack_file (image_id);
+
+CREATE TABLE stack_result (
+	id INTEGER NOT NULL AUTO_INCREMENT,
+	stack_id INTEGER NOT NULL,
+	coadd_path VARCHAR(1024),
+	weight_path VARCHAR(1024),
+	catalog_path VARCHAR(1024),
+	thumbnail_path VARCHAR(1024),
+	scamp_inputs INTEGER,
+	swarp_inputs INTEGER,
+	exptime DOUBLE,
+	seeing DOUBLE,
+	scamp_internal_rms DOUBLE,
+	scamp_external_rms DOUBLE,
+	background DOUBLE,
+	background_rms DOUBLE,
+	completeness DOUBLE,
+	sources INTEGER,
+	zero_point DOUBLE,
+	step_seconds JSON NOT NULL,
+	recorded_at DATETIME(6) NOT NULL,
+	CONSTRAINT pk_stack_result PRIMARY KEY (id),
+	CONSTRAINT uq_stack_result_stack_id UNIQUE (stack_id),
+	CONSTRAINT fk_stack_result_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE stack_run (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -357,4 +396,4 @@ CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL,
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO alembic_version (version_num) VALUES ('0006');
+INSERT INTO alembic_version (version_num) VALUES ('0007');

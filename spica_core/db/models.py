@@ -264,6 +264,11 @@ class Stack(Base):
     failed_line: Mapped[int | None] = mapped_column(Integer)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    #: ``spica auto``'s units: the tile (the stack's name without its release, what
+    #: ``spica compare`` pairs across releases) and a digest of the input set, so that a
+    #: changed selection is reported instead of silently rewriting the unit.
+    tile: Mapped[str | None] = mapped_column(String(NAME), index=True)
+    inputs_digest: Mapped[str | None] = mapped_column(String(64))
 
     node: Mapped[Node | None] = relationship()
     files: Mapped[list[StackFile]] = relationship(
@@ -273,6 +278,61 @@ class Stack(Base):
         back_populates="stack", cascade="all, delete-orphan", order_by="StackRun.id"
     )
     apps: Mapped[list[StackApp]] = relationship(cascade="all, delete-orphan")
+
+
+class StackResult(Base):
+    """What a completed co-add produced and measured (``spica stack record``), one row per
+    stack: the seed's "Results" and the figures ``spica compare`` sets side by side.
+
+    Astrometric RMS are SCAMP's (``scamp.xml``, ``FGroups``), in arcsec; the seeing is the
+    PSF FWHM measured on the co-add (arcsec); completeness is the magnitude at which 80 % of
+    stars injected into a copy of the co-add are recovered.
+    """
+
+    __tablename__ = "stack_result"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stack_id: Mapped[int] = mapped_column(ForeignKey("stack.id", ondelete="CASCADE"), unique=True)
+    coadd_path: Mapped[str | None] = mapped_column(String(1024))
+    weight_path: Mapped[str | None] = mapped_column(String(1024))
+    catalog_path: Mapped[str | None] = mapped_column(String(1024))
+    thumbnail_path: Mapped[str | None] = mapped_column(String(1024))
+    scamp_inputs: Mapped[int | None] = mapped_column(Integer)
+    swarp_inputs: Mapped[int | None] = mapped_column(Integer)
+    #: Sum of the SWarp inputs' exposure times (s).
+    exptime: Mapped[float | None] = mapped_column(Double)
+    seeing: Mapped[float | None] = mapped_column(Double)
+    scamp_internal_rms: Mapped[float | None] = mapped_column(Double)
+    scamp_external_rms: Mapped[float | None] = mapped_column(Double)
+    background: Mapped[float | None] = mapped_column(Double)
+    background_rms: Mapped[float | None] = mapped_column(Double)
+    completeness: Mapped[float | None] = mapped_column(Double)
+    sources: Mapped[int | None] = mapped_column(Integer)
+    #: Photometric zero point of the co-add (mag for 1 ADU/s), as SWarp's FLXSCALE made it.
+    zero_point: Mapped[float | None] = mapped_column(Double)
+    #: Wall-clock seconds per step (``source-extractor``, ``scamp``, ``swarp``, …).
+    step_seconds: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    stack: Mapped[Stack] = relationship()
+
+
+class StackRelease(Base):
+    """A stacking release as ``spica auto`` first planned it: frozen once it has stacks.
+
+    ``digest`` covers the release's rules, tile grid, tool configuration files and reference
+    catalogue; ``spica auto`` refuses a release whose configuration no longer matches it.
+    """
+
+    __tablename__ = "stack_release"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(SHORT), unique=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    #: The configuration the digest covers, for ``spica auto`` to say what changed.
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    frozen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    frozen_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class StackFile(Base):
@@ -502,6 +562,8 @@ ALL_MODELS: tuple[type[Base], ...] = (
     Image,
     ImageCcd,
     Stack,
+    StackResult,
+    StackRelease,
     StackFile,
     StackApp,
     StackRun,
