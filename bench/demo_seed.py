@@ -1,10 +1,10 @@
-"""Benchmark: what ``spica demo`` adds to its start for the demo repository, and the
-console's DataTransfer read.
+"""Benchmark: the demo repository's placement (the story's first step), and the console's
+DataTransfer read.
 
 Starts a demo cluster of ``--nodes`` (no daemons) in a temporary directory, prepares its
-dbspica, then times the seed twice: the first writes the synthetic exposures, ingests them,
-plans and copies four runids to the nodes over SSH and creates the example stacks; the
-second finds everything in place (what every later ``spica demo`` pays). Then times
+dbspica, then times the placement twice: the first writes the synthetic exposures, ingests
+them, plans and copies four runids to the nodes over SSH; the second finds everything in
+place (what a restarted story pays). Then times
 :func:`spica_core.console_transfer.read_transfer_view` (the screen's read at each poll).
 
     .venv/bin/python bench/demo_seed.py [--nodes 8] [--repeat 20]
@@ -31,7 +31,7 @@ def main() -> None:
     from spica_core.db.engine import make_engine
     from spica_core.db.setup import prepare_database
     from spica_core.demo.cluster import DemoCluster
-    from spica_core.demo.seed import seed_demo
+    from spica_core.demo.story import PLACED, place
     from spica_core.transfer.disks import cluster_figures
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -40,19 +40,15 @@ def main() -> None:
             cluster.up(args.nodes, daemons=False)
             config = load_config(cluster.config_path)
             prepare_database(config, create=True)
+            engine = make_engine(config.db)
             started = time.perf_counter()
-            first = seed_demo(config)
+            first = place(config, engine, PLACED)
             first_s = time.perf_counter() - started
             started = time.perf_counter()
-            again = seed_demo(config)
+            again = place(config, engine, PLACED)
             again_s = time.perf_counter() - started
-            print(
-                f"first seed: {first_s:.2f} s ({first.written} exposures written, "
-                f"{first.ingested} ingested, {first.transferred} copied, {first.created} "
-                f"stacks, {len(first.problems)} problems)"
-            )
-            print(f"later seed: {again_s:.2f} s ({again.transferred} copied, nothing redone)")
-            engine = make_engine(config.db)
+            print(f"first placement: {first_s:.2f} s ({len(first)} problems)")
+            print(f"later placement: {again_s:.2f} s ({len(again)} problems, nothing redone)")
             snapshot = cluster_figures(engine, config, poll=True).cluster
             times = []
             for _ in range(args.repeat):

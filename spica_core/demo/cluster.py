@@ -63,10 +63,12 @@ from spica_core.demo.layout import (
     HOST,
     NODE_SUBDIRS,
     SERVER_MODULE,
+    STORY_MODULE,
     DemoPaths,
     demo_node_names,
     demo_partitions,
 )
+from spica_core.demo.release import RELEASE, demo_grid, demo_release
 from spica_core.demo.repository import REPOSITORY
 from spica_core.errors import SpicaError, UsageError
 from spica_core.node.files import atomic_write
@@ -154,6 +156,9 @@ class DemoStatus:
     #: The cluster monitor (``spica watch``): its pid, and whether it runs.
     monitor_pid: int | None = None
     monitor_alive: bool = False
+    #: The story driver (:mod:`spica_core.demo.story`): its pid, and whether it runs.
+    story_pid: int | None = None
+    story_alive: bool = False
 
     @property
     def alive_count(self) -> int:
@@ -174,6 +179,8 @@ class DemoStatus:
             "nodes": [node.to_json() for node in self.nodes],
             "monitor_pid": self.monitor_pid,
             "monitor_alive": self.monitor_alive,
+            "story_pid": self.story_pid,
+            "story_alive": self.story_alive,
         }
 
 
@@ -216,6 +223,7 @@ class _State:
     created: str
     nodes: list[_NodeState] = field(default_factory=list)
     monitor_pid: int | None = None
+    story_pid: int | None = None
 
     def node(self, name: str) -> _NodeState:
         for node in self.nodes:
@@ -233,6 +241,8 @@ _SPAWNED: dict[int, tuple[subprocess.Popen[bytes], tuple[Path, str]]] = {}
 _SPAWNED_DAEMONS: dict[int, tuple[subprocess.Popen[bytes], tuple[Path, str]]] = {}
 #: The name the cluster monitor (``spica watch``) goes by among the spawned daemons.
 MONITOR = "watch"
+#: The name the story driver goes by among the spawned daemons.
+STORY = "story"
 
 
 class DemoCluster:
@@ -307,7 +317,7 @@ class DemoCluster:
             dead = [n for n in state.nodes if not self._alive(n)]
             already_running = len(dead) < len(state.nodes)
             new_ports = self._free_taken_ports(state, dead)
-            stale = layout_changed or bool(new_ports) or self._config_lacks_repository()
+            stale = layout_changed or bool(new_ports) or self._config_outdated()
             self._write_files(state, config=stale)
             self._write_state(state)
             for node in dead:
@@ -343,6 +353,7 @@ class DemoCluster:
             raise DemoNotFound(self.directory)
         with self._locked():
             state = self._read_state() or state
+            self._stop_story(state, timeout)
             self._stop_monitor(state, timeout)
             self._stop_daemons(state.nodes, timeout)
             self._kill_orphan_lines(state.nodes)
@@ -414,6 +425,24 @@ class DemoCluster:
             self._write_state(state)
             return proc.pid
 
+    def start_story(self, *, since: datetime | None = None) -> int | None:
+        """Start the story driver (:mod:`spica_core.demo.story`: placement, QFin, grades,
+        ``spica auto``, the corrupt exposure) beside the nodes if it is not running; its pid,
+        None when one was already running. ``since``: the cold start the first co-add is
+        timed from (kept from the first run of the story). Call once dbspica is prepared."""
+        with self._locked():
+            state = self._state()
+            if self._story_alive(state):
+                return None
+            argv = [sys.executable, "-m", STORY_MODULE, "--dir", str(self.directory)]
+            if since is not None:
+                argv += ["--since", since.isoformat()]
+            proc = self._spawn_detached(argv, self.paths.story_log)
+            _SPAWNED_DAEMONS[proc.pid] = (proc, (self.paths.config, STORY))
+            state.story_pid = proc.pid
+            self._write_state(state)
+            return proc.pid
+
     # -- state -------------------------------------------------------------------------------
 
     def _state(self) -> _State:
@@ -443,6 +472,7 @@ class DemoCluster:
                     for n in raw["nodes"]
                 ],
                 monitor_pid=int(raw["monitor_pid"]) if raw.get("monitor_pid") else None,
+                story_pid=int(raw["story_pid"]) if raw.get("story_pid") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DemoError(f"{self.paths.state}: malformed demo state: {exc!r}") from None
@@ -467,6 +497,7 @@ class DemoCluster:
                 for n in state.nodes
             ],
             "monitor_pid": state.monitor_pid,
+            "story_pid": state.story_pid,
         }
         atomic_write(
             self.paths.state,
@@ -496,6 +527,8 @@ class DemoCluster:
             ),
             monitor_pid=state.monitor_pid,
             monitor_alive=self._monitor_alive(state),
+            story_pid=state.story_pid,
+            story_alive=self._story_alive(state),
         )
 
     def _set_layout(self, state: _State, count: int) -> None:
@@ -518,8 +551,9 @@ class DemoCluster:
 
     # -- files -------------------------------------------------------------------------------
 
-    def _config_lacks_repository(self) -> bool:
-        """A spica.toml from before the demo had its repository: written again."""
+    def _config_outdated(self) -> bool:
+        """A spica.toml from before the demo had its repository or its stacking release:
+        written again."""
         import tomllib
 
         try:
@@ -527,7 +561,10 @@ class DemoCluster:
         except (OSError, ValueError):
             return False  # missing: written anyway; unreadable: the loader will say so
         repos = data.get("transfer", {}).get("repositories", [])
-        return not any(isinstance(r, dict) and r.get("name") == REPOSITORY for r in repos)
+        releases = data.get("releases", [])
+        return not any(
+            isinstance(r, dict) and r.get("name") == REPOSITORY for r in repos
+        ) or not any(isinstance(r, dict) and r.get("name") == RELEASE for r in releases)
 
     def _prepare_directory(self) -> None:
         d = self.directory
@@ -657,6 +694,16 @@ class DemoCluster:
         return state.monitor_pid is not None and _is_daemon(
             state.monitor_pid, self.paths.config, MONITOR
         )
+
+    def _story_alive(self, state: _State) -> bool:
+        return state.story_pid is not None and _is_story(state.story_pid, self.directory)
+
+    def _stop_story(self, state: _State, timeout: float) -> None:
+        """SIGTERM the story driver (it stops between steps), SIGKILL after ``timeout``."""
+        pid = state.story_pid
+        if pid is not None and self._story_alive(state):
+            _terminate(pid, lambda: self._story_alive(state), timeout)
+        state.story_pid = None
 
     def _stop_monitor(self, state: _State, timeout: float) -> bool:
         """SIGTERM the monitor, SIGKILL after ``timeout``; False when none was running."""
@@ -816,7 +863,8 @@ def client_options(paths: DemoPaths) -> dict[str, Any]:
 
 def demo_config(paths: DemoPaths, nodes: list[tuple[str, int]]) -> SpicaConfig:
     """The demo's configuration: its nodes on this host, short daemon intervals so the demo
-    feels live. Paths are relative to the demo directory (``spica.toml`` lives there and
+    feels live, the demo's tile grid and stacking release (:mod:`spica_core.demo.release`).
+    Paths are relative to the demo directory (``spica.toml`` lives there and
     spica_core.config resolves them next to the file)."""
     user = _user()
     agent = agent_command()
@@ -852,6 +900,8 @@ def demo_config(paths: DemoPaths, nodes: list[tuple[str, int]]) -> SpicaConfig:
         transfer=TransferConfig(
             repositories=[RepositoryConfig(name=REPOSITORY, path=str(paths.repository))]
         ),
+        grids=[demo_grid()],
+        releases=[demo_release(paths.directory)],
     )
 
 
@@ -1048,6 +1098,21 @@ def _is_daemon(pid: int, config: Path, name: str) -> bool:
         and _arg(argv, "--node") == name
         and _arg(argv, "--config") == str(config)
     )
+
+
+def _is_story(pid: int, directory: Path) -> bool:
+    """Whether ``pid`` is, right now, the story driver of the demo in ``directory``."""
+    spawned = _SPAWNED_DAEMONS.get(pid)
+    if spawned is not None:
+        proc, (config, name) = spawned
+        if proc.poll() is None:
+            return name == STORY and config.parent == directory
+        del _SPAWNED_DAEMONS[pid]
+        return False
+    argv = _cmdline(pid)
+    if not argv:
+        return False
+    return STORY_MODULE in argv and _arg(argv, "--dir") == str(directory)
 
 
 def _arg(argv: list[str], flag: str) -> str | None:

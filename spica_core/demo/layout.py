@@ -13,6 +13,10 @@ Layout of a demo directory ``D`` (created 0700)::
     D/logs/<node>.log             each server's stdout and stderr
     D/logs/<node>.daemon.log      each node daemon's log
     D/logs/monitor.log            the cluster monitor's log (spica watch)
+    D/logs/story.log              the story driver's log (spica_core.demo.story)
+    D/story.json                  the story's progress: steps done, the corrupt exposure, the
+                                  first co-add and its seconds from the cold start
+    D/refcat/demo-w1.ldac         the stacking release's reference catalogue (FITS_LDAC)
     D/nodes/<node>/               each node's spica root: queue/ stacks/ locks/ raid1/ raid2/
     D/repository/<runid>/         the incoming repository: synthetic exposures (demo.repository)
     D/truth/<runid>/              what the synthetic exposures were drawn from (truth tables)
@@ -36,6 +40,8 @@ HOST = "127.0.0.1"
 SERVER_MODULE = "spica_core.demo.server"
 #: The module the node daemons run as (``python -m spica_tui … daemon``).
 DAEMON_MODULE = "spica_tui"
+#: The module the story driver runs as (``python -m``).
+STORY_MODULE = "spica_core.demo.story"
 PARTITIONS = ("raid1", "raid2")
 NODE_SUBDIRS = ("queue", "stacks", "locks", *PARTITIONS)
 
@@ -126,6 +132,14 @@ class DemoPaths:
     @property
     def monitor_log(self) -> Path:
         return self.logs / "monitor.log"
+
+    @property
+    def story(self) -> Path:
+        return self.directory / "story.json"
+
+    @property
+    def story_log(self) -> Path:
+        return self.logs / "story.log"
 
     @property
     def nodes(self) -> Path:

@@ -1,16 +1,20 @@
 """The demo's incoming repository: small synthetic MegaCam exposures, really placed.
 
 ``D/repository/<runid>/<odometer>p.fits.fz`` (or ``.fits.gz``) for a handful of runids, each
-in two or three filters, a few exposures each with 4 to 8 small CCD extensions (valid MEF
-headers, :mod:`spica_core.synth`): cut-outs at MegaCam's pixel scale from the centre of each
-CCD, drawn from the one synthetic sky (stars, galaxies, seeing, noise) so QFin measures
-something real; what was drawn is in ``D/truth/<runid>/<odometer>p.truth.fits`` (outside the
-repository, which ingestion walks). Written once (the same seed gives the same bytes). The
-repository is ``[[transfer.repositories]]`` ``incoming`` of the demo's spica.toml; its files
-are ingested (``spica ingest``'s core), then every runid but :data:`WAITING_RUNID` is
-planned and copied to the demo nodes through the executor (``spica transfer plan`` and
-``run``'s core), so the runid distribution the operator sees is the planner's placement.
-:data:`WAITING_RUNID` stays in the repository, unplanned, for the console's "transfer now".
+in two or three filters. Every runid observes one pointing of its own (:func:`pointing`,
+0.1 degree apart along a row of the CFHTLS W1 field) eight times with dithers of 10 to 30
+arcsec, so the exposures of a filter overlap and stack. An exposure is a compact mosaic of
+four CCDs of :data:`CCD_SHAPE` native pixels (2 x 2, :data:`CCD_GAP` apart) about its
+pointing, drawn from the one synthetic sky (stars, galaxies, seeing, noise: valid MEF
+headers, :mod:`spica_core.synth`) so QFin and the co-adds measure something real; the demo's
+tile grid has one tile on each pointing (:mod:`spica_core.demo.release`). What was drawn is
+in ``D/truth/<runid>/<odometer>p.truth.fits`` (outside the repository, which ingestion walks).
+Written once (the same seed gives the same bytes). The repository is
+``[[transfer.repositories]]`` ``incoming`` of the demo's spica.toml; its files are ingested
+(``spica ingest``'s core), then every runid but :data:`WAITING_RUNID` is planned and copied to
+the demo nodes through the executor (``spica transfer plan`` and ``run``'s core), so the runid
+distribution the operator sees is the planner's placement. :data:`WAITING_RUNID` stays in the
+repository, unplanned, for the console's "transfer now".
 
 Idempotent: existing files are not rewritten, files dbspica already knows are not read
 again, and a runid with nothing waiting plans nothing.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +54,26 @@ RUNIDS = tuple(RUNID_FILTERS)
 #: Left in the repository, unplanned: the walk-through transfers it from the console.
 WAITING_RUNID = "04BL06"
 EXPOSURES = 8
-#: The demo CCDs: a cut-out of this many native pixels from each CCD's centre.
-CCD_SHAPE = (256, 256)
+#: The demo CCDs: native pixels each, four of them in a 2 x 2 block with gaps of
+#: :data:`CCD_GAP` arcsec (a footprint of :data:`EXPOSURE_SIZE` degrees).
+CCD_SHAPE = (512, 512)
+CCD_GRID = (2, 2)
+CCD_GAP = 10.0
+#: The runids' pointings: along a row of W1 from its centre, this many degrees apart (their
+#: footprints never meet, so each tile's exposures are one runid's, on one node).
+FIRST_POINTING = (34.5, -7.0)
+POINTING_STEP = 0.1
+#: Dithers (arcsec east, north) of a runid's exposures about its pointing, in order.
+DITHERS: tuple[tuple[float, float], ...] = (
+    (0.0, 0.0),
+    (14.0, 9.0),
+    (-9.0, 14.0),
+    (12.0, -12.0),
+    (-14.0, -9.0),
+    (7.0, 15.0),
+    (-15.0, 6.0),
+    (10.0, -14.0),
+)
 
 #: The nodes' disks as they are now (an executor's poll).
 Snapshot = Callable[[], Awaitable[ClusterSnapshot]]
@@ -72,25 +95,54 @@ class DemoExposure:
         return f"{self.spec.filename}.{self.container}"
 
 
+def pointing(runid: str) -> tuple[float, float]:
+    """Where ``runid``'s exposures point (deg), before their dithers."""
+    index = RUNIDS.index(runid)
+    ra0, dec0 = FIRST_POINTING
+    return ra0 + index * POINTING_STEP / math.cos(math.radians(dec0)), dec0
+
+
+def exposure_size() -> float:
+    """The side (deg) of an exposure's compact mosaic: its footprint about its pointing."""
+    from spica_core.synth.layout import NATIVE_SCALE
+
+    columns, rows = CCD_GRID
+    ny, nx = CCD_SHAPE
+    return max(columns * nx, rows * ny) * NATIVE_SCALE / 3600.0 + CCD_GAP / 3600.0
+
+
 def demo_exposures() -> Iterator[DemoExposure]:
     """Every exposure of the demo repository, deterministic."""
-    from spica_core.synth.layout import NATIVE_SCALE
+    from spica_core.synth.layout import NATIVE_SCALE, compact_offsets
     from spica_core.synth.runid import RunidPlan, exposure_specs
 
+    offsets = compact_offsets(*CCD_GRID, CCD_SHAPE, NATIVE_SCALE, CCD_GAP)
     for index, (runid, filters) in enumerate(RUNID_FILTERS.items()):
         plan = RunidPlan(
             runid,
             EXPOSURES,
             seed=index,
             first_odometer=811001 + 1000 * index,
-            ccds=4 + index % 5,
+            ccds=len(offsets),
             ccd_shape=CCD_SHAPE,
             pixel_scale=NATIVE_SCALE,
         )
         container: Container = "fits.fz" if index % 2 == 0 else "fits.gz"
+        ra, dec = pointing(runid)
+        cos_dec = math.cos(math.radians(dec))
         for n, spec in enumerate(exposure_specs(plan)):
+            east, north = DITHERS[n % len(DITHERS)]
             yield DemoExposure(
-                runid, container, dataclasses.replace(spec, filter=filters[n % len(filters)])
+                runid,
+                container,
+                dataclasses.replace(
+                    spec,
+                    filter=filters[n % len(filters)],
+                    object=f"W1-{runid}",
+                    ra_deg=(ra + east / 3600.0 / cos_dec) % 360.0,
+                    dec_deg=dec + north / 3600.0,
+                    ccd_offsets=offsets,
+                ),
             )
 
 
@@ -110,14 +162,16 @@ def truth_root(root: Path) -> Path:
     return root.parent / "truth"
 
 
-def write_repository(root: Path) -> tuple[list[Path], int]:
+def write_repository(root: Path, runids: tuple[str, ...] | None = None) -> tuple[list[Path], int]:
     """Every demo exposure's file under ``root`` (those missing written, with their truth
-    under :func:`truth_root`); and how many were written."""
+    under :func:`truth_root`), or those of ``runids``; and how many were written."""
     from spica_core.synth.truth import write_sky_exposure
 
     paths: list[Path] = []
     written = 0
     for exposure in demo_exposures():
+        if runids is not None and exposure.runid not in runids:
+            continue
         path = root / exposure.runid / exposure.name
         if not path.exists():
             write_sky_exposure(
@@ -145,6 +199,18 @@ def ingest_new(engine: Engine, config: SpicaConfig, paths: list[Path]) -> tuple[
     report = ingest_local(engine, config, new)
     problems = [f"{s.path}: {s.key or ''} {s.reason}".strip() for s in report.skipped]
     return report.count("added"), problems
+
+
+def stock(config: SpicaConfig, engine: Engine, runids: tuple[str, ...]) -> tuple[int, int]:
+    """Write and ingest ``runids`` into the repository, placing nothing (a runid that waits
+    for its transfer); files written and ingested. Problems are the ingestion's, raised."""
+    from spica_core.errors import SpicaError
+
+    paths, written = write_repository(repository_path(config), runids)
+    ingested, problems = ingest_new(engine, config, paths)
+    if problems:
+        raise SpicaError("; ".join(problems))
+    return written, ingested
 
 
 @dataclass
@@ -192,18 +258,24 @@ async def place_runids(
 
 
 async def fill_and_place(
-    config: SpicaConfig, engine: Engine, snapshot: Snapshot, copier: FileCopier
+    config: SpicaConfig,
+    engine: Engine,
+    snapshot: Snapshot,
+    copier: FileCopier,
+    *,
+    runids: tuple[str, ...] | None = None,
 ) -> PlacementResult:
-    """Write, ingest, then place every runid but :data:`WAITING_RUNID`."""
+    """Write, ingest, then place ``runids``; by default write and ingest every runid and
+    place all but :data:`WAITING_RUNID`."""
     root = repository_path(config)
 
     def prepare() -> tuple[int, int, list[str]]:
-        paths, written = write_repository(root)
+        paths, written = write_repository(root, runids)
         ingested, problems = ingest_new(engine, config, paths)
         return written, ingested, problems
 
     written, ingested, problems = await asyncio.to_thread(prepare)
-    placed = tuple(r for r in RUNIDS if r != WAITING_RUNID)
+    placed = runids if runids is not None else tuple(r for r in RUNIDS if r != WAITING_RUNID)
     result = await place_runids(config, engine, snapshot, copier, placed)
     result.written, result.ingested = written, ingested
     result.problems = problems + result.problems
@@ -211,6 +283,7 @@ async def fill_and_place(
 
 
 __all__ = [
+    "CCD_SHAPE",
     "EXPOSURES",
     "REPOSITORY",
     "RUNIDS",
@@ -218,10 +291,13 @@ __all__ = [
     "WAITING_RUNID",
     "PlacementResult",
     "demo_exposures",
+    "exposure_size",
     "fill_and_place",
     "filter_letters",
     "place_runids",
+    "pointing",
     "repository_path",
+    "stock",
     "truth_root",
     "write_repository",
 ]

@@ -113,6 +113,10 @@ class ExposureSpec:
     )
     #: CCDs read out as all zeros (a dead amplifier), whatever the pixel source draws.
     dead_ccds: frozenset[int] = frozenset()
+    #: Where each CCD's centre sits from the pointing (arcsec, x along -RA, y along +Dec), by
+    #: index; empty: MegaCam's focal plane. A compact block (:func:`compact_offsets`) puts an
+    #: exposure's few small CCDs about its pointing, where a footprint box says they are.
+    ccd_offsets: tuple[tuple[float, float], ...] = ()
 
     def gain(self, ccd: int) -> float:
         return self.gains[ccd % len(self.gains)] if self.gains else 1.6
@@ -179,19 +183,44 @@ class CcdGeometry:
     scale_y: float
 
 
-def ccd_geometry(index: int, shape: tuple[int, int], scale: float | None = None) -> CcdGeometry:
+def ccd_geometry(
+    index: int,
+    shape: tuple[int, int],
+    scale: float | None = None,
+    offsets: tuple[tuple[float, float], ...] = (),
+) -> CcdGeometry:
     """CCD ``index`` (0..35, row-major from the south-east corner) for pixels of ``shape``:
-    stretched over the whole CCD, or of ``scale`` (arcsec / pixel) about its centre."""
+    stretched over the whole CCD, or of ``scale`` (arcsec / pixel) about its centre; at
+    ``offsets[index]`` from the pointing when ``offsets`` are given."""
     ny, nx = shape
     column, row = index % COLUMNS, index // COLUMNS
     width = NATIVE_SHAPE[1] * NATIVE_SCALE
     height = NATIVE_SHAPE[0] * NATIVE_SCALE
+    x_offset = (column - (COLUMNS - 1) / 2) * (width + GAP_X)
+    y_offset = (row - (ROWS - 1) / 2) * (height + GAP_Y)
+    if offsets:
+        x_offset, y_offset = offsets[index]
     return CcdGeometry(
         index=index,
-        x_offset=(column - (COLUMNS - 1) / 2) * (width + GAP_X),
-        y_offset=(row - (ROWS - 1) / 2) * (height + GAP_Y),
+        x_offset=x_offset,
+        y_offset=y_offset,
         scale_x=width / nx if scale is None else scale,
         scale_y=height / ny if scale is None else scale,
+    )
+
+
+def compact_offsets(
+    columns: int, rows: int, shape: tuple[int, int], scale: float, gap: float = 0.0
+) -> tuple[tuple[float, float], ...]:
+    """CCD centres (arcsec from the pointing) of a block of ``columns`` x ``rows`` CCDs of
+    ``shape`` pixels at ``scale``, ``gap`` arcsec apart, centred on the pointing: a small
+    mosaic whose whole footprint is the box about its pointing."""
+    ny, nx = shape
+    step_x, step_y = nx * scale + gap, ny * scale + gap
+    return tuple(
+        ((c - (columns - 1) / 2) * step_x, (r - (rows - 1) / 2) * step_y)
+        for r in range(rows)
+        for c in range(columns)
     )
 
 
@@ -219,7 +248,7 @@ def wcs_cards(spec: ExposureSpec, index: int, ra_deg: float, dec_deg: float) -> 
     headers use the reported pointing; the pixels are drawn at the true one.
     """
     ny, nx = spec.ccd_shape
-    geom = ccd_geometry(index, spec.ccd_shape, spec.pixel_scale)
+    geom = ccd_geometry(index, spec.ccd_shape, spec.pixel_scale, spec.ccd_offsets)
     crpix1 = (nx + 1) / 2 - geom.x_offset / geom.scale_x
     crpix2 = (ny + 1) / 2 - geom.y_offset / geom.scale_y
     return [

@@ -74,7 +74,7 @@ def flux_adu(spec: ExposureSpec, mag: np.ndarray) -> np.ndarray:
 
 def pixel_scale(spec: ExposureSpec, index: int = 0) -> tuple[float, float]:
     """(x, y) arcsec / pixel of CCD ``index`` as written."""
-    geom = ccd_geometry(index, spec.ccd_shape, spec.pixel_scale)
+    geom = ccd_geometry(index, spec.ccd_shape, spec.pixel_scale, spec.ccd_offsets)
     return geom.scale_x, geom.scale_y
 
 

@@ -16,6 +16,7 @@ from spica_tui.cli.context import state
 
 if TYPE_CHECKING:
     from spica_core.config import SpicaConfig
+    from spica_core.demo.layout import DemoPaths
 
 ReadOnlyOpt = Annotated[
     bool,
@@ -31,8 +32,9 @@ def console(ctx: typer.Context, read_only: ReadOnlyOpt = False) -> None:
     run(state(ctx).config, read_only=read_only)
 
 
-def run(config: SpicaConfig, *, read_only: bool) -> None:
-    """Check dbspica, then run the console on ``config`` until the operator quits."""
+def run(config: SpicaConfig, *, read_only: bool, demo: DemoPaths | None = None) -> None:
+    """Check dbspica, then run the console on ``config`` until the operator quits
+    (``demo``: the demo's console, which also tells the story's news)."""
     from spica_core.db.engine import check_reachable, make_engine
     from spica_core.db.schema import require_current
     from spica_core.errors import DatabaseUnavailable, SchemaError
@@ -55,7 +57,12 @@ def run(config: SpicaConfig, *, read_only: bool) -> None:
 
     # Read-only: the backend is built without an operations API, not merely gated.
     backend = ConsoleBackend(config, engine, read_only=read_only)
-    app = SpicaConsole(config, backend, operator=operator)
+    if demo is not None:
+        from spica_tui.console.demo_story import DemoConsole
+
+        app: SpicaConsole = DemoConsole(config, backend, operator=operator, paths=demo)
+    else:
+        app = SpicaConsole(config, backend, operator=operator)
     app.run()
 
 

@@ -1,7 +1,7 @@
 """``spica demo``: the main job; ``spica demo up | down | status``: the cluster alone.
 
 Bare ``spica demo`` starts the demo cluster when it is not running, prepares its dbspica,
-seeds the example stacks once (:mod:`spica_core.demo.seed`) and opens the console on it.
+starts the story driver (:mod:`spica_core.demo.story`) and opens the console on it.
 Thin: parse, call :mod:`spica_core.demo`, render. The engine's errors (``DemoNotFound``,
 ``DemoLayoutError``, ``DemoStartError``) become messages and exit codes in ``spica_tui.cli``.
 ``status`` exits 0 when every node is up, 3 when one is down, 1 when there is no cluster.
@@ -18,6 +18,7 @@ from spica_tui.cli.output import emit_json, note, stdout, table
 
 if TYPE_CHECKING:
     from spica_core.demo import DemoStatus
+    from spica_core.demo.story import StoryState
 
 app = typer.Typer(
     help="The embedded demo cluster (one SSH server per node on 127.0.0.1) and its console.",
@@ -54,6 +55,34 @@ def _print_status(status: DemoStatus) -> None:
         note(f"monitor: spica watch, pid {status.monitor_pid} (log: logs/monitor.log)")
 
 
+def _print_story(story: StoryState, *, running: bool) -> None:
+    where = "running" if running else ("told" if story.finished else "stopped")
+    note(f"story ({where}, log: logs/story.log), cold start {story.since}:")
+    for step, when in story.steps.items():
+        stdout.print(f"  {when}  {step}", markup=False, highlight=False)
+    if story.corrupt is not None:
+        c = story.corrupt
+        stdout.print(
+            f"  corrupt exposure: {c.image} on {c.node}, input of {c.stack}\n"
+            f"    {c.path}\n  put it right with:\n    {c.fix}\n"
+            "  then requeue the stack (console: r)",
+            markup=False,
+            highlight=False,
+        )
+    if story.first_coadd is not None:
+        f = story.first_coadd
+        stdout.print(
+            f"  first co-add: {f.stack} on {f.node}, completed {f.seconds:.0f} s after the "
+            "cold start",
+            markup=False,
+            highlight=False,
+        )
+    if story.error:
+        note(f"story: {story.error}")
+    for problem in story.notes:
+        note(f"story: {problem}")
+
+
 @app.callback()
 def demo(
     ctx: typer.Context,
@@ -71,16 +100,18 @@ def demo(
         bool, typer.Option("--read-only", help="Open the console read-only.")
     ] = False,
 ) -> None:
-    """Without a subcommand: start the demo cluster if needed, seed it, open the console."""
+    """Without a subcommand: start the demo cluster if needed, start its story (placement,
+    QFin, grades, spica auto, co-adds) in the background, open the console."""
     if ctx.invoked_subcommand is not None:
         return
+    from datetime import UTC, datetime
+
     from spica_core.config import load_config
     from spica_core.db.setup import prepare_database
     from spica_core.demo import DemoCluster
-    from spica_core.demo.repository import WAITING_RUNID
-    from spica_core.demo.seed import seed_demo
     from spica_tui.cli.console_cmds import run
 
+    since = datetime.now(UTC)
     cluster = DemoCluster(directory)
     result = cluster.up(nodes, daemons=True)
     config = load_config(result.status.config_path)
@@ -88,17 +119,12 @@ def demo(
     cluster.start_monitor()
     if result.started:
         note(f"demo cluster in {result.status.directory}: started {', '.join(result.started)}")
-    seeded = seed_demo(config)
-    if seeded.ingested or seeded.transferred:
+    if cluster.start_story(since=since) is not None:
         note(
-            f"repository: {seeded.ingested} synthetic exposures ingested, {seeded.transferred} "
-            f"planned and copied to the nodes; {WAITING_RUNID} waits (console: d, then n)"
+            "the story runs in the background (logs/story.log): transfer, QFin, grades, "
+            "spica auto, co-adds; 'spica demo status' shows where it is"
         )
-    if seeded.created:
-        note(f"seeded {seeded.created} example stacks, {seeded.launched} launched")
-    for problem in seeded.problems:
-        note(f"seed: {problem}")
-    run(config, read_only=read_only)
+    run(config, read_only=read_only, demo=cluster.paths)
 
 
 @app.command()
@@ -186,12 +212,17 @@ def down(
 def status(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
     """Show each node's port, pid and liveness; exit 3 if a node is down."""
     from spica_core.demo import DemoCluster
+    from spica_core.demo.story import read_story
 
-    st = DemoCluster(directory).status()
+    cluster = DemoCluster(directory)
+    st = cluster.status()
+    story = read_story(cluster.paths)
     if as_json:
-        emit_json(st.to_json())
+        emit_json({**st.to_json(), "story": story.to_json() if story else None})
     else:
         _print_status(st)
         note(f"{st.alive_count}/{len(st.nodes)} nodes up; configuration: {st.config_path}")
+        if story is not None:
+            _print_story(story, running=st.story_alive)
     if not st.all_alive:
         raise typer.Exit(3)

@@ -1,11 +1,10 @@
-"""The demo's example work: seeded once through the agent and the operations API, then run
-by the real demo daemons until every state shows (pending, running, completed, failed)."""
+"""The demo repository: synthetic exposures written, ingested, placed by the planner and
+really copied; each runid's dithered exposures overlap on one tile of the demo grid."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import importlib.util
-import time
 from pathlib import Path
 
 import pytest
@@ -14,79 +13,56 @@ from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
-from spica_core.demo.seed import EXAMPLE_STEP, FLAT, example_stacks, seed_demo
-from spica_core.read_model import StackSelection, list_stacks, state_counts
+from spica_core.demo.repository import PlacementResult, fill_and_place
 
 pytestmark = pytest.mark.timeout(600)
-#: Generous for a loaded machine: on a quiet one every state shows within ~15 s.
-WAIT = 240.0
+
+
+def place(config) -> PlacementResult:
+    from spica_core.executor.agents import AgentExecutor
+
+    engine = make_engine(config.db)
+
+    async def run() -> PlacementResult:
+        async with AgentExecutor.over_ssh(config) as executor:
+            return await fill_and_place(config, engine, executor.snapshot, executor)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
-def seeded_demo(directory: Path, nodes: int, *, daemons: bool):
-    """A demo cluster of ``nodes`` with its dbspica prepared and seeded (no problem)."""
+def placed_demo(directory: Path, nodes: int):
+    """A demo cluster of ``nodes`` (no daemons) with its dbspica prepared and its
+    repository placed (no problem)."""
     cluster = DemoCluster(directory)
     try:
-        cluster.up(nodes, daemons=daemons)
+        cluster.up(nodes, daemons=False)
         config = load_config(cluster.config_path)
         prepare_database(config, create=True)
-        result = seed_demo(config)
+        result = place(config)
         assert result.problems == []
         yield cluster, config, result
     finally:
         cluster.down()
 
 
-def test_examples_cover_every_kind_on_any_cluster_size(tmp_path) -> None:
-    for n in (1, 2, 4, 8):
-        cluster = DemoCluster(tmp_path / f"c{n}")
-        cluster.up(n, daemons=False)
-        try:
-            examples = example_stacks(load_config(cluster.config_path))
-        finally:
-            cluster.down()
-        kinds = [e.kind for e in examples]
-        assert kinds.count("failing") == 1 and "long" in kinds and "quick" in kinds, n
-        assert len({e.name for e in examples}) == len(examples)
-        if n >= 4:
-            assert "waiting" in kinds
-    assert 24 <= len(examples) <= 48  # "a few dozen" on the default 8 nodes
-
-
-def test_seeded_demo_shows_every_state(tmp_path) -> None:
-    if importlib.util.find_spec("spica_core.daemon.service") is None:
-        pytest.skip("the node daemon (spica_core.daemon.service) is not there yet")
-    with seeded_demo(tmp_path / "demo", 4, daemons=True) as (_, config, result):
-        assert result.created == result.staged == result.launched == len(example_stacks(config))
-        engine = make_engine(config.db)
-        deadline = time.monotonic() + WAIT
-        wanted = ("pending", "running", "completed", "failed")
-        while not all(state_counts(engine)[s] for s in wanted):
-            assert time.monotonic() < deadline, f"states after {WAIT:.0f} s: {state_counts(engine)}"
-            time.sleep(0.2)
-        failed = list_stacks(engine, StackSelection(state=None, step=EXAMPLE_STEP, match="_flat$"))
-        assert failed and failed[0].state == "failed"
-        assert "missing master flat" in (failed[0].error or "")
-        assert FLAT in (failed[0].error or "")
-        again = seed_demo(config)  # seeds once
-        assert (again.created, again.launched) == (0, 0)
-        engine.dispose()
-
-
 def test_demo_images_are_placed_by_the_planner_and_really_copied(tmp_path) -> None:
     """Every demo image on a node got there through a plan and a verified copy: a ``done``
     transfer row to that node whose two checksums match the image's and the file on the
     node; the runid distribution counts exactly those images; the waiting runid is still
-    all in the repository, unplanned; the stacks' inputs are these images."""
+    all in the repository, unplanned."""
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
     from spica_core.checksum import file_checksum
-    from spica_core.db.models import Image, Node, Runid, StackFile, Transfer
+    from spica_core.db.models import Image, Node, Runid, Transfer
     from spica_core.demo.repository import EXPOSURES, RUNIDS, WAITING_RUNID
     from spica_core.read_model import transfer_distribution
 
-    with seeded_demo(tmp_path / "demo", 3, daemons=False) as (cluster, config, result):
+    with placed_demo(tmp_path / "demo", 3) as (cluster, config, result):
         placed = EXPOSURES * (len(RUNIDS) - 1)
         assert result.ingested == EXPOSURES * len(RUNIDS)
         assert result.planned == result.transferred == placed
@@ -115,11 +91,50 @@ def test_demo_images_are_placed_by_the_planner_and_really_copied(tmp_path) -> No
             assert not s.scalar(
                 select(func.count()).select_from(Transfer).where(Transfer.runid == WAITING_RUNID)
             )
-            inputs = s.scalars(select(StackFile.image_id)).all()
-            assert inputs and set(inputs) <= {i.id for i in s.scalars(select(Image))}
         dist = transfer_distribution(engine, nodes=[n.name for n in config.nodes])
         assert dist.files == per_cell
         assert len({node for _, node in per_cell}) > 1  # the plans spread the runids
-        again = seed_demo(config)
+        again = place(config)
         assert (again.written, again.ingested, again.planned, again.transferred) == (0, 0, 0, 0)
         engine.dispose()
+
+
+def test_a_runids_exposures_of_a_filter_cover_its_tile() -> None:
+    """Each runid points at one place with dithers of 10 to 30 arcsec; its exposures of one
+    filter (at least two of them) all cover the whole of the runid's demo tile, and no
+    exposure reaches another runid's tile: a tile's inputs are one runid's."""
+    import math
+
+    from spica_core.demo.release import TILE_PIXELS, demo_grid
+    from spica_core.demo.repository import DITHERS, demo_exposures, exposure_size, pointing
+    from spica_core.synth.render import header_wcs
+
+    grid = demo_grid()
+    half_tile = TILE_PIXELS * grid.pixel_scale / 2.0  # arcsec
+    dithers = [math.hypot(*d) for d in DITHERS if d != (0.0, 0.0)]
+    assert min(dithers) >= 10.0 and max(dithers) <= 30.0
+    by_filter: dict[tuple[str, str], int] = {}
+    for exposure in demo_exposures():
+        spec = exposure.spec
+        ra0, dec0 = pointing(exposure.runid)
+        cos_dec = math.cos(math.radians(dec0))
+        # the tile's corners are inside the union of the exposure's CCDs (header WCS)
+        for sx in (-1, 1):
+            for sy in (-1, 1):
+                ra = ra0 + sx * half_tile * 0.98 / 3600.0 / cos_dec
+                dec = dec0 + sy * half_tile * 0.98 / 3600.0
+                inside = False
+                for ccd in range(spec.ccds):
+                    x, y = header_wcs(spec, ccd).world_to_pixel_values(ra, dec)
+                    ny, nx = spec.ccd_shape
+                    inside |= bool(-0.5 <= x <= nx - 0.5 and -0.5 <= y <= ny - 0.5)
+                assert inside, (exposure.name, sx, sy)
+        for other in grid.fields:
+            if other.name.endswith(exposure.runid):
+                continue
+            far = abs(other.ra_min - spec.ra_deg) * cos_dec
+            assert far > exposure_size() / 2 + grid.tile_size / 2, (exposure.name, other.name)
+        by_filter[(exposure.runid, spec.filter)] = (
+            by_filter.get((exposure.runid, spec.filter), 0) + 1
+        )
+    assert min(by_filter.values()) >= 2

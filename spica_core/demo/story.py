@@ -1,0 +1,525 @@
+"""The demo's whole story, driven step by step in a detached process beside the console.
+
+``spica demo`` opens the console at once and leaves the waiting to this driver
+(``python -m spica_core.demo.story --dir D``, started by
+:meth:`~spica_core.demo.cluster.DemoCluster.start_story`, log in ``D/logs/story.log``). It
+does what an operator and cron would do, through the same calls as the commands:
+
+1. the repository written, ingested, and every runid but the waiting one planned and copied
+   to the nodes (:func:`spica_core.demo.repository.fill_and_place`); the release's
+   reference catalogue written from the synthetic sky (:mod:`spica_core.demo.release`);
+2. ``spica qfin --launch`` for every image on a node (``plan_qfin`` / ``apply_qfin``); then
+   the waiting runid written and ingested (it stays in the repository for the console's
+   "transfer now": written after the others so that QFin starts sooner);
+3. once a runid's QFin units are over, its QFin proposals become its grades
+   (``grade_images``, by the demo user);
+4. ``spica auto``: the co-adds planned on the tiles the graded exposures cover, added
+   planned; the first time, one input exposure of one stack is corrupted on its node
+   (:func:`corrupt_exposure`) before the stacks are launched, so that stack fails at that
+   input's ``spica stack prepare`` line with a readable error — the README's walk-through
+   replaces the file and requeues it;
+5. the daemons build the co-adds; the first completed one is recorded with its seconds from
+   the cold start (``spica demo status`` prints them, the console says it).
+
+Every step is idempotent and its progress is in ``D/story.json``, so a driver stopped (``spica
+demo down``) or killed resumes where it was; a finished story is not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from spica_core.config import SpicaConfig
+from spica_core.db.models import Image, Node, Runid, Stack, StackFile
+from spica_core.demo.layout import DemoPaths
+from spica_core.demo.release import RELEASE
+from spica_core.demo.repository import RUNIDS, WAITING_RUNID, repository_path, stock
+from spica_core.node.files import atomic_write
+
+log = logging.getLogger("spica.demo.story")
+
+#: Who the story acts as (audit rows, grades).
+STORY_USER = "spica-demo"
+#: ``stack.step`` of the co-adds (``spica_core.stacking.unit.STACK_STEP``).
+STACK_STEP = "stack"
+QFIN_STEP = "qfin"
+#: The runids the story places (the waiting one stays in the repository).
+PLACED = tuple(r for r in RUNIDS if r != WAITING_RUNID)
+#: Seconds between two rounds of the story's loop.
+POLL = 1.0
+#: The story gives up after this many seconds without finishing (the reason is recorded).
+DEADLINE = 1800.0
+#: Bytes of the corrupt exposure overwritten, in its middle.
+CORRUPT_BYTES = 4096
+
+
+@dataclass
+class Corruption:
+    """The exposure the story corrupted on its node, and how to put it right."""
+
+    image: str
+    stack: str
+    node: str
+    #: The file on the node, and the good copy in the repository.
+    path: str
+    source: str
+    at: str
+
+    @property
+    def fix(self) -> str:
+        """The shell command that replaces the corrupt file with the repository's copy."""
+        import shlex
+
+        return shlex.join(["cp", self.source, self.path])
+
+
+@dataclass
+class FirstCoadd:
+    stack: str
+    node: str | None
+    finished_at: str
+    #: From the cold start (``since``) to the stack's completion.
+    seconds: float
+
+
+@dataclass
+class StoryState:
+    """``D/story.json``."""
+
+    #: The cold start: when ``spica demo`` first ran on this directory.
+    since: str
+    steps: dict[str, str] = field(default_factory=dict)
+    graded: dict[str, str] = field(default_factory=dict)
+    corrupt: Corruption | None = None
+    first_coadd: FirstCoadd | None = None
+    finished: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> StoryState | None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable story state: {exc}") from None
+        try:
+            corrupt = raw.get("corrupt")
+            first = raw.get("first_coadd")
+            return cls(
+                since=str(raw["since"]),
+                steps=dict(raw.get("steps") or {}),
+                graded=dict(raw.get("graded") or {}),
+                corrupt=Corruption(**corrupt) if corrupt else None,
+                first_coadd=FirstCoadd(**first) if first else None,
+                finished=raw.get("finished"),
+                error=raw.get("error"),
+                notes=list(raw.get("notes") or []),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: malformed story state: {exc!r}") from None
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        if self.corrupt is not None:
+            data["corrupt"]["fix"] = self.corrupt.fix
+        atomic_write(path, (json.dumps(data, indent=2) + "\n").encode(), mode=0o600, durable=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.corrupt is not None:
+            data["corrupt"]["fix"] = self.corrupt.fix
+        return data
+
+
+def read_story(paths: DemoPaths) -> StoryState | None:
+    """The story's progress, None before it started (or when its file is unreadable)."""
+    try:
+        return StoryState.load(paths.story)
+    except ValueError:
+        return None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _utc(when: datetime) -> datetime:
+    """dbspica's times are UTC, naive on SQLite."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+# -- the steps -------------------------------------------------------------------------------
+
+
+def place(config: SpicaConfig, engine: Engine, runids: Sequence[str]) -> list[str]:
+    """Write, ingest and place the repository's runids (step 1); the problems."""
+    from spica_core.demo.repository import fill_and_place
+    from spica_core.executor.agents import AgentExecutor
+
+    async def run() -> list[str]:
+        async with AgentExecutor.over_ssh(config) as executor:
+            result = await fill_and_place(
+                config, engine, executor.snapshot, executor, runids=tuple(runids)
+            )
+        log.info(
+            "repository: %d written, %d ingested, %d planned, %d copied",
+            result.written,
+            result.ingested,
+            result.planned,
+            result.transferred,
+        )
+        return result.problems
+
+    return asyncio.run(run())
+
+
+def launch_qfin(config: SpicaConfig, engine: Engine) -> tuple[int, list[str]]:
+    """``spica qfin --launch`` (step 2): units for the placed images that have none; how many
+    were added, and the problems."""
+    from spica_core.qfin.plan import QfinQuery, apply_qfin, plan_qfin
+
+    plan = plan_qfin(engine, config, QfinQuery())
+    if not plan.units:
+        return 0, []
+    done = apply_qfin(engine, config, plan, launch=True, by=STORY_USER)
+    problems = [f"{u.unit}: {u.error}" for u in done.units if u.error]
+    problems += [f"{unit}: {why}" for unit, why in done.not_launched]
+    return sum(u.error is None for u in done.units), problems
+
+
+def qfin_over(engine: Engine, runid: str) -> bool:
+    """Whether every image of ``runid`` on a node has its QFin over: measured, or refused,
+    or its unit failed (an operator's case; the story grades the others)."""
+    with Session(engine) as session:
+        images = session.execute(
+            select(Image.id, Image.qf_status)
+            .join(Runid, Runid.id == Image.runid_id)
+            .where(Runid.name == runid, Image.node_id.is_not(None))
+        ).all()
+        if not images:
+            return False
+        open_ids = [i for i, status in images if status not in ("done", "failed")]
+        if not open_ids:
+            return True
+        failed_units = set(
+            session.scalars(
+                select(StackFile.image_id)
+                .join(Stack, Stack.id == StackFile.stack_id)
+                .where(
+                    StackFile.image_id.in_(open_ids),
+                    Stack.step == QFIN_STEP,
+                    Stack.state == "failed",
+                )
+            )
+        )
+    return set(open_ids) <= failed_units
+
+
+def grade_runid(engine: Engine, runid: str) -> dict[str, int]:
+    """Step 3: the QFin proposal of each measured image of ``runid`` that no operator graded
+    becomes its grade (audited, by :data:`STORY_USER`); images per grade."""
+    from spica_core.qfin.grading import grade_images
+
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Image.filename, Image.grade_proposal)
+            .join(Runid, Runid.id == Image.runid_id)
+            .where(
+                Runid.name == runid,
+                Image.qf_status == "done",
+                Image.graded_by.is_(None),
+                Image.grade_proposal.is_not(None),
+            )
+            .order_by(Image.filename)
+        ).all()
+    by_grade: dict[str, list[str]] = {}
+    for name, proposal in rows:
+        by_grade.setdefault(str(proposal), []).append(name)
+    for grade, names in sorted(by_grade.items()):
+        grade_images(engine, names, grade, comment=None, user=STORY_USER)
+    return {grade: len(names) for grade, names in sorted(by_grade.items())}
+
+
+def plan_stacks(config: SpicaConfig, engine: Engine) -> tuple[int, list[str]]:
+    """Step 4: ``spica auto`` over the release: the new units added, planned (the story
+    launches them after the corruption); how many, and the problems."""
+    import importlib
+
+    auto_plan: Any = importlib.import_module("spica_core.auto.plan")
+    apply_auto: Any = importlib.import_module("spica_core.auto.apply").apply_auto
+    query = auto_plan.AutoQuery(release=None, survey=None, filter=None, mode=None)
+    plan = auto_plan.plan_auto(engine, config, query)
+    units = list(getattr(plan, "units", []))
+    if not units:
+        return 0, []
+    applied = apply_auto(engine, config, plan, launch=False, by=STORY_USER)
+    problems = [
+        f"{getattr(u, 'name', u)}: {u.error}"
+        for u in getattr(applied, "units", [])
+        if getattr(u, "error", None)
+    ]
+    return len(units) - len(problems), problems
+
+
+def planned_stacks(engine: Engine) -> list[str]:
+    """The release's co-adds still planned, by name."""
+    with Session(engine) as session:
+        return list(
+            session.scalars(
+                select(Stack.name)
+                .where(Stack.step == STACK_STEP, Stack.release == RELEASE, Stack.state == "planned")
+                .order_by(Stack.name)
+            )
+        )
+
+
+def corrupt_exposure(
+    config: SpicaConfig, engine: Engine, stacks: Sequence[str]
+) -> Corruption | None:
+    """Corrupt one input exposure of the last of ``stacks`` (planned co-adds) on its node,
+    as a failing disk would: bytes in its middle overwritten, its size kept. The stack's
+    ``spica stack prepare`` line of that input checks the ingested checksum and fails there.
+    None when no stack has an input on its own node."""
+    from spica_core.db.models import StackFile
+    from spica_core.stacking.unit import SWARP
+
+    root = repository_path(config)
+    with Session(engine) as session:
+        for name in reversed(sorted(stacks)):
+            rows = session.execute(
+                select(Image.filename, Image.path, Node.name, Runid.name)
+                .join(StackFile, StackFile.image_id == Image.id)
+                .join(Stack, Stack.id == StackFile.stack_id)
+                .join(Node, Node.id == Stack.node_id)
+                .join(Runid, Runid.id == Image.runid_id)
+                .where(Stack.name == name, StackFile.role == SWARP, Image.node_id == Node.id)
+                .order_by(Image.filename)
+            ).all()
+            for image, path, node, runid in rows:
+                if not path:
+                    continue
+                source = root / runid / Path(path).name
+                if Path(path).is_file() and source.is_file():
+                    _damage(Path(path))
+                    return Corruption(image, name, node, path, str(source), _iso(_now()))
+    return None
+
+
+def _damage(path: Path) -> None:
+    """Overwrite :data:`CORRUPT_BYTES` in the middle of ``path`` with their complement."""
+    size = path.stat().st_size
+    offset = max(0, size // 2 - CORRUPT_BYTES // 2)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        chunk = f.read(CORRUPT_BYTES)
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def launch_stacks(config: SpicaConfig, engine: Engine, names: Sequence[str]) -> list[str]:
+    """``spica launch NAME… --yes`` as the demo user; the problems."""
+    from spica_core.executor.agents import AgentExecutor
+    from spica_core.operations import OpAction, OperationRequest, Operations, Outcome, Selection
+
+    async def run() -> list[str]:
+        async with AgentExecutor.over_ssh(config) as executor:
+            ops = Operations(config, engine, executor)
+            request = OperationRequest(
+                OpAction.LAUNCH, Selection(names=tuple(names)), user=STORY_USER
+            )
+            plan = await ops.plan(request)
+            results = await ops.apply(plan)
+        return [f"{r.stack}: {r.message}" for r in results if r.outcome is not Outcome.APPLIED]
+
+    return asyncio.run(run())
+
+
+def first_coadd(engine: Engine, since: datetime) -> FirstCoadd | None:
+    """The release's first completed co-add, timed from ``since``."""
+    with Session(engine) as session:
+        row = session.execute(
+            select(Stack.name, Node.name, Stack.finished_at)
+            .outerjoin(Node, Node.id == Stack.node_id)
+            .where(
+                Stack.step == STACK_STEP,
+                Stack.release == RELEASE,
+                Stack.state == "completed",
+                Stack.finished_at.is_not(None),
+            )
+            .order_by(Stack.finished_at, Stack.name)
+            .limit(1)
+        ).first()
+    if row is None:
+        return None
+    name, node, finished = row
+    if finished is None:
+        return None
+    done = _utc(finished)
+    return FirstCoadd(name, node, _iso(done), round((done - since).total_seconds(), 1))
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+class _Stop:
+    """Set by SIGTERM: the driver stops between two steps."""
+
+    requested = False
+
+    @classmethod
+    def install(cls) -> None:
+        def handler(signum: int, frame: object) -> None:
+            cls.requested = True
+
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _sleep(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not _Stop.requested and time.monotonic() < deadline:
+        time.sleep(min(0.1, seconds))
+
+
+def run_story(
+    directory: Path,
+    *,
+    since: datetime | None = None,
+    runids: Sequence[str] = PLACED,
+    corrupt: bool = True,
+    poll: float = POLL,
+    deadline: float = DEADLINE,
+) -> StoryState:
+    """Run (or resume) the story of the demo in ``directory`` until the release's co-adds
+    are launched and the first one completed; the story's state, also in ``story.json``."""
+    from spica_core.config import load_config
+    from spica_core.db.engine import make_engine
+    from spica_core.demo.release import write_reference
+
+    paths = DemoPaths.at(directory)
+    state = StoryState.load(paths.story) or StoryState(since=_iso(since or _now()))
+    if state.finished:
+        log.info("the story is over (%s); nothing to do", state.finished)
+        return state
+    config = load_config(paths.config)
+    engine = make_engine(config.db)
+    started = time.monotonic()
+
+    def mark(step: str, message: str) -> None:
+        state.steps[step] = _iso(_now())
+        log.info("%s", message)
+        state.save(paths.story)
+
+    def note(problems: list[str]) -> None:
+        for problem in problems:
+            log.warning("%s", problem)
+            if problem not in state.notes:
+                state.notes.append(problem)
+
+    try:
+        if "placed" not in state.steps:
+            note(place(config, engine, runids))
+            mark("placed", f"runids {', '.join(runids)} placed on the nodes")
+        if "reference" not in state.steps:
+            path = write_reference(paths.directory)
+            mark("reference", f"reference catalogue {path}")
+        auto_missing = False
+        while not _Stop.requested:
+            if time.monotonic() - started > deadline:
+                state.error = f"the story did not finish within {deadline:.0f} s"
+                log.error("%s", state.error)
+                break
+            added, problems = launch_qfin(config, engine)
+            note(problems)
+            if added:
+                mark("qfin", f"QFin: {added} unit(s) added and launched")
+            if "waiting" not in state.steps:
+                written, _ = stock(config, engine, (WAITING_RUNID,))
+                mark("waiting", f"{WAITING_RUNID}: {written} exposure(s) wait in the repository")
+            newly = []
+            for runid in runids:
+                if runid not in state.graded and qfin_over(engine, runid):
+                    grades = grade_runid(engine, runid)
+                    state.graded[runid] = _iso(_now())
+                    newly.append(runid)
+                    shown = ", ".join(f"{g}: {n}" for g, n in grades.items()) or "none"
+                    mark(f"graded {runid}", f"{runid}: QFin over, proposals graded ({shown})")
+            if newly and not auto_missing:
+                try:
+                    planned, problems = plan_stacks(config, engine)
+                except ImportError as exc:
+                    auto_missing = True
+                    note([f"spica auto is not in this installation ({exc}): no co-adds"])
+                else:
+                    note(problems)
+                    mark("auto", f"spica auto: {planned} co-add(s) planned")
+            waiting = planned_stacks(engine)
+            if waiting and corrupt and state.corrupt is None:
+                state.corrupt = corrupt_exposure(config, engine, waiting)
+                if state.corrupt is not None:
+                    c = state.corrupt
+                    mark("corrupt", f"{c.image} corrupted on {c.node} ({c.path}), in {c.stack}")
+            if waiting:
+                note(launch_stacks(config, engine, waiting))
+                mark("launched", f"{len(waiting)} co-add(s) launched")
+            if state.first_coadd is None:
+                since_dt = datetime.fromisoformat(state.since)
+                state.first_coadd = first_coadd(engine, since_dt)
+                if state.first_coadd is not None:
+                    f = state.first_coadd
+                    mark(
+                        "first co-add",
+                        f"first co-add completed: {f.stack} on {f.node}, "
+                        f"{f.seconds:.0f} s from the cold start",
+                    )
+            all_graded = all(r in state.graded for r in runids)
+            if all_graded and (auto_missing or (state.first_coadd and not waiting)):
+                state.finished = _iso(_now())
+                mark("finished", "the story is told")
+                break
+            _sleep(poll)
+    finally:
+        state.save(paths.story)
+        engine.dispose()
+    return state
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m spica_core.demo.story")
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--since", type=datetime.fromisoformat, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    _Stop.install()
+    try:
+        state = run_story(args.dir, since=args.since)
+    except Exception:
+        log.exception("the story stopped")
+        return 1
+    return 1 if state.error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
