@@ -165,3 +165,53 @@ def test_the_first_coadd_is_timed_from_the_cold_start(told: Told) -> None:
         stack = s.scalars(select(Stack).where(Stack.name == first.stack)).one()
         assert stack.state == "completed" and stack.step == "stack"
         assert s.scalars(select(StackResult).where(StackResult.stack_id == stack.id)).one()
+
+
+async def test_the_demo_console_tells_the_story_once(tmp_path: Path) -> None:
+    """The console ``spica demo`` opens reads ``story.json``: a notification for the corrupt
+    exposure (naming the image, node and stack) and one for the first co-add (its seconds),
+    each once, whatever the number of reads."""
+    from spica_core.demo.story import Corruption, FirstCoadd
+    from spica_tui.console.demo_story import DemoConsole
+    from spica_tui.console.refresh import ConsoleBackend
+    from tests.console_support import fast_config
+
+    cluster = DemoCluster(tmp_path / "demo")
+    cluster.up(1)
+    try:
+        config = fast_config(cluster.config_path)
+        prepare_database(config, create=True)
+        story = StoryState(since="2026-12-03T08:00:00+00:00")
+        story.corrupt = Corruption(
+            "811003p", "CFHTLS_W_y_021800-070000_T0003", "mix1", "/n/811003p.fits.fz",
+            "/r/811003p.fits.fz", "2026-12-03T08:01:00+00:00",
+        )  # fmt: skip
+        story.save(cluster.paths.story)
+        engine = make_engine(config.db)
+        app = DemoConsole(
+            config, ConsoleBackend(config, engine), paths=cluster.paths, operator="tester"
+        )
+        messages: list[str] = []
+        notify = app.notify
+
+        def noting(message: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            messages.append(message)
+            notify(message, **kwargs)
+
+        app.notify = noting  # type: ignore[method-assign]
+        async with app.run_test(notifications=True) as pilot:
+            await pilot.pause(0.3)
+            story.first_coadd = FirstCoadd(
+                "CFHTLS_W_g_021800-070000_T0003", "mix1", "2026-12-03T08:02:30+00:00", 150.0
+            )
+            story.save(cluster.paths.story)
+            app._story_tick()
+            app._story_tick()
+            await pilot.pause(0.3)
+        engine.dispose()
+    finally:
+        cluster.down()
+    corrupt = [m for m in messages if "811003p was corrupted on mix1" in m]
+    first = [m for m in messages if "first co-add completed" in m]
+    assert len(corrupt) == 1 and "CFHTLS_W_y_021800-070000_T0003" in corrupt[0], messages
+    assert len(first) == 1 and "150 s after the cold start" in first[0]

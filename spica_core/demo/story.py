@@ -125,7 +125,9 @@ class StoryState:
                 since=str(raw["since"]),
                 steps=dict(raw.get("steps") or {}),
                 graded=dict(raw.get("graded") or {}),
-                corrupt=Corruption(**corrupt) if corrupt else None,
+                corrupt=Corruption(**{k: v for k, v in corrupt.items() if k != "fix"})
+                if corrupt
+                else None,
                 first_coadd=FirstCoadd(**first) if first else None,
                 finished=raw.get("finished"),
                 error=raw.get("error"),
