@@ -34,7 +34,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ from spica_core.db.models import Image, Node, Runid, Stack, StackFile
 from spica_core.demo.layout import DemoPaths
 from spica_core.demo.release import RELEASE
 from spica_core.demo.repository import RUNIDS, WAITING_RUNID, repository_path, stock
+from spica_core.errors import SpicaError
 from spica_core.node.files import atomic_write
 
 log = logging.getLogger("spica.demo.story")
@@ -104,6 +105,8 @@ class StoryState:
     since: str
     steps: dict[str, str] = field(default_factory=dict)
     graded: dict[str, str] = field(default_factory=dict)
+    #: Runids whose graded exposures ``spica auto`` has planned.
+    planned: list[str] = field(default_factory=list)
     corrupt: Corruption | None = None
     first_coadd: FirstCoadd | None = None
     finished: str | None = None
@@ -125,6 +128,7 @@ class StoryState:
                 since=str(raw["since"]),
                 steps=dict(raw.get("steps") or {}),
                 graded=dict(raw.get("graded") or {}),
+                planned=list(raw.get("planned") or []),
                 corrupt=Corruption(**{k: v for k, v in corrupt.items() if k != "fix"})
                 if corrupt
                 else None,
@@ -402,6 +406,52 @@ def _sleep(seconds: float) -> None:
         time.sleep(min(0.1, seconds))
 
 
+def _round(
+    config: SpicaConfig,
+    engine: Engine,
+    state: StoryState,
+    runids: Sequence[str],
+    corrupt: bool,
+    mark: Callable[[str, str], None],
+    note: Callable[[list[str]], None],
+) -> bool:
+    """One round of steps 2 to 4, each doing only what is new; True when ``spica auto`` is
+    not in this installation (the story then ends with the grades)."""
+    added, problems = launch_qfin(config, engine)
+    note(problems)
+    if added:
+        mark("qfin", f"QFin: {added} unit(s) added and launched")
+    if "waiting" not in state.steps:
+        written, _ = stock(config, engine, (WAITING_RUNID,))
+        mark("waiting", f"{WAITING_RUNID}: {written} exposure(s) wait in the repository")
+    for runid in runids:
+        if runid not in state.graded and qfin_over(engine, runid):
+            grades = grade_runid(engine, runid)
+            state.graded[runid] = _iso(_now())
+            shown = ", ".join(f"{g}: {n}" for g, n in grades.items()) or "none"
+            mark(f"graded {runid}", f"{runid}: QFin over, proposals graded ({shown})")
+    due = [r for r in runids if r in state.graded and r not in state.planned]
+    if due:
+        try:
+            planned, problems = plan_stacks(config, engine)
+        except ImportError as exc:
+            note([f"spica auto is not in this installation ({exc}): no co-adds"])
+            return True
+        note(problems)
+        state.planned += due
+        mark("auto", f"spica auto ({', '.join(due)} graded): {planned} co-add(s) planned")
+    waiting = planned_stacks(engine)
+    if waiting and corrupt and state.corrupt is None:
+        state.corrupt = corrupt_exposure(config, engine, waiting)
+        if state.corrupt is not None:
+            c = state.corrupt
+            mark("corrupt", f"{c.image} corrupted on {c.node} ({c.path}), in {c.stack}")
+    if waiting:
+        note(launch_stacks(config, engine, waiting))
+        mark("launched", f"{len(waiting)} co-add(s) launched")
+    return False
+
+
 def run_story(
     directory: Path,
     *,
@@ -450,42 +500,12 @@ def run_story(
                 state.error = f"the story did not finish within {deadline:.0f} s"
                 log.error("%s", state.error)
                 break
-            added, problems = launch_qfin(config, engine)
-            note(problems)
-            if added:
-                mark("qfin", f"QFin: {added} unit(s) added and launched")
-            if "waiting" not in state.steps:
-                written, _ = stock(config, engine, (WAITING_RUNID,))
-                mark("waiting", f"{WAITING_RUNID}: {written} exposure(s) wait in the repository")
-            newly = []
-            for runid in runids:
-                if runid not in state.graded and qfin_over(engine, runid):
-                    grades = grade_runid(engine, runid)
-                    state.graded[runid] = _iso(_now())
-                    newly.append(runid)
-                    shown = ", ".join(f"{g}: {n}" for g, n in grades.items()) or "none"
-                    mark(f"graded {runid}", f"{runid}: QFin over, proposals graded ({shown})")
-            if newly and not auto_missing:
-                try:
-                    planned, problems = plan_stacks(config, engine)
-                except ImportError as exc:
-                    auto_missing = True
-                    note([f"spica auto is not in this installation ({exc}): no co-adds"])
-                else:
-                    note(problems)
-                    mark("auto", f"spica auto: {planned} co-add(s) planned")
-            waiting = planned_stacks(engine)
-            if waiting and corrupt and state.corrupt is None:
-                state.corrupt = corrupt_exposure(config, engine, waiting)
-                if state.corrupt is not None:
-                    c = state.corrupt
-                    mark("corrupt", f"{c.image} corrupted on {c.node} ({c.path}), in {c.stack}")
-            if waiting:
-                note(launch_stacks(config, engine, waiting))
-                mark("launched", f"{len(waiting)} co-add(s) launched")
+            try:
+                auto_missing |= _round(config, engine, state, runids, corrupt, mark, note)
+            except SpicaError as exc:  # a node or dbspica away: the next round tries again
+                note([f"{type(exc).__name__}: {exc} (tried again)"])
             if state.first_coadd is None:
-                since_dt = datetime.fromisoformat(state.since)
-                state.first_coadd = first_coadd(engine, since_dt)
+                state.first_coadd = first_coadd(engine, datetime.fromisoformat(state.since))
                 if state.first_coadd is not None:
                     f = state.first_coadd
                     mark(
@@ -493,8 +513,8 @@ def run_story(
                         f"first co-add completed: {f.stack} on {f.node}, "
                         f"{f.seconds:.0f} s from the cold start",
                     )
-            all_graded = all(r in state.graded for r in runids)
-            if all_graded and (auto_missing or (state.first_coadd and not waiting)):
+            all_planned = set(runids) <= set(state.planned)
+            if auto_missing or (all_planned and state.first_coadd and not planned_stacks(engine)):
                 state.finished = _iso(_now())
                 mark("finished", "the story is told")
                 break
