@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from spica_core.stacking.completeness import (
     CompletenessFailed,
     completeness,
     completeness_curve,
+    injected_truth,
     nearest,
     recovery_curve,
     zero_point,
@@ -197,13 +199,17 @@ def true_completeness(built: Built, fraction: float = 0.8) -> tuple[float, int]:
 def test_zero_point_against_the_exposures(built: Built) -> None:
     _ok(built)
     truth = observing.zero_point(built.specs[0])
-    header = fits.getheader(built.out.inject_truth, "INJECTED")
-    assert header["ZP_N"] >= 50
-    assert abs(header["ZP"] - truth) < 0.05, (header["ZP"], truth)
+    assert all(observing.zero_point(s) == truth for s in built.specs)
+    injected = injected_truth(built.out.inject_truth)
+    assert injected.zero_point_stars >= 50
+    assert abs(injected.zero_point - truth) < 0.05, (injected.zero_point, truth)
     # Kron fluxes alone miss the wings: the correction is what brings it to the truth.
     uncorrected, _ = zero_point(built.out.catalog, built.refcat)
-    assert uncorrected < header["ZP"]
-    print(f"\nzero point {header['ZP']:.4f} (Kron only {uncorrected:.4f}), truth {truth:.4f}")
+    assert uncorrected < injected.zero_point
+    print(
+        f"\nzero point {injected.zero_point:.4f} (Kron only {uncorrected:.4f}), "
+        f"truth {truth:.4f}, {injected.zero_point_stars} reference stars"
+    )
 
 
 def test_injected_completeness_against_the_true_one(built: Built) -> None:
@@ -214,9 +220,14 @@ def test_injected_completeness_against_the_true_one(built: Built) -> None:
     assert injected is not None, curve.reason
     assert curve.magnitude == injected
     assert abs(injected - true) < 0.3, (injected, true)
-    header = fits.getheader(built.out.inject_truth, "INJECTED")
-    assert header["N"] >= 1000
-    assert header["SEEING"] == pytest.approx(0.85, abs=0.05)
+    summary = injected_truth(built.out.inject_truth)
+    assert summary.stars >= 1000
+    assert summary.seeing == pytest.approx(0.85, abs=0.05)
+    # The table's sky positions are its pixels through the co-add's WCS.
+    table = fits.getdata(built.out.inject_truth, "INJECTED")
+    assert len(table) == summary.stars
+    x, y = WCS(fits.getheader(built.out.coadd)).wcs_world2pix(table["RA"], table["DEC"], 1)
+    assert np.allclose(x, table["X"], atol=1e-3) and np.allclose(y, table["Y"], atol=1e-3)
     # Half the stars fainter than the 80% magnitude, the curve shown falling through it.
     assert curve.bins[0][3] > 0.95 and curve.bins[-1][3] < 0.1
     print(f"\ncompleteness 80%: injected {injected:.3f}, true {true:.3f} ({stars} sky stars)")
@@ -255,6 +266,9 @@ def test_same_stack_same_stars(built: Built, tmp_path: Path) -> None:
         "--json",
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
+    shown = json.loads(again.stdout)
+    assert shown["injected"] == injected_truth(copy.inject_truth).stars
+    assert shown["zero_point"] == injected_truth(built.out.inject_truth).zero_point
     first = fits.getdata(built.out.inject_truth, "INJECTED")
     second = fits.getdata(copy.inject_truth, "INJECTED")
     assert np.array_equal(first["X"], second["X"]) and np.array_equal(first["MAG"], second["MAG"])

@@ -12,7 +12,9 @@ The interfaces the record reads, kept stable:
 * :func:`completeness` ``(truth_path, catalog_path, *, fraction=0.8, radius_px=None) ->
   float | None``: the magnitude where the recovered fraction of the injected stars falls to
   ``fraction`` (None when the injection cannot tell; :func:`completeness_curve` says why).
-* ``StackOutputs.inject_truth``: a FITS table (extension ``INJECTED``: ``X``, ``Y`` 1-based
+* :func:`injected_truth` ``(truth_path) -> InjectedTruth`` (zero point, its stars, seeing,
+  stars injected), read from the header of
+  ``StackOutputs.inject_truth``: a FITS table (extension ``INJECTED``: ``X``, ``Y`` 1-based
   pixels of the co-add, ``RA``, ``DEC`` deg, ``MAG``, ``FLUX`` ADU) whose header holds ``ZP``
   (the co-add's zero point, mag of 1 ADU), ``ZP_N`` (reference stars it rests on),
   ``SEEING`` (the injected FWHM, arcsec), ``FWHM_PX``, ``BETA``, ``PIXSCALE`` and ``N``.
@@ -24,6 +26,11 @@ with a wide aperture), so an injected star of magnitude m carries the light a re
 magnitude m has. The stars are pixel-integrated Moffat profiles of the PSF PSFEx measured
 (:mod:`spica_core.synth.psf`), put on a jittered grid away from the co-add's sources and
 from pixels without weight; the co-add's own noise is their noise.
+
+The co-add's catalogue (source-extractor's FITS_LDAC) needs ``X_IMAGE``, ``Y_IMAGE``,
+``ALPHA_J2000``/``DELTA_J2000`` (or ``X_WORLD``/``Y_WORLD``), ``FLUX_AUTO`` and ``FLAGS``,
+and uses ``FLUXERR_AUTO`` and ``FLUX_RADIUS`` when present; the injected copy's, ``X_IMAGE``
+and ``Y_IMAGE``. The reference catalogue is FITS_LDAC with ``X_WORLD``, ``Y_WORLD``, ``MAG``.
 """
 
 from __future__ import annotations
@@ -94,6 +101,16 @@ class Injection:
     #: The injected magnitudes' range.
     bright: float
     faint: float
+
+
+@dataclass(frozen=True)
+class InjectedTruth:
+    """The header of ``StackOutputs.inject_truth``: what the record keeps of the injection."""
+
+    zero_point: float
+    zero_point_stars: int
+    seeing: float
+    stars: int
 
 
 @dataclass(frozen=True)
@@ -578,6 +595,22 @@ def _decreasing(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
             v1, w1, n1 = blocks.pop()
             blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
     return np.repeat([b[0] for b in blocks], [int(b[2]) for b in blocks])
+
+
+def injected_truth(truth_path: Path) -> InjectedTruth:
+    """The zero point, seeing and number of stars :func:`inject` wrote in its table."""
+    _, header = _read_truth(Path(truth_path))
+    try:
+        return InjectedTruth(
+            zero_point=float(header["ZP"]),
+            zero_point_stars=int(header["ZP_N"]),
+            seeing=float(header["SEEING"]),
+            stars=int(header["N"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CompletenessFailed(
+            f"injected stars' table {truth_path} lacks its header card {one_line(exc)}"
+        ) from exc
 
 
 def _read_truth(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
