@@ -17,6 +17,7 @@ import itertools
 import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -231,6 +232,26 @@ def test_injected_completeness_against_the_true_one(built: Built) -> None:
     # Half the stars fainter than the 80% magnitude, the curve shown falling through it.
     assert curve.bins[0][3] > 0.95 and curve.bins[-1][3] < 0.1
     print(f"\ncompleteness 80%: injected {injected:.3f}, true {true:.3f} ({stars} sky stars)")
+
+
+def test_the_record_reads_the_injection_without_astropy(built: Built) -> None:
+    """``spica stack record`` calls these in a fresh process on the node: cfitsio only."""
+    _ok(built)
+    truth, catalog = built.out.inject_truth, built.out.inject_catalog
+    code = (
+        "import json, sys\nfrom pathlib import Path\n"
+        "from spica_core.stacking.completeness import completeness, injected_truth\n"
+        f"m = completeness(Path({str(truth)!r}), Path({str(catalog)!r}))\n"
+        f"t = injected_truth(Path({str(truth)!r}))\n"
+        "print(json.dumps([m, t.zero_point, 'astropy' in sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    shown = json.loads(done.stdout)
+    assert shown == [
+        completeness(truth, catalog),
+        injected_truth(truth).zero_point,
+        False,
+    ]
 
 
 def test_injection_leaves_the_coadd_as_it_was(built: Built) -> None:
