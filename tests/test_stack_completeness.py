@@ -324,6 +324,16 @@ def test_bad_inputs_named(built: Built, tmp_path: Path) -> None:
     done = inject()
     assert done.returncode == 1 and str(out.coadd) in done.stderr
     assert not out.inject_image.exists()
+    with fits.open(built.out.coadd) as hdus:
+        header = hdus[0].header.copy()
+        header["BITPIX"] = 32
+        fits.PrimaryHDU(np.rint(hdus[0].data).astype(np.int32), header).writeto(
+            out.coadd, overwrite=True
+        )
+    done = inject()
+    assert done.returncode == 1, done.stderr
+    assert f"co-add {out.coadd} is not an image of floating-point pixels" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if "inject" in p.name) == []
     with pytest.raises(CompletenessFailed, match=r"injected stars' table .* is missing"):
         completeness(tmp_path / "none.fits", built.out.inject_catalog)
     with pytest.raises(CompletenessFailed, match=r"injected copy's catalogue .* is missing"):

@@ -386,11 +386,21 @@ def inject(
     stamp = _stamp(fwhm_px)
     partial = outputs.inject_image.with_name(f".{outputs.inject_image.name}.partial")
     shutil.copyfile(outputs.coadd, partial)
-    with fits.open(partial, mode="update", memmap=True) as hdus:
-        data = hdus[0].data
-        for xi, yi, fi in zip(x, y, flux, strict=True):
-            add_star(data, float(xi), float(yi), float(fi), psf, radius=stamp)
-        hdus.flush()
+    try:
+        # Stars added in place on the copy's pixels (mapped): a tile is never all in memory.
+        with fits.open(partial, mode="update", memmap=True) as hdus:
+            data = hdus[0].data
+            if data is None or data.ndim != 2 or data.dtype.kind != "f":
+                raise CompletenessFailed(
+                    f"stack {outputs.stack}: co-add {outputs.coadd} is not an image of "
+                    "floating-point pixels"
+                )
+            for xi, yi, fi in zip(x, y, flux, strict=True):
+                add_star(data, float(xi), float(yi), float(fi), psf, radius=stamp)
+            hdus.flush()
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     ra, dec = wcs.celestial.wcs_pix2world(x, y, 0)
     _write_truth(
         outputs.inject_truth,
