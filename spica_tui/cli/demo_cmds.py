@@ -56,31 +56,31 @@ def _print_status(status: DemoStatus) -> None:
 
 
 def _print_story(story: StoryState, *, running: bool) -> None:
+    """The story's progress on stdout: its steps, the corrupt exposure and its fix, the
+    first co-add and its seconds from the cold start."""
     where = "running" if running else ("told" if story.finished else "stopped")
-    note(f"story ({where}, log: logs/story.log), cold start {story.since}:")
-    for step, when in story.steps.items():
-        stdout.print(f"  {when}  {step}", markup=False, highlight=False)
+    lines = [f"story ({where}, log: logs/story.log), cold start {story.since}:"]
+    lines += [f"  {when}  {step}" for step, when in story.steps.items()]
     if story.corrupt is not None:
         c = story.corrupt
-        stdout.print(
-            f"  corrupt exposure: {c.image} on {c.node}, input of {c.stack}\n"
-            f"    {c.path}\n  put it right with:\n    {c.fix}\n"
-            "  then requeue the stack (console: r)",
-            markup=False,
-            highlight=False,
-        )
+        lines += [
+            f"  corrupt exposure: {c.image} on {c.node}, input of {c.stack}",
+            f"    {c.path}",
+            "  put it right with:",
+            f"    {c.fix}",
+            "  then requeue the stack (console: r on it; or spica requeue NAME)",
+        ]
     if story.first_coadd is not None:
         f = story.first_coadd
-        stdout.print(
+        lines.append(
             f"  first co-add: {f.stack} on {f.node}, completed {f.seconds:.0f} s after the "
-            "cold start",
-            markup=False,
-            highlight=False,
+            "cold start"
         )
     if story.error:
-        note(f"story: {story.error}")
-    for problem in story.notes:
-        note(f"story: {problem}")
+        lines.append(f"  error: {story.error}")
+    lines += [f"  note: {problem}" for problem in story.notes]
+    for line in lines:
+        stdout.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.callback()
