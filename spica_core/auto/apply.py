@@ -70,19 +70,13 @@ def apply_auto(
     done = replace(plan, dry_run=False, launch=launch)
     if not plan.units:
         return done
-    units = [
-        unit if unit.commands else with_state(unit, "failed", "no command lines generated")
-        for unit in plan.units
-    ]
-    ready = [unit for unit in units if unit.error is None]
-    if ready:
-        assert plan.reference is not None
-        from spica_core.stacking.refcat import reference_ldac
+    from spica_core.stacking.refcat import reference_ldac
 
-        ldac, _ = reference_ldac(plan.reference)
-        errors = _copy_all(config, _copies(config, ready, ldac), over_ssh)
-        units = [_failed_copy(unit, errors) for unit in units]
-        ready = [unit for unit in units if unit.error is None]
+    assert plan.reference is not None
+    ldac, _ = reference_ldac(plan.reference)
+    errors = _copy_all(config, _copies(config, plan.units, ldac), over_ssh)
+    units = [_failed_copy(unit, errors) for unit in plan.units]
+    ready = [unit for unit in units if unit.error is None]
     if ready:
         with Session(engine) as session, session.begin():
             freeze(session, plan.settings, user)

@@ -50,6 +50,7 @@ from spica_core.config import SpicaConfig, StackReleaseConfig, TileGridConfig
 from spica_core.db.models import Image, Stack, StackFile
 from spica_core.errors import ConfigError, UsageError
 from spica_core.names import validate_name
+from spica_core.stacking.commands import stack_commands
 from spica_core.stacking.unit import (
     IMAGE_STEP,
     SCAMP,
@@ -235,28 +236,36 @@ def plan_auto(engine: Engine, config: SpicaConfig, query: AutoQuery) -> AutoPlan
     (exit 2) for an unknown release, a missing reference catalogue or a frozen release
     whose settings changed; UsageError for a bad filter or survey."""
     release = config.stack_release(query.release)
-    grid = config.grid(release.grid)
     mode: Mode = query.mode or release.mode
-    fields = _fields(grid, query.survey)
+    _fields(config.grid(release.grid), query.survey)  # a bad --survey before any work
     reference, checksum = _reference(release)
     settings = release_settings(config, release, checksum)
     with Session(engine) as session:
         frozen = check_frozen(session, settings)
         images = load_images(session)
-    accepted, refused = select_images(release.rules, images)
-    if query.filter is not None:
-        accepted = [i for i in accepted if filter_matches(i.filter or "", [query.filter])]
-    planner = _Planner(config, release, grid, mode, images, reference, checksum)
-    if mode == IMAGE_STEP:
-        units = [planner.image_unit(image) for image in accepted]
-    else:
-        units = planner.stack_units(accepted, fields)
+    units, refused = plan_units(config, query, images, checksum)
     with Session(engine) as session:
         fresh, existing, changed = _against_dbspica(session, units)
     return AutoPlan(
-        release.name, mode, fresh, existing, changed, refused, settings,
-        str(reference) if reference else None, frozen,
-    )  # fmt: skip
+        release.name, mode, fresh, existing, changed, refused, settings, str(reference), frozen
+    )
+
+
+def plan_units(
+    config: SpicaConfig, query: AutoQuery, images: list[AutoImage], refcat_checksum: str
+) -> tuple[list[PlannedStack], list[Refusal]]:
+    """The units of ``images`` under ``query``'s release, and the images it refuses: the
+    planning itself, without dbspica."""
+    release = config.stack_release(query.release)
+    grid = config.grid(release.grid)
+    mode: Mode = query.mode or release.mode
+    accepted, refused = select_images(release.rules, images)
+    if query.filter is not None:
+        accepted = [i for i in accepted if filter_matches(i.filter or "", [query.filter])]
+    planner = _Planner(config, release, grid, mode, images, refcat_checksum)
+    if mode == IMAGE_STEP:
+        return [planner.image_unit(image) for image in accepted], refused
+    return planner.stack_units(accepted, _fields(grid, query.survey)), refused
 
 
 def _fields(grid: TileGridConfig, survey: str | None) -> set[str] | None:
@@ -300,7 +309,6 @@ class _Planner:
         grid: TileGridConfig,
         mode: Mode,
         images: list[AutoImage],
-        reference: Path,
         checksum: str,
     ) -> None:
         self.config = config
@@ -429,10 +437,6 @@ class _Planner:
 
 def _commands(unit: StackUnit) -> tuple[str, ...]:
     """The lines of ``commands.sh`` (each argv joined with :func:`shlex.join`)."""
-    try:
-        from spica_core.stacking.commands import stack_commands  # type: ignore[import-untyped,unused-ignore]
-    except ImportError:  # the science chain not installed: a plan still lists the units
-        return ()
     return tuple(shlex.join(argv) for argv in stack_commands(unit))
 
 
