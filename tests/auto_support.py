@@ -3,7 +3,9 @@ and graded, QFin-measured image rows placed on nodes."""
 
 from __future__ import annotations
 
+import os
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,16 @@ import tomli_w
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from spica_core.checksum import file_checksum
+from spica_core.config import SpicaConfig, load_config
 from spica_core.db.models import Image, Node, Runid
 from spica_core.db.registry import register_nodes
+from spica_core.db.setup import prepare_database
+from spica_core.demo.cluster import DemoCluster
 
 RELEASE = "T0003"
+#: The two demo nodes.
+A, B = "mix1", "mix2"
 #: Tiles of 0.5 deg (1800 px of 1"), rows 0.5 deg apart, exposures of 0.2 deg.
 GRID: dict[str, Any] = {
     "name": "small",
@@ -96,3 +104,34 @@ def place(
                 **values,
             )
         )
+
+
+def auto_demo(base: Path, db_url: str) -> Iterator[DemoCluster]:
+    """Body of a fixture: two demo nodes, dbspica at ``db_url``, the small grid and T0003."""
+    cluster = DemoCluster(base / "cluster")
+    cluster.up(2)
+    try:
+
+        def edit(settings: dict[str, Any]) -> None:
+            settings["db"]["url"] = db_url
+            add_release(settings, base)
+
+        edit_config(cluster.config_path, edit)
+        prepare_database(load_config(cluster.config_path), create=True)
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def put(
+    demo: DemoCluster, config: SpicaConfig, engine: Engine, name: str, node: str, size: int,
+    *, ra: float, **columns: Any,
+) -> Path:  # fmt: skip
+    """An exposure's file of ``size`` random bytes on ``node`` (all a copy looks at) and
+    its image row (checksum as ingested, unless given), at Dec -1."""
+    path = demo.node_root(node) / "raid1" / "03AL01" / f"{name}.fits.fz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    columns.setdefault("checksum", file_checksum(path)[0])
+    place(engine, config, name, node, ra=ra, dec=-1.0, path=path, bytes=size, **columns)
+    return path
