@@ -25,6 +25,7 @@ from spica_tui.cli import (
     ops_cmds,
     qfin_cmds,
     report_cmds,
+    stack_cmds,
     transfer_cmds,
     transfer_run_cmds,
     watch_cmds,
@@ -84,6 +85,7 @@ ingest_cmds.register(app)
 qfin_cmds.register(app)
 apps_cmds.register_commands(app)
 image_cmds.register(app)
+stack_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
