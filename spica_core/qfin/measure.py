@@ -209,21 +209,24 @@ def _header_values(cards: Iterable[str]) -> dict[str, object]:
 
 
 def _psfex_extensions(path: Path, image: str) -> dict[int, dict[str, str]]:
-    """PSFEx XML's ``PSF_Extensions`` rows by extension number (1-based), values as text."""
+    return psfex_extensions(path, f"image {image}")
+
+
+def psfex_extensions(path: Path, owner: str) -> dict[int, dict[str, str]]:
+    """PSFEx XML's ``PSF_Extensions`` rows by extension number (1-based), values as text;
+    QfinFailed's message starts with ``owner`` (``image 811001p``, ``stack S``)."""
     if not path.is_file():
-        raise QfinFailed(f"image {image}: PSFEx's XML {path} is missing")
+        raise QfinFailed(f"{owner}: PSFEx's XML {path} is missing")
     try:
         root = ElementTree.parse(path).getroot()
     except (ElementTree.ParseError, OSError) as exc:
-        raise QfinFailed(
-            f"image {image}: PSFEx's XML {path} is unreadable ({one_line(exc)})"
-        ) from exc
+        raise QfinFailed(f"{owner}: PSFEx's XML {path} is unreadable ({one_line(exc)})") from exc
     table = next(
         (t for t in root.iter() if _local(t.tag) == "TABLE" and t.get("name") == "PSF_Extensions"),
         None,
     )
     if table is None:
-        raise QfinFailed(f"image {image}: PSFEx's XML {path} has no PSF_Extensions table")
+        raise QfinFailed(f"{owner}: PSFEx's XML {path} has no PSF_Extensions table")
     fields = [f.get("name", "") for f in table if _local(f.tag) == "FIELD"]
     rows: dict[int, dict[str, str]] = {}
     for tr in (e for e in table.iter() if _local(e.tag) == "TR"):
