@@ -13,13 +13,13 @@ maps (QFin's, :func:`spica_core.qfin.maps.write_maps`, which also checks every C
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from spica_core.errors import SpicaError, UsageError
 from spica_core.names import validate_name
+from spica_core.node.files import atomic_write
 from spica_core.qfin.outputs import is_plain_fits
 from spica_core.stacking.outputs import StackOutputs
 from spica_core.stacking.unit import CardValue
@@ -177,15 +177,7 @@ def _set_entry(listing: Path, entry: Path, present: bool) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(name, 0o644)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode(), mode=0o644)
 
 
 def _link(source: Path, link: Path) -> None:

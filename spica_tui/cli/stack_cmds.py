@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from spica_tui.cli.output import note
+from spica_tui.cli.context import state
+from spica_tui.cli.output import emit_json, note
 from spica_tui.cli.report_cmds import stack_app
 
 StackArg = Annotated[str, typer.Argument(metavar="STACK", help="The stack unit.")]
@@ -75,6 +76,40 @@ def prepare(
     )
     roles = [r for r, on in (("scamp", scamp), ("swarp", swarp)) if on]
     note(f"{stack}: {image} ready ({done.ccds} CCDs; {', '.join(roles) or 'no role'})")
+
+
+@stack_app.command("record")
+def record(
+    ctx: typer.Context,
+    stack: StackArg,
+    workdir: WorkdirOpt,
+    release: Annotated[str, typer.Option("--release", metavar="RELEASE", help="The release.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Last line of a stack unit: read the co-add's outputs (SCAMP's RMS, seeing,
+    background, exposure, completeness, thumbnail) and write the stack's results in
+    dbspica and <stack>.result.json beside the co-add.
+
+    Unusable outputs exit 1 with the stack and the file at fault.
+    """
+    import dataclasses
+    from pathlib import Path
+
+    from spica_core.stacking.record import record_stack
+
+    done = record_stack(state(ctx).engine(), stack, Path(workdir), release)
+    if as_json:
+        emit_json(dataclasses.asdict(done))
+        return
+    f = done.figures
+    seeing = f'{f.seeing:.2f}"' if f.seeing is not None else "not measured"
+    rms = f.scamp_internal_rms
+    internal = f'{rms:.3f}"' if rms is not None else "none"
+    note(
+        f"{stack}: {f.swarp_inputs} co-added ({f.scamp_inputs} in SCAMP), "
+        f"{f.exptime or 0:.0f} s, seeing {seeing}, SCAMP internal RMS {internal}, "
+        f"{f.sources} sources"
+    )
 
 
 def register(parent: typer.Typer) -> None:
