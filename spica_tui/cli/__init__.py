@@ -15,6 +15,7 @@ import typer
 
 from spica_tui.cli import (
     apps_cmds,
+    auto_cmds,
     console_cmds,
     daemon_cmds,
     db_cmds,
@@ -25,6 +26,7 @@ from spica_tui.cli import (
     ops_cmds,
     qfin_cmds,
     report_cmds,
+    stack_cmds,
     stack_inject_cmds,
     transfer_cmds,
     transfer_run_cmds,
@@ -85,6 +87,8 @@ ingest_cmds.register(app)
 qfin_cmds.register(app)
 apps_cmds.register_commands(app)
 image_cmds.register(app)
+auto_cmds.register(app)
+stack_cmds.register(app)
 stack_inject_cmds.register(app)
 
 
