@@ -132,18 +132,32 @@ def demo_exposures() -> Iterator[DemoExposure]:
         cos_dec = math.cos(math.radians(dec))
         for n, spec in enumerate(exposure_specs(plan)):
             east, north = DITHERS[n % len(DITHERS)]
-            yield DemoExposure(
-                runid,
-                container,
-                dataclasses.replace(
-                    spec,
-                    filter=filters[n % len(filters)],
-                    object=f"W1-{runid}",
-                    ra_deg=(ra + east / 3600.0 / cos_dec) % 360.0,
-                    dec_deg=dec + north / 3600.0,
-                    ccd_offsets=offsets,
-                ),
+            dithered = dataclasses.replace(
+                spec,
+                filter=filters[n % len(filters)],
+                object=f"W1-{runid}",
+                ra_deg=(ra + east / 3600.0 / cos_dec) % 360.0,
+                dec_deg=dec + north / 3600.0,
+                ccd_offsets=offsets,
             )
+            yield DemoExposure(runid, container, _with_extension_keys(dithered))
+
+
+def _with_extension_keys(spec: ExposureSpec) -> ExposureSpec:
+    """``spec`` whose every CCD extension repeats the primary header's filter, exposure
+    time, airmass and photometric keys, as CFHT's processed MEF files do: SCAMP reads each
+    extension's header (through source-extractor's catalogue), not the primary."""
+    from spica_core.synth.layout import PHOTOMETRY
+
+    phot_c, phot_k = PHOTOMETRY.get(spec.filter, (26.0, 0.1))
+    keys: dict[str, str | int | float | bool | None] = {
+        "FILTER": spec.filter,
+        "EXPTIME": spec.exptime,
+        "AIRMASS": round(spec.airmass, 3),
+        "PHOT_C": phot_c,
+        "PHOT_K": phot_k,
+    }
+    return dataclasses.replace(spec, ccd_overrides={i: keys for i in range(spec.ccds)})
 
 
 def repository_path(config: SpicaConfig) -> Path:

@@ -280,23 +280,18 @@ def grade_runid(engine: Engine, runid: str) -> dict[str, int]:
 
 def plan_stacks(config: SpicaConfig, engine: Engine) -> tuple[int, list[str]]:
     """Step 4: ``spica auto`` over the release: the new units added, planned (the story
-    launches them after the corruption); how many, and the problems."""
-    import importlib
+    launches them after the corruption); how many, and the problems (a unit not added, a
+    unit whose input set changed)."""
+    from spica_core.auto.apply import apply_auto
+    from spica_core.auto.plan import AutoQuery, plan_auto
 
-    auto_plan: Any = importlib.import_module("spica_core.auto.plan")
-    apply_auto: Any = importlib.import_module("spica_core.auto.apply").apply_auto
-    query = auto_plan.AutoQuery(release=None, survey=None, filter=None, mode=None)
-    plan = auto_plan.plan_auto(engine, config, query)
-    units = list(getattr(plan, "units", []))
-    if not units:
-        return 0, []
+    plan = plan_auto(engine, config, AutoQuery(release=None, survey=None, filter=None, mode=None))
+    problems = [f"{c.stack}: {c.message}" for c in plan.changed]
+    if not plan.units:
+        return 0, problems
     applied = apply_auto(engine, config, plan, launch=False, by=STORY_USER)
-    problems = [
-        f"{getattr(u, 'name', u)}: {u.error}"
-        for u in getattr(applied, "units", [])
-        if getattr(u, "error", None)
-    ]
-    return len(units) - len(problems), problems
+    problems += [f"{u.name}: {u.error}" for u in applied.units if u.error]
+    return sum(u.error is None for u in applied.units), problems
 
 
 def planned_stacks(engine: Engine) -> list[str]:
