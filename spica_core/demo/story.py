@@ -15,10 +15,10 @@ does what an operator and cron would do, through the same calls as the commands:
 3. once a runid's QFin units are over, its QFin proposals become its grades
    (``grade_images``, by the demo user);
 4. ``spica auto``: the co-adds planned on the tiles the graded exposures cover, added
-   planned; the first time, one input exposure of one stack is corrupted on its node
-   (:func:`corrupt_exposure`) before the stacks are launched, so that stack fails at that
-   input's ``spica stack prepare`` line with a readable error — the README's walk-through
-   replaces the file and requeues it;
+   planned, then launched; when the last runid's co-adds are planned, one input exposure of
+   one of them is corrupted on its node first (:func:`corrupt_exposure`), so that stack
+   fails at that input's ``spica stack prepare`` line with a readable error — the README's
+   walk-through replaces the file and requeues it;
 5. the daemons build the co-adds; the first completed one is recorded with its seconds from
    the cold start (``spica demo status`` prints them, the console says it).
 
@@ -61,8 +61,8 @@ STACK_STEP = "stack"
 QFIN_STEP = "qfin"
 #: The runids the story places (the waiting one stays in the repository).
 PLACED = tuple(r for r in RUNIDS if r != WAITING_RUNID)
-#: Seconds between two rounds of the story's loop.
-POLL = 1.0
+#: Seconds between two rounds of the story's loop (each reads dbspica a few times).
+POLL = 2.0
 #: The story gives up after this many seconds without finishing (the reason is recorded).
 DEADLINE = 1800.0
 #: Bytes of the corrupt exposure overwritten, in its middle.
@@ -307,12 +307,13 @@ def planned_stacks(engine: Engine) -> list[str]:
 
 
 def corrupt_exposure(
-    config: SpicaConfig, engine: Engine, stacks: Sequence[str]
+    config: SpicaConfig, engine: Engine, stacks: Sequence[str], runid: str
 ) -> Corruption | None:
-    """Corrupt one input exposure of the last of ``stacks`` (planned co-adds) on its node,
-    as a failing disk would: bytes in its middle overwritten, its size kept. The stack's
-    ``spica stack prepare`` line of that input checks the ingested checksum and fails there.
-    None when no stack has an input on its own node."""
+    """Corrupt the first input exposure of ``runid`` (by name) of the last of ``stacks``
+    (planned co-adds) holding one on its own node, as a failing disk would: bytes in its
+    middle overwritten, its size kept. The stack's ``spica stack prepare`` line of that
+    input checks the ingested checksum and fails there. None when no such stack is planned
+    (yet)."""
     from spica_core.db.models import StackFile
     from spica_core.stacking.unit import SWARP
 
@@ -325,7 +326,12 @@ def corrupt_exposure(
                 .join(Stack, Stack.id == StackFile.stack_id)
                 .join(Node, Node.id == Stack.node_id)
                 .join(Runid, Runid.id == Image.runid_id)
-                .where(Stack.name == name, StackFile.role == SWARP, Image.node_id == Node.id)
+                .where(
+                    Stack.name == name,
+                    StackFile.role == SWARP,
+                    Image.node_id == Node.id,
+                    Runid.name == runid,
+                )
                 .order_by(Image.filename)
             ).all()
             for image, path, node, runid in rows:
@@ -425,9 +431,11 @@ def _round(
     """One round of steps 2 to 4, each doing only what is new; True when ``spica auto`` is
     not in this installation (the story then ends with the grades)."""
     for runid in qfin_wave(runids, lambda r: r in state.graded or qfin_over(engine, r)):
+        if f"qfin {runid}" in state.steps:
+            continue
         added, problems = launch_qfin(config, engine, runid)
         note(problems)
-        if added:
+        if not problems:  # else the next round plans what is missing
             mark(f"qfin {runid}", f"QFin of {runid}: {added} unit(s) added and launched")
     if "waiting" not in state.steps:
         written, _ = stock(config, engine, (WAITING_RUNID,))
@@ -450,7 +458,7 @@ def _round(
         mark("auto", f"spica auto ({', '.join(due)} graded): {planned} co-add(s) planned")
     waiting = planned_stacks(engine)
     if waiting and corrupt and state.corrupt is None:
-        state.corrupt = corrupt_exposure(config, engine, waiting)
+        state.corrupt = corrupt_exposure(config, engine, waiting, runids[-1])
         if state.corrupt is not None:
             c = state.corrupt
             mark("corrupt", f"{c.image} corrupted on {c.node} ({c.path}), in {c.stack}")
