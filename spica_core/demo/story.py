@@ -8,17 +8,18 @@ does what an operator and cron would do, through the same calls as the commands:
 1. the repository written, ingested, and every runid but the waiting one planned and copied
    to the nodes (:func:`spica_core.demo.repository.fill_and_place`); the release's
    reference catalogue written from the synthetic sky (:mod:`spica_core.demo.release`);
-2. ``spica qfin --runid R --launch`` for the placed runids, as many at a time as this
-   machine has cores (:func:`qfin_wave`; ``plan_qfin`` / ``apply_qfin``); then
-   the waiting runid written and ingested (it stays in the repository for the console's
-   "transfer now": written after the others so that QFin starts sooner);
+2. ``spica qfin --runid R --launch`` for the placed runids in waves, as many at a time as
+   this machine has cores (:func:`qfin_wave`; ``plan_qfin`` / ``apply_qfin``); after the
+   first wave is launched, the waiting runid is written and ingested (it stays in the
+   repository for the console's "transfer now": written later so that QFin starts sooner);
 3. once a runid's QFin units are over, its QFin proposals become its grades
    (``grade_images``, by the demo user);
-4. ``spica auto``: the co-adds planned on the tiles the graded exposures cover, added
-   planned, then launched; when the last runid's co-adds are planned, one input exposure of
-   one of them is corrupted on its node first (:func:`corrupt_exposure`), so that stack
-   fails at that input's ``spica stack prepare`` line with a readable error — the README's
-   walk-through replaces the file and requeues it;
+4. once a wave is over, ``spica auto``: the co-adds planned on the tiles the graded
+   exposures cover, added planned, then launched (while the next wave's QFin runs); when
+   the last runid's co-adds are planned, one input exposure of one of them is corrupted on
+   its node first (:func:`corrupt_exposure`), so that stack fails at that input's ``spica
+   stack prepare`` line with a readable error — the README's walk-through replaces the file
+   and requeues it;
 5. the daemons build the co-adds; the first completed one is recorded with its seconds from
    the cold start (``spica demo status`` prints them, the console says it).
 
@@ -215,7 +216,7 @@ def launch_qfin(config: SpicaConfig, engine: Engine, runid: str) -> tuple[int, l
 
 
 def qfin_wave(runids: Sequence[str], over: Callable[[str], bool]) -> list[str]:
-    """The runids whose QFin may run now: the first :func:`os.cpu_count` (at least one)
+    """The next runids whose QFin is to run: the first :func:`os.cpu_count` (at least one)
     whose QFin is not over. A runid's units run one at a time (its node's partition lock)
     and the demo's nodes share this machine's cores: so many runids at a time keep every
     core busy, and the first ones' co-adds start sooner than if all ran at once."""
@@ -429,23 +430,21 @@ def _round(
     note: Callable[[list[str]], None],
 ) -> bool:
     """One round of steps 2 to 4, each doing only what is new; True when ``spica auto`` is
-    not in this installation (the story then ends with the grades)."""
-    for runid in qfin_wave(runids, lambda r: r in state.graded or qfin_over(engine, r)):
-        if f"qfin {runid}" in state.steps:
-            continue
-        added, problems = launch_qfin(config, engine, runid)
-        note(problems)
-        if not problems:  # else the next round plans what is missing
-            mark(f"qfin {runid}", f"QFin of {runid}: {added} unit(s) added and launched")
-    if "waiting" not in state.steps:
-        written, _ = stock(config, engine, (WAITING_RUNID,))
-        mark("waiting", f"{WAITING_RUNID}: {written} exposure(s) wait in the repository")
+    not in this installation (the story then ends with the grades).
+
+    QFin runs in waves (:func:`qfin_wave`) and ``spica auto`` only between two waves, when
+    no runid is half measured: QFin grades as it measures, and a tile planned while its
+    runid's QFin runs would miss the exposures measured later (``spica auto`` would then
+    report its input set changed, and rightly never rewrite it)."""
     for runid in runids:
         if runid not in state.graded and qfin_over(engine, runid):
             grades = grade_runid(engine, runid)
             state.graded[runid] = _iso(_now())
             shown = ", ".join(f"{g}: {n}" for g, n in grades.items()) or "none"
             mark(f"graded {runid}", f"{runid}: QFin over, proposals graded ({shown})")
+    measuring = [r for r in runids if f"qfin {r}" in state.steps and r not in state.graded]
+    if measuring:
+        return False
     due = [r for r in runids if r in state.graded and r not in state.planned]
     if due:
         try:
@@ -465,6 +464,14 @@ def _round(
     if waiting:
         note(launch_stacks(config, engine, waiting))
         mark("launched", f"{len(waiting)} co-add(s) launched")
+    for runid in qfin_wave(runids, lambda r: r in state.graded):
+        added, problems = launch_qfin(config, engine, runid)
+        note(problems)
+        if not problems:  # else the next round plans what is missing
+            mark(f"qfin {runid}", f"QFin of {runid}: {added} unit(s) added and launched")
+    if "waiting" not in state.steps:
+        written, _ = stock(config, engine, (WAITING_RUNID,))
+        mark("waiting", f"{WAITING_RUNID}: {written} exposure(s) wait in the repository")
     return False
 
 
