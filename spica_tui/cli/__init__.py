@@ -15,6 +15,7 @@ import typer
 
 from spica_tui.cli import (
     apps_cmds,
+    compare_cmds,
     console_cmds,
     daemon_cmds,
     db_cmds,
@@ -84,6 +85,7 @@ ingest_cmds.register(app)
 qfin_cmds.register(app)
 apps_cmds.register_commands(app)
 image_cmds.register(app)
+compare_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
