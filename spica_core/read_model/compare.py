@@ -206,3 +206,12 @@ def compare_releases(
         for key in sorted(about)
     )
     return ReleaseComparison(release, against, survey, filter, tiles)
+
+
+def stack_releases(engine: Engine, scope: Scope = EVERYTHING) -> list[str]:
+    """Releases that have stacks in ``scope``, newest name first (the console's choices)."""
+    stmt = select(Stack.release).where(Stack.release.is_not(None)).distinct()
+    if scope.runids is not None:
+        stmt = stmt.where(Stack.runid.in_(sorted(scope.runids)))
+    with Session(engine) as session:
+        return sorted((r for r in session.scalars(stmt) if r), reverse=True)
