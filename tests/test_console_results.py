@@ -307,6 +307,32 @@ async def test_read_only_console_opens_both(config, world) -> None:
         await until(pilot, lambda: app.screen.view is not None, "the figures")
 
 
+async def test_thumbnail_read_from_the_node(config, world) -> None:
+    """Over the node's SSH connection: by absolute path or under the root; what cannot be
+    read says why (too large, outside the root, missing), never raises."""
+    from spica_core.console_thumbnail import fetch_thumbnail
+    from spica_core.executor.agents import AgentExecutor
+
+    cluster, tif = world
+    executor = AgentExecutor.over_ssh(config)
+    try:
+        got = await fetch_thumbnail(executor, NEW, NODE, str(tif))
+        assert got.error is None and got.data == tif.read_bytes()
+        relative = str(tif.relative_to(cluster.node_root(NODE)))
+        assert (await fetch_thumbnail(executor, NEW, NODE, relative)).data == got.data
+        large = await fetch_thumbnail(executor, NEW, NODE, str(tif), limit=100)
+        assert large.data is None and "larger than 100 bytes" in (large.error or "")
+        outside = await fetch_thumbnail(executor, NEW, NODE, "/etc/passwd")
+        assert outside.data is None and "not under the root" in (outside.error or "")
+        gone = await fetch_thumbnail(executor, NEW, NODE, str(tif.with_name("gone.tif")))
+        assert gone.data is None and "gone.tif" in (gone.error or "")
+        assert (await fetch_thumbnail(executor, NEW, None, str(tif))).data == got.data
+        none = await fetch_thumbnail(executor, NEW, NODE, None)
+        assert none.error == "no thumbnail recorded"
+    finally:
+        await executor.close()
+
+
 def test_thumbnail_widget_snapshot(snap_compare, tmp_path: Path) -> None:
     """STIFF's picture of a synthetic co-add in half-block cells (every terminal's mode)."""
     from textual.app import App, ComposeResult
