@@ -47,8 +47,8 @@ def print_comparison(result: ReleaseComparison) -> None:
         t = table("", result.release, result.against, "change", title=printable(tile.tile))
         sides = (tile.release, tile.against)
         t.add_row(
-            "stack",
-            *(Text("-") if s is None else Text(f"{printable(s.name)} ({s.state})") for s in sides),
+            "state",
+            *(Text("-") if s is None else Text(s.state) for s in sides),
             Text(f"only in {result.release if sides[0] else result.against}", "yellow")
             if tile.presence != "both"
             else "",

@@ -22,6 +22,7 @@ from spica_tui.console.actions import bindings
 from spica_tui.console.panels.header import HeaderPanel
 from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.panels.line_table import Cell, GridTable, Row
+from spica_tui.console.panels.stacks import STATE_STYLES
 from spica_tui.console.refresh import describe_failure
 from spica_tui.console.screens.reading import ReadingScreen
 
@@ -34,7 +35,7 @@ def comparison_rows(result: ReleaseComparison) -> list[Row]:
     for tile in result.tiles:
         sides = (tile.release, tile.against)
         stacks: list[Cell] = [
-            Text("-", "dim") if s is None else Text(f"{printable(s.name)} ({s.state})")
+            Text("-", "dim") if s is None else Text(s.state, STATE_STYLES.get(s.state, ""))
             for s in sides
         ]
         note = ""
@@ -46,7 +47,7 @@ def comparison_rows(result: ReleaseComparison) -> list[Row]:
                 tile.tile,
                 [
                     Text(printable(tile.tile), "bold"),
-                    "stack",
+                    "state",
                     *stacks,
                     Text(note, PRESENCE_STYLE.get(tile.presence, "")),
                 ],
