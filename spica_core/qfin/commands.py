@@ -43,19 +43,21 @@ class QfinUnitPaths:
 
 
 #: Characters the AstrOmatic tools split their arguments on (``a.fits,b.fits`` is
-#: source-extractor's dual-image mode): a path holding one cannot be passed to them.
+#: source-extractor's dual-image mode, SWarp's list of inputs): a path holding one cannot be
+#: passed to them.
 _SPLITTING = frozenset(", \t\n\r\"'#=")
 
 
-def _tool_path(kind: str, path: str, image: str) -> str:
-    """``path`` when it is absolute and the tools can take it whole, else UsageError."""
+def tool_path(what: str, path: str) -> str:
+    """``path`` when it is absolute and the tools can take it whole, else UsageError naming
+    ``what`` (``"QFin of image 811001p: image path"``)."""
     if not path or not Path(path).is_absolute():
-        raise UsageError(f"QFin of image {image}: {kind} {path!r} is not an absolute path")
+        raise UsageError(f"{what} {path!r} is not an absolute path")
     bad = sorted(_SPLITTING.intersection(path))
     if bad:
         raise UsageError(
-            f"QFin of image {image}: {kind} {path!r} holds {', '.join(map(repr, bad))}, "
-            "which source-extractor and psfex split their arguments on"
+            f"{what} {path!r} holds {', '.join(map(repr, bad))}, "
+            "which the AstrOmatic tools split their arguments on"
         )
     return path
 
@@ -68,9 +70,10 @@ def qfin_commands(unit: QfinUnitPaths, *, release: str, config_dir: str) -> list
     """
     image = validate_name(unit.image, "image")
     release = validate_name(release, "release")
-    image_path = _tool_path("image path", unit.image_path, image)
-    workdir = _tool_path("work directory", unit.workdir, image)
-    config = Path(_tool_path("configuration directory", str(config_dir), image))
+    what = f"QFin of image {image}:"
+    image_path = tool_path(f"{what} image path", unit.image_path)
+    workdir = tool_path(f"{what} work directory", unit.workdir)
+    config = Path(tool_path(f"{what} configuration directory", str(config_dir)))
     out = unit.outputs()
     maps = ["spica", "qfin", "maps", image, "--image-path", image_path, "--workdir", workdir]
     sextractor = [
