@@ -16,6 +16,7 @@ import typer
 from spica_tui.cli import (
     apps_cmds,
     auto_cmds,
+    compare_cmds,
     console_cmds,
     daemon_cmds,
     db_cmds,
@@ -90,6 +91,7 @@ image_cmds.register(app)
 auto_cmds.register(app)
 stack_cmds.register(app)
 stack_inject_cmds.register(app)
+compare_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
