@@ -310,11 +310,11 @@ def planned_stacks(engine: Engine) -> list[str]:
 def corrupt_exposure(
     config: SpicaConfig, engine: Engine, stacks: Sequence[str], runid: str
 ) -> Corruption | None:
-    """Corrupt the first input exposure of ``runid`` (by name) of the last of ``stacks``
+    """Corrupt the last input exposure of ``runid`` (by name) of the last of ``stacks``
     (planned co-adds) holding one on its own node, as a failing disk would: bytes in its
     middle overwritten, its size kept. The stack's ``spica stack prepare`` line of that
-    input checks the ingested checksum and fails there. None when no such stack is planned
-    (yet)."""
+    input checks the ingested checksum and fails there, after the lines preparing the
+    inputs before it. None when no such stack is planned (yet)."""
     from spica_core.db.models import StackFile
     from spica_core.stacking.unit import SWARP
 
@@ -333,7 +333,7 @@ def corrupt_exposure(
                     Image.node_id == Node.id,
                     Runid.name == runid,
                 )
-                .order_by(Image.filename)
+                .order_by(Image.filename.desc())
             ).all()
             for image, path, node, runid in rows:
                 if not path:
