@@ -319,6 +319,7 @@ class _Planner:
         self.config_dir = str(tool_config_dir(release))
         self.phot = _phot_medians(images)
         self.roots = {node.name: node.root.rstrip("/") or "" for node in config.nodes}
+        self._copy_names: dict[int, str] = {}
 
     # ------------------------------------------------------------------ stack mode
 
@@ -383,10 +384,7 @@ class _Planner:
             local = image.node == node
             path = posixpath.normpath(image.path)
             if not local:
-                target = posixpath.join(
-                    base, INPUTS_DIR, validate_name(image.runid or NO_RUNID, "runid"),
-                    validate_name(posixpath.basename(path), "file"),
-                )  # fmt: skip
+                target = posixpath.join(base, INPUTS_DIR, self._copy_name(image, path))
                 copies.append(InputCopy(image.filename, image.node, path, node, target,
                                         image.checksum, image.bytes))  # fmt: skip
                 path = target
@@ -423,6 +421,15 @@ class _Planner:
             unit, node, partition, tuple(files), inputs_digest(inputs), tuple(copies),
             _commands(unit), runid,
         )  # fmt: skip
+
+    def _copy_name(self, image: AutoImage, path: str) -> str:
+        """``<runid>/<file>`` of a copied input (names checked once per image)."""
+        name = self._copy_names.get(image.id)
+        if name is None:
+            runid = validate_name(image.runid or NO_RUNID, "runid")
+            name = f"{runid}/{validate_name(posixpath.basename(path), 'file')}"
+            self._copy_names[image.id] = name
+        return name
 
     def _ahead(self, image: AutoImage) -> dict[str, CardValue]:
         cards: dict[str, CardValue] = {}
@@ -522,6 +529,7 @@ class _Groups:
             return found
         assert image.ra is not None and image.dec is not None and image.filter
         found = []
+        reach = self.size * 1.05  # the tangent plane's stretch off-centre
         home = self._band(image.dec)
         for band in (home - 1, home, home + 1):
             cells = self._bands.get((filter_letter(image.filter), band))
@@ -532,6 +540,8 @@ class _Groups:
             for cell in {(centre + d) % count for d in (-1, 0, 1)}:
                 for other in cells.get(cell, ()):
                     assert other.ra is not None and other.dec is not None
+                    if abs(other.dec - image.dec) >= reach:
+                        continue  # the cheap test first: most neighbours are rows away
                     if boxes_overlap(image.ra, image.dec, other.ra, other.dec, self.size):
                         found.append(other)
         self._near[image.id] = found
