@@ -127,6 +127,18 @@ def test_queries(db_engine: Any, config: SpicaConfig) -> None:
         plan_auto(db_engine, config, AutoQuery(release="T0009"))
 
 
+def test_a_unit_the_tools_cannot_take_is_reported_and_the_others_planned(
+    db_engine: Any, config: SpicaConfig
+) -> None:
+    sky(db_engine, config)
+    root = config.node("n1").root
+    place(db_engine, config, "b1", "n1", ra=10.5, dec=-0.5, path=f"{root}/raid1/a,b/b1.fits")
+    plan = plan_auto(db_engine, config, AutoQuery(filter="r"))
+    assert [name for name, _ in plan.unplanned] == [T4]
+    assert "a,b/b1.fits" in plan.unplanned[0][1] and "split" in plan.unplanned[0][1]
+    assert {u.name for u in plan.units} == {T1, T2, T3} and not plan.ok
+
+
 def test_min_images(tmp_path: Path, db_url: str, db_engine: Any) -> None:
     config = make_config(tmp_path, db_url, rules={"grades": ["A"], "min_images": 2})
     sky(db_engine, config)
@@ -200,7 +212,8 @@ def test_planner_invariants(rows: list[tuple[float, float, str, int, str]]) -> N
         )
         for i, (ra, dec, grade, node, f) in enumerate(rows)
     ]
-    units, refused = plan_units(_PROPS, AutoQuery(), images, "xxh128:" + "0" * 32)
+    units, refused, unplanned = plan_units(_PROPS, AutoQuery(), images, "xxh128:" + "0" * 32)
+    assert unplanned == []
     grid = TileGrid(_PROPS.grid("small"))
     field = _PROPS.grid("small").fields[0]
     accepted = {i.filename: i for i in images if i.grade != "C"}

@@ -195,11 +195,16 @@ class AutoPlan:
     launch: bool = False
     #: Units written but whose launch did not apply: ``(stack, why)``.
     not_launched: list[tuple[str, str]] = field(default_factory=list)
+    #: Units that cannot be made (a path the tools cannot take…): ``(stack, why)``.
+    unplanned: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (
-            not self.changed and not self.not_launched and all(u.error is None for u in self.units)
+            not self.changed
+            and not self.not_launched
+            and not self.unplanned
+            and all(u.error is None for u in self.units)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -213,6 +218,7 @@ class AutoPlan:
             "changed": [c.to_json() for c in self.changed],
             "refused": [{"image": r.image, "reason": r.reason} for r in self.refused],
             "not_launched": [{"stack": s, "message": m} for s, m in self.not_launched],
+            "unplanned": [{"stack": s, "message": m} for s, m in self.unplanned],
         }
 
 
@@ -243,19 +249,20 @@ def plan_auto(engine: Engine, config: SpicaConfig, query: AutoQuery) -> AutoPlan
     with Session(engine) as session:
         frozen = check_frozen(session, settings)
         images = load_images(session)
-    units, refused = plan_units(config, query, images, checksum)
+    units, refused, unplanned = plan_units(config, query, images, checksum)
     with Session(engine) as session:
         fresh, existing, changed = _against_dbspica(session, units)
     return AutoPlan(
-        release.name, mode, fresh, existing, changed, refused, settings, str(reference), frozen
-    )
+        release.name, mode, fresh, existing, changed, refused, settings, str(reference), frozen,
+        unplanned=unplanned,
+    )  # fmt: skip
 
 
 def plan_units(
     config: SpicaConfig, query: AutoQuery, images: list[AutoImage], refcat_checksum: str
-) -> tuple[list[PlannedStack], list[Refusal]]:
-    """The units of ``images`` under ``query``'s release, and the images it refuses: the
-    planning itself, without dbspica."""
+) -> tuple[list[PlannedStack], list[Refusal], list[tuple[str, str]]]:
+    """The units of ``images`` under ``query``'s release, the images it refuses and the
+    units that cannot be made (``(stack, why)``): the planning itself, without dbspica."""
     release = config.stack_release(query.release)
     grid = config.grid(release.grid)
     mode: Mode = query.mode or release.mode
@@ -264,8 +271,10 @@ def plan_units(
         accepted = [i for i in accepted if filter_matches(i.filter or "", [query.filter])]
     planner = _Planner(config, release, grid, mode, images, refcat_checksum)
     if mode == IMAGE_STEP:
-        return [planner.image_unit(image) for image in accepted], refused
-    return planner.stack_units(accepted, _fields(grid, query.survey)), refused
+        units = [u for u in (planner.image_unit(image) for image in accepted) if u is not None]
+    else:
+        units = planner.stack_units(accepted, _fields(grid, query.survey))
+    return units, refused, planner.unplanned
 
 
 def _fields(grid: TileGridConfig, survey: str | None) -> set[str] | None:
@@ -320,6 +329,7 @@ class _Planner:
         self.phot = _phot_medians(images)
         self.roots = {node.name: node.root.rstrip("/") or "" for node in config.nodes}
         self._copy_names: dict[int, str] = {}
+        self.unplanned: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ stack mode
 
@@ -346,21 +356,32 @@ class _Planner:
             name = stack_name(key, self.release.name)
             filter = _most_common(i.filter for i in swarp)
             swarp_ids = {i.id for i in swarp}
-            units.append(self._unit(name, spec, filter, groups.group(swarp), swarp_ids))
+            unit = self._unit(name, spec, filter, groups.group(swarp), swarp_ids)
+            if unit is not None:
+                units.append(unit)
         return units
 
     # ------------------------------------------------------------------ image mode
 
-    def image_unit(self, image: AutoImage) -> PlannedStack:
+    def image_unit(self, image: AutoImage) -> PlannedStack | None:
         assert image.ra is not None and image.dec is not None
         size = max(16, round(self.grid.exposure_size * 3600.0 / self.grid.pixel_scale))
         tile = TileSpec(image.filename, image.ra, image.dec, (size, size), self.grid.pixel_scale)
-        name = stack_name(image.filename, self.release.name)
+        name = f"{image.filename}_{self.release.name}"
         return self._unit(name, tile, image.filter, [image], {image.id}, runid=image.runid)
 
     # ------------------------------------------------------------------ one unit
 
-    def _unit(
+    def _unit(self, name: str, *args: Any, **kwargs: Any) -> PlannedStack | None:
+        """The unit, or None (recorded in ``unplanned``) when a name or a path of it is one
+        the nodes or the tools cannot take: the others are planned all the same."""
+        try:
+            return self._make(validate_name(name), *args, **kwargs)
+        except UsageError as exc:
+            self.unplanned.append((name, str(exc)))
+            return None
+
+    def _make(
         self,
         name: str,
         tile: TileSpec,

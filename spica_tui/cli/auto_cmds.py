@@ -98,6 +98,8 @@ def _print_plan(plan: AutoPlan) -> None:
     for unit in plan.units:
         if unit.error:
             note(f"{unit.name}: not added: {unit.error}")
+    for name, why in plan.unplanned:
+        note(f"{name}: cannot be planned: {why}")
     for name, why in plan.not_launched:
         note(f"{name}: added but not launched: {why}")
     for changed in plan.changed:
