@@ -289,10 +289,10 @@ def _cards(header: bytes) -> list[bytes]:
 def _primary_header(stored: bytes) -> bytes:
     """The primary header for the plain copy, data-less as the copy's primary is."""
     cards = [c for c in _cards(stored) if not c[:8].rstrip().startswith(b"NAXIS")]
-    return _header([*cards[:2], _card("NAXIS", 0), *cards[2:]])
+    return _header([*cards[:2], fits_card("NAXIS", 0), *cards[2:]])
 
 
-def _card(key: str, value: bool | int | float | str, comment: str = "") -> bytes:
+def fits_card(key: str, value: bool | int | float | str, comment: str = "") -> bytes:
     """One fixed-format card (FITS 4.0 §4.2)."""
     if isinstance(value, bool):
         text = f"{'T' if value else 'F':>20}"
@@ -316,9 +316,9 @@ def _append_plain(
     table's and the compression's), then its stored values as big-endian bytes."""
     bitpix = int(header.get("ZBITPIX") if compressed else header.get("BITPIX"))
     ny, nx = stored.shape
-    cards = [_card("XTENSION", "IMAGE"), _card("BITPIX", bitpix), _card("NAXIS", 2),
-             _card("NAXIS1", nx), _card("NAXIS2", ny), _card("PCOUNT", 0),
-             _card("GCOUNT", 1)]  # fmt: skip
+    cards = [fits_card("XTENSION", "IMAGE"), fits_card("BITPIX", bitpix), fits_card("NAXIS", 2),
+             fits_card("NAXIS1", nx), fits_card("NAXIS2", ny), fits_card("PCOUNT", 0),
+             fits_card("GCOUNT", 1)]  # fmt: skip
     for card in _cards(stored_header):
         key = card[:8].rstrip().decode("ascii", "replace")
         if key in _COMPRESSION_KEYS or (compressed and key.startswith(_COMPRESSION_PREFIXES)):
@@ -349,8 +349,9 @@ class _MapWriter:
 
     def __post_init__(self) -> None:
         comment = f"COMMENT SPICA QFin {self.what}".ljust(CARD).encode("ascii")
-        self._write(_header([_card("SIMPLE", True), _card("BITPIX", 8), _card("NAXIS", 0),
-                             _card("EXTEND", True), comment]))  # fmt: skip
+        cards = [fits_card("SIMPLE", True), fits_card("BITPIX", 8), fits_card("NAXIS", 0),
+                 fits_card("EXTEND", True), comment]  # fmt: skip
+        self._write(_header(cards))
 
     def _write(self, data: bytes) -> None:
         self.f.seek(self.offset)
@@ -359,11 +360,11 @@ class _MapWriter:
 
     def extension(self, plane: np.ndarray, extname: list[bytes]) -> None:
         ny, nx = plane.shape
-        cards = [_card("XTENSION", "IMAGE"), _card("BITPIX", 8), _card("NAXIS", 2),
-                 _card("NAXIS1", nx), _card("NAXIS2", ny), _card("PCOUNT", 0),
-                 _card("GCOUNT", 1)]  # fmt: skip
+        cards = [fits_card("XTENSION", "IMAGE"), fits_card("BITPIX", 8), fits_card("NAXIS", 2),
+                 fits_card("NAXIS1", nx), fits_card("NAXIS2", ny), fits_card("PCOUNT", 0),
+                 fits_card("GCOUNT", 1)]  # fmt: skip
         if self.inverted:
-            cards += [_card("BSCALE", -1.0, "value = 1 - stored byte"), _card("BZERO", 1.0)]
+            cards += [fits_card("BSCALE", -1.0, "value = 1 - stored byte"), fits_card("BZERO", 1.0)]
         self._write(_header(cards + extname))
         flat = plane.reshape(-1)
         for start in _nonzero_chunks(flat):
@@ -493,4 +494,4 @@ def _flag_map(stored: np.ndarray, header: Any, primary: Any) -> np.ndarray:
     return flag
 
 
-__all__ = ["FLAG_NONFINITE", "FLAG_SATURATED", "FLAG_ZERO", "MapPaths", "write_maps"]
+__all__ = ["FLAG_NONFINITE", "FLAG_SATURATED", "FLAG_ZERO", "MapPaths", "fits_card", "write_maps"]

@@ -215,23 +215,8 @@ def _psfex_extensions(path: Path, image: str) -> dict[int, dict[str, str]]:
 def psfex_extensions(path: Path, owner: str) -> dict[int, dict[str, str]]:
     """PSFEx XML's ``PSF_Extensions`` rows by extension number (1-based), values as text;
     QfinFailed's message starts with ``owner`` (``image 811001p``, ``stack S``)."""
-    if not path.is_file():
-        raise QfinFailed(f"{owner}: PSFEx's XML {path} is missing")
-    try:
-        root = ElementTree.parse(path).getroot()
-    except (ElementTree.ParseError, OSError) as exc:
-        raise QfinFailed(f"{owner}: PSFEx's XML {path} is unreadable ({one_line(exc)})") from exc
-    table = next(
-        (t for t in root.iter() if _local(t.tag) == "TABLE" and t.get("name") == "PSF_Extensions"),
-        None,
-    )
-    if table is None:
-        raise QfinFailed(f"{owner}: PSFEx's XML {path} has no PSF_Extensions table")
-    fields = [f.get("name", "") for f in table if _local(f.tag) == "FIELD"]
     rows: dict[int, dict[str, str]] = {}
-    for tr in (e for e in table.iter() if _local(e.tag) == "TR"):
-        values = [(td.text or "").strip() for td in tr if _local(td.tag) == "TD"]
-        row = dict(zip(fields, values, strict=False))
+    for row in votable_rows(path, "PSF_Extensions", owner, what="PSFEx's XML"):
         number = _int(row.get("Extension"))
         if number is not None:
             rows[number] = row
@@ -292,6 +277,30 @@ def _primary_header(path: Path) -> dict[str, object] | None:
     if not cards or not cards[0].startswith("SIMPLE  ="):
         return None
     return _header_values(cards)
+
+
+def votable_rows(path: Path, table: str, owner: str, *, what: str = "XML") -> list[dict[str, str]]:
+    """The rows of VOTable ``table`` in an AstrOmatic tool's XML, values as text.
+
+    Read with ElementTree, not a VOTable parser: the tools declare some fields with a
+    datatype their values do not have (SWarp's ``Weight_Type`` is "boolean"), which strict
+    parsers refuse. QfinFailed's message starts with ``owner`` (``stack S``) and names the
+    file as ``what`` (``PSFEx's XML``)."""
+    if not path.is_file():
+        raise QfinFailed(f"{owner}: {what} {path} is missing")
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, OSError) as exc:
+        raise QfinFailed(f"{owner}: {what} {path} is unreadable ({one_line(exc)})") from exc
+    found = [t for t in root.iter() if _local(t.tag) == "TABLE" and t.get("name") == table]
+    if not found:
+        raise QfinFailed(f"{owner}: {what} {path} has no {table} table")
+    fields = [f.get("name", "") for f in found[0] if _local(f.tag) == "FIELD"]
+    return [
+        dict(zip(fields, [(td.text or "").strip() for td in tr if _local(td.tag) == "TD"],
+                 strict=False))
+        for tr in found[0].iter() if _local(tr.tag) == "TR"
+    ]  # fmt: skip
 
 
 def _median(values: Iterable[float | None]) -> float | None:

@@ -79,9 +79,8 @@ def _prepare(unit: StackUnit, item: StackInput, workdir: str) -> list[str]:
 
 
 def _sextractor(
-    config: Path, image: Path, weight: Path, catalog: Path, *, flag: Path | None = None,
-    xml: Path | None = None,
-) -> list[str]:  # fmt: skip
+    config: Path, image: Path, weight: Path, catalog: Path, *, xml: Path | None = None
+) -> list[str]:
     line = [
         "source-extractor", str(image),
         "-c", str(config / SEX_CONFIG),
@@ -93,8 +92,6 @@ def _sextractor(
         "-WEIGHT_TYPE", "MAP_WEIGHT",
         "-WEIGHT_IMAGE", str(weight),
     ]  # fmt: skip
-    if flag is not None:
-        line += ["-FLAG_IMAGE", str(flag)]
     if xml is not None:
         line += ["-WRITE_XML", "Y", "-XML_NAME", str(xml)]
     return line
@@ -132,7 +129,7 @@ def stack_commands(unit: StackUnit) -> list[list[str]]:
     lines = [_prepare(unit, item, workdir) for item in unit.inputs]
     lines += [
         _sextractor(config, out.input_image(i.image), out.input_weight(i.image),
-                    out.input_catalog(i.image), flag=out.input_flag(i.image))
+                    out.input_catalog(i.image))
         for i in unit.scamp_inputs
     ]  # fmt: skip
     scamp = [

@@ -16,6 +16,7 @@ import typer
 from spica_tui.cli import (
     apps_cmds,
     auto_cmds,
+    compare_cmds,
     console_cmds,
     daemon_cmds,
     db_cmds,
@@ -26,6 +27,7 @@ from spica_tui.cli import (
     ops_cmds,
     qfin_cmds,
     report_cmds,
+    stack_cmds,
     stack_inject_cmds,
     transfer_cmds,
     transfer_run_cmds,
@@ -87,7 +89,9 @@ qfin_cmds.register(app)
 apps_cmds.register_commands(app)
 image_cmds.register(app)
 auto_cmds.register(app)
+stack_cmds.register(app)
 stack_inject_cmds.register(app)
+compare_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,9 +45,7 @@ def stack_inject(
     validate_name(stack, "stack")
     outputs = StackOutputs(Path(workdir), stack)
     psf = coadd_psf(outputs)
-    zp, stars = zero_point(
-        outputs.catalog, Path(refcat), coadd=outputs.coadd, fwhm_px=psf.fwhm_px
-    )
+    zp, stars = zero_point(outputs.catalog, Path(refcat), coadd=outputs.coadd, fwhm_px=psf.fwhm_px)
     done = inject(
         outputs,
         zero_point=zp,
