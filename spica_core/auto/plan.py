@@ -266,9 +266,10 @@ def plan_units(
     release = config.stack_release(query.release)
     grid = config.grid(release.grid)
     mode: Mode = query.mode or release.mode
-    accepted, refused = select_images(release.rules, images)
     if query.filter is not None:
-        accepted = [i for i in accepted if filter_matches(i.filter or "", [query.filter])]
+        wanted = [query.filter]
+        images = [i for i in images if i.filter is not None and filter_matches(i.filter, wanted)]
+    accepted, refused = select_images(release.rules, images)
     planner = _Planner(config, release, grid, mode, images, refcat_checksum)
     if mode == IMAGE_STEP:
         units = [u for u in (planner.image_unit(image) for image in accepted) if u is not None]
