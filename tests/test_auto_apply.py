@@ -117,3 +117,26 @@ def test_a_source_unlike_its_ingestion_adds_no_unit(demo: DemoCluster) -> None:
         assert not (demo.node_root(B) / "raid1" / "inputs" / "03AL01" / "a1.fits.fz").exists()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_image_mode_units_on_their_own_nodes(demo: DemoCluster) -> None:
+    config = load_config(demo.config_path)
+    engine = make_engine(config.db)
+    try:
+        put(demo, config, engine, "805282p", A, 2_000, ra=10.0, runid="03AL01")
+        put(demo, config, engine, "805283p", B, 2_000, ra=10.1)
+        done = apply_auto(engine, config, plan_auto(engine, config, AutoQuery(mode="image")))
+        assert {(u.name, u.node, u.state) for u in done.units} == {
+            (f"805282p_{RELEASE}", A, "planned"),
+            (f"805283p_{RELEASE}", B, "planned"),
+        }
+        assert all(u.copies == () for u in done.units) and done.ok
+        with Session(engine) as s:
+            rows = s.execute(select(Stack.name, Stack.step, Stack.tile, Stack.runid)).all()
+        assert sorted(rows) == [
+            (f"805282p_{RELEASE}", "image", "805282p", "03AL01"),
+            (f"805283p_{RELEASE}", "image", "805283p", "03AL01"),
+        ]
+    finally:
+        engine.dispose()
