@@ -394,7 +394,7 @@ class _Planner:
         node, partition = _placement(scamp)
         root = self.roots.get(node)
         if root is None:
-            raise ConfigError(f"stack {name}: its node {node} is not in [[nodes]]")
+            raise UsageError(f"stack {name}: its node {node} is not in [[nodes]]")
         base = posixpath.join(root or "/", validate_name(partition, "partition"))
         release = validate_name(self.release.name, "release")
         workdir = posixpath.join(base, STACKS_DIR, release, name)
