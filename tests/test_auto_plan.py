@@ -91,8 +91,10 @@ def test_units_inputs_nodes_and_copies(db_engine: Any, config: SpicaConfig) -> N
     assert t1.unit.reference_catalogue.startswith(f"{root2}/raid1/stacks/{RELEASE}/reference-")
     # a2 lacked PHOT_C: the median of the filter's others, flagged as made up.
     aheads = {i.image: dict(i.ahead) for i in t1.unit.inputs}
-    assert aheads["a2"] == {"PHOT_C": 30.0, "PHOTFLAG": False}
-    assert aheads["a1"] == {}
+    keys = {"FILTER": "r.MP9601", "EXPTIME": 300.0, "AIRMASS": 1.2, "PHOT_K": 0.1}
+    assert aheads["a2"] == {**keys, "PHOT_C": 30.0, "PHOTFLAG": False}
+    assert aheads["a1"] == {**keys, "PHOT_C": 30.0, "PHOTFLAG": True}
+    assert aheads["s1"]["PHOT_C"] == 31.0  # its own
     # The corner exposure is the whole of three tiles, on its own node.
     for name in (T2, T3, T4):
         assert [i.image for i in units[name].unit.inputs] == ["a3"]

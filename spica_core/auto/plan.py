@@ -16,9 +16,12 @@ them. Inputs held by other nodes are planned as copies to
 node's units), the release's reference catalogue (FITS_LDAC) to
 ``<root>/<partition>/stacks/<release>/reference-<checksum>.ldac``.
 
-Photometric keys: an exposure whose header lacked ``PHOT_C`` or ``PHOT_K`` at ingestion
-gets an ``.ahead`` with the median of that filter's images which have it, and
-``PHOTFLAG = F`` (the value is made up, not measured on the night); a key no image of the
+``.ahead`` cards: SCAMP reads its photometric keys per CCD, from source-extractor's
+catalogues, which carry the CCD's header and not the primary one where MegaCam writes them;
+so every input's ``.ahead`` gives ``FILTER``, ``EXPTIME``, ``AIRMASS``, ``PHOT_C``, ``PHOT_K``
+and ``PHOTFLAG`` as dbspica holds them from ingestion. An exposure whose header lacked
+``PHOT_C`` or ``PHOT_K`` gets the median of its filter's images which have it and
+``PHOTFLAG = F`` (made up, not measured on the night; ``T`` otherwise); a key no image of the
 filter has is left out.
 
 Idempotent: a unit whose name exists with the same inputs digest (sha256 of its sorted
@@ -454,13 +457,24 @@ class _Planner:
         return name
 
     def _ahead(self, image: AutoImage) -> dict[str, CardValue]:
+        """The input's ``.ahead`` cards (see the module's docstring)."""
         cards: dict[str, CardValue] = {}
+        if image.filter is not None:
+            cards["FILTER"] = image.filter
+        if image.exptime is not None:
+            cards["EXPTIME"] = image.exptime
+        if image.airmass is not None:
+            cards["AIRMASS"] = image.airmass
         medians = self.phot.get(image.filter or "", {})
+        measured = True
         for key, value in (("PHOT_C", image.phot_c), ("PHOT_K", image.phot_k)):
-            if value is None and key in medians:
-                cards[key] = medians[key]
-        if cards:
-            cards["PHOTFLAG"] = False
+            if value is not None:
+                cards[key] = value
+            else:
+                measured = False
+                if key in medians:
+                    cards[key] = medians[key]
+        cards["PHOTFLAG"] = measured
         return cards
 
 
