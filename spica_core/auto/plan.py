@@ -200,6 +200,8 @@ class AutoPlan:
     not_launched: list[tuple[str, str]] = field(default_factory=list)
     #: Units that cannot be made (a path the tools cannot take…): ``(stack, why)``.
     unplanned: list[tuple[str, str]] = field(default_factory=list)
+    #: Nodes that did not answer while the units' files were copied.
+    unreachable: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -222,6 +224,7 @@ class AutoPlan:
             "refused": [{"image": r.image, "reason": r.reason} for r in self.refused],
             "not_launched": [{"stack": s, "message": m} for s, m in self.not_launched],
             "unplanned": [{"stack": s, "message": m} for s, m in self.unplanned],
+            "unreachable": self.unreachable,
         }
 
 
