@@ -245,3 +245,41 @@ def test_planner_invariants(rows: list[tuple[float, float, str, int, str]]) -> N
         assert image.ra is not None and image.dec is not None
         if field.ra_min <= image.ra <= field.ra_max and field.dec_min <= image.dec <= field.dec_max:
             assert name in in_swarp
+
+
+def test_a_frozen_release_refuses_changed_tools_or_catalogue(
+    tmp_path: Path, db_url: str, db_engine: Any
+) -> None:
+    """Frozen with stacks: a tool configuration file or the reference catalogue changed is
+    refused by name; with no stack left the release may be frozen afresh."""
+    import shutil
+
+    from sqlalchemy.orm import Session
+
+    from spica_core.auto.freeze import ReleaseFrozen, check_frozen, freeze, release_settings
+    from spica_core.db.models import Stack
+    from spica_core.resources import astromatic_dir
+
+    tools = tmp_path / "tools"
+    shutil.copytree(astromatic_dir(), tools)
+    config = make_config(tmp_path, db_url, tool_config=str(tools))
+    release = config.releases[0]
+    first = release_settings(config, release, "xxh128:" + "1" * 32)
+    with Session(db_engine) as s, s.begin():
+        assert check_frozen(s, first) is False
+        freeze(s, first, "operator")
+        s.add(Stack(name=f"x_{RELEASE}", step="stack", release=RELEASE))
+    with Session(db_engine) as s:
+        assert check_frozen(s, first) is True
+    (tools / "stack.scamp").write_text((tools / "stack.scamp").read_text() + "\n# tuned\n")
+    changed = release_settings(config, release, "xxh128:" + "2" * 32)
+    with Session(db_engine) as s, pytest.raises(ReleaseFrozen) as info:
+        check_frozen(s, changed)
+    assert info.value.changed == ["reference_catalogue", "tool_config.stack.scamp"]
+    with Session(db_engine) as s, s.begin():
+        s.query(Stack).delete()
+    with Session(db_engine) as s, s.begin():
+        assert check_frozen(s, changed) is False  # no stack: frozen afresh on the next apply
+        freeze(s, changed, "operator")
+    with Session(db_engine) as s:
+        assert check_frozen(s, changed) is True
