@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spica_core.checksum import file_checksum
 from spica_core.resources import astromatic_dir
@@ -25,6 +26,9 @@ from spica_core.stacking.unit import StackInput, StackUnit, TileSpec
 from spica_core.synth.layout import NATIVE_SCALE, PHOTOMETRY, ExposureSpec, ccd_geometry
 from spica_core.synth.refcat import write_reference_catalogue
 from spica_core.synth.truth import truth_path, write_sky_exposure
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 TOOLS = ("source-extractor", "scamp", "SWarp", "psfex", "stiff")
 #: Dithers (east, north, arcsec) of the exposures about the first pointing.
@@ -158,3 +162,23 @@ def run_lines(
         if done.returncode:
             raise AssertionError(f"{argv[0]} {argv[1:3]} exited {done.returncode}: "
                                  f"{done.stderr[-3000:]}{done.stdout[-2000:]}")  # fmt: skip
+
+
+def stack_database(root: Path, stack: SyntheticStack) -> tuple[Engine, Path]:
+    """A dbspica on SQLite in ``root`` holding the unit's stack row (running, as the daemon
+    leaves it), and a configuration file naming it (``SPICA_CONFIG`` for the lines)."""
+    from sqlalchemy.orm import Session
+
+    from spica_core.config import DatabaseConfig
+    from spica_core.db.engine import make_engine
+    from spica_core.db.models import Stack
+    from spica_core.db.schema import upgrade
+
+    url = f"sqlite:///{root / 'dbspica.sqlite'}"
+    engine = make_engine(DatabaseConfig(url=url), create=True)
+    upgrade(engine)
+    with Session(engine) as s, s.begin():
+        s.add(Stack(name=stack.unit.name, release=stack.unit.release, state="running"))
+    config = root / "spica.toml"
+    config.write_text(f'[db]\nurl = "{url}"\n')
+    return engine, config

@@ -23,11 +23,15 @@ from astropy.wcs import WCS
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from spica_core.db.engine import make_engine
-from spica_core.db.models import Stack, StackResult
-from spica_core.db.schema import upgrade
+from spica_core.db.models import StackResult
 from spica_core.stacking.outputs import StackOutputs
-from tests.stack_support import SyntheticStack, require_tools, run_lines, synthetic_stack
+from tests.stack_support import (
+    SyntheticStack,
+    require_tools,
+    run_lines,
+    stack_database,
+    synthetic_stack,
+)
 
 #: Aperture radius for the flux comparison (FWHM) and sky annulus (FWHM).
 APERTURE, ANNULUS = 3.0, (5.0, 8.0)
@@ -39,16 +43,8 @@ ISOLATION = 2.5
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyntheticStack]:
     require_tools()
     root = tmp_path_factory.mktemp("stack")
-    from spica_core.config import DatabaseConfig
-
-    url = f"sqlite:///{root / 'dbspica.sqlite'}"
-    engine = make_engine(DatabaseConfig(url=url), create=True)
-    upgrade(engine)
     stack = synthetic_stack(root)
-    with Session(engine) as s, s.begin():
-        s.add(Stack(name=stack.unit.name, release="T0003", step="stack", state="running"))
-    config = root / "spica.toml"
-    config.write_text(f'[db]\nurl = "{url}"\n')
+    engine, config = stack_database(root, stack)
     run_lines(stack, env={"SPICA_CONFIG": str(config)})
     stack.engine = engine  # type: ignore[attr-defined]
     yield stack
