@@ -23,7 +23,7 @@ from spica_core.checksum import file_checksum
 from spica_core.resources import astromatic_dir
 from spica_core.stacking.commands import stack_commands
 from spica_core.stacking.unit import StackInput, StackUnit, TileSpec
-from spica_core.synth.layout import NATIVE_SCALE, PHOTOMETRY, ExposureSpec, ccd_geometry
+from spica_core.synth.layout import NATIVE_SCALE, ExposureSpec, ccd_geometry
 from spica_core.synth.refcat import write_reference_catalogue
 from spica_core.synth.truth import truth_path, write_sky_exposure
 
@@ -86,7 +86,6 @@ def synthetic_stack(
             ccds=ccds, pixel_scale=NATIVE_SCALE, fwhm=fwhm,
         )  # fmt: skip
         path = write_sky_exposure(spec, raid, container, truth_dir=root / "truth")  # type: ignore[arg-type]
-        phot_c, phot_k = PHOTOMETRY[spec.filter]
         inputs.append(
             StackInput(
                 image=spec.filename,
@@ -95,15 +94,9 @@ def synthetic_stack(
                 exptime=spec.exptime,
                 scamp=True,
                 swarp=True,
-                ahead={
-                    "PHOT_C": phot_c,
-                    "PHOT_K": phot_k,
-                    "PHOTFLAG": True,
-                    "EXPTIME": spec.exptime,
-                    "AIRMASS": spec.airmass,
-                    "FILTER": spec.filter,
-                    "QRUNID": spec.qrunid,
-                },
+                # The primary header's PHOT_C, EXPTIME, FILTER… reach the .ahead by
+                # themselves; a photometric night is the planner's to say.
+                ahead={"PHOTFLAG": True},
             )
         )
         specs.append(spec)

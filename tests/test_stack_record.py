@@ -142,6 +142,20 @@ def test_prepare_lays_out_the_input_once(one_input: SyntheticStack) -> None:
     ahead = out.input_ahead(item.image).read_text().splitlines()
     assert sum(1 for line in ahead if line.strip() == "END") == 2  # one header per CCD
     assert any(line.startswith("PHOTFLAG=                    T") for line in ahead)
+    # The primary header's cards SCAMP reads, repeated for every CCD.
+    spec = one_input.specs[0]
+    assert sum(1 for line in ahead if line.startswith(f"FILTER  = '{spec.filter}'")) == 2
+    assert any(line.startswith("EXPTIME =") and f"{spec.exptime}" in line for line in ahead)
+
+
+def test_ahead_option_wins_over_the_header(one_input: SyntheticStack) -> None:
+    item = one_input.unit.inputs[0]
+    out = _out(one_input)
+    prepare_input(out, image=item.image, path=Path(item.path), ahead={"PHOT_K": 0.5})
+    ahead = out.input_ahead(item.image).read_text().splitlines()
+    assert [line[:30] for line in ahead if line.startswith("PHOT_K")] == [
+        "PHOT_K  =                  0.5"
+    ] * 2
 
 
 def test_corrupt_exposure_fails_prepare_with_its_name(one_input: SyntheticStack) -> None:
