@@ -201,3 +201,16 @@ def test_missing_exposure_fails_prepare(one_input: SyntheticStack) -> None:
     Path(item.path).unlink()
     with pytest.raises(StackFailed, match="does not exist"):
         _prepare(one_input)
+
+
+def test_qfin_maps_are_used_when_given(one_input: SyntheticStack, tmp_path: Path) -> None:
+    item = one_input.unit.inputs[0]
+    out = _prepare(one_input)
+    qfin = tmp_path / "qfin"
+    qfin.mkdir()
+    weight = qfin / f"{item.image}.weight.fits"
+    weight.write_bytes(out.input_weight(item.image).read_bytes())
+    prepare_input(out, image=item.image, path=Path(item.path), weight=weight)
+    assert out.input_weight(item.image).resolve() == weight.resolve()
+    with pytest.raises(StackFailed, match=r"weight map .* does not exist"):
+        prepare_input(out, image=item.image, path=Path(item.path), weight=qfin / "gone.fits")
