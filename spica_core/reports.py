@@ -113,9 +113,17 @@ class StackDetail:
     files: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     apps: list[dict[str, Any]] = field(default_factory=list)
+    #: The recorded results (:mod:`spica_core.read_model.results`); None until recorded.
+    result: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.stack.to_json(), "files": self.files, "runs": self.runs, "apps": self.apps}
+        return {
+            **self.stack.to_json(),
+            "files": self.files,
+            "runs": self.runs,
+            "apps": self.apps,
+            "result": self.result,
+        }
 
 
 def run_json(run: StackRun) -> dict[str, Any]:

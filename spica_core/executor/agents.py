@@ -451,6 +451,36 @@ class AgentExecutor:
             raise NodeUnreachable(source.node, f"SFTP read of {remote}: {exc}") from exc
         return file_copy.SftpSource(handle)
 
+    async def read_file(self, node: str, path: str, limit: int) -> bytes:
+        """A small file of ``node`` (a result's thumbnail): ``path`` absolute under the
+        node's root or relative to it, read over the node's SFTP session (or here, for a
+        root on this machine). ValueError when it holds more than ``limit`` bytes or lies
+        outside the root; the copy's errors otherwise (ProtocolError, NodeUnreachable)."""
+        from spica_core.checksum import Hasher
+        from spica_core.executor.file_copy import NodeFile
+        from spica_core.node_pool import NodePool
+
+        if isinstance(self._nodes, NodePool):
+            root = self._nodes.link(node).node.root
+        else:
+            root = self._nodes.config.node(node).root
+        relative = path
+        if path.startswith("/"):
+            base = root.rstrip("/") + "/"
+            if not path.startswith(base):
+                raise ValueError(f"{path}: not under the root {root} of node {node}")
+            relative = path[len(base) :]
+        src = await self._open_source(NodeFile(node, relative), 0)
+        hasher, data = Hasher(), bytearray()
+        try:
+            while block := await src.read(hasher):
+                data += block
+                if len(data) > limit:
+                    raise ValueError(f"{path} on node {node}: larger than {limit} bytes")
+        finally:
+            await src.close()
+        return bytes(data)
+
     async def close(self) -> None:
         close = getattr(self._nodes, "close", None)
         if close is not None:

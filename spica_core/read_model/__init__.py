@@ -12,7 +12,10 @@ the operations' stack selection and the console's data alike:
   :func:`list_images`;
 * DataTransfer (:mod:`.transfer`): :func:`transfer_space` (disks with virtual free),
   :func:`waiting_runids`, :func:`transfer_distribution`;
-* QFin (:mod:`.qfin`): per-runid QF figures, breakdowns, the units running.
+* QFin (:mod:`.qfin`): per-runid QF figures, breakdowns, the units running;
+* stacking results: a stack's recorded results (:mod:`.results`, in :func:`stack_detail`),
+  two releases compared tile by tile (:mod:`.compare`: :func:`compare_releases`), the
+  data-mining figures (:mod:`.mining`: :func:`mining_view`).
 
 Every function takes a :class:`Scope` (default :data:`EVERYTHING`, the operators'): a runid
 scope sees only its runids' rows and no node internals (:mod:`.scope` says which). Regexes
@@ -26,6 +29,7 @@ from spica_core.read_model.cluster import (
     natural_sorted,
     runid_distribution,
 )
+from spica_core.read_model.compare import ReleaseComparison, compare_releases, stack_releases
 from spica_core.read_model.images import (
     NOT_GRADED,
     QF_STATES,
@@ -34,6 +38,7 @@ from spica_core.read_model.images import (
     Range,
     list_images,
 )
+from spica_core.read_model.mining import MiningView, mining_view
 from spica_core.read_model.regex import MAX_PATTERN, REGEX_SECONDS, SqlPattern, sql_pattern
 from spica_core.read_model.scope import EVERYTHING, Scope
 from spica_core.read_model.stacks import (
@@ -71,7 +76,9 @@ __all__ = [
     "VIEW_STATES",
     "ImageQuery",
     "ImageRow",
+    "MiningView",
     "Range",
+    "ReleaseComparison",
     "Replanning",
     "RunidDistribution",
     "RunidWaiting",
@@ -80,18 +87,21 @@ __all__ = [
     "StackPage",
     "StackSelection",
     "TransferStatus",
+    "compare_releases",
     "count_stacks",
     "iter_stacks",
     "list_images",
     "list_nodes",
     "list_problems",
     "list_stacks",
+    "mining_view",
     "natural_sorted",
     "page_stacks",
     "runid_distribution",
     "runid_filters",
     "sql_pattern",
     "stack_detail",
+    "stack_releases",
     "state_counts",
     "transfer_distribution",
     "transfer_space",

@@ -7,7 +7,8 @@ A :class:`Scope` is the one place that says what "node internals" are. In a runi
 * never returns a node name, host, port, user, path, pid or disk: the nodes report is empty,
   stack rows and runs carry no node, the runid distribution has totals but no node columns;
 * never returns text written by a node or a command line: a stack's ``error`` and its runs'
-  ``command`` (they hold paths and host names), a problem's ``message``; hardware and security
+  ``command`` (they hold paths and host names), a problem's ``message``, the paths of a
+  stack's results (its figures are shown); hardware and security
   problems are not shown at all (they are about nodes, not about a runid's data);
 * refuses a ``node`` filter, and searches the operator's text in the name, runid and filter
   only, so that which rows a filter keeps never reveals hidden text either.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from spica_core.errors import UsageError
+from spica_core.read_model.results import hide_paths
 from spica_core.reports import StackDetail, StackRow
 
 #: Problem kinds a runid scope may see (the others are about nodes).
@@ -63,7 +65,12 @@ class Scope:
         if not self.hides_node_internals:
             return detail
         runs = [{**r, "node": None, "command": None} for r in detail.runs]
-        return StackDetail(self.stack_row(detail.stack), detail.files, runs, detail.apps)
+        return replace(
+            detail,
+            stack=self.stack_row(detail.stack),
+            runs=runs,
+            result=hide_paths(detail.result),
+        )
 
     def problem(self, problem: dict[str, Any]) -> dict[str, Any]:
         if not self.hides_node_internals:

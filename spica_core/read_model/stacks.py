@@ -29,6 +29,7 @@ from spica_core.read_model.regex import (
     regexp,
     sql_pattern,
 )
+from spica_core.read_model.results import stack_result
 from spica_core.read_model.scope import EVERYTHING, Scope
 from spica_core.reports import StackDetail, StackRow, run_json
 from spica_core.states import StackState
@@ -351,4 +352,5 @@ def stack_detail(engine: Engine, name: str, scope: Scope = EVERYTHING) -> StackD
         ]
         runs = [run_json(r) for r in stack.runs]
         apps = [{"name": a.application.name, "version": a.version} for a in stack.apps]
-        return scope.stack_detail(StackDetail(StackRow.of(stack), files, runs, apps))
+        result = stack_result(session, stack.id)
+        return scope.stack_detail(StackDetail(StackRow.of(stack), files, runs, apps, result))

@@ -1,13 +1,9 @@
 """An astrometric reference catalogue of the synthetic sky, as SCAMP reads one offline.
 
-``scamp ... -ASTREF_CATALOG FILE -ASTREFCAT_NAME ref.ldac`` wants a FITS_LDAC file: an empty
-primary HDU, an ``LDAC_IMHEAD`` table whose single ``Field Header Card`` cell holds an image
-header's 80-column cards (SCAMP writes a dummy one with the field's WCS, as here), then an
-``LDAC_OBJECTS`` table with the keys of SCAMP's ``ASTREF*_KEYS`` defaults: ``X_WORLD``,
-``Y_WORLD`` (deg, double), ``ERRA_WORLD``, ``ERRB_WORLD`` (deg), ``ERRTHETA_WORLD`` (deg),
-``MAG``, ``MAGERR``, ``OBSDATE`` (epoch in years) and ``FLAGS``. The stars are the sky's
-own (:mod:`.sky`), their positions and magnitudes scattered by errors that grow towards the
-faint end as a survey's do, seeded so the same request gives the same bytes.
+The FITS_LDAC file is the one SPICA writes for every release's catalogue
+(:mod:`spica_core.stacking.refcat`). The stars are the sky's own (:mod:`.sky`), their
+positions and magnitudes scattered by errors that grow towards the faint end as a survey's
+do, seeded so the same request gives the same bytes.
 """
 
 from __future__ import annotations
@@ -15,17 +11,12 @@ from __future__ import annotations
 import math
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spica_core.stacking.refcat import Reference, write_ldac
 from spica_core.synth.sky import SKY, STAR, SkyModel, sources_in
-from spica_core.synth.writer import hdus_bytes, replace_file
-
-if TYPE_CHECKING:
-    from astropy.io import fits
 
 #: Positional error (arcsec) of the brightest references, and where it doubles (mag).
 POSITION_FLOOR = 0.03
@@ -33,19 +24,6 @@ POSITION_KNEE = 20.0
 #: Magnitude error floor and the magnitude where it reaches 0.05 mag.
 MAG_FLOOR = 0.01
 MAG_KNEE = 21.5
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The catalogue's columns (numpy arrays), errors as 1-sigma."""
-
-    ra: np.ndarray
-    dec: np.ndarray
-    #: Positional error per axis (arcsec).
-    error: np.ndarray
-    mag: np.ndarray
-    magerr: np.ndarray
-    obsdate: float
 
 
 def position_error(mag: np.ndarray) -> np.ndarray:
@@ -90,72 +68,6 @@ def reference_stars(
     return Reference(ra % 360.0, dec, error, mag, magerr, obsdate)
 
 
-def _imhead_cards(centre: tuple[float, float], radius: float) -> str:
-    """A dummy image header covering the region (SCAMP writes one like it), as card text."""
-    from astropy.io import fits
-
-    scale = 0.2 / 3600.0
-    size = max(1, math.ceil(2 * radius / scale))
-    header = fits.Header(
-        [
-            ("SIMPLE", True, ""),
-            ("BITPIX", 0, ""),
-            ("NAXIS", 2, ""),
-            ("NAXIS1", size, ""),
-            ("NAXIS2", size, ""),
-            ("EQUINOX", 2000.0, ""),
-            ("RADESYS", "ICRS", ""),
-            ("CTYPE1", "RA---STG", ""),
-            ("CTYPE2", "DEC--STG", ""),
-            ("CRVAL1", centre[0], ""),
-            ("CRVAL2", centre[1], ""),
-            ("CRPIX1", (size + 1) / 2, ""),
-            ("CRPIX2", (size + 1) / 2, ""),
-            ("CDELT1", -scale, ""),
-            ("CDELT2", scale, ""),
-        ]
-    )
-    return str(header.tostring(sep="", endcard=True, padding=False))
-
-
-def reference_hdus(
-    reference: Reference, centre: tuple[float, float], radius: float
-) -> fits.HDUList:
-    """The catalogue as FITS_LDAC HDUs (see the module's docstring)."""
-    from astropy.io import fits
-
-    text = _imhead_cards(centre, radius)
-    cards = len(text) // 80
-    imhead = fits.BinTableHDU.from_columns(
-        [
-            fits.Column(
-                "Field Header Card",
-                f"{80 * cards}A",
-                dim=f"(80, {cards})",
-                array=np.array([[text[i : i + 80] for i in range(0, len(text), 80)]]),
-            )
-        ],
-        name="LDAC_IMHEAD",
-    )
-    degrees = reference.error / 3600.0
-    n = len(reference.ra)
-    objects = fits.BinTableHDU.from_columns(
-        [
-            fits.Column("X_WORLD", "D", unit="deg", array=reference.ra),
-            fits.Column("Y_WORLD", "D", unit="deg", array=reference.dec),
-            fits.Column("ERRA_WORLD", "E", unit="deg", array=degrees),
-            fits.Column("ERRB_WORLD", "E", unit="deg", array=degrees),
-            fits.Column("ERRTHETA_WORLD", "E", unit="deg", array=np.zeros(n)),
-            fits.Column("MAG", "E", unit="mag", array=reference.mag),
-            fits.Column("MAGERR", "E", unit="mag", array=reference.magerr),
-            fits.Column("OBSDATE", "D", unit="yr", array=np.full(n, reference.obsdate)),
-            fits.Column("FLAGS", "I", array=np.zeros(n, dtype=np.int16)),
-        ],
-        name="LDAC_OBJECTS",
-    )
-    return fits.HDUList([fits.PrimaryHDU(), imhead, objects])
-
-
 def write_reference_catalogue(
     path: str | os.PathLike[str],
     centre: tuple[float, float],
@@ -168,4 +80,4 @@ def write_reference_catalogue(
     """Write the FITS_LDAC reference catalogue of the sky's stars within ``radius`` degrees
     of ``centre`` (atomically) and return its path."""
     reference = reference_stars(centre, radius, sky=sky, mag_limits=mag_limits, obsdate=obsdate)
-    return replace_file(path, hdus_bytes(reference_hdus(reference, centre, radius)))
+    return write_ldac(path, reference, centre, radius)

@@ -15,6 +15,8 @@ import typer
 
 from spica_tui.cli import (
     apps_cmds,
+    auto_cmds,
+    compare_cmds,
     console_cmds,
     daemon_cmds,
     db_cmds,
@@ -86,8 +88,10 @@ ingest_cmds.register(app)
 qfin_cmds.register(app)
 apps_cmds.register_commands(app)
 image_cmds.register(app)
+auto_cmds.register(app)
 stack_cmds.register(app)
 stack_inject_cmds.register(app)
+compare_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -101,7 +101,7 @@ def stack_show(
     name: Annotated[str, typer.Argument(help="Stack name.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Everything dbspica holds about one stack: metadata, files, runs."""
+    """Everything dbspica holds about one stack: metadata, results, files, runs."""
     from spica_core.read_model import stack_detail
     from spica_core.text import printable
 
@@ -133,6 +133,8 @@ def stack_show(
         fields.append(("error", s.error))
     for key, value in fields:
         stdout.print(Text.assemble((f"{key:>10}", "bold"), "  ", printable(value, lines=True)))
+    if detail.result is not None:
+        print_result(detail.result)
     if detail.files:
         t = table("image", "role", "filter", title="files")
         for f in detail.files:
@@ -150,6 +152,23 @@ def stack_show(
                 r["command"],
             )
         stdout.print(t)
+
+
+def print_result(result: dict[str, Any]) -> None:
+    """The results block of ``stack show``: figures, files on the node, seconds per step."""
+    from spica_core.read_model.results import FIGURES, RESULT_PATHS, format_figure, format_seconds
+    from spica_core.text import printable
+
+    t = table("result", "value", title="results")
+    for key, label, _ in FIGURES:
+        t.add_row(label, format_figure(key, result.get(key)))
+    for key in RESULT_PATHS:
+        if result.get(key):
+            t.add_row(key.removesuffix("_path"), Text(printable(result[key])))
+    for step, seconds in (result.get("step_seconds") or {}).items():
+        t.add_row(f"time {printable(step)}", format_seconds(float(seconds)))
+    t.add_row("recorded", result.get("recorded_at") or "-")
+    stdout.print(t)
 
 
 def nodes(

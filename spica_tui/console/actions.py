@@ -24,7 +24,7 @@ from spica_core.states import Actor, StackState, allowed_from
 if TYPE_CHECKING:
     from textual.app import App
 
-Scope = Literal["app", "dashboard", "detail", "transfer", "qfin"]
+Scope = Literal["app", "dashboard", "detail", "transfer", "qfin", "compare", "mining"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,24 @@ ACTIONS: tuple[ConsoleAction, ...] = (
         "QFin",
         "Open QFin: per runid images received, with problems, QF done and in progress; "
         "breakdowns; search over the measured fields; grades",
+        ("app",),
+        footer=False,
+    ),
+    ConsoleAction(
+        "compare",
+        "v",
+        "Compare",
+        "Open the release comparison: two releases' stacks tile by tile (SCAMP and SWarp "
+        "files, exposure, seeing, completeness, astrometric RMS, background) and the change",
+        ("app",),
+        footer=False,
+    ),
+    ConsoleAction(
+        "mining",
+        "m",
+        "Data mining",
+        "Open data mining: seeing per filter, completeness against seeing, time per step and "
+        "per node",
         ("app",),
         footer=False,
     ),
@@ -160,7 +178,18 @@ ACTIONS: tuple[ConsoleAction, ...] = (
     ),
     # The stack detail.
     ConsoleAction(
-        "back", "escape", "Back", "Back to the dashboard", ("detail", "transfer", "qfin")
+        "back",
+        "escape",
+        "Back",
+        "Back to the dashboard",
+        ("detail", "transfer", "qfin", "compare", "mining"),
+    ),
+    ConsoleAction(
+        "swap_releases",
+        "s",
+        "Swap",
+        "Swap the two releases compared",
+        ("compare",),
     ),
     ConsoleAction(
         "reload_log", "t", "Log tail", "Fetch the log tail from the node again", ("detail",)

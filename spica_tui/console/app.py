@@ -32,9 +32,12 @@ from spica_tui.console.modals import ConfirmPlan
 from spica_tui.console.panels.header import show_header
 from spica_tui.console.qfin_backend import QfinBackend
 from spica_tui.console.refresh import Clock, ConsoleBackend, Poller, describe_failure, utc_now
+from spica_tui.console.results_backend import ResultsBackend
+from spica_tui.console.screens.compare import CompareScreen
 from spica_tui.console.screens.dashboard import DashboardScreen
 from spica_tui.console.screens.datatransfer import DataTransferScreen
 from spica_tui.console.screens.help import HelpScreen
+from spica_tui.console.screens.mining import MiningScreen
 from spica_tui.console.screens.qfin import QfinScreen
 from spica_tui.console.screens.stack_detail import StackDetailScreen
 from spica_tui.console.transfer_backend import TransferBackend
@@ -70,6 +73,7 @@ class SpicaConsole(App[None]):
         self._operating = False
         self.transfers = TransferBackend(backend)
         self.qfin = QfinBackend(backend)
+        self.results = ResultsBackend(backend)
 
     def notify(
         self,
@@ -165,6 +169,14 @@ class SpicaConsole(App[None]):
     def action_qfin(self) -> None:
         if not isinstance(self.screen, QfinScreen):
             self.push_screen(QfinScreen())
+
+    def action_compare(self) -> None:
+        if not isinstance(self.screen, CompareScreen):
+            self.push_screen(CompareScreen())
+
+    def action_mining(self) -> None:
+        if not isinstance(self.screen, MiningScreen):
+            self.push_screen(MiningScreen())
 
     def transfer_now(self, runid: str) -> None:
         """Plan (shown, Cancel by default), store and copy ``runid`` in an app worker: the

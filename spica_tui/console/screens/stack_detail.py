@@ -1,21 +1,23 @@
-"""One stack: metadata, files, the commands with per-line status, the failed line's log.
+"""One stack: metadata, its results and thumbnail once recorded, files, the commands with
+per-line status, the failed line's log.
 
 The log tail is fetched from the stack's node over SSH (the agent's ``tail`` verb) through
-the core; the rest comes from dbspica. Requeue (and the other actions) work from here on
-this stack; the next snapshot reloads the detail so the new state shows.
+the core, and so is the thumbnail (the node's SFTP session); the rest comes from dbspica.
+Requeue (and the other actions) work from here on this stack; the next snapshot reloads the
+detail so the new state shows.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import get_current_worker
@@ -23,6 +25,7 @@ from textual.worker import get_current_worker
 from spica_core.console_data import CommandLine, ConsoleSnapshot, LogTail, command_lines
 from spica_core.errors import NotFound
 from spica_core.operations import OpAction
+from spica_core.read_model.results import FIGURES, RESULT_PATHS, format_figure, format_seconds
 from spica_core.reports import StackDetail
 from spica_core.text import printable
 from spica_tui.console.actions import BY_TEXTUAL, bindings
@@ -30,6 +33,7 @@ from spica_tui.console.panels.header import HeaderPanel, show_header
 from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.panels.line_table import GridTable
 from spica_tui.console.panels.stacks import STATE_STYLES
+from spica_tui.console.thumbnail import ThumbnailView
 
 if TYPE_CHECKING:
     from spica_tui.console.app import SpicaConsole
@@ -48,6 +52,8 @@ class StackDetailScreen(Screen[None]):
         margin-top: 1;
     }
     StackDetailScreen GridTable { height: auto; max-height: 16; }
+    StackDetailScreen #results-row { height: auto; }
+    StackDetailScreen #results { width: auto; margin-right: 4; }
     StackDetailScreen #log {
         border: round $panel-lighten-2;
         padding: 0 1;
@@ -64,11 +70,17 @@ class StackDetailScreen(Screen[None]):
         self.detail: StackDetail | None = None
         self.tail: LogTail | None = None
         self._tail_for: tuple[str, int | None] | None = None
+        #: The result whose thumbnail is shown (its path and when it was recorded).
+        self._thumbnail_for: tuple[str | None, str | None] | None = None
 
     def compose(self) -> ComposeResult:
         yield HeaderPanel()
         with VerticalScroll(id="detail-body"):
             yield Static(id="meta")
+            yield Static("Results", classes="section results", id="results-title")
+            with Horizontal(id="results-row", classes="results"):
+                yield Static(id="results")
+                yield ThumbnailView(id="thumbnail")
             yield Static("Commands", classes="section")
             yield GridTable("line", "status", "exit", "try", "command", id="commands")
             yield Static("Log tail", id="log-title", classes="section")
@@ -108,6 +120,9 @@ class StackDetailScreen(Screen[None]):
         if worker.is_cancelled:
             return
         self._show(detail)
+        await self._thumbnail(detail, force_tail)
+        if worker.is_cancelled:
+            return
         row = detail.stack
         key = (row.state, row.failed_line)
         if force_tail or key != self._tail_for:
@@ -118,6 +133,21 @@ class StackDetailScreen(Screen[None]):
                 tail = LogTail(self.stack, row.node, error="not run yet: no log")
             if not worker.is_cancelled:
                 self._show_tail(tail)
+
+    async def _thumbnail(self, detail: StackDetail, force: bool) -> None:
+        """Fetch the thumbnail from the stack's node when a result names a new one."""
+        result = detail.result
+        if result is None:
+            return
+        key = (result.get("thumbnail_path"), result.get("recorded_at"))
+        if key == self._thumbnail_for and not force:
+            return
+        row = detail.stack
+        thumbnail = await self.app.results.thumbnail(row.name, row.node, key[0])
+        if get_current_worker().is_cancelled:
+            return  # a newer load fetches it again
+        self._thumbnail_for = key
+        await self.query_one(ThumbnailView).show(thumbnail)
 
     def _gone(self) -> None:
         self.detail = None
@@ -167,6 +197,10 @@ class StackDetailScreen(Screen[None]):
             apps = ", ".join(f"{a['name']} {a['version']}" for a in detail.apps)
             below.add_row(Text("apps", "dim"), _plain(apps))
         self.query_one("#meta", Static).update(Group(grid, below))
+        for part in self.query(".results"):
+            part.display = detail.result is not None
+        if detail.result is not None:
+            self.query_one("#results", Static).update(results_grid(detail.result))
         with self.app.batch_update():
             rows = [(str(line.number), _line_cells(line)) for line in command_lines(detail)]
             self.query_one("#commands", GridTable).set_rows(rows)
@@ -227,6 +261,25 @@ class StackDetailScreen(Screen[None]):
 
     def operation_done(self, applied: set[str]) -> None:
         self.load()
+
+
+def results_grid(result: dict[str, Any]) -> Table:
+    """The recorded figures, the files on the node and the seconds per step."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(width=20)
+    grid.add_column()
+    for key, label, _ in FIGURES:
+        grid.add_row(Text(label, "dim"), format_figure(key, result.get(key)))
+    steps = result.get("step_seconds") or {}
+    if steps:
+        times = ", ".join(
+            f"{printable(str(step))} {format_seconds(float(sec))}" for step, sec in steps.items()
+        )
+        grid.add_row(Text("time per step", "dim"), Text(times))
+    for key in RESULT_PATHS:
+        if result.get(key):
+            grid.add_row(Text(key.removesuffix("_path"), "dim"), _plain(result[key]))
+    return grid
 
 
 def _t(value: datetime | None) -> str:
