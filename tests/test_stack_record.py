@@ -52,6 +52,10 @@ def test_figures_from_real_outputs(outputs: SyntheticStack) -> None:
     assert figures.sources > 10
     assert figures.background_rms is not None and figures.background_rms > 0
     assert figures.thumbnail_path == str(out.thumbnail)
+    from PIL import Image
+
+    with Image.open(out.thumbnail) as thumbnail:  # an 8-bit grey picture of the tile
+        assert thumbnail.mode == "L" and thumbnail.size == outputs.unit.tile.size
     assert figures.completeness is not None and figures.zero_point is not None
     # SWarp's XML declares Weight_Type boolean: a strict VOTable parser refuses it.
     frames = votable_rows(out.swarp_xml, "Input_Image_Data", "stack S")
