@@ -8,9 +8,10 @@ end on CFHTLS tiles (19354² pixels of 0.186"): reading the images, the rules, t
 exposure touches, SCAMP groups, nodes and copies, every unit's command lines, and the
 lookup of existing stacks. Prints the best of ``--repeat`` runs (wall clock, and the CPU
 time, steadier on a shared machine) and the units planned.
-Target: < 10 s.
+Target: < 10 s. Then, unless ``--no-build``, one demo-sized stack built through its lines
+with the real tools (``bench/stack_build.py``'s default unit; target < 60 s).
 
-    .venv/bin/python bench/auto.py [--images 7042] [--nodes 40] [--repeat 3]
+    .venv/bin/python bench/auto.py [--images 7042] [--nodes 40] [--repeat 3] [--no-build]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--seed", type=int, default=2007)
+    parser.add_argument("--build", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     from spica_core.auto.plan import AutoQuery, plan_auto
     from spica_core.config import SpicaConfig
@@ -161,6 +164,11 @@ def main() -> None:
         f"{len(plan.refused)} images refused; planned in {best:.2f} s, {cpu:.2f} s of CPU "
         f"(best of {args.repeat}; target < 10 s)"
     )
+    if args.build:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from stack_build import build
+
+        build()
 
 
 if __name__ == "__main__":

@@ -51,14 +51,25 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=900, help="co-add side (pixels)")
     parser.add_argument("--keep", type=Path, help="build here and keep the files")
     args = parser.parse_args()
+    build(args.exposures, args.ccds, args.shape, args.tile, args.keep)
+
+
+def build(
+    exposures: int = len(DITHERS),
+    ccds: int = 2,
+    shape: str = "900x900",
+    tile: int = 900,
+    keep: Path | None = None,
+) -> float:
+    """Build one stack through its lines and print its figures; the unit's seconds."""
     require_tools()
-    ny, nx = (int(v) for v in args.shape.split("x"))
-    dithers = tuple(DITHERS[i % len(DITHERS)] for i in range(args.exposures))
+    ny, nx = (int(v) for v in shape.split("x"))
+    dithers = tuple(DITHERS[i % len(DITHERS)] for i in range(exposures))
     dithers = tuple((e + 3.0 * (i // len(DITHERS)), n) for i, (e, n) in enumerate(dithers))
-    root = args.keep or Path(tempfile.mkdtemp(prefix="spica-bench-stack-"))
+    root = keep or Path(tempfile.mkdtemp(prefix="spica-bench-stack-"))
     try:
-        stack = synthetic_stack(root, dithers=dithers, ccds=args.ccds, ccd_shape=(ny, nx),
-                                tile_pixels=args.tile)  # fmt: skip
+        stack = synthetic_stack(root, dithers=dithers, ccds=ccds, ccd_shape=(ny, nx),
+                                tile_pixels=tile)  # fmt: skip
         engine, config = stack_database(root, stack)
         began = time.monotonic()
         run_lines(stack, env={"SPICA_CONFIG": str(config)})
@@ -73,8 +84,8 @@ def main() -> None:
         engine.dispose()
         lines = len(stack.unit.inputs) * 2 + 8
         print(
-            f"stack {stack.unit.name}: {args.exposures} exposures of {args.ccds} CCD(s) "
-            f"{nx}x{ny}, tile {args.tile}^2, {lines} lines: {total:.1f} s (target < 60 s)"
+            f"stack {stack.unit.name}: {exposures} exposures of {ccds} CCD(s) "
+            f"{nx}x{ny}, tile {tile}^2, {lines} lines: {total:.1f} s (target < 60 s)"
         )
         for step, seconds in sorted(stack.seconds.items(), key=lambda kv: -kv[1]):
             print(f"  {step:18s} {seconds:6.2f} s")
@@ -82,8 +93,9 @@ def main() -> None:
               f"{_arcsec(result.scamp_external_rms)}, seeing {_arcsec(result.seeing)}, "
               f"exposure {result.exptime} s, completeness {result.completeness}, "
               f"{result.sources} sources")  # fmt: skip
+        return total
     finally:
-        if args.keep is None:
+        if keep is None:
             shutil.rmtree(root, ignore_errors=True)
 
 
