@@ -17,14 +17,18 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from spica_core.checksum import file_checksum
 from spica_core.resources import astromatic_dir
 from spica_core.stacking.commands import stack_commands
 from spica_core.stacking.unit import StackInput, StackUnit, TileSpec
-from spica_core.synth.layout import NATIVE_SCALE, PHOTOMETRY, ExposureSpec, ccd_geometry
+from spica_core.synth.layout import NATIVE_SCALE, ExposureSpec, ccd_geometry
 from spica_core.synth.refcat import write_reference_catalogue
 from spica_core.synth.truth import truth_path, write_sky_exposure
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 TOOLS = ("source-extractor", "scamp", "SWarp", "psfex", "stiff")
 #: Dithers (east, north, arcsec) of the exposures about the first pointing.
@@ -61,8 +65,8 @@ def synthetic_stack(
     *,
     dithers: tuple[tuple[float, float], ...] = DITHERS,
     ccds: int = 2,
-    ccd_shape: tuple[int, int] = (640, 640),
-    tile_pixels: int = 640,
+    ccd_shape: tuple[int, int] = (900, 900),
+    tile_pixels: int = 900,
     container: str = "fits.fz",
     fwhm: float = 0.8,
     name: str = STACK,
@@ -82,7 +86,6 @@ def synthetic_stack(
             ccds=ccds, pixel_scale=NATIVE_SCALE, fwhm=fwhm,
         )  # fmt: skip
         path = write_sky_exposure(spec, raid, container, truth_dir=root / "truth")  # type: ignore[arg-type]
-        phot_c, phot_k = PHOTOMETRY[spec.filter]
         inputs.append(
             StackInput(
                 image=spec.filename,
@@ -91,15 +94,9 @@ def synthetic_stack(
                 exptime=spec.exptime,
                 scamp=True,
                 swarp=True,
-                ahead={
-                    "PHOT_C": phot_c,
-                    "PHOT_K": phot_k,
-                    "PHOTFLAG": True,
-                    "EXPTIME": spec.exptime,
-                    "AIRMASS": spec.airmass,
-                    "FILTER": spec.filter,
-                    "QRUNID": spec.qrunid,
-                },
+                # The primary header's PHOT_C, EXPTIME, FILTER… reach the .ahead by
+                # themselves; a photometric night is the planner's to say.
+                ahead={"PHOTFLAG": True},
             )
         )
         specs.append(spec)
@@ -158,3 +155,23 @@ def run_lines(
         if done.returncode:
             raise AssertionError(f"{argv[0]} {argv[1:3]} exited {done.returncode}: "
                                  f"{done.stderr[-3000:]}{done.stdout[-2000:]}")  # fmt: skip
+
+
+def stack_database(root: Path, stack: SyntheticStack) -> tuple[Engine, Path]:
+    """A dbspica on SQLite in ``root`` holding the unit's stack row (running, as the daemon
+    leaves it), and a configuration file naming it (``SPICA_CONFIG`` for the lines)."""
+    from sqlalchemy.orm import Session
+
+    from spica_core.config import DatabaseConfig
+    from spica_core.db.engine import make_engine
+    from spica_core.db.models import Stack
+    from spica_core.db.schema import upgrade
+
+    url = f"sqlite:///{root / 'dbspica.sqlite'}"
+    engine = make_engine(DatabaseConfig(url=url), create=True)
+    upgrade(engine)
+    with Session(engine) as s, s.begin():
+        s.add(Stack(name=stack.unit.name, release=stack.unit.release, state="running"))
+    config = root / "spica.toml"
+    config.write_text(f'[db]\nurl = "{url}"\n')
+    return engine, config

@@ -117,3 +117,49 @@ def test_a_source_unlike_its_ingestion_adds_no_unit(demo: DemoCluster) -> None:
         assert not (demo.node_root(B) / "raid1" / "inputs" / "03AL01" / "a1.fits.fz").exists()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_image_mode_units_on_their_own_nodes(demo: DemoCluster) -> None:
+    config = load_config(demo.config_path)
+    engine = make_engine(config.db)
+    try:
+        put(demo, config, engine, "805282p", A, 2_000, ra=10.0, runid="03AL01")
+        put(demo, config, engine, "805283p", B, 2_000, ra=10.1)
+        done = apply_auto(engine, config, plan_auto(engine, config, AutoQuery(mode="image")))
+        assert {(u.name, u.node, u.state) for u in done.units} == {
+            (f"805282p_{RELEASE}", A, "planned"),
+            (f"805283p_{RELEASE}", B, "planned"),
+        }
+        assert all(u.copies == () for u in done.units) and done.ok
+        with Session(engine) as s:
+            rows = s.execute(select(Stack.name, Stack.step, Stack.tile, Stack.runid)).all()
+        assert sorted(rows) == [
+            (f"805282p_{RELEASE}", "image", "805282p", "03AL01"),
+            (f"805283p_{RELEASE}", "image", "805283p", "03AL01"),
+        ]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_node_down_during_the_copies(demo: DemoCluster) -> None:
+    """A's server stopped: the unit needing a copy from A is not added and A is named
+    unreachable; the unit on B alone is added."""
+    config = load_config(demo.config_path)
+    engine = make_engine(config.db)
+    try:
+        put(demo, config, engine, "a1", A, 2_000, ra=10.0)
+        put(demo, config, engine, "a2", B, 9_000, ra=10.1)
+        put(demo, config, engine, "b1", B, 1_000, ra=10.5)  # its own tile, on B
+        plan = plan_auto(engine, config, AutoQuery())
+        assert demo.stop_node(A)
+        done = apply_auto(engine, config, plan, over_ssh=True)
+        states = {u.name: u for u in done.units}
+        assert states[T1].state == "failed" and "input a1" in (states[T1].error or "")
+        assert states[f"CFHTLS_W_r_004200-010000_{RELEASE}"].state == "planned"
+        assert done.unreachable == [A] and not done.ok
+        with Session(engine) as s:
+            assert s.scalar(select(Stack.id).where(Stack.name == T1)) is None
+    finally:
+        engine.dispose()

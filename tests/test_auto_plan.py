@@ -91,8 +91,10 @@ def test_units_inputs_nodes_and_copies(db_engine: Any, config: SpicaConfig) -> N
     assert t1.unit.reference_catalogue.startswith(f"{root2}/raid1/stacks/{RELEASE}/reference-")
     # a2 lacked PHOT_C: the median of the filter's others, flagged as made up.
     aheads = {i.image: dict(i.ahead) for i in t1.unit.inputs}
-    assert aheads["a2"] == {"PHOT_C": 30.0, "PHOTFLAG": False}
-    assert aheads["a1"] == {}
+    keys = {"FILTER": "r.MP9601", "EXPTIME": 300.0, "AIRMASS": 1.2, "PHOT_K": 0.1}
+    assert aheads["a2"] == {**keys, "PHOT_C": 30.0, "PHOTFLAG": False}
+    assert aheads["a1"] == {**keys, "PHOT_C": 30.0, "PHOTFLAG": True}
+    assert aheads["s1"]["PHOT_C"] == 31.0  # its own
     # The corner exposure is the whole of three tiles, on its own node.
     for name in (T2, T3, T4):
         assert [i.image for i in units[name].unit.inputs] == ["a3"]
@@ -125,6 +127,18 @@ def test_queries(db_engine: Any, config: SpicaConfig) -> None:
         plan_auto(db_engine, config, AutoQuery(survey="D"))
     with pytest.raises(ConfigError, match="no release named 'T0009'"):
         plan_auto(db_engine, config, AutoQuery(release="T0009"))
+
+
+def test_a_unit_the_tools_cannot_take_is_reported_and_the_others_planned(
+    db_engine: Any, config: SpicaConfig
+) -> None:
+    sky(db_engine, config)
+    root = config.node("n1").root
+    place(db_engine, config, "b1", "n1", ra=10.5, dec=-0.5, path=f"{root}/raid1/a,b/b1.fits")
+    plan = plan_auto(db_engine, config, AutoQuery(filter="r"))
+    assert [name for name, _ in plan.unplanned] == [T4]
+    assert "a,b/b1.fits" in plan.unplanned[0][1] and "split" in plan.unplanned[0][1]
+    assert {u.name for u in plan.units} == {T1, T2, T3} and not plan.ok
 
 
 def test_min_images(tmp_path: Path, db_url: str, db_engine: Any) -> None:
@@ -200,7 +214,8 @@ def test_planner_invariants(rows: list[tuple[float, float, str, int, str]]) -> N
         )
         for i, (ra, dec, grade, node, f) in enumerate(rows)
     ]
-    units, refused = plan_units(_PROPS, AutoQuery(), images, "xxh128:" + "0" * 32)
+    units, refused, unplanned = plan_units(_PROPS, AutoQuery(), images, "xxh128:" + "0" * 32)
+    assert unplanned == []
     grid = TileGrid(_PROPS.grid("small"))
     field = _PROPS.grid("small").fields[0]
     accepted = {i.filename: i for i in images if i.grade != "C"}
@@ -230,3 +245,41 @@ def test_planner_invariants(rows: list[tuple[float, float, str, int, str]]) -> N
         assert image.ra is not None and image.dec is not None
         if field.ra_min <= image.ra <= field.ra_max and field.dec_min <= image.dec <= field.dec_max:
             assert name in in_swarp
+
+
+def test_a_frozen_release_refuses_changed_tools_or_catalogue(
+    tmp_path: Path, db_url: str, db_engine: Any
+) -> None:
+    """Frozen with stacks: a tool configuration file or the reference catalogue changed is
+    refused by name; with no stack left the release may be frozen afresh."""
+    import shutil
+
+    from sqlalchemy.orm import Session
+
+    from spica_core.auto.freeze import ReleaseFrozen, check_frozen, freeze, release_settings
+    from spica_core.db.models import Stack
+    from spica_core.resources import astromatic_dir
+
+    tools = tmp_path / "tools"
+    shutil.copytree(astromatic_dir(), tools)
+    config = make_config(tmp_path, db_url, tool_config=str(tools))
+    release = config.releases[0]
+    first = release_settings(config, release, "xxh128:" + "1" * 32)
+    with Session(db_engine) as s, s.begin():
+        assert check_frozen(s, first) is False
+        freeze(s, first, "operator")
+        s.add(Stack(name=f"x_{RELEASE}", step="stack", release=RELEASE))
+    with Session(db_engine) as s:
+        assert check_frozen(s, first) is True
+    (tools / "stack.scamp").write_text((tools / "stack.scamp").read_text() + "\n# tuned\n")
+    changed = release_settings(config, release, "xxh128:" + "2" * 32)
+    with Session(db_engine) as s, pytest.raises(ReleaseFrozen) as info:
+        check_frozen(s, changed)
+    assert info.value.changed == ["reference_catalogue", "tool_config.stack.scamp"]
+    with Session(db_engine) as s, s.begin():
+        s.query(Stack).delete()
+    with Session(db_engine) as s, s.begin():
+        assert check_frozen(s, changed) is False  # no stack: frozen afresh on the next apply
+        freeze(s, changed, "operator")
+    with Session(db_engine) as s:
+        assert check_frozen(s, changed) is True

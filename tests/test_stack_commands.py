@@ -116,3 +116,23 @@ def test_lines_survive_shell_quoting() -> None:
 def test_bad_units_are_refused(change: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         stack_commands(dataclasses.replace(UNIT, **change))  # type: ignore[arg-type]
+
+
+def test_configuration_files_are_installed_and_hold_what_the_tools_read() -> None:
+    from spica_core.resources import astromatic_dir
+    from spica_core.stacking.commands import CONFIG_FILES
+
+    config = astromatic_dir()
+    for name in CONFIG_FILES:
+        assert (config / name).is_file(), name
+    lines = (config / "stack.param").read_text().splitlines()
+    params = {line.split("(")[0] for line in lines if line and not line.startswith("#")}
+    for needed in (
+        "XWIN_IMAGE", "YWIN_IMAGE", "ERRAWIN_IMAGE", "ERRBWIN_IMAGE", "ERRTHETAWIN_IMAGE",
+        "FLUX_AUTO", "FLUXERR_AUTO", "FLAGS", "FLAGS_WEIGHT", "VIGNET", "FLUX_APER",
+        "FLUX_RADIUS", "SNR_WIN", "ALPHA_J2000", "DELTA_J2000", "MAG_AUTO", "FWHM_IMAGE",
+        "X_IMAGE", "Y_IMAGE", "CLASS_STAR",
+    ):  # fmt: skip
+        assert needed in params, needed
+    scamp = (config / "stack.scamp").read_text()
+    assert "ASTREF_CATALOG         FILE" in scamp and "CHECKPLOT_TYPE         NONE" in scamp

@@ -31,7 +31,7 @@ from spica_core.auto.plan import AutoPlan, PlannedStack, with_state
 from spica_core.checksum import Hasher, file_checksum, is_checksum
 from spica_core.config import SpicaConfig
 from spica_core.db.models import Stack, StackFile
-from spica_core.errors import SpicaError
+from spica_core.errors import NodeUnreachable, SpicaError
 from spica_core.executor.base import FileCopier
 from spica_core.executor.file_copy import NodeFile
 from spica_core.node.protocol import ProtocolError
@@ -74,7 +74,8 @@ def apply_auto(
 
     assert plan.reference is not None
     ldac, _ = reference_ldac(plan.reference)
-    errors = _copy_all(config, _copies(config, plan.units, ldac), over_ssh)
+    errors, unreachable = _copy_all(config, _copies(config, plan.units, ldac), over_ssh)
+    done = replace(done, unreachable=unreachable)
     units = [_failed_copy(unit, errors) for unit in plan.units]
     ready = [unit for unit in units if unit.error is None]
     if ready:
@@ -141,8 +142,9 @@ def _copies(
 
 def _copy_all(
     config: SpicaConfig, copies: dict[tuple[str, str], _Copy], over_ssh: bool | None
-) -> dict[tuple[str, str], str]:
-    """Copy every file; the error of each that failed, by (node, path)."""
+) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """Copy every file; the error of each that failed, by (node, path), and the nodes that
+    did not answer."""
     from spica_core.executor.agents import AgentExecutor
 
     nodes = sorted({c.node for c in copies.values()} | {
@@ -154,8 +156,9 @@ def _copy_all(
     else:
         executor = AgentExecutor.here(config)
 
-    async def run() -> dict[tuple[str, str], str]:
+    async def run() -> tuple[dict[tuple[str, str], str], list[str]]:
         errors: dict[tuple[str, str], str] = {}
+        unreachable: set[str] = set()
         async with executor:
             keys = list(copies)
             results = await asyncio.gather(
@@ -165,8 +168,10 @@ def _copy_all(
             if isinstance(result, BaseException):
                 if not isinstance(result, SpicaError | ProtocolError | OSError):
                     raise result
+                if isinstance(result, NodeUnreachable):
+                    unreachable.add(result.node)
                 errors[key] = f"copy of {copies[key].what} to {key[0]}:{key[1]}: {_why(result)}"
-        return errors
+        return errors, sorted(unreachable)
 
     return asyncio.run(run())
 

@@ -27,9 +27,6 @@ from spica_core.errors import ConfigError
 from spica_core.resources import astromatic_dir
 from spica_core.stacking.unit import IMAGE_STEP, STACK_STEP
 
-#: The files of this installation's configuration directory that stacks read.
-STACK_CONFIG_PREFIX = "stack."
-
 
 class ReleaseFrozen(ConfigError):
     """The release's settings changed while it has stacks (exit 2)."""
@@ -50,7 +47,10 @@ def tool_config_dir(release: StackReleaseConfig) -> Path:
 
 
 def _tool_files(release: StackReleaseConfig) -> dict[str, str]:
+    """Checksum of each configuration file: all of a release's own directory; of this
+    installation's, those the stack lines read."""
     from spica_core.checksum import file_checksum
+    from spica_core.stacking.commands import CONFIG_FILES
 
     directory = tool_config_dir(release)
     if not directory.is_dir():
@@ -59,7 +59,7 @@ def _tool_files(release: StackReleaseConfig) -> dict[str, str]:
     for path in sorted(directory.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
-        if release.tool_config is None and not path.name.startswith(STACK_CONFIG_PREFIX):
+        if release.tool_config is None and path.name not in CONFIG_FILES:
             continue
         files[path.name] = file_checksum(path)[0]
     return files

@@ -16,9 +16,12 @@ them. Inputs held by other nodes are planned as copies to
 node's units), the release's reference catalogue (FITS_LDAC) to
 ``<root>/<partition>/stacks/<release>/reference-<checksum>.ldac``.
 
-Photometric keys: an exposure whose header lacked ``PHOT_C`` or ``PHOT_K`` at ingestion
-gets an ``.ahead`` with the median of that filter's images which have it, and
-``PHOTFLAG = F`` (the value is made up, not measured on the night); a key no image of the
+``.ahead`` cards: SCAMP reads its photometric keys per CCD, from source-extractor's
+catalogues, which carry the CCD's header and not the primary one where MegaCam writes them;
+so every input's ``.ahead`` gives ``FILTER``, ``EXPTIME``, ``AIRMASS``, ``PHOT_C``, ``PHOT_K``
+and ``PHOTFLAG`` as dbspica holds them from ingestion. An exposure whose header lacked
+``PHOT_C`` or ``PHOT_K`` gets the median of its filter's images which have it and
+``PHOTFLAG = F`` (made up, not measured on the night; ``T`` otherwise); a key no image of the
 filter has is left out.
 
 Idempotent: a unit whose name exists with the same inputs digest (sha256 of its sorted
@@ -195,11 +198,18 @@ class AutoPlan:
     launch: bool = False
     #: Units written but whose launch did not apply: ``(stack, why)``.
     not_launched: list[tuple[str, str]] = field(default_factory=list)
+    #: Units that cannot be made (a path the tools cannot take…): ``(stack, why)``.
+    unplanned: list[tuple[str, str]] = field(default_factory=list)
+    #: Nodes that did not answer while the units' files were copied.
+    unreachable: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (
-            not self.changed and not self.not_launched and all(u.error is None for u in self.units)
+            not self.changed
+            and not self.not_launched
+            and not self.unplanned
+            and all(u.error is None for u in self.units)
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -213,6 +223,8 @@ class AutoPlan:
             "changed": [c.to_json() for c in self.changed],
             "refused": [{"image": r.image, "reason": r.reason} for r in self.refused],
             "not_launched": [{"stack": s, "message": m} for s, m in self.not_launched],
+            "unplanned": [{"stack": s, "message": m} for s, m in self.unplanned],
+            "unreachable": self.unreachable,
         }
 
 
@@ -243,29 +255,33 @@ def plan_auto(engine: Engine, config: SpicaConfig, query: AutoQuery) -> AutoPlan
     with Session(engine) as session:
         frozen = check_frozen(session, settings)
         images = load_images(session)
-    units, refused = plan_units(config, query, images, checksum)
+    units, refused, unplanned = plan_units(config, query, images, checksum)
     with Session(engine) as session:
         fresh, existing, changed = _against_dbspica(session, units)
     return AutoPlan(
-        release.name, mode, fresh, existing, changed, refused, settings, str(reference), frozen
-    )
+        release.name, mode, fresh, existing, changed, refused, settings, str(reference), frozen,
+        unplanned=unplanned,
+    )  # fmt: skip
 
 
 def plan_units(
     config: SpicaConfig, query: AutoQuery, images: list[AutoImage], refcat_checksum: str
-) -> tuple[list[PlannedStack], list[Refusal]]:
-    """The units of ``images`` under ``query``'s release, and the images it refuses: the
-    planning itself, without dbspica."""
+) -> tuple[list[PlannedStack], list[Refusal], list[tuple[str, str]]]:
+    """The units of ``images`` under ``query``'s release, the images it refuses and the
+    units that cannot be made (``(stack, why)``): the planning itself, without dbspica."""
     release = config.stack_release(query.release)
     grid = config.grid(release.grid)
     mode: Mode = query.mode or release.mode
-    accepted, refused = select_images(release.rules, images)
     if query.filter is not None:
-        accepted = [i for i in accepted if filter_matches(i.filter or "", [query.filter])]
+        wanted = [query.filter]
+        images = [i for i in images if i.filter is not None and filter_matches(i.filter, wanted)]
+    accepted, refused = select_images(release.rules, images)
     planner = _Planner(config, release, grid, mode, images, refcat_checksum)
     if mode == IMAGE_STEP:
-        return [planner.image_unit(image) for image in accepted], refused
-    return planner.stack_units(accepted, _fields(grid, query.survey)), refused
+        units = [u for u in (planner.image_unit(image) for image in accepted) if u is not None]
+    else:
+        units = planner.stack_units(accepted, _fields(grid, query.survey))
+    return units, refused, planner.unplanned
 
 
 def _fields(grid: TileGridConfig, survey: str | None) -> set[str] | None:
@@ -319,6 +335,8 @@ class _Planner:
         self.config_dir = str(tool_config_dir(release))
         self.phot = _phot_medians(images)
         self.roots = {node.name: node.root.rstrip("/") or "" for node in config.nodes}
+        self._copy_names: dict[int, str] = {}
+        self.unplanned: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ stack mode
 
@@ -345,21 +363,32 @@ class _Planner:
             name = stack_name(key, self.release.name)
             filter = _most_common(i.filter for i in swarp)
             swarp_ids = {i.id for i in swarp}
-            units.append(self._unit(name, spec, filter, groups.group(swarp), swarp_ids))
+            unit = self._unit(name, spec, filter, groups.group(swarp), swarp_ids)
+            if unit is not None:
+                units.append(unit)
         return units
 
     # ------------------------------------------------------------------ image mode
 
-    def image_unit(self, image: AutoImage) -> PlannedStack:
+    def image_unit(self, image: AutoImage) -> PlannedStack | None:
         assert image.ra is not None and image.dec is not None
         size = max(16, round(self.grid.exposure_size * 3600.0 / self.grid.pixel_scale))
         tile = TileSpec(image.filename, image.ra, image.dec, (size, size), self.grid.pixel_scale)
-        name = stack_name(image.filename, self.release.name)
+        name = f"{image.filename}_{self.release.name}"
         return self._unit(name, tile, image.filter, [image], {image.id}, runid=image.runid)
 
     # ------------------------------------------------------------------ one unit
 
-    def _unit(
+    def _unit(self, name: str, *args: Any, **kwargs: Any) -> PlannedStack | None:
+        """The unit, or None (recorded in ``unplanned``) when a name or a path of it is one
+        the nodes or the tools cannot take: the others are planned all the same."""
+        try:
+            return self._make(validate_name(name), *args, **kwargs)
+        except UsageError as exc:
+            self.unplanned.append((name, str(exc)))
+            return None
+
+    def _make(
         self,
         name: str,
         tile: TileSpec,
@@ -371,7 +400,7 @@ class _Planner:
         node, partition = _placement(scamp)
         root = self.roots.get(node)
         if root is None:
-            raise ConfigError(f"stack {name}: its node {node} is not in [[nodes]]")
+            raise UsageError(f"stack {name}: its node {node} is not in [[nodes]]")
         base = posixpath.join(root or "/", validate_name(partition, "partition"))
         release = validate_name(self.release.name, "release")
         workdir = posixpath.join(base, STACKS_DIR, release, name)
@@ -383,10 +412,7 @@ class _Planner:
             local = image.node == node
             path = posixpath.normpath(image.path)
             if not local:
-                target = posixpath.join(
-                    base, INPUTS_DIR, validate_name(image.runid or NO_RUNID, "runid"),
-                    validate_name(posixpath.basename(path), "file"),
-                )  # fmt: skip
+                target = posixpath.join(base, INPUTS_DIR, self._copy_name(image, path))
                 copies.append(InputCopy(image.filename, image.node, path, node, target,
                                         image.checksum, image.bytes))  # fmt: skip
                 path = target
@@ -424,14 +450,34 @@ class _Planner:
             _commands(unit), runid,
         )  # fmt: skip
 
+    def _copy_name(self, image: AutoImage, path: str) -> str:
+        """``<runid>/<file>`` of a copied input (names checked once per image)."""
+        name = self._copy_names.get(image.id)
+        if name is None:
+            runid = validate_name(image.runid or NO_RUNID, "runid")
+            name = f"{runid}/{validate_name(posixpath.basename(path), 'file')}"
+            self._copy_names[image.id] = name
+        return name
+
     def _ahead(self, image: AutoImage) -> dict[str, CardValue]:
+        """The input's ``.ahead`` cards (see the module's docstring)."""
         cards: dict[str, CardValue] = {}
+        if image.filter is not None:
+            cards["FILTER"] = image.filter
+        if image.exptime is not None:
+            cards["EXPTIME"] = image.exptime
+        if image.airmass is not None:
+            cards["AIRMASS"] = image.airmass
         medians = self.phot.get(image.filter or "", {})
+        measured = True
         for key, value in (("PHOT_C", image.phot_c), ("PHOT_K", image.phot_k)):
-            if value is None and key in medians:
-                cards[key] = medians[key]
-        if cards:
-            cards["PHOTFLAG"] = False
+            if value is not None:
+                cards[key] = value
+            else:
+                measured = False
+                if key in medians:
+                    cards[key] = medians[key]
+        cards["PHOTFLAG"] = measured
         return cards
 
 
@@ -522,6 +568,7 @@ class _Groups:
             return found
         assert image.ra is not None and image.dec is not None and image.filter
         found = []
+        reach = self.size * 1.05  # the tangent plane's stretch off-centre
         home = self._band(image.dec)
         for band in (home - 1, home, home + 1):
             cells = self._bands.get((filter_letter(image.filter), band))
@@ -532,6 +579,8 @@ class _Groups:
             for cell in {(centre + d) % count for d in (-1, 0, 1)}:
                 for other in cells.get(cell, ()):
                     assert other.ra is not None and other.dec is not None
+                    if abs(other.dec - image.dec) >= reach:
+                        continue  # the cheap test first: most neighbours are rows away
                     if boxes_overlap(image.ra, image.dec, other.ra, other.dec, self.size):
                         found.append(other)
         self._near[image.id] = found

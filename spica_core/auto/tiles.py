@@ -1,10 +1,10 @@
 """A survey's tiles and which of them an exposure touches.
 
 A grid (``[[grids]]``) lays rows of tile centres ``row_step`` degrees apart in declination,
-from each field's ``dec_min`` while a centre is at most ``dec_max``; along a row the centres
-are ``row_step / cos(dec)`` degrees apart in RA from ``ra_min`` while at most ``ra_max``
-(a field with ``ra_min`` above ``ra_max`` crosses 0h), so neighbours overlap alike on the
-sky at every declination.
+from each field's ``dec_min`` up to the first at or beyond ``dec_max``; along a row the
+centres are ``row_step / cos(dec)`` degrees apart in RA from ``ra_min`` up to the first at
+or beyond ``ra_max`` (a field with ``ra_min`` above ``ra_max`` crosses 0h), so the tiles
+cover the whole field and neighbours overlap alike on the sky at every declination.
 
 An exposure touches a tile when their boxes overlap: the exposure's is ``exposure_size``
 degrees on its own tangent plane, the tile's ``tile_size``; the test projects the tile's
@@ -100,14 +100,14 @@ def _rows(grid: TileGridConfig) -> list[_Row]:
     eps = 1e-9
     for field in grid.fields:
         span_dec = field.dec_max - field.dec_min
-        count = math.floor(span_dec / grid.row_step + eps) + 1
+        count = math.ceil(span_dec / grid.row_step - eps) + 1
         span_ra = _ra_span(field)
         for index in range(count):
             dec = field.dec_min + index * grid.row_step
             step = _ra_step(grid.row_step, dec)
-            columns = math.floor(span_ra / step + eps) + 1
+            columns = math.ceil(span_ra / step - eps) + 1
             if span_ra >= 360.0 - eps:  # a whole circle: the last centre would be the first
-                columns = max(1, math.floor(360.0 / step + eps))
+                columns = max(1, math.ceil(360.0 / step - eps))
             rows.append(_Row(field.name, index, dec, field.ra_min, step, columns))
     return rows
 

@@ -6,7 +6,9 @@ image, its path, what is wrong and what to do), before any tool reads it. Then, 
 unit's ``inputs/`` directory (:class:`~spica_core.stacking.outputs.StackOutputs`): the plain
 MEF the tools read (the exposure itself, linked, or its unpacked copy), its weight and flag
 maps (QFin's, :func:`spica_core.qfin.maps.write_maps`, which also checks every CCD), the
-``.ahead`` SCAMP reads beside the catalogue (one header per CCD), and its entries in
+``.ahead`` SCAMP reads beside the catalogue (one header per CCD: the primary header's
+filter, queue run, exposure time, airmass, epoch and photometric keys, then the line's
+``--ahead`` cards, which win), and its entries in
 ``scamp.list`` / ``swarp.list``. A requeued line rewrites its own files and entries only.
 """
 
@@ -29,6 +31,10 @@ class StackFailed(SpicaError):
     """A stack line that cannot go on: the message names the stack, the file and what to do."""
 
 
+#: Primary-header cards an input's ``.ahead`` repeats for SCAMP (its instruments, epoch and
+#: photometry), unless the line gives them (``--ahead``).
+INHERITED = ("FILTER", "QRUNID", "EXPTIME", "AIRMASS", "MJD-OBS", "PHOT_C", "PHOT_K",
+             "PHOTFLAG")  # fmt: skip
 #: What the operator does about a broken input.
 REPLACE = "replace the file (same path) then requeue the stack"
 
@@ -109,10 +115,11 @@ def prepare_input(
     for given, target in ((weight, maps.weight), (flag, maps.flag)):
         if given is not None:
             _link(given.resolve(), target)
-    ccds = _ccds(plain)
+    ccds, inherited = _layout(plain)
+    cards = {**inherited, **(ahead or {})}
     ahead_path = out.input_ahead(image)
-    if ahead:
-        _write_atomic(ahead_path, ahead_text(ahead, ccds))
+    if cards:
+        _write_atomic(ahead_path, ahead_text(cards, ccds))
     else:
         ahead_path.unlink(missing_ok=True)
     out.input_head(image).unlink(missing_ok=True)
@@ -122,7 +129,7 @@ def prepare_input(
         image=plain,
         weight=maps.weight,
         flag=maps.flag,
-        ahead=ahead_path if ahead else None,
+        ahead=ahead_path if cards else None,
         ccds=ccds,
     )
 
@@ -147,16 +154,25 @@ def _check_file(where: str, path: Path, checksum: str | None) -> None:
         )
 
 
-def _ccds(plain: Path) -> int:
-    """Image extensions of the plain MEF: SCAMP wants one ``.ahead`` header per extension."""
+def _layout(plain: Path) -> tuple[int, dict[str, CardValue]]:
+    """Image extensions of the plain MEF (SCAMP wants one ``.ahead`` header per extension),
+    and the primary header's cards SCAMP reads: source-extractor's catalogue carries each
+    CCD's own header only, where an exposure may not repeat them."""
     import fitsio
 
     with fitsio.FITS(str(plain)) as mef:
-        return sum(
+        ccds = sum(
             1
             for n in range(1, len(mef))
             if mef[n].get_exttype() == "IMAGE_HDU" and mef[n].has_data()
         )
+        primary = mef[0].read_header()
+    inherited: dict[str, CardValue] = {}
+    for key in INHERITED:
+        value = primary.get(key)
+        if isinstance(value, bool | int | float | str) and value != "":
+            inherited[key] = value.strip() if isinstance(value, str) else value
+    return ccds, inherited
 
 
 def ahead_text(cards: Mapping[str, CardValue], ccds: int) -> str:

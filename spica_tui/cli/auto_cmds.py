@@ -3,7 +3,7 @@
 Thin: :mod:`spica_core.auto.plan` plans, :mod:`spica_core.auto.apply` copies and adds.
 Exit codes: 0 done; 1 a unit whose inputs changed (reported, not rewritten), a unit not
 added or not launched; 2 usage or configuration (a frozen release whose settings changed);
-3 dbspica or a node unreachable.
+3 dbspica unreachable, or a node while the units' files were copied.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def auto(
     Inputs on other nodes are copied (checksums verified). Units planned before are
     skipped; one whose inputs changed is reported and never rewritten (remove it first).
     Exit codes: 0 done; 1 changed units, or a unit not added or not launched; 2 usage or
-    configuration (a frozen release whose settings changed); 3 dbspica or a node
-    unreachable.
+    configuration (a frozen release whose settings changed); 3 dbspica unreachable, or a
+    node while the units' files were copied.
     """
     from spica_core.auto.apply import apply_auto
     from spica_core.auto.plan import AutoQuery, plan_auto
@@ -77,6 +77,8 @@ def auto(
         emit_json(plan.to_json())
     else:
         _print_plan(plan)
+    if plan.unreachable:
+        raise typer.Exit(3)
     if not plan.ok:
         raise typer.Exit(1)
 
@@ -98,6 +100,8 @@ def _print_plan(plan: AutoPlan) -> None:
     for unit in plan.units:
         if unit.error:
             note(f"{unit.name}: not added: {unit.error}")
+    for name, why in plan.unplanned:
+        note(f"{name}: cannot be planned: {why}")
     for name, why in plan.not_launched:
         note(f"{name}: added but not launched: {why}")
     for changed in plan.changed:

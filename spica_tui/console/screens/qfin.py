@@ -21,11 +21,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Button, Input, Select, Static
 from textual.worker import get_current_worker
 
-from spica_core.console_data import ConsoleSnapshot
 from spica_core.errors import SpicaError
 from spica_core.qfin.grading import COMMENTS
 from spica_core.qfin.result import GRADES
@@ -34,11 +32,12 @@ from spica_core.read_model.qfin import BREAKDOWNS, NONE_LABEL, QfinView, RunidQf
 from spica_core.text import printable
 from spica_tui.console.actions import BY_TEXTUAL, bindings
 from spica_tui.console.grade_modal import GradeChoice, GradeImages
-from spica_tui.console.panels.header import HeaderPanel, show_header
+from spica_tui.console.panels.header import HeaderPanel
 from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.panels.line_table import Cell, GridTable, Row
 from spica_tui.console.qfin_backend import SEARCH_LIMIT
 from spica_tui.console.refresh import describe_failure
+from spica_tui.console.screens.reading import ReadingScreen
 
 if TYPE_CHECKING:
     from spica_tui.console.app import SpicaConsole
@@ -110,7 +109,7 @@ def summary_text(runid: str, f: RunidQfin | None) -> Text:
     return text
 
 
-class QfinScreen(Screen[None]):
+class QfinScreen(ReadingScreen):
     SCOPE = "qfin"
     BINDINGS = bindings("qfin")
     DEFAULT_CSS = """
@@ -183,16 +182,9 @@ class QfinScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#runids", RunidTable).focus()
-        self.show_snapshot(self.app.poller.snapshot)
-
-    def on_screen_resume(self) -> None:
-        self.show_snapshot(self.app.poller.snapshot)
+        super().on_mount()
 
     # -- data in
-
-    def show_snapshot(self, snap: ConsoleSnapshot) -> None:
-        if show_header(self, snap):
-            self.load()
 
     def load(self) -> None:
         """Read the page (and the last search) in a worker; a newer load cancels it."""
@@ -384,9 +376,6 @@ class QfinScreen(Screen[None]):
         return self.app.offers(entry.name, None) and self.app.backend.scope.everything
 
     # -- actions (names from the registry)
-
-    def action_back(self) -> None:
-        self.app.pop_screen()
 
     def _selected_result(self) -> ImageRow | None:
         table = self.query_one("#results", GridTable)
