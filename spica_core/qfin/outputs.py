@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from spica_core.tool_files import MeasuredImageFiles
+
 #: Endings of a plain FITS file: source-extractor reads these in place. Any other container
 #: (``.fits.fz`` tile-compressed, ``.fits.gz``) is unpacked into the work directory first.
 PLAIN_FITS_SUFFIXES = (".fits", ".fit", ".fts")
@@ -22,7 +24,7 @@ def is_plain_fits(image_path: str | Path) -> bool:
 
 
 @dataclass(frozen=True)
-class QfinOutputs:
+class QfinOutputs(MeasuredImageFiles):
     """The files of image ``image``'s QFin in ``workdir`` (paths as on the node)."""
 
     workdir: Path
@@ -50,24 +52,6 @@ class QfinOutputs:
     @property
     def flag(self) -> Path:
         return self._file(".flag.fits")
-
-    @property
-    def catalog(self) -> Path:
-        """source-extractor's FITS_LDAC catalogue (PSFEx's input, SCAMP's later)."""
-        return self._file(".cat")
-
-    @property
-    def sextractor_xml(self) -> Path:
-        return self._file(".sex.xml")
-
-    @property
-    def psf(self) -> Path:
-        """PSFEx's model: its name is the catalogue's with ``.psf`` (PSF_SUFFIX) in PSF_DIR."""
-        return self._file(".psf")
-
-    @property
-    def psfex_xml(self) -> Path:
-        return self._file(".psfex.xml")
 
     @property
     def psf_stars(self) -> Path:

@@ -155,7 +155,7 @@ def stack_commands(unit: StackUnit) -> list[list[str]]:
         "-XML_NAME", str(out.swarp_xml),
     ]  # fmt: skip
     coadd_catalog = _sextractor(
-        config, out.coadd, out.coadd_weight, out.catalog, xml=out.catalog_xml
+        config, out.coadd, out.coadd_weight, out.catalog, xml=out.sextractor_xml
     )
     psfex = [
         "psfex", str(out.catalog),

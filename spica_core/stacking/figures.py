@@ -63,7 +63,7 @@ def stack_figures(out: StackOutputs) -> StackFigures:
         raise StackFailed(f"{owner}: {out.swarp_list} lists no input")
     try:
         internal, external = _scamp_rms(out.scamp_xml, owner)
-        background, background_rms, sources = _background(out.catalog_xml, owner)
+        background, background_rms, sources = _background(out.sextractor_xml, owner)
         seeing = _seeing(out.psfex_xml, owner)
         exptime = _exptime(swarp_list, out.swarp_xml, owner)
     except QfinFailed as exc:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from spica_core.tool_files import MeasuredImageFiles
+
 
 @dataclass(frozen=True)
-class StackOutputs:
+class StackOutputs(MeasuredImageFiles):
     """The files of stack ``stack`` in ``workdir`` (paths as on the node)."""
 
     workdir: Path
@@ -74,23 +76,6 @@ class StackOutputs:
     @property
     def coadd_weight(self) -> Path:
         return self._file(".weight.fits")
-
-    @property
-    def catalog(self) -> Path:
-        """source-extractor's FITS_LDAC catalogue of the co-add."""
-        return self._file(".cat")
-
-    @property
-    def catalog_xml(self) -> Path:
-        return self._file(".sex.xml")
-
-    @property
-    def psf(self) -> Path:
-        return self._file(".psf")
-
-    @property
-    def psfex_xml(self) -> Path:
-        return self._file(".psfex.xml")
 
     # Completeness: a copy of the co-add with artificial stars, what was injected, and
     # source-extractor's catalogue of the copy.
