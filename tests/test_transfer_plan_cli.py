@@ -7,6 +7,7 @@ runid table, a plan printed as the seed's distribution row and stored, exit code
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -50,11 +51,14 @@ def with_repository(path: Path) -> Path:
 
 
 def spica(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``spica transfer ARGS`` with tables as wide as the seed's (a terminal's COLUMNS
+    would fold their headers)."""
     return subprocess.run(
         [sys.executable, "-m", "spica_tui", "--config", str(config), "transfer", *args],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
     )
 
 
