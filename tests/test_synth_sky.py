@@ -19,6 +19,7 @@ from astropy.modeling.models import Moffat2D
 from astropy.wcs import WCS
 
 from spica_core.synth import observing
+from spica_core.synth.cache import ENV
 from spica_core.synth.layout import NATIVE_SCALE, ExposureSpec, ccd_cards
 from spica_core.synth.psf import Moffat, add_star, moffat_alpha
 from spica_core.synth.render import RenderedCcd, header_wcs, render_ccd, true_wcs
@@ -274,7 +275,10 @@ def test_overlapping_exposures_see_the_same_sources(tmp_path: Path) -> None:
     assert not only_a & {s[:2] for s in b - a}  # a source is the same in both or absent
 
 
-def test_same_seed_same_bytes_other_sky_other_sources(tmp_path: Path) -> None:
+def test_same_seed_same_bytes_other_sky_other_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV, raising=False)  # each drawn, not copied out of the cache
     spec = dataclasses.replace(SPEC, ccd_shape=(128, 128), ccds=2)
     one = write_sky_exposure(spec, tmp_path / "a", "fits.fz")
     two = write_sky_exposure(spec, tmp_path / "b", "fits.fz")

@@ -141,8 +141,19 @@ def write_sky_exposure(
     truth_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the exposure drawn from ``sky`` and its truth (beside it, or in ``truth_dir``:
-    a repository that ingestion walks should not hold ``.fits`` tables); the image's path."""
+    a repository that ingestion walks should not hold ``.fits`` tables); the image's path.
+    Copied out of :mod:`spica_core.synth.cache` when ``$SPICA_SYNTH_CACHE`` holds them."""
+    from spica_core.synth.cache import IMAGE, TRUTH, SynthCache, entry_key
+
+    path = Path(directory) / f"{spec.filename}.{container}"
+    files = {IMAGE: path, TRUTH: truth_path(path, truth_dir)}
+    cache = SynthCache.from_env()
+    key = entry_key(spec, container, sky) if cache is not None else None
+    if cache is not None and key is not None and cache.restore(key, files):
+        return path
     pixels = SkyPixels(sky)
-    path = write_exposure(spec, directory, container, pixels)
-    write_truth(truth_path(path, truth_dir), spec, pixels.truth(spec))
+    write_exposure(spec, directory, container, pixels)
+    write_truth(files[TRUTH], spec, pixels.truth(spec))
+    if cache is not None and key is not None:
+        cache.store(key, files)
     return path
