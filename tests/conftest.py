@@ -3,15 +3,23 @@
 MariaDB tests use ``$SPICA_TEST_MYSQL_URL`` (a server URL without a database, e.g.
 ``mysql+pymysql://root@127.0.0.1:3306``); each test gets a database of its own, dropped
 afterwards. Outside CI they skip when it is unset or unreachable; with ``CI=true`` they fail.
+
+``db_url`` hands each test a database already at the Alembic head and without rows: the
+migrations run once per test process (really, through Alembic) and every test gets a copy of
+the result (MariaDB: the tables' ``SHOW CREATE TABLE`` replayed, about 0.2 s against 1.9 s for
+the migrations' DDL; SQLite: the file copied). A test of the migrations themselves is marked
+``empty_db`` and gets a database with no schema; ``mysql_url`` and ``sqlite_url`` are always
+empty.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +27,12 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MYSQL_ENV = "SPICA_TEST_MYSQL_URL"
 _db_counter = itertools.count()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "empty_db: db_url gives a database with no schema (tests of the migrations)"
+    )
 
 
 def require(condition: bool, reason: str) -> None:
@@ -58,29 +72,106 @@ def _mysql_server_url() -> str:
     return url  # type: ignore[return-value]
 
 
-@pytest.fixture
-def mysql_url() -> Iterator[str]:
-    """A fresh, empty MariaDB database of this test's own; dropped afterwards."""
+@pytest.fixture(scope="session")
+def _mysql_databases() -> Iterator[Callable[[list[str]], str]]:
+    """Make a database of this process's own, run ``statements`` in it, return its URL;
+    every database made is dropped when the session ends (or when its test ends, below)."""
     from sqlalchemy import create_engine, make_url, text
 
     server = make_url(_mysql_server_url())
-    name = f"spica_test_{os.getpid()}_{next(_db_counter)}"
     admin = create_engine(server.set(database=None), connect_args={"connect_timeout": 5})
+
+    def make(statements: list[str]) -> str:
+        name = f"spica_test_{os.getpid()}_{next(_db_counter)}"
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+        except Exception as exc:
+            require(
+                False,
+                f"MariaDB at {server.render_as_string()} unreachable "
+                f"({exc.__class__.__name__}: {exc})",
+            )
+        url = server.set(database=name)
+        if statements:
+            engine = create_engine(url)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+                    for statement in statements:
+                        conn.exec_driver_sql(statement)
+                    conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
+            finally:
+                engine.dispose()
+        return url.render_as_string(hide_password=False)
+
+    yield make
+    admin.dispose()
+
+
+def _drop_mysql_database(url: str) -> None:
+    from sqlalchemy import create_engine, make_url, text
+
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database=None), connect_args={"connect_timeout": 5})
     try:
         with admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    except Exception as exc:
-        admin.dispose()
-        require(
-            False,
-            f"MariaDB at {server.render_as_string()} unreachable ({exc.__class__.__name__}: {exc})",
-        )
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _mysql_schema(_mysql_databases: Callable[[list[str]], str]) -> list[str]:
+    """The statements that rebuild dbspica at head: read once per process from a database
+    the real Alembic migrations built (then dropped)."""
+    from sqlalchemy import text
+
+    from spica_core.config import DatabaseConfig
+    from spica_core.db.engine import make_engine
+    from spica_core.db.schema import upgrade
+
+    url = _mysql_databases([])
+    engine = make_engine(DatabaseConfig(url=url))
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:
+            tables = [row[0] for row in conn.execute(text("SHOW TABLES"))]
+            statements = [
+                conn.execute(text(f"SHOW CREATE TABLE `{table}`")).one()[1] for table in tables
+            ]
+            statements += [
+                f"INSERT INTO alembic_version (version_num) VALUES ('{version}')"
+                for version in conn.execute(text("SELECT version_num FROM alembic_version"))
+                .scalars()
+                .all()
+            ]
+    finally:
+        engine.dispose()
+        _drop_mysql_database(url)
+    return statements
+
+
+@pytest.fixture
+def mysql_url(_mysql_databases: Callable[[list[str]], str]) -> Iterator[str]:
+    """A fresh, empty MariaDB database of this test's own; dropped afterwards."""
+    url = _mysql_databases([])
+    try:
+        yield url
+    finally:
+        _drop_mysql_database(url)
+
+
+@pytest.fixture
+def mysql_migrated_url(
+    _mysql_databases: Callable[[list[str]], str], _mysql_schema: list[str]
+) -> Iterator[str]:
+    """A MariaDB database of this test's own, at the Alembic head, without rows."""
+    url = _mysql_databases(_mysql_schema)
+    try:
+        yield url
+    finally:
+        _drop_mysql_database(url)
 
 
 @pytest.fixture
@@ -88,12 +179,41 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'dbspica.sqlite'}"
 
 
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite dbspica the real Alembic migrations brought to head, once per process."""
+    from spica_core.config import DatabaseConfig
+    from spica_core.db.engine import make_engine
+    from spica_core.db.schema import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "dbspica.sqlite"
+    engine = make_engine(DatabaseConfig(url=f"sqlite:///{path}"), create=True)
+    try:
+        upgrade(engine)
+        with engine.connect() as conn:  # everything into the file itself, nothing in -wal
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        engine.dispose()
+    return path
+
+
+@pytest.fixture
+def sqlite_migrated_url(sqlite_url: str, _sqlite_template: Path) -> str:
+    """A SQLite dbspica of this test's own, at the Alembic head, without rows."""
+    from sqlalchemy import make_url
+
+    shutil.copyfile(_sqlite_template, str(make_url(sqlite_url).database))
+    return sqlite_url
+
+
 @pytest.fixture(params=["sqlite", "mariadb"])
 def db_url(request: pytest.FixtureRequest) -> str:
-    """Each dbspica test runs on both engines."""
-    if request.param == "sqlite":
-        return request.getfixturevalue("sqlite_url")
-    return request.getfixturevalue("mysql_url")
+    """Each dbspica test runs on both engines, on a database at head (``empty_db``: none)."""
+    migrated = request.node.get_closest_marker("empty_db") is None
+    name = {"sqlite": "sqlite_url", "mariadb": "mysql_url"}[request.param]
+    if migrated:
+        name = name.replace("_url", "_migrated_url")
+    return str(request.getfixturevalue(name))
 
 
 @pytest.fixture

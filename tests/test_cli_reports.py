@@ -130,6 +130,7 @@ def url_of(engine) -> str:
     return engine.url.render_as_string(hide_password=False)
 
 
+@pytest.mark.empty_db
 def test_db_init_status_json_on_both_engines(db_url: str) -> None:
     init = spica(db_url, "db", "init", "--json")
     assert init.returncode == 0, init.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, inspect, text
 
 from spica_core.db.ddl import mysql_ddl
@@ -58,6 +59,7 @@ def test_schema_revision_constant_is_alembic_head() -> None:
     assert head_revision() == SCHEMA_REVISION
 
 
+@pytest.mark.empty_db
 def test_migrations_equal_create_all(db_url: str, engine_factory, request) -> None:
     migrated = engine_factory(db_url)
     assert upgrade(migrated) == (None, SCHEMA_REVISION)
@@ -81,6 +83,21 @@ def test_upgrade_is_idempotent_and_status_counts(db_engine) -> None:
     assert all(n == 0 for n in st.counts.values())
 
 
+def test_test_databases_are_copies_of_a_migrated_one(db_url: str, engine_factory, request):
+    """The suite's ``db_url`` (a copy made once per process) is what the migrations build."""
+    copied = engine_factory(db_url)
+    assert current_revision(copied) == SCHEMA_REVISION
+    assert all(n == 0 for n in status(copied).counts.values())
+    if copied.dialect.name == "sqlite":
+        other_url = db_url.replace("dbspica.sqlite", "migrated.sqlite")
+    else:
+        other_url = request.getfixturevalue("mysql_url")
+    migrated = engine_factory(other_url)
+    upgrade(migrated)
+    assert reflect(copied) == reflect(migrated)
+
+
+@pytest.mark.empty_db
 def test_empty_database_is_not_current(db_url: str, engine_factory) -> None:
     engine = engine_factory(db_url)
     assert current_revision(engine) is None
@@ -92,6 +109,7 @@ def test_empty_database_is_not_current(db_url: str, engine_factory) -> None:
         raise AssertionError("an empty database passed require_current")
 
 
+@pytest.mark.empty_db
 def test_refuses_to_migrate_over_foreign_tables(db_url: str, engine_factory) -> None:
     engine = engine_factory(db_url)
     with engine.begin() as conn:
