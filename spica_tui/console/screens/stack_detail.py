@@ -126,12 +126,14 @@ class StackDetailScreen(Screen[None]):
         row = detail.stack
         key = (row.state, row.failed_line)
         if force_tail or key != self._tail_for:
-            self._tail_for = key
             if row.lines or detail.runs or row.state in ("failed", "running", "completed"):
                 tail = await self.app.backend.log_tail(row.node, self.stack)
             else:
                 tail = LogTail(self.stack, row.node, error="not run yet: no log")
+            # Only a tail shown counts as fetched: a load cancelled by a newer snapshot's
+            # (exclusive workers) leaves the fetch to that newer one.
             if not worker.is_cancelled:
+                self._tail_for = key
                 self._show_tail(tail)
 
     async def _thumbnail(self, detail: StackDetail, force: bool) -> None:
