@@ -7,6 +7,7 @@ and every state is the one the test made.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,35 @@ async def test_launch_flow(demo, config, engine) -> None:
             lambda: getattr(table_row(app, name), "state", None) == "pending",
             "the row to show pending",
         )
+
+
+async def test_detail_log_slower_than_the_poll_still_shows(demo, config, engine) -> None:
+    """A node slower to send a log than the console polls (a loaded node, a busy link): a
+    poll must never cancel the fetch under way, or the log would never show."""
+    from textual.widgets import Static
+
+    from spica_tui.console.screens.stack_detail import StackDetailScreen
+
+    name = "CFHTLS_W_z_022600-051200_T0003"
+    make_stack(root(demo, "mix2"), engine, name, "mix2", "failed")
+    app = console(config, read_only=True)
+    fetch = app.backend.log_tail
+    fetches = 0
+
+    async def slow_fetch(node: str | None, stack: str, line: int | None = None):
+        nonlocal fetches
+        fetches += 1
+        await asyncio.sleep(config.console.refresh_interval * 4)  # four polls come meanwhile
+        return await fetch(node, stack, line)
+
+    app.backend.log_tail = slow_fetch
+    async with app.run_test(size=(160, 50)) as pilot:
+        await select_stack(pilot, name)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, StackDetailScreen), "the detail")
+        log = app.screen.query_one("#log", Static)
+        await until(pilot, lambda: "Connection refused" in str(log.render()), "the log tail")
+        assert fetches == 1  # fetched once, not restarted at each poll
 
 
 async def test_unlock_flow(demo, config, engine) -> None:

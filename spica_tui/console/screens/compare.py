@@ -13,7 +13,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Select, Static
-from textual.worker import get_current_worker
 
 from spica_core.read_model.compare import FIGURE_KEYS, ReleaseComparison, format_change
 from spica_core.read_model.results import LABELS, format_figure
@@ -111,30 +110,21 @@ class CompareScreen(ReadingScreen):
             against if isinstance(against, str) else None,
         )
 
-    def load(self) -> None:
-        """Read the releases, then their comparison, in a worker; a newer load cancels it."""
-
-        async def read() -> None:
-            worker = get_current_worker()
-            try:
-                releases = await self.app.results.releases()
-                if worker.is_cancelled:
-                    return
-                self._offer(releases)
-                release, against = self.chosen()
-                found = None
-                if release and against and release != against:
-                    found = await self.app.results.compare(release, against)
-            except Exception as exc:  # dbspica away: keep what is shown, say so
-                self.query_one("#compare-summary", Static).update(
-                    Text(f"Release comparison — not read: {describe_failure(exc)}", "bold red")
-                )
-                return
-            if not worker.is_cancelled:
-                self.show_comparison(found)
-
-        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
-        self.run_worker(read, group="compare", exclusive=True, exit_on_error=False)  # type: ignore[arg-type]
+    async def read(self) -> None:
+        """Read the releases, then their comparison."""
+        try:
+            releases = await self.app.results.releases()
+            self._offer(releases)
+            release, against = self.chosen()
+            found = None
+            if release and against and release != against:
+                found = await self.app.results.compare(release, against)
+        except Exception as exc:  # dbspica away: keep what is shown, say so
+            self.query_one("#compare-summary", Static).update(
+                Text(f"Release comparison — not read: {describe_failure(exc)}", "bold red")
+            )
+            return
+        self.show_comparison(found)
 
     def _offer(self, releases: list[str]) -> None:
         """The choices: releases with stacks; at first the newest against the one before."""

@@ -17,19 +17,17 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import DataTable, ProgressBar, Static
-from textual.worker import get_current_worker
 
-from spica_core.console_data import ConsoleSnapshot
 from spica_core.console_transfer import TransferView
 from spica_core.read_model.transfer_progress import RunidProgress
 from spica_core.text import printable
 from spica_core.units import gigabytes, human_bytes
 from spica_tui.console.actions import BY_TEXTUAL, bindings
-from spica_tui.console.panels.header import HeaderPanel, show_header
+from spica_tui.console.panels.header import HeaderPanel
 from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.refresh import describe_failure
+from spica_tui.console.screens.reading import ReadingScreen
 
 if TYPE_CHECKING:
     from spica_tui.console.app import SpicaConsole
@@ -101,7 +99,7 @@ class RunidTransfer(Horizontal):
         self.query_one(".stats", Static).update(Text("  ".join(parts), style))
 
 
-class DataTransferScreen(Screen[None]):
+class DataTransferScreen(ReadingScreen):
     SCOPE = "transfer"
     BINDINGS = bindings("transfer")
     DEFAULT_CSS = """
@@ -144,34 +142,20 @@ class DataTransferScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#waiting", DataTable).focus()
-        self.show_snapshot(self.app.poller.snapshot)
-
-    def on_screen_resume(self) -> None:
-        self.show_snapshot(self.app.poller.snapshot)
+        super().on_mount()
 
     # -- data in
 
-    def show_snapshot(self, snap: ConsoleSnapshot) -> None:
-        if show_header(self, snap):
-            self.load(snap)
-
-    def load(self, snap: ConsoleSnapshot | None = None) -> None:
-        snap = snap or self.app.poller.snapshot
-
-        async def read() -> None:
-            worker = get_current_worker()
-            try:
-                view = await self.app.transfers.view(snap.cluster, self.app.clock())
-            except Exception as exc:  # dbspica away: keep what is shown, say so
-                self.query_one("#waiting-title", Static).update(
-                    Text(f"Runids waiting — not read: {describe_failure(exc)}", "bold red")
-                )
-                return
-            if not worker.is_cancelled:
-                self.show_view(view)
-
-        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
-        self.run_worker(read, group="transfer-view", exclusive=True, exit_on_error=False)  # type: ignore[arg-type]
+    async def read(self) -> None:
+        snap = self.app.poller.snapshot
+        try:
+            view = await self.app.transfers.view(snap.cluster, self.app.clock())
+        except Exception as exc:  # dbspica away: keep what is shown, say so
+            self.query_one("#waiting-title", Static).update(
+                Text(f"Runids waiting — not read: {describe_failure(exc)}", "bold red")
+            )
+            return
+        self.show_view(view)
 
     def show_view(self, view: TransferView) -> None:
         self.view = view
@@ -290,9 +274,6 @@ class DataTransferScreen(Screen[None]):
         return self.app.offers(entry.name, None)
 
     # -- actions
-
-    def action_back(self) -> None:
-        self.app.pop_screen()
 
     def action_transfer_now(self) -> None:
         runid = self.selected_key(self.query_one("#waiting", DataTable))

@@ -17,7 +17,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
 from textual.widgets import Static
-from textual.worker import get_current_worker
 from textual_plotext import PlotextPlot
 
 from spica_core.read_model.mining import SEEING_BIN, MiningView
@@ -85,21 +84,15 @@ class MiningScreen(ReadingScreen):
                     yield PlotextPlot(id=f"plot-{name}")
         yield KeyBar()
 
-    def load(self) -> None:
-        async def read() -> None:
-            worker = get_current_worker()
-            try:
-                view = await self.app.results.mining()
-            except Exception as exc:  # dbspica away: keep what is shown, say so
-                self.query_one("#mining-summary", Static).update(
-                    Text(f"Data mining — not read: {describe_failure(exc)}", "bold red")
-                )
-                return
-            if not worker.is_cancelled:
-                self.show_view(view)
-
-        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
-        self.run_worker(read, group="mining", exclusive=True, exit_on_error=False)  # type: ignore[arg-type]
+    async def read(self) -> None:
+        try:
+            view = await self.app.results.mining()
+        except Exception as exc:  # dbspica away: keep what is shown, say so
+            self.query_one("#mining-summary", Static).update(
+                Text(f"Data mining — not read: {describe_failure(exc)}", "bold red")
+            )
+            return
+        self.show_view(view)
 
     def show_view(self, view: MiningView) -> None:
         self.view = view

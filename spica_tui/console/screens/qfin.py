@@ -22,7 +22,6 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Input, Select, Static
-from textual.worker import get_current_worker
 
 from spica_core.errors import SpicaError
 from spica_core.qfin.grading import COMMENTS
@@ -186,28 +185,21 @@ class QfinScreen(ReadingScreen):
 
     # -- data in
 
-    def load(self) -> None:
-        """Read the page (and the last search) in a worker; a newer load cancels it."""
+    async def read(self) -> None:
+        """Read the page and the last search."""
         runid, query = self.runid, self.search_query
-
-        async def read() -> None:
-            worker = get_current_worker()
-            try:
-                view = await self.app.qfin.view(runid or None, self.app.clock())
-                found = None if query is None else await self.app.qfin.search(query)
-            except SpicaError as exc:
-                self.app.notify(str(exc), title="QFin search", severity="error")
-                return
-            except Exception as exc:  # dbspica away: keep what is shown, say so
-                self.query_one("#summary", Static).update(
-                    Text(f"QFin — not read: {describe_failure(exc)}", "bold red")
-                )
-                return
-            if not worker.is_cancelled:
-                self.show_view(view, found)
-
-        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
-        self.run_worker(read, group="qfin-view", exclusive=True, exit_on_error=False)  # type: ignore[arg-type]
+        try:
+            view = await self.app.qfin.view(runid or None, self.app.clock())
+            found = None if query is None else await self.app.qfin.search(query)
+        except SpicaError as exc:
+            self.app.notify(str(exc), title="QFin search", severity="error")
+            return
+        except Exception as exc:  # dbspica away: keep what is shown, say so
+            self.query_one("#summary", Static).update(
+                Text(f"QFin — not read: {describe_failure(exc)}", "bold red")
+            )
+            return
+        self.show_view(view, found)
 
     def show_view(self, view: QfinView, found: list[ImageRow] | None) -> None:
         self.view = view

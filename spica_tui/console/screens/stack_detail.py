@@ -10,7 +10,6 @@ detail so the new state shows.
 from __future__ import annotations
 
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
@@ -18,21 +17,20 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Static
-from textual.worker import get_current_worker
 
-from spica_core.console_data import CommandLine, ConsoleSnapshot, LogTail, command_lines
+from spica_core.console_data import CommandLine, LogTail, command_lines
 from spica_core.errors import NotFound
 from spica_core.operations import OpAction
 from spica_core.read_model.results import FIGURES, RESULT_PATHS, format_figure, format_seconds
 from spica_core.reports import StackDetail
 from spica_core.text import printable
 from spica_tui.console.actions import BY_TEXTUAL, bindings
-from spica_tui.console.panels.header import HeaderPanel, show_header
+from spica_tui.console.panels.header import HeaderPanel
 from spica_tui.console.panels.key_bar import KeyBar
 from spica_tui.console.panels.line_table import GridTable
 from spica_tui.console.panels.stacks import STATE_STYLES
+from spica_tui.console.screens.reading import ReadingScreen
 from spica_tui.console.thumbnail import ThumbnailView
 
 if TYPE_CHECKING:
@@ -41,7 +39,7 @@ if TYPE_CHECKING:
 LINE_STYLES = {"done": "green", "failed": "bold red", "running": "bold yellow", "not run": "dim"}
 
 
-class StackDetailScreen(Screen[None]):
+class StackDetailScreen(ReadingScreen):
     SCOPE = "detail"
     BINDINGS = bindings("detail")
     DEFAULT_CSS = """
@@ -70,6 +68,7 @@ class StackDetailScreen(Screen[None]):
         self.detail: StackDetail | None = None
         self.tail: LogTail | None = None
         self._tail_for: tuple[str, int | None] | None = None
+        self._force_tail = False
         #: The result whose thumbnail is shown (its path and when it was recorded).
         self._thumbnail_for: tuple[str | None, str | None] | None = None
 
@@ -89,26 +88,10 @@ class StackDetailScreen(Screen[None]):
             yield GridTable("image", "role", "filter", id="files")
         yield KeyBar()
 
-    def on_mount(self) -> None:
-        self.show_snapshot(self.app.poller.snapshot)
-
     # -- data in
 
-    def show_snapshot(self, snap: ConsoleSnapshot) -> None:
-        if show_header(self, snap):
-            self.load()
-
-    def load(self, *, force_tail: bool = False) -> None:
-        # Textual's WorkType union: mypy solves its ResultType as Never (not a wrong call).
-        self.run_worker(
-            partial(self._load, force_tail),  # type: ignore[arg-type]
-            group="detail",
-            exclusive=True,
-            exit_on_error=False,
-        )
-
-    async def _load(self, force_tail: bool) -> None:
-        worker = get_current_worker()
+    async def read(self) -> None:
+        force, self._force_tail = self._force_tail, False
         try:
             detail = await self.app.backend.detail(self.stack)
         except NotFound:
@@ -117,24 +100,17 @@ class StackDetailScreen(Screen[None]):
         except Exception as exc:  # dbspica away: keep what is shown, say so
             self.notify(f"stack {self.stack}: {exc}", severity="error")
             return
-        if worker.is_cancelled:
-            return
         self._show(detail)
-        await self._thumbnail(detail, force_tail)
-        if worker.is_cancelled:
-            return
+        await self._thumbnail(detail, force)
         row = detail.stack
         key = (row.state, row.failed_line)
-        if force_tail or key != self._tail_for:
+        if force or key != self._tail_for:
             if row.lines or detail.runs or row.state in ("failed", "running", "completed"):
                 tail = await self.app.backend.log_tail(row.node, self.stack)
             else:
                 tail = LogTail(self.stack, row.node, error="not run yet: no log")
-            # Only a tail shown counts as fetched: a load cancelled by a newer snapshot's
-            # (exclusive workers) leaves the fetch to that newer one.
-            if not worker.is_cancelled:
-                self._tail_for = key
-                self._show_tail(tail)
+            self._tail_for = key
+            self._show_tail(tail)
 
     async def _thumbnail(self, detail: StackDetail, force: bool) -> None:
         """Fetch the thumbnail from the stack's node when a result names a new one."""
@@ -146,8 +122,6 @@ class StackDetailScreen(Screen[None]):
             return
         row = detail.stack
         thumbnail = await self.app.results.thumbnail(row.name, row.node, key[0])
-        if get_current_worker().is_cancelled:
-            return  # a newer load fetches it again
         self._thumbnail_for = key
         await self.query_one(ThumbnailView).show(thumbnail)
 
@@ -240,11 +214,9 @@ class StackDetailScreen(Screen[None]):
         row = self.detail.stack
         return self.app.offers(entry.name, row.node, row.state)
 
-    def action_back(self) -> None:
-        self.app.pop_screen()
-
     def action_reload_log(self) -> None:
-        self.load(force_tail=True)
+        self._force_tail = True
+        self.load()
 
     def _operate(self, action: OpAction) -> None:
         self.app.start_operation(action, (self.stack,))
