@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image, Node, Runid
+from spica_core.read_model.images import located
 
 
 @dataclass(frozen=True)
@@ -38,32 +38,27 @@ class AutoImage:
 
 def load_images(session: Session) -> list[AutoImage]:
     """Every image of dbspica, by name."""
-    stmt = (
-        select(
-            Image.id,
-            Image.filename,
-            Image.filter,
-            Image.ra,
-            Image.dec,
-            Image.exptime,
-            Image.airmass,
-            Image.seeing,
-            Image.grade,
-            Image.qf_status,
-            Node.name,
-            Image.partition,
-            Image.path,
-            Runid.name,
-            Image.bytes,
-            Image.checksum,
-            Image.phot_c,
-            Image.phot_k,
-            Image.weight_path,
-            Image.flag_path,
-        )
-        .outerjoin(Node, Node.id == Image.node_id)
-        .outerjoin(Runid, Runid.id == Image.runid_id)
-        .order_by(Image.filename)
-    )
+    stmt = located(
+        Image.id,
+        Image.filename,
+        Image.filter,
+        Image.ra,
+        Image.dec,
+        Image.exptime,
+        Image.airmass,
+        Image.seeing,
+        Image.grade,
+        Image.qf_status,
+        Node.name,
+        Image.partition,
+        Image.path,
+        Runid.name,
+        Image.bytes,
+        Image.checksum,
+        Image.phot_c,
+        Image.phot_k,
+        Image.weight_path,
+        Image.flag_path,
+    ).order_by(Image.filename)
     rows: list[tuple[Any, ...]] = [tuple(row) for row in session.execute(stmt)]
     return [AutoImage(*row) for row in rows]

@@ -38,6 +38,7 @@ from spica_core.errors import InvalidName, SpicaError
 from spica_core.names import is_valid_name, validate_name
 from spica_core.node.layout import QFIN_STEP
 from spica_core.qfin.commands import QfinUnitPaths, qfin_commands
+from spica_core.read_model.images import located
 from spica_core.resources import astromatic_dir
 
 if TYPE_CHECKING:
@@ -249,21 +250,16 @@ class _ImageRow:
 
 
 def _images(session: Session, query: QfinQuery) -> list[_ImageRow]:
-    stmt = (
-        select(
-            Image.id,
-            Image.filename,
-            Node.name,
-            Image.partition,
-            Image.path,
-            Runid.name,
-            Image.filter,
-            Image.repository,
-        )
-        .outerjoin(Node, Node.id == Image.node_id)
-        .outerjoin(Runid, Runid.id == Image.runid_id)
-        .order_by(Image.filename)
-    )
+    stmt = located(
+        Image.id,
+        Image.filename,
+        Node.name,
+        Image.partition,
+        Image.path,
+        Runid.name,
+        Image.filter,
+        Image.repository,
+    ).order_by(Image.filename)
     if query.runid is not None:
         stmt = stmt.where(Runid.name == query.runid)
     if query.node is not None:

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Engine, Select, select
-from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from spica_core.db.models import Image, Node, Runid
 from spica_core.errors import UsageError
@@ -180,6 +180,17 @@ _RANGED: dict[str, InstrumentedAttribute[float | None]] = {
 AnySelect = Select[*tuple[Any, ...]]
 
 
+def located(*columns: Any) -> AnySelect:
+    """``columns`` of the images joined to their runid and node, either of which may be
+    missing (an image still in a repository has no node): where every image read starts."""
+    return (
+        select(*columns)
+        .select_from(Image)
+        .outerjoin(Runid, Image.runid_id == Runid.id)
+        .outerjoin(Node, Image.node_id == Node.id)
+    )
+
+
 def _where(stmt: AnySelect, query: ImageQuery, dialect: str) -> AnySelect:
     scope = query.scope
     if scope.runids is not None:
@@ -222,13 +233,7 @@ def list_images(
 
 
 def _list(session: Session, query: ImageQuery, limit: int | None, offset: int) -> list[ImageRow]:
-    node = aliased(Node)
-    joined = (
-        select(Image, Runid.name, node.name)
-        .outerjoin(Runid, Image.runid_id == Runid.id)
-        .outerjoin(node, Image.node_id == node.id)
-    )
-    stmt = _where(joined, query, session.get_bind().dialect.name)
+    stmt = _where(located(Image, Runid.name, Node.name), query, session.get_bind().dialect.name)
     stmt = stmt.order_by(Runid.name, Image.filename).offset(max(0, offset))
     if limit is not None:
         stmt = stmt.limit(max(0, limit))
