@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from spica_tui.cli.context import state
-from spica_tui.cli.output import emit_json, note, stdout, table
+from spica_tui.cli.output import check_launch, finish_plan, note, stdout, table
 
 if TYPE_CHECKING:
     from spica_core.auto.plan import AutoPlan
@@ -62,8 +62,7 @@ def auto(
     from spica_core.auto.plan import AutoQuery, plan_auto
     from spica_core.errors import UsageError
 
-    if launch and dry_run:
-        raise UsageError("--launch and --dry-run exclude each other")
+    check_launch(launch=launch, dry_run=dry_run)
     if mode not in (None, "stack", "image"):
         raise UsageError(f"--mode {mode}: stack or image")
     st = state(ctx)
@@ -73,14 +72,7 @@ def auto(
     plan = plan_auto(engine, st.config, query)
     if not dry_run:
         plan = apply_auto(engine, st.config, plan, launch=launch)
-    if as_json:
-        emit_json(plan.to_json())
-    else:
-        _print_plan(plan)
-    if plan.unreachable:
-        raise typer.Exit(3)
-    if not plan.ok:
-        raise typer.Exit(1)
+    finish_plan(plan, _print_plan, as_json=as_json)
 
 
 def _print_plan(plan: AutoPlan) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+import typer
 from rich.console import Console, RenderableType
 from rich.style import StyleType
 from rich.table import Table
@@ -75,6 +77,38 @@ def table(*columns: str, title: str | None = None) -> Table:
     for col in columns:
         t.add_column(col, overflow="fold")
     return t
+
+
+class UnitPlan(Protocol):
+    """What ``spica qfin`` and ``spica auto`` plan and then add: units, some not added."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+P = TypeVar("P", bound=UnitPlan)
+
+
+def check_launch(*, launch: bool, dry_run: bool) -> None:
+    from spica_core.errors import UsageError
+
+    if launch and dry_run:
+        raise UsageError("--launch and --dry-run exclude each other")
+
+
+def finish_plan(plan: P, show: Callable[[P], None], *, as_json: bool) -> None:
+    """Print a unit plan (JSON, or ``show``'s table and notes) and exit as the commands
+    say: 3 when a node could not be reached, 1 when a unit was not added or launched."""
+    if as_json:
+        emit_json(plan.to_json())
+    else:
+        show(plan)
+    if getattr(plan, "unreachable", None):
+        raise typer.Exit(3)
+    if not plan.ok:
+        raise typer.Exit(1)
 
 
 def age(when: datetime | None, now: datetime | None = None) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from spica_tui.cli.context import state
-from spica_tui.cli.output import emit_json, note, stdout, table
+from spica_tui.cli.output import check_launch, emit_json, finish_plan, note, stdout, table
 
 if TYPE_CHECKING:
     from spica_core.qfin.plan import QfinPlan
@@ -56,23 +56,16 @@ def qfin(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from spica_core.errors import UsageError
     from spica_core.qfin.plan import QfinQuery, apply_qfin, plan_qfin
 
-    if launch and dry_run:
-        raise UsageError("--launch and --dry-run exclude each other")
+    check_launch(launch=launch, dry_run=dry_run)
     st = state(ctx)
     engine = st.engine()
     query = QfinQuery(runid=runid, node=node, images=tuple(images or ()))
     plan = plan_qfin(engine, st.config, query)
     if not dry_run:  # nothing new: nothing written, and said so as a real run
         plan = apply_qfin(engine, st.config, plan, launch=launch)
-    if as_json:
-        emit_json(plan.to_json())
-    else:
-        _print_plan(plan)
-    if not plan.ok:
-        raise typer.Exit(1)
+    finish_plan(plan, _print_plan, as_json=as_json)
 
 
 def _print_plan(plan: QfinPlan) -> None:
