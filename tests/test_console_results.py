@@ -6,10 +6,9 @@ read-only console opens both; a snapshot of the thumbnail widget in half-block c
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,12 @@ from sqlalchemy.orm import Session
 
 from spica_core.console_thumbnail import Thumbnail
 from spica_core.db.engine import make_engine
-from spica_core.db.models import Image, Runid, Stack, StackResult, StackRun
+from spica_core.db.models import Runid, Stack, StackResult
 from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
 from tests.conftest import require
 from tests.console_support import console_app, fast_config, make_stack, settled, until
+from tests.results_support import add_images, add_runs
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -112,16 +112,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
             run = Runid(name="04BL06")
             s.add(run)
             s.flush()
-            for i, (flt, seeing) in enumerate(IMAGES):
-                s.add(
-                    Image(
-                        filename=f"90{i:04d}p",
-                        runid_id=run.id,
-                        filter=flt,
-                        seeing=seeing,
-                        qf_status="done",
-                    )
-                )
+            add_images(s, [(run.id, flt, seeing, "done") for flt, seeing in IMAGES], prefix="9")
             for name, figures in FIGURES.items():
                 stack = s.scalars(select(Stack).where(Stack.name == name)).one()
                 release = name.rsplit("_", 1)[1]
@@ -136,20 +127,7 @@ def world(tmp_path_factory: pytest.TempPathFactory):
                         **figures,
                     )
                 )
-                start = T0
-                for line, (argv, seconds) in enumerate(LINES, 1):
-                    s.add(
-                        StackRun(
-                            stack_id=stack.id,
-                            line=line,
-                            command=shlex.join(argv),
-                            node=NODE,
-                            started_at=start,
-                            ended_at=start + timedelta(seconds=seconds),
-                            exit_code=0,
-                        )
-                    )
-                    start += timedelta(seconds=seconds)
+                add_runs(s, stack.id, NODE, LINES, T0)
         engine.dispose()
         yield cluster, thumbnail
     finally:

@@ -3,13 +3,12 @@ step and node, each summed in SQL on both engines and within a scope."""
 
 from __future__ import annotations
 
-import shlex
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.orm import Session
 
-from spica_core.db.models import Image, Runid, Stack, StackResult, StackRun
+from spica_core.db.models import Runid, Stack, StackResult, StackRun
 from spica_core.read_model import Scope
 from spica_core.read_model.mining import (
     OTHER_STEP,
@@ -19,6 +18,7 @@ from spica_core.read_model.mining import (
     seeing_distribution,
     step_times,
 )
+from tests.results_support import add_images, add_runs
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -70,36 +70,13 @@ def mined(db_engine):
         runids = {name: Runid(name=name) for name in ("03BL01", "04AL02")}
         s.add_all(runids.values())
         s.flush()
-        for i, (runid, flt, seeing, qf) in enumerate(IMAGES):
-            s.add(
-                Image(
-                    filename=f"8{i:05d}p",
-                    runid_id=runids[runid].id,
-                    filter=flt,
-                    seeing=seeing,
-                    qf_status=qf,
-                )
-            )
+        add_images(s, [(runids[runid].id, flt, seeing, qf) for runid, flt, seeing, qf in IMAGES])
         for k, (name, runid, node, lines) in enumerate(RUNS):
             stack = Stack(name=name, release="T0003", runid=runid, filter="u", state="completed")
             s.add(stack)
             s.flush()
             s.add(StackResult(stack_id=stack.id, seeing=0.8 + 0.1 * k, completeness=25.0 - k))
-            start = T0
-            for line, (argv, seconds) in enumerate(lines, 1):
-                end = start + timedelta(seconds=seconds)
-                s.add(
-                    StackRun(
-                        stack_id=stack.id,
-                        line=line,
-                        command=shlex.join(argv),
-                        node=node,
-                        started_at=start,
-                        ended_at=end,
-                        exit_code=0,
-                    )
-                )
-                start = end
+            start = add_runs(s, stack.id, node, lines, T0)
             # A line still running: not counted.
             s.add(
                 StackRun(stack_id=stack.id, line=99, command="scamp x", node=node, started_at=start)
