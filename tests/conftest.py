@@ -28,6 +28,14 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 MYSQL_ENV = "SPICA_TEST_MYSQL_URL"
 _db_counter = itertools.count()
 
+# pytest's capture plugin imports readline before this file, and GNU readline writes LINES
+# and COLUMNS (80x24 off a terminal) into the C environment: os.environ never shows them,
+# but every subprocess started without env= inherits them, so a `spica` under test would
+# fold its tables at 80 columns. Give the process back the environment os.environ holds.
+for _name in ("COLUMNS", "LINES"):
+    if _name not in os.environ:
+        os.unsetenv(_name)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
