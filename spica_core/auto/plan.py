@@ -31,6 +31,7 @@ removed) and never rewritten (the seed's F.A.Q.: remove the stack first).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import posixpath
@@ -481,9 +482,14 @@ class _Planner:
         return cards
 
 
+#: :func:`shlex.quote`, remembered: most words of a release's lines (options, configuration
+#: files, the reference catalogue) are the same in every unit.
+_quote = functools.lru_cache(maxsize=1 << 16)(shlex.quote)
+
+
 def _commands(unit: StackUnit) -> tuple[str, ...]:
-    """The lines of ``commands.sh`` (each argv joined with :func:`shlex.join`)."""
-    return tuple(shlex.join(argv) for argv in stack_commands(unit))
+    """The lines of ``commands.sh``, each argv joined as :func:`shlex.join` does."""
+    return tuple(" ".join(map(_quote, argv)) for argv in stack_commands(unit))
 
 
 def _most_common(names: Iterable[str | None]) -> str | None:

@@ -13,13 +13,14 @@ resumes at its failed line with the files the earlier lines left.
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 from spica_core.errors import UsageError
 from spica_core.names import validate_name
 from spica_core.qfin.commands import tool_path
-from spica_core.stacking.outputs import StackOutputs
+from spica_core.stacking.outputs import INPUT_CATALOG, INPUT_IMAGE, INPUT_WEIGHT, StackOutputs
 from spica_core.stacking.unit import StackInput, StackUnit
 
 #: The AstrOmatic configuration files of a stack, in the unit's ``config_dir`` (the detection
@@ -42,10 +43,15 @@ def _tool_path(kind: str, path: str, stack: str) -> str:
     return tool_path(f"stack {stack}: {kind}", path)
 
 
+@functools.lru_cache(maxsize=256)
+def _fits_keyword(key: str) -> bool:
+    """Whether ``key`` is a FITS keyword (a release names a handful, each unit all of them)."""
+    return 0 < len(key) <= 8 and all(c.isupper() or c.isdigit() or c in "-_" for c in key)
+
+
 def _ahead_value(stack: str, image: str, key: str, value: object) -> str:
     """``KEY=VALUE`` of one ``.ahead`` card, the key a FITS keyword."""
-    ok = 0 < len(key) <= 8 and all(c.isupper() or c.isdigit() or c in "-_" for c in key)
-    if not ok:
+    if not _fits_keyword(key):
         raise UsageError(f"stack {stack}: image {image}: .ahead key {key!r} is not a FITS keyword")
     if isinstance(value, bool):
         text = "T" if value else "F"
@@ -78,22 +84,28 @@ def _prepare(unit: StackUnit, item: StackInput, workdir: str) -> list[str]:
     return line
 
 
+@functools.lru_cache(maxsize=64)
+def _config_files(config_dir: str) -> dict[str, str]:
+    """Each configuration file's path as text: the same for every unit of a release."""
+    return {name: str(Path(config_dir) / name) for name in CONFIG_FILES}
+
+
 def _sextractor(
-    config: Path, image: Path, weight: Path, catalog: Path, *, xml: Path | None = None
+    config: dict[str, str], image: str, weight: str, catalog: str, *, xml: str | None = None
 ) -> list[str]:
     line = [
-        "source-extractor", str(image),
-        "-c", str(config / SEX_CONFIG),
-        "-PARAMETERS_NAME", str(config / SEX_PARAMS),
-        "-FILTER_NAME", str(config / SEX_FILTER),
-        "-STARNNW_NAME", str(config / SEX_NNW),
-        "-CATALOG_NAME", str(catalog),
+        "source-extractor", image,
+        "-c", config[SEX_CONFIG],
+        "-PARAMETERS_NAME", config[SEX_PARAMS],
+        "-FILTER_NAME", config[SEX_FILTER],
+        "-STARNNW_NAME", config[SEX_NNW],
+        "-CATALOG_NAME", catalog,
         "-CATALOG_TYPE", "FITS_LDAC",
         "-WEIGHT_TYPE", "MAP_WEIGHT",
-        "-WEIGHT_IMAGE", str(weight),
+        "-WEIGHT_IMAGE", weight,
     ]  # fmt: skip
     if xml is not None:
-        line += ["-WRITE_XML", "Y", "-XML_NAME", str(xml)]
+        line += ["-WRITE_XML", "Y", "-XML_NAME", xml]
     return line
 
 
@@ -107,7 +119,7 @@ def stack_commands(unit: StackUnit) -> list[list[str]]:
     stack = validate_name(unit.name, "stack")
     release = validate_name(unit.release, "release")
     workdir = _tool_path("work directory", unit.workdir, stack)
-    config = Path(_tool_path("configuration directory", unit.config_dir, stack))
+    config = _config_files(_tool_path("configuration directory", unit.config_dir, stack))
     refcat = _tool_path("reference catalogue", unit.reference_catalogue, stack)
     if not unit.swarp_inputs:
         raise UsageError(f"stack {stack}: no input to co-add")
@@ -128,13 +140,13 @@ def stack_commands(unit: StackUnit) -> list[list[str]]:
     out = StackOutputs(workdir=Path(workdir), stack=stack)
     lines = [_prepare(unit, item, workdir) for item in unit.inputs]
     lines += [
-        _sextractor(config, out.input_image(i.image), out.input_weight(i.image),
-                    out.input_catalog(i.image))
+        _sextractor(config, out.input_text(i.image, INPUT_IMAGE),
+                    out.input_text(i.image, INPUT_WEIGHT), out.input_text(i.image, INPUT_CATALOG))
         for i in unit.scamp_inputs
     ]  # fmt: skip
     scamp = [
         "scamp", f"@{out.scamp_list}",
-        "-c", str(config / SCAMP_CONFIG),
+        "-c", config[SCAMP_CONFIG],
         "-ASTREF_CATALOG", "FILE",
         "-ASTREFCAT_NAME", refcat,
         "-WRITE_XML", "Y",
@@ -142,7 +154,7 @@ def stack_commands(unit: StackUnit) -> list[list[str]]:
     ]  # fmt: skip
     swarp = [
         "SWarp", f"@{out.swarp_list}",
-        "-c", str(config / SWARP_CONFIG),
+        "-c", config[SWARP_CONFIG],
         "-IMAGEOUT_NAME", str(out.coadd),
         "-WEIGHTOUT_NAME", str(out.coadd_weight),
         "-RESAMPLE_DIR", str(out.resample_dir),
@@ -155,20 +167,23 @@ def stack_commands(unit: StackUnit) -> list[list[str]]:
         "-XML_NAME", str(out.swarp_xml),
     ]  # fmt: skip
     coadd_catalog = _sextractor(
-        config, out.coadd, out.coadd_weight, out.catalog, xml=out.sextractor_xml
-    )
+        config, str(out.coadd), str(out.coadd_weight), str(out.catalog),
+        xml=str(out.sextractor_xml),
+    )  # fmt: skip
     psfex = [
         "psfex", str(out.catalog),
-        "-c", str(config / PSFEX_CONFIG),
+        "-c", config[PSFEX_CONFIG],
         "-PSF_DIR", workdir,
         "-WRITE_XML", "Y",
         "-XML_NAME", str(out.psfex_xml),
     ]  # fmt: skip
     inject = ["spica", "stack", "inject", stack, "--workdir", workdir, "--refcat", refcat]
-    inject_catalog = _sextractor(config, out.inject_image, out.coadd_weight, out.inject_catalog)
+    inject_catalog = _sextractor(
+        config, str(out.inject_image), str(out.coadd_weight), str(out.inject_catalog)
+    )
     stiff = [
         "stiff", str(out.coadd),
-        "-c", str(config / STIFF_CONFIG),
+        "-c", config[STIFF_CONFIG],
         "-OUTFILE_NAME", str(out.thumbnail),
         "-BINNING", str(max(1, math.ceil(max(nx, ny) / THUMBNAIL_PIXELS))),
     ]  # fmt: skip

@@ -8,9 +8,18 @@ the injection of artificial stars and the reading of the results all name files 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from spica_core.tool_files import MeasuredImageFiles
+
+#: The suffixes of an input's files in ``inputs/``.
+INPUT_IMAGE = ".fits"
+INPUT_WEIGHT = ".weight.fits"
+INPUT_FLAG = ".flag.fits"
+INPUT_CATALOG = ".cat"
+INPUT_AHEAD = ".ahead"
+INPUT_HEAD = ".head"
 
 
 @dataclass(frozen=True)
@@ -27,23 +36,32 @@ class StackOutputs(MeasuredImageFiles):
     def inputs_dir(self) -> Path:
         return self.workdir / "inputs"
 
+    @cached_property
+    def _inputs_text(self) -> str:
+        return str(self.inputs_dir)
+
+    def input_text(self, image: str, suffix: str) -> str:
+        """An input's file as text (``suffix`` one of ``INPUT_*``): a release's planning
+        names hundreds of thousands of them, where a :class:`Path` each would cost seconds."""
+        return f"{self._inputs_text}/{image}{suffix}"
+
     def input_image(self, image: str) -> Path:
-        return self.inputs_dir / f"{image}.fits"
+        return Path(self.input_text(image, INPUT_IMAGE))
 
     def input_weight(self, image: str) -> Path:
-        return self.inputs_dir / f"{image}.weight.fits"
+        return Path(self.input_text(image, INPUT_WEIGHT))
 
     def input_flag(self, image: str) -> Path:
-        return self.inputs_dir / f"{image}.flag.fits"
+        return Path(self.input_text(image, INPUT_FLAG))
 
     def input_catalog(self, image: str) -> Path:
-        return self.inputs_dir / f"{image}.cat"
+        return Path(self.input_text(image, INPUT_CATALOG))
 
     def input_ahead(self, image: str) -> Path:
-        return self.inputs_dir / f"{image}.ahead"
+        return Path(self.input_text(image, INPUT_AHEAD))
 
     def input_head(self, image: str) -> Path:
-        return self.inputs_dir / f"{image}.head"
+        return Path(self.input_text(image, INPUT_HEAD))
 
     # Lists handed to the tools as ``@file``.
     @property
