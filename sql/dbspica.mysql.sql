@@ -1,6 +1,6 @@
 -- dbspica schema for MySQL/MariaDB, generated from spica_core/db/models.py.
 -- Do not edit: regenerate with `spica db ddl > sql/dbspica.mysql.sql`.
--- Schema revision 0007 (Alembic); `spica db init` also stamps it.
+-- Schema revision 0008 (Alembic); `spica db init` also stamps it.
 
 SET NAMES utf8mb4;
 
@@ -16,7 +16,7 @@ CREATE TABLE application (
 	registered_by VARCHAR(64),
 	CONSTRAINT pk_application PRIMARY KEY (id),
 	CONSTRAINT uq_application_name_version UNIQUE (name, version)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE daemon_journal (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -26,7 +26,7 @@ CREATE TABLE daemon_journal (
 	updated_at DATETIME(6) NOT NULL,
 	CONSTRAINT pk_daemon_journal PRIMARY KEY (id),
 	CONSTRAINT uq_daemon_journal_journal_id UNIQUE (journal_id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_daemon_journal_node ON daemon_journal (node);
 
@@ -40,7 +40,7 @@ CREATE TABLE monitor (
 	polls BIGINT NOT NULL,
 	stopped_at DATETIME(6),
 	CONSTRAINT pk_monitor PRIMARY KEY (id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_monitor_heartbeat_at ON monitor (heartbeat_at);
 
@@ -49,7 +49,7 @@ CREATE TABLE monitor_lease (
 	monitor_id INTEGER NOT NULL,
 	expires_at DATETIME(6) NOT NULL,
 	CONSTRAINT pk_monitor_lease PRIMARY KEY (id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE node (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -66,7 +66,7 @@ CREATE TABLE node (
 	created_at DATETIME(6) NOT NULL,
 	CONSTRAINT pk_node PRIMARY KEY (id),
 	CONSTRAINT uq_node_name UNIQUE (name)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_node_status ON node (status);
 
@@ -88,7 +88,7 @@ CREATE TABLE node_figures (
 	monitor_pid INTEGER NOT NULL,
 	CONSTRAINT pk_node_figures PRIMARY KEY (id),
 	CONSTRAINT uq_node_figures_node UNIQUE (node)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE operator_action (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -101,7 +101,7 @@ CREATE TABLE operator_action (
 	result VARCHAR(32) NOT NULL,
 	detail JSON NOT NULL,
 	CONSTRAINT pk_operator_action PRIMARY KEY (id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_operator_action_created_at ON operator_action (created_at);
 
@@ -118,7 +118,7 @@ CREATE TABLE problem (
 	resolved BOOL NOT NULL,
 	resolved_at DATETIME(6),
 	CONSTRAINT pk_problem PRIMARY KEY (id)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_problem_created_at ON problem (created_at);
 CREATE INDEX ix_problem_node ON problem (node);
@@ -135,7 +135,7 @@ CREATE TABLE runid (
 	updated_at DATETIME(6) NOT NULL,
 	CONSTRAINT pk_runid PRIMARY KEY (id),
 	CONSTRAINT uq_runid_name UNIQUE (name)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE stack_release (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -146,7 +146,7 @@ CREATE TABLE stack_release (
 	frozen_by VARCHAR(64),
 	CONSTRAINT pk_stack_release PRIMARY KEY (id),
 	CONSTRAINT uq_stack_release_name UNIQUE (name)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE viewer (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -156,7 +156,7 @@ CREATE TABLE viewer (
 	email VARCHAR(255),
 	CONSTRAINT pk_viewer PRIMARY KEY (id),
 	CONSTRAINT uq_viewer_login UNIQUE (login)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE image (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -210,7 +210,7 @@ CREATE TABLE image (
 	CONSTRAINT uq_image_filename UNIQUE (filename),
 	CONSTRAINT fk_image_runid_id_runid FOREIGN KEY(runid_id) REFERENCES runid (id) ON DELETE SET NULL,
 	CONSTRAINT fk_image_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE SET NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_image_node_id ON image (node_id);
 CREATE INDEX ix_image_repository ON image (repository);
@@ -227,7 +227,7 @@ CREATE TABLE node_application (
 	CONSTRAINT uq_node_application_node_id_application_id UNIQUE (node_id, application_id),
 	CONSTRAINT fk_node_application_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE CASCADE,
 	CONSTRAINT fk_node_application_application_id_application FOREIGN KEY(application_id) REFERENCES application (id) ON DELETE CASCADE
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE node_disk (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -240,7 +240,7 @@ CREATE TABLE node_disk (
 	CONSTRAINT pk_node_disk PRIMARY KEY (id),
 	CONSTRAINT uq_node_disk_node_id_partition UNIQUE (node_id, `partition`),
 	CONSTRAINT fk_node_disk_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE CASCADE
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE stack (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -269,7 +269,7 @@ CREATE TABLE stack (
 	CONSTRAINT pk_stack PRIMARY KEY (id),
 	CONSTRAINT uq_stack_name UNIQUE (name),
 	CONSTRAINT fk_stack_node_id_node FOREIGN KEY(node_id) REFERENCES node (id) ON DELETE SET NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_stack_node_id_state ON stack (node_id, state);
 CREATE INDEX ix_stack_runid ON stack (runid);
@@ -292,7 +292,7 @@ CREATE TABLE image_ccd (
 	CONSTRAINT pk_image_ccd PRIMARY KEY (id),
 	CONSTRAINT uq_image_ccd_image_id_ccd UNIQUE (image_id, ccd),
 	CONSTRAINT fk_image_ccd_image_id_image FOREIGN KEY(image_id) REFERENCES image (id) ON DELETE CASCADE
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE stack_app (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -303,7 +303,7 @@ CREATE TABLE stack_app (
 	CONSTRAINT uq_stack_app_stack_id_application_id UNIQUE (stack_id, application_id),
 	CONSTRAINT fk_stack_app_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE,
 	CONSTRAINT fk_stack_app_application_id_application FOREIGN KEY(application_id) REFERENCES application (id) ON DELETE CASCADE
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_stack_app_application_id ON stack_app (application_id);
 
@@ -316,7 +316,7 @@ CREATE TABLE stack_file (
 	CONSTRAINT uq_stack_file_stack_id_image_id_role UNIQUE (stack_id, image_id, `role`),
 	CONSTRAINT fk_stack_file_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE,
 	CONSTRAINT fk_stack_file_image_id_image FOREIGN KEY(image_id) REFERENCES image (id) ON DELETE CASCADE
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_stack_file_image_id ON stack_file (image_id);
 
@@ -343,7 +343,7 @@ CREATE TABLE stack_result (
 	CONSTRAINT pk_stack_result PRIMARY KEY (id),
 	CONSTRAINT uq_stack_result_stack_id UNIQUE (stack_id),
 	CONSTRAINT fk_stack_result_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE stack_run (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -358,7 +358,7 @@ CREATE TABLE stack_run (
 	CONSTRAINT pk_stack_run PRIMARY KEY (id),
 	CONSTRAINT uq_stack_run_stack_id_line_attempt UNIQUE (stack_id, line, attempt),
 	CONSTRAINT fk_stack_run_stack_id_stack FOREIGN KEY(stack_id) REFERENCES stack (id) ON DELETE CASCADE
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE TABLE transfer (
 	id INTEGER NOT NULL AUTO_INCREMENT,
@@ -385,7 +385,7 @@ CREATE TABLE transfer (
 	updated_at DATETIME(6),
 	CONSTRAINT pk_transfer PRIMARY KEY (id),
 	CONSTRAINT fk_transfer_image_id_image FOREIGN KEY(image_id) REFERENCES image (id) ON DELETE SET NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
 
 CREATE INDEX ix_transfer_destination_node_state ON transfer (destination_node, state);
 CREATE INDEX ix_transfer_plan_id ON transfer (plan_id);
@@ -395,5 +395,5 @@ CREATE INDEX ix_transfer_state ON transfer (state);
 CREATE TABLE alembic_version (
 	version_num VARCHAR(32) NOT NULL,
 	CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
-INSERT INTO alembic_version (version_num) VALUES ('0007');
+) ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;
+INSERT INTO alembic_version (version_num) VALUES ('0008');

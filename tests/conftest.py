@@ -145,7 +145,10 @@ def _mysql_schema(_mysql_databases: Callable[[list[str]], str]) -> list[str]:
         upgrade(engine)
         with engine.connect() as conn:
             tables = [row[0] for row in conn.execute(text("SHOW TABLES"))]
-            statements = [
+            # The database's own default as the migrations left it (tables made later take it).
+            collation = conn.execute(text("SELECT @@collation_database")).scalar()
+            statements = [f"ALTER DATABASE CHARACTER SET utf8mb4 COLLATE {collation}"]
+            statements += [
                 conn.execute(text(f"SHOW CREATE TABLE `{table}`")).one()[1] for table in tables
             ]
             statements += [

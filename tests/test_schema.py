@@ -140,3 +140,32 @@ def test_generated_ddl_builds_the_same_schema_on_mariadb(mysql_url, engine_facto
     created = engine_factory(request.getfixturevalue("mysql_url"))
     Base.metadata.create_all(created)
     assert reflect(ddl_engine) == reflect(created)
+
+
+def test_text_compares_byte_for_byte_on_both_engines(db_engine) -> None:
+    """Names differing only in case are two rows; equality finds its own only; names sort
+    alike. On MariaDB, because every table's text is utf8mb4_bin (migration 0008)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from spica_core.db.models import Image, Runid
+
+    with Session(db_engine) as s, s.begin():
+        s.add_all([Runid(name="03af19"), Runid(name="03AF19")])
+        s.add_all([Image(filename="811001p", filter="u"), Image(filename="811001P", filter="U")])
+    with Session(db_engine) as s:
+        assert s.scalars(select(Runid.name).where(Runid.name == "03af19")).all() == ["03af19"]
+        assert s.scalars(select(Image.filename).where(Image.filter == "U")).all() == ["811001P"]
+        assert s.scalars(select(Runid.name).order_by(Runid.name)).all() == ["03AF19", "03af19"]
+    if db_engine.dialect.name == "sqlite":
+        return
+    with db_engine.connect() as conn:
+        tables = conn.execute(
+            text(
+                "SELECT table_name, table_collation FROM information_schema.tables"
+                " WHERE table_schema = DATABASE()"
+            )
+        ).all()
+        default = conn.execute(text("SELECT @@collation_database")).scalar()
+    assert tables and {collation for _, collation in tables} == {"utf8mb4_bin"}, tables
+    assert default == "utf8mb4_bin"  # tables a later migration creates take it too

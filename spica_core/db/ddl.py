@@ -25,7 +25,8 @@ def mysql_ddl() -> str:
     ]
     for table in Base.metadata.sorted_tables:
         create = str(CreateTable(table).compile(dialect=dialect)).strip()
-        out.append(f"{create} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;")
+        body, _, options = create.rpartition(")")  # the table options (models.py)
+        out.append(f"{body}) {options.strip()};")
         out.append("")
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             out.append(f"{str(CreateIndex(index).compile(dialect=dialect)).strip()};")
@@ -35,7 +36,7 @@ def mysql_ddl() -> str:
         "CREATE TABLE alembic_version (",
         "\tversion_num VARCHAR(32) NOT NULL,",
         "\tCONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)",
-        ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;",
+        ") ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin;",
         f"INSERT INTO alembic_version (version_num) VALUES ('{SCHEMA_REVISION}');",
     ]
     return "\n".join(line.rstrip() for line in "\n".join(out).splitlines()) + "\n"

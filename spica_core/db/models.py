@@ -39,6 +39,11 @@ NAMING = {
 NAME = 128  # stack, node, partition names (spica_core.names)
 SHORT = 32
 
+#: Every MySQL/MariaDB table's text compares byte for byte, as SQLite's does: ``03AF19`` and
+#: ``03af19`` are two runids, ``--filter U`` does not find ``u``, and names sort the same on
+#: both engines. Case-insensitive searches say so (:func:`spica_core.read_model.regex.like_ci`).
+MYSQL_TABLE_OPTIONS = {"engine": "InnoDB", "charset": "utf8mb4", "collate": "utf8mb4_bin"}
+
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
@@ -576,3 +581,6 @@ ALL_MODELS: tuple[type[Base], ...] = (
     MonitorLease,
     NodeFigures,
 )
+
+for _table in Base.metadata.tables.values():
+    _table.dialect_options["mysql"].update(MYSQL_TABLE_OPTIONS)

@@ -16,7 +16,7 @@ from spica_core.db.engine import db_unavailable, masked_url
 from spica_core.db.models import ALL_MODELS, Base
 from spica_core.errors import SchemaError
 
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 
 def _alembic_config(connection: Any) -> Any:

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image, Runid, Stack, StackResult, StackRun
+from spica_core.read_model.regex import like_ci, like_escape
 from spica_core.read_model.scope import EVERYTHING, Scope
 
 #: Width of a seeing bin (arcsec).
@@ -150,17 +151,17 @@ def completeness_points(
     ]
 
 
-def _starts_with(command: str) -> ColumnElement[bool]:
-    """A line running ``command``: alone, with arguments, or by an absolute path."""
-    c = StackRun.command
-    return or_(c == command, c.like(f"{command} %"), c.like(f"%/{command} %"))
+def _starts_with(command: str, dialect: str) -> ColumnElement[bool]:
+    """A line running ``command``, whatever its case (``SWarp`` is ``swarp``): alone, with
+    arguments, or by an absolute path."""
+    c, name = StackRun.command.expression, like_escape(command)
+    return or_(*(like_ci(c, p, dialect) for p in (name, f"{name} %", f"%/{name} %")))
 
 
-def step_of_command() -> ColumnElement[str]:
-    """The step a run's command line is, as SQL (LIKE is case-insensitive on both engines'
-    default collations: ``SWarp`` is ``swarp``)."""
+def step_of_command(dialect: str) -> ColumnElement[str]:
+    """The step a run's command line is, as SQL."""
     whens = [
-        (or_(*(_starts_with(c) for c in commands)), literal(step))
+        (or_(*(_starts_with(c, dialect) for c in commands)), literal(step))
         for step, commands in STEP_COMMANDS
     ]
     return case(*whens, else_=literal(OTHER_STEP))
@@ -176,7 +177,7 @@ def _seconds(dialect: str) -> ColumnElement[Any]:
 def step_times(session: Session, scope: Scope = EVERYTHING) -> list[StepTime]:
     """Runs that ended, their number and wall seconds per step and node."""
     dialect = session.get_bind().dialect.name
-    step = step_of_command().label("step")
+    step = step_of_command(dialect).label("step")
     seconds = func.sum(_seconds(dialect))
     hide = scope.hides_node_internals
     keys: list[Any] = [step] if hide else [step, StackRun.node]

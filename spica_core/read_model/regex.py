@@ -316,8 +316,21 @@ def regexp(column: ColumnElement[Any], pattern: SqlPattern, dialect: str) -> Col
     matches = column.op("REGEXP", is_comparison=True)(literal(pattern.for_dialect(dialect)))
     if pattern.literal is None:
         return matches
-    escaped = pattern.literal.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return and_(column.like(f"%{escaped}%", escape="\\"), matches)
+    return and_(like_ci(column, f"%{like_escape(pattern.literal)}%", dialect), matches)
+
+
+def like_escape(text: str) -> str:
+    """``text`` as a LIKE pattern matching itself (``\\`` the escape)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def like_ci(column: ColumnElement[Any], pattern: str, dialect: str) -> ColumnElement[bool]:
+    """``column LIKE pattern`` (``\\`` escapes) whatever the case, on both engines: SQLite's
+    LIKE ignores ASCII case; dbspica's MySQL/MariaDB text is byte-exact (``utf8mb4_bin``), so
+    there the comparison takes a case-insensitive collation of the same character set."""
+    if dialect in ("mysql", "mariadb"):
+        column = column.collate("utf8mb4_general_ci")
+    return column.like(pattern, escape="\\")
 
 
 @lru_cache(maxsize=256)

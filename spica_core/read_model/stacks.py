@@ -25,6 +25,8 @@ from spica_core.names import validate_name
 from spica_core.read_model.regex import (
     SqlPattern,
     check_regex_warnings,
+    like_ci,
+    like_escape,
     regex_bounded,
     regexp,
     sql_pattern,
@@ -118,8 +120,7 @@ def _replace(sel: StackSelection, **changes: Any) -> StackSelection:
 
 
 def _like_pattern(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+    return f"%{like_escape(text)}%"
 
 
 def _any_text(scope: Scope, test: Any, *, console: bool) -> ColumnElement[bool]:
@@ -164,7 +165,7 @@ def where(stmt: Select[Any], sel: StackSelection, scope: Scope, dialect: str) ->
         )
     elif sel.text:
         like = _like_pattern(sel.text)
-        stmt = stmt.where(_any_text(scope, lambda c: c.like(like, escape="\\"), console=True))
+        stmt = stmt.where(_any_text(scope, lambda c: like_ci(c, like, dialect), console=True))
     match_pattern = sel.match_pattern
     if match_pattern is not None:
         stmt = stmt.where(
