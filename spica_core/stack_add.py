@@ -46,7 +46,7 @@ from spica_core.executor import ErrorCode, Executor, ProtocolError, Remove
 from spica_core.executor.agents import AgentExecutor
 from spica_core.names import validate_name
 from spica_core.node.files import file_kind
-from spica_core.node.layout import MAX_COMMANDS_BYTES
+from spica_core.node.layout import MAX_COMMANDS_BYTES, unit_workdir_problem
 from spica_core.node.protocol import UnitRecord
 from spica_core.node.stack_files import is_noop, parse_commands
 from spica_core.operations import (
@@ -157,6 +157,9 @@ class StackSpec:
     priority: int = 0
     #: The raid partition a ``qfin`` unit works on: its daemon holds that QFin lock.
     partition: str | None = None
+    #: A co-add's work directory outside ``stacks/<stack>/``, relative to the node root: a
+    #: remove of the stack deletes it (:func:`~spica_core.node.layout.unit_workdir_problem`).
+    workdir: str | None = None
     #: Stack row columns besides the planned state's own (runid, filter, release…).
     columns: Mapping[str, Any] = field(default_factory=dict)
     rows: RowsHook | None = None
@@ -175,16 +178,18 @@ class _NewStack:
     launch: bool
     by: str
     partition: str | None = None
+    #: The unit's work directory outside ``stacks/<stack>/``, relative to the node root.
+    workdir: str | None = None
     columns: Mapping[str, Any] = field(default_factory=dict)
     rows: RowsHook | None = None
 
     @property
     def unit(self) -> UnitRecord | None:
-        """What the node's daemon must know before claiming it: only QFin units (their
-        partition's lock) need a record; others stage none, as always."""
-        if self.partition is None:
+        """What the node must know of the unit beyond its commands: a QFin unit's partition
+        (its lock), a co-add's work directory (removed with it); others stage none."""
+        if self.partition is None and self.workdir is None:
             return None
-        return UnitRecord(step=self.step, partition=self.partition)
+        return UnitRecord(step=self.step, partition=self.partition, workdir=self.workdir)
 
     def added(self, state: StackState, commands_path: str) -> StackAdded:
         return StackAdded(
@@ -208,10 +213,12 @@ def _checked(config: SpicaConfig, spec: StackSpec, launch: bool, by: str, source
     validate_name(spec.step, "step")
     if spec.partition is not None:
         validate_name(spec.partition, "partition")
+    if spec.workdir is not None and (why := unit_workdir_problem(spec.workdir, spec.name)):
+        raise UsageError(why)
     commands, lines = check_commands(spec.commands, source)
     return _NewStack(
         spec.name, spec.node, commands, lines, spec.step, spec.priority, launch, by,
-        spec.partition, spec.columns, spec.rows,
+        spec.partition, spec.workdir, spec.columns, spec.rows,
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from spica_core.db.engine import make_engine
 from spica_core.db.models import Image, Stack, StackFile, StackRelease
 from spica_core.demo.cluster import DemoCluster
 from tests.auto_support import RELEASE, A, B, auto_demo, edit_config, put
+from tests.conftest import run_spica
 
 T1 = f"CFHTLS_W_r_004000-010000_{RELEASE}"
 
@@ -92,6 +93,39 @@ def test_apply_copies_adds_freezes_and_is_idempotent(demo: DemoCluster) -> None:
         with pytest.raises(ReleaseFrozen) as info:
             plan_auto(engine, load_config(demo.config_path), AutoQuery())
         assert "rules.max_seeing" in str(info.value) and info.value.exit_code == 2
+    finally:
+        engine.dispose()
+
+
+def test_removed_with_its_work_directory_then_planned_afresh(demo: DemoCluster) -> None:
+    """The seed's F.A.Q.: a unit whose inputs changed is removed, then planned again. The
+    remove (over SSH, as an operator runs it) takes the co-add's work directory on its
+    partition with it, so the new unit never finds the old one's outputs there."""
+    config = load_config(demo.config_path)
+    engine = make_engine(config.db)
+    try:
+        put(demo, config, engine, "a1", B, 20_000, ra=10.0)
+        put(demo, config, engine, "a2", B, 90_000, ra=10.1)
+        [unit] = apply_auto(engine, config, plan_auto(engine, config, AutoQuery())).units
+        workdir = Path(unit.unit.workdir)
+        (workdir / "inputs").mkdir(parents=True)
+        (workdir / f"{T1}.result.json").write_text("{}")  # a finished run's last output
+        put(demo, config, engine, "a3", B, 1000, ra=10.05)
+        [changed] = plan_auto(engine, config, AutoQuery()).changed
+        assert changed.stack == T1
+
+        args = ("--config", str(demo.config_path), "remove", T1)
+        dry = run_spica(*args, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        rel = str(workdir.relative_to(demo.node_root(B)))
+        assert rel in dry.stdout and workdir.is_dir()
+        done = run_spica(*args, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert not workdir.exists() and workdir.parent.is_dir()
+
+        [again] = apply_auto(engine, config, plan_auto(engine, config, AutoQuery())).units
+        assert (again.name, again.error) == (T1, None)
+        assert {i.image for i in again.unit.inputs} == {"a1", "a2", "a3"}
     finally:
         engine.dispose()
 

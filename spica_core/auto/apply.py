@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -82,7 +83,7 @@ def apply_auto(
         with Session(engine) as session, session.begin():
             freeze(session, plan.settings, user)
         release = config.stack_release(plan.release)
-        specs = [_spec(unit, plan.release, release.priority) for unit in ready]
+        specs = [_spec(config, unit, plan.release, release.priority) for unit in ready]
         result = add_stacks(engine, config, specs, launch=launch, by=user, over_ssh=over_ssh)
         states = {added.stack: added.state for added in result.added}
         failed = dict(result.failed)
@@ -221,8 +222,11 @@ async def copy_file(copier: FileCopier, copy: _Copy) -> None:
         )
 
 
-def _spec(unit: PlannedStack, release: str, priority: int) -> StackSpec:
+def _spec(config: SpicaConfig, unit: PlannedStack, release: str, priority: int) -> StackSpec:
     stack = unit.unit
+    # The co-add's work directory, as the node knows it (under its root): removed with it.
+    root = config.node(unit.node).root.rstrip("/")
+    workdir = posixpath.relpath(stack.workdir, root or "/")
     columns: dict[str, object] = {
         "survey": stack.survey,
         "filter": stack.filter,
@@ -238,6 +242,7 @@ def _spec(unit: PlannedStack, release: str, priority: int) -> StackSpec:
         "".join(f"{line}\n" for line in unit.commands).encode("utf-8"),
         step=stack.mode,  # the steps are named as the modes
         priority=priority,
+        workdir=workdir,
         columns=columns,
         rows=_rows_of(unit.files),
     )

@@ -25,7 +25,12 @@ from spica_core.errors import StackStateError
 from spica_core.node.batch_layout import BatchLayout
 from spica_core.node.files import atomic_write
 from spica_core.node.host import iso_utc
-from spica_core.node.layout import MAX_COMMANDS_BYTES, NodeLayout
+from spica_core.node.layout import (
+    MAX_COMMANDS_BYTES,
+    NodeLayout,
+    OutsideRoot,
+    unit_workdir_problem,
+)
 from spica_core.node.locks import NODE_LOCK, node_lock
 from spica_core.node.protocol import (
     ClaimRecord,
@@ -233,6 +238,9 @@ def stage(
         raise ProtocolError(
             ErrorCode.BAD_ARGS, f"commands of {len(data)} bytes, at most {MAX_COMMANDS_BYTES}"
         )
+    workdir = None if unit is None else unit.workdir
+    if workdir is not None and (why := unit_workdir_problem(workdir, stack)):
+        raise ProtocolError(ErrorCode.BAD_ARGS, why)
     try:
         commands = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -501,6 +509,21 @@ def remove(
     return result
 
 
+def _unit_workdir(layout: NodeLayout, stack: str) -> Path | None:
+    """The work directory the stack's ``unit.json`` names (a co-add's, on its partition),
+    when it obeys :func:`unit_workdir_problem` and is that very directory (no symlink on the
+    way); else None, and nothing of it is deleted."""
+    record, _ = read_record(layout.unit_file(stack), UnitRecord)
+    if record is None or record.workdir is None or unit_workdir_problem(record.workdir, stack):
+        return None
+    try:
+        path = layout.resolve(record.workdir)
+    except OutsideRoot:
+        return None
+    # Only the very path named: through a symlink it would be some other directory.
+    return path if path.is_dir() and layout.relative(path) == record.workdir else None
+
+
 def _remove(
     layout: NodeLayout,
     stack: str,
@@ -528,9 +551,11 @@ def _remove(
         deletes.append(
             Deletion(path=layout.relative(current.path), files=1, bytes=current.path.stat().st_size)
         )
-    if directory.exists():
-        files, size = _tree_size(directory)
-        deletes.append(Deletion(path=layout.relative(directory), files=files, bytes=size))
+    workdir = _unit_workdir(layout, stack) if directory.exists() else None
+    for tree in (directory, workdir):
+        if tree is not None and tree.exists():
+            files, size = _tree_size(tree)
+            deletes.append(Deletion(path=layout.relative(tree), files=files, bytes=size))
     inputs = []
     for rel in purge[:MAX_INPUTS]:
         path = layout.resolve(rel)
@@ -552,13 +577,14 @@ def _remove(
         hidden = current.path.with_name(f".{current.path.name}.removed")
         _rename(current.path, hidden, stack, layout)
         trash.append(hidden)
-    if directory.exists():
-        # Onto a new empty directory of a name nobody else uses (rename replaces it).
-        hidden_dir = Path(
-            tempfile.mkdtemp(prefix=f".{stack}.", suffix=".removing", dir=directory.parent)
-        )
-        os.rename(directory, hidden_dir)
-        trash.append(hidden_dir)
+    for tree in (workdir, directory):  # its unit.json, naming the work directory, last
+        if tree is not None and tree.exists():
+            # Onto a new empty directory of a name nobody else uses (rename replaces it).
+            hidden = Path(
+                tempfile.mkdtemp(prefix=f".{stack}.", suffix=".removing", dir=tree.parent)
+            )
+            os.rename(tree, hidden)
+            trash.append(hidden)
     record = RemovedRecord(
         stack=stack, by=by, removed_at=iso_utc(), state=current.state.value, stack_id=stack_id
     )

@@ -6,7 +6,7 @@ Everything a node process touches lives under its spica root::
     stacks/<stack>/commands.sh      one shell command per line
     stacks/<stack>/progress         the last line that succeeded (resume point)
     stacks/<stack>/attempt          the daemon's claim counter of the stack
-    stacks/<stack>/unit.json        its step and partition, staged with it (QFin lock)
+    stacks/<stack>/unit.json        its step, partition (QFin lock) and work directory
     stacks/<stack>/logs/NNN.log     output of command line NNN (1-based, at least 3 digits)
     locks/<partition>.qfin.lock     the QFin lock of a raid partition
     removed/<stack>.json            who removed the stack and when (until it is staged again)
@@ -103,6 +103,21 @@ class OutsideRoot(UsageError):
 
 
 # --------------------------------------------------------------------------- paths
+
+
+def unit_workdir_problem(workdir: str, stack: str) -> str | None:
+    """Why ``workdir`` cannot be ``stack``'s own work directory (None when it can): removing
+    a stack deletes it, so it must be a relative, plain path below some ``stacks``
+    directory of a partition and named after the stack (``raid1/stacks/T0003/<stack>``)."""
+    parts = workdir.split("/")
+    if workdir.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return f"work directory {workdir!r} is not a plain path relative to the node root"
+    if len(parts) < 3 or parts[-1] != stack or STACKS_DIR not in parts[1:-1]:
+        return (
+            f"work directory {workdir!r} of stack {stack} must be "
+            f"<partition>/.../{STACKS_DIR}/.../{stack}"
+        )
+    return None
 
 
 def resolve_inside(root: Path | str, *parts: str) -> Path:

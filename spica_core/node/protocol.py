@@ -155,14 +155,19 @@ class LockRecord(Message, frozen=True):
     stack: str | None = None
 
 
-class UnitRecord(Message, frozen=True):
+class UnitRecord(Message, frozen=True, omit_defaults=True):
     """``stacks/<stack>/unit.json``, staged with the commands: what the daemon must know of
     a unit before it claims it (a ``qfin`` unit holds its partition's QFin lock while it
-    runs). A unit staged without one is an ordinary unit."""
+    runs), and what a remove takes with it. A unit staged without one is an ordinary unit.
+    Fields at their default are not written, so a record reads the same to older agents."""
 
     step: Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}$")]
     #: The raid partition the unit works on (its QFin lock), if any.
     partition: str | None = None
+    #: The unit's own work directory beside ``stacks/<stack>/`` (a co-add's, on its
+    #: partition), relative to the node root: removed with the stack. Named after the stack,
+    #: below a ``stacks`` directory (:func:`~spica_core.node.layout.unit_workdir_problem`).
+    workdir: str | None = None
 
 
 class RemovedRecord(Message, frozen=True):
