@@ -309,7 +309,8 @@ class NodeLink:
                 request_id = self._ids
                 self._agent.stdin.write(proto.encode_request(request_id, args))
                 sent = True
-                async with asyncio.timeout(self.ssh.call_timeout):  # no task per call
+                # No task per call; longer for the verbs that read files whole.
+                async with asyncio.timeout(args.timeout(self.ssh.call_timeout)):
                     line = await self._agent.stdout.readline()
                 if not line:
                     raise ConnectionError("agent channel closed")
@@ -487,7 +488,7 @@ class AgentSession:
             try:
                 self._proc.stdin.write(proto.encode_request(self._ids, args))
                 sent = True
-                async with asyncio.timeout(self._timeout):
+                async with asyncio.timeout(args.timeout(self._timeout)):
                     line = await self._proc.stdout.readline()
                 if not line:
                     raise ConnectionError("agent channel closed")

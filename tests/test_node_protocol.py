@@ -585,3 +585,23 @@ async def test_real_agent_answers_typed_requests_over_ssh(demo: DemoCluster) -> 
         with pytest.raises(ProtocolError) as info:
             await pool.request(node, TailArgs(stack="NO_SUCH_STACK"))
         assert info.value.code == "not_found"
+
+
+def test_verbs_that_read_files_whole_wait_longer() -> None:
+    """A 700 MB exposure hashed and flushed on a busy raid takes longer than the call
+    timeout: its place (and prepare) waits per byte, a page of headers or checksums of
+    files the console has not sized waits a fixed extra; every other verb the timeout."""
+    mb700 = 700 * 1024 * 1024
+    rate = proto.SLOW_DISK_BYTES_PER_S
+    place = proto.PlaceArgs(path="raid1/R/805282p.fits", size=mb700, checksum="xxh128:00")
+    assert place.timeout(10.0) == pytest.approx(10.0 + 2 * mb700 / rate)
+    assert place.timeout(10.0) > 60
+    assert proto.PrepareArgs(path="raid1/R/x.fits", size=mb700).timeout(10.0) > 60
+    assert proto.PrepareArgs(path="raid1/R/x.fits").timeout(10.0) == 10.0
+    assert proto.PlaceArgs(path="a", size=0, checksum="xxh128:00").timeout(10.0) == 10.0
+    unsized = 10.0 + proto.UNSIZED_READ_S
+    assert proto.FitsHeadersArgs(paths=["raid1"]).timeout(10.0) == unsized
+    assert proto.ChecksumArgs(paths=["raid1/a"]).timeout(10.0) == unsized
+    assert proto.ChecksumArgs(paths=[]).timeout(10.0) == 10.0
+    assert proto.StatusArgs(partitions=[]).timeout(10.0) == 10.0
+    assert proto.TailArgs(stack="S").timeout(10.0) == 10.0

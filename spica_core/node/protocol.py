@@ -287,11 +287,28 @@ class StackChange(Message, frozen=True):
 R = TypeVar("R")
 
 
+#: The slowest a node's disk is taken to read or flush: a verb that hashes a file whole is
+#: given this long per byte beyond the call timeout (a 700 MB exposure on a busy raid).
+SLOW_DISK_BYTES_PER_S = 20 * 1024 * 1024
+#: Beyond the call timeout, for a verb whose reading the console cannot size (a page of
+#: ``fits_headers``, a ``checksum`` of files it has not seen).
+UNSIZED_READ_S = 300.0
+
+
 class Args(Message, Generic[R], frozen=True):
     """A verb's arguments; ``VERB`` names it and ``RESULT`` is the type of its answer."""
 
     VERB: ClassVar[Verb]
     RESULT: ClassVar[type]
+
+    def timeout(self, call_timeout: float) -> float:
+        """Seconds to wait for the answer, ``call_timeout`` being the configured one: more
+        for the verbs that read files whole, so a large file is never given up as lost."""
+        return call_timeout
+
+
+def _reading(call_timeout: float, size: int) -> float:
+    return call_timeout + size / SLOW_DISK_BYTES_PER_S
 
 
 class PingResult(Message, frozen=True):
@@ -795,6 +812,9 @@ class FitsHeadersArgs(Args[FitsHeadersResult], frozen=True):
     paths: Annotated[list[str], Meta(min_length=1, max_length=MAX_FITS_PATHS)]
     offset: NonNegative = 0
 
+    def timeout(self, call_timeout: float) -> float:
+        return call_timeout + UNSIZED_READ_S
+
 
 ARGS[Verb.FITS_HEADERS] = FitsHeadersArgs
 # ------------------------------------------------------------------ transfers
@@ -831,6 +851,9 @@ class ChecksumArgs(Args[ChecksumResult], frozen=True):
     RESULT = ChecksumResult
     paths: Annotated[list[RelPath], Meta(max_length=MAX_CHECKSUM_PATHS)]
 
+    def timeout(self, call_timeout: float) -> float:
+        return call_timeout + UNSIZED_READ_S if self.paths else call_timeout
+
 
 class PrepareResult(Message, frozen=True):
     """Where to write: ``partial`` (relative) is ``real_partial`` on the node's disk, holding
@@ -856,6 +879,10 @@ class PrepareArgs(Args[PrepareResult], frozen=True):
     resume: bool = True
     size: NonNegative | None = None
 
+    def timeout(self, call_timeout: float) -> float:
+        # A partial file and a destination already there may each be hashed.
+        return _reading(call_timeout, 2 * (self.size or 0))
+
 
 class PlaceResult(Message, frozen=True):
     """``placed``: the destination now holds the expected bytes (``already``: it did before
@@ -879,6 +906,10 @@ class PlaceArgs(Args[PlaceResult], frozen=True):
     path: RelPath
     size: NonNegative
     checksum: Checksum
+
+    def timeout(self, call_timeout: float) -> float:
+        # Read whole for its checksum, then flushed to the disk before the rename.
+        return _reading(call_timeout, 2 * self.size)
 
 
 ARGS.update({cls.VERB: cls for cls in (ChecksumArgs, PrepareArgs, PlaceArgs)})
