@@ -28,7 +28,7 @@ from spica_core.db.models import Problem, Stack, StackResult, StackRun
 from spica_core.db.setup import prepare_database
 from spica_core.demo.cluster import DemoCluster
 from spica_core.demo.story import StoryState, run_story
-from tests.conftest import require
+from tests.conftest import require, run_spica
 from tests.daemon_support import wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -165,6 +165,47 @@ def test_the_first_coadd_is_timed_from_the_cold_start(told: Told) -> None:
         stack = s.scalars(select(Stack).where(Stack.name == first.stack)).one()
         assert stack.state == "completed" and stack.step == "stack"
         assert s.scalars(select(StackResult).where(StackResult.stack_id == stack.id)).one()
+
+
+def test_the_driver_follows_a_runid_the_operator_transfers(told: Told) -> None:
+    """After the story is told, the driver goes on as cron would: the waiting runid, once
+    the operator transfers it (``spica transfer plan`` and ``run``, the console's "transfer
+    now"), gets its QFin units launched like the others'."""
+    import threading
+
+    from spica_core.demo import story as driver
+    from spica_core.demo.repository import WAITING_RUNID
+    from spica_core.demo.story import read_story, transferred
+
+    assert told.story.finished and not transferred(told.engine, WAITING_RUNID)
+    base = ("--config", str(told.cluster.config_path), "transfer")
+    for step in ("plan", "run"):
+        done = run_spica(*base, step, WAITING_RUNID)
+        assert done.returncode == 0, done.stderr
+    assert transferred(told.engine, WAITING_RUNID)
+
+    follower = threading.Thread(
+        target=run_story,
+        args=(told.cluster.directory,),
+        kwargs={"runids": (RUNID,), "follow": True, "poll": 0.5},
+    )
+    follower.start()
+    try:
+        wait_for(
+            lambda: f"qfin {WAITING_RUNID}" in getattr(read_story(told.cluster.paths), "steps", {}),
+            120.0,
+            f"QFin of {WAITING_RUNID} launched by the following driver",
+        )
+    finally:
+        driver._Stop.requested = True
+        follower.join(60)
+        driver._Stop.requested = False
+    assert not follower.is_alive()
+    with Session(told.engine) as s:
+        units = s.scalars(
+            select(Stack.name).where(Stack.step == "qfin", Stack.runid == WAITING_RUNID)
+        ).all()
+    assert len(units) == 8  # one per exposure of the runid
 
 
 async def test_the_demo_console_tells_the_story_once(tmp_path: Path) -> None:

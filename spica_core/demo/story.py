@@ -21,7 +21,9 @@ does what an operator and cron would do, through the same calls as the commands:
    stack prepare`` line with a readable error — the README's walk-through replaces the file
    and requeues it;
 5. the daemons build the co-adds; the first completed one is recorded with its seconds from
-   the cold start (``spica demo status`` prints them, the console says it).
+   the cold start (``spica demo status`` prints them, the console says it);
+6. the driver then keeps following, as cron would: once the operator has transferred the
+   waiting runid (the console's "transfer now"), steps 2 to 4 run for it too.
 
 Every step is idempotent and its progress is in ``D/story.json``, so a driver stopped (``spica
 demo down``) or killed resumes where it was; a finished story is not run again.
@@ -213,6 +215,18 @@ def launch_qfin(config: SpicaConfig, engine: Engine, runid: str) -> tuple[int, l
     problems = [f"{u.unit}: {u.error}" for u in done.units if u.error]
     problems += [f"{unit}: {why}" for unit, why in done.not_launched]
     return sum(u.error is None for u in done.units), problems
+
+
+def transferred(engine: Engine, runid: str) -> bool:
+    """Whether every image of ``runid`` is on a node (none left in the repository)."""
+    with Session(engine) as session:
+        placed = session.execute(
+            select(Image.node_id.is_not(None))
+            .join(Runid, Runid.id == Image.runid_id)
+            .where(Runid.name == runid)
+        ).scalars()
+        flags = list(placed)
+    return bool(flags) and all(flags)
 
 
 def qfin_wave(runids: Sequence[str], over: Callable[[str], bool]) -> list[str]:
@@ -483,16 +497,19 @@ def run_story(
     corrupt: bool = True,
     poll: float = POLL,
     deadline: float = DEADLINE,
+    follow: bool = False,
 ) -> StoryState:
     """Run (or resume) the story of the demo in ``directory`` until the release's co-adds
-    are launched and the first one completed; the story's state, also in ``story.json``."""
+    are launched and the first one completed; the story's state, also in ``story.json``.
+    With ``follow`` (the driver's way), go on until stopped: the waiting runid, once an
+    operator has transferred it, is measured, graded and stacked like the others."""
     from spica_core.config import load_config
     from spica_core.db.engine import make_engine
     from spica_core.demo.release import write_reference
 
     paths = DemoPaths.at(directory)
     state = StoryState.load(paths.story) or StoryState(since=_iso(since or _now()))
-    if state.finished:
+    if state.finished and not follow:
         log.info("the story is over (%s); nothing to do", state.finished)
         return state
     config = load_config(paths.config)
@@ -519,12 +536,15 @@ def run_story(
             mark("reference", f"reference catalogue {path}")
         auto_missing = False
         while not _Stop.requested:
-            if time.monotonic() - started > deadline:
+            if not state.finished and time.monotonic() - started > deadline:
                 state.error = f"the story did not finish within {deadline:.0f} s"
                 log.error("%s", state.error)
                 break
+            told = tuple(runids)
+            if WAITING_RUNID not in told and transferred(engine, WAITING_RUNID):
+                told += (WAITING_RUNID,)  # the operator's "transfer now"
             try:
-                auto_missing |= _round(config, engine, state, runids, corrupt, mark, note)
+                auto_missing |= _round(config, engine, state, told, corrupt, mark, note)
             except SpicaError as exc:  # a node or dbspica away: the next round tries again
                 note([f"{type(exc).__name__}: {exc} (tried again)"])
             if state.first_coadd is None:
@@ -537,9 +557,13 @@ def run_story(
                         f"{f.seconds:.0f} s from the cold start",
                     )
             all_planned = set(runids) <= set(state.planned)
-            if auto_missing or (all_planned and state.first_coadd and not planned_stacks(engine)):
+            told_all = auto_missing or (
+                all_planned and state.first_coadd and not planned_stacks(engine)
+            )
+            if told_all and not state.finished:
                 state.finished = _iso(_now())
                 mark("finished", "the story is told")
+            if state.finished and (not follow or auto_missing):
                 break
             _sleep(poll)
     finally:
@@ -559,7 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     _Stop.install()
     try:
-        state = run_story(args.dir, since=args.since)
+        state = run_story(args.dir, since=args.since, follow=True)
     except Exception:
         log.exception("the story stopped")
         return 1
