@@ -10,10 +10,11 @@ Thin: parse, call :mod:`spica_core.demo`, render. The engine's errors (``DemoNot
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from spica_core.errors import UsageError
 from spica_tui.cli.output import emit_json, note, stdout, table
 
 if TYPE_CHECKING:
@@ -35,7 +36,18 @@ DirOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+SubDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        "-d",
+        metavar="DIR",
+        help="The demo directory (default: the one given to spica demo, else .spica-demo).",
+        show_default=False,
+    ),
+]
 DEFAULT_DIR = Path(".spica-demo")
+T = TypeVar("T")
 
 
 def _print_status(status: DemoStatus) -> None:
@@ -83,6 +95,23 @@ def _print_story(story: StoryState, *, running: bool) -> None:
         stdout.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
+def _given(ctx: typer.Context, name: str, own: T | None) -> T | None:
+    """A subcommand's option ``name``, else the one given to ``spica demo`` itself: ``spica
+    demo --dir D down`` stops D, never the default directory. Given to both, differently:
+    refused."""
+    parent = ctx.parent
+    group: T | None = None
+    source = None if parent is None else parent.get_parameter_source(name)
+    if parent is not None and source is not None and source.name != "DEFAULT":
+        group = parent.params[name]
+    if own is not None and group is not None and own != group:
+        flag = "--" + name.replace("directory", "dir")
+        raise UsageError(
+            f"{flag} given twice: {group} to spica demo, {own} to spica demo {ctx.info_name}"
+        )
+    return own if own is not None else group
+
+
 @app.callback()
 def demo(
     ctx: typer.Context,
@@ -103,6 +132,13 @@ def demo(
     """Without a subcommand: start the demo cluster if needed, start its story (placement,
     QFin, grades, spica auto, co-adds) in the background, open the console."""
     if ctx.invoked_subcommand is not None:
+        # --dir (and --nodes for up) pass down to the subcommand (_given); the rest would be
+        # silently lost.
+        sub = ctx.invoked_subcommand
+        if read_only:
+            raise UsageError(f"--read-only opens the console read-only: not for spica demo {sub}")
+        if nodes is not None and sub != "up":
+            raise UsageError(f"--nodes is for spica demo or spica demo up, not spica demo {sub}")
         return
     from datetime import UTC, datetime
 
@@ -129,6 +165,7 @@ def demo(
 
 @app.command()
 def up(
+    ctx: typer.Context,
     nodes: Annotated[
         int | None,
         typer.Option(
@@ -138,7 +175,7 @@ def up(
             help="Number of nodes (default: the existing cluster's, else 8).",
         ),
     ] = None,
-    directory: DirOpt = DEFAULT_DIR,
+    directory: SubDirOpt = None,
     timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for every node to accept SSH.")
     ] = 20.0,
@@ -162,8 +199,8 @@ def up(
     from spica_core.db.setup import prepare_database
     from spica_core.demo import DemoCluster
 
-    cluster = DemoCluster(directory)
-    result = cluster.up(nodes, timeout=timeout, daemons=daemons)
+    cluster = DemoCluster(_given(ctx, "directory", directory) or DEFAULT_DIR)
+    result = cluster.up(_given(ctx, "nodes", nodes), timeout=timeout, daemons=daemons)
     db = prepare_database(load_config(result.status.config_path), create=True)
     if monitor:
         cluster.start_monitor()
@@ -189,7 +226,8 @@ def up(
 
 @app.command()
 def down(
-    directory: DirOpt = DEFAULT_DIR,
+    ctx: typer.Context,
+    directory: SubDirOpt = None,
     purge: Annotated[
         bool, typer.Option("--purge", help="Also delete the demo directory (keys, roots, db).")
     ] = False,
@@ -199,7 +237,7 @@ def down(
     stay unless --purge."""
     from spica_core.demo import DemoCluster
 
-    cluster = DemoCluster(directory)
+    cluster = DemoCluster(_given(ctx, "directory", directory) or DEFAULT_DIR)
     stopped = cluster.down(purge=purge)
     if as_json:
         emit_json({"directory": str(cluster.directory), "stopped": stopped, "purged": purge})
@@ -209,12 +247,12 @@ def down(
 
 
 @app.command()
-def status(directory: DirOpt = DEFAULT_DIR, as_json: JsonOpt = False) -> None:
+def status(ctx: typer.Context, directory: SubDirOpt = None, as_json: JsonOpt = False) -> None:
     """Show each node's port, pid and liveness; exit 3 if a node is down."""
     from spica_core.demo import DemoCluster
     from spica_core.demo.story import read_story
 
-    cluster = DemoCluster(directory)
+    cluster = DemoCluster(_given(ctx, "directory", directory) or DEFAULT_DIR)
     st = cluster.status()
     story = read_story(cluster.paths)
     if as_json:
