@@ -1,4 +1,5 @@
-"""The read-only command line: db init/status, stacks, stack show, nodes, problems."""
+"""The read-only command line: db init/status, stacks, stack show, nodes, problems. Run
+in-process; exit 3 and ``--version`` also from the real entry point in a subprocess."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image, Node, NodeDisk, Problem, Stack, StackFile, StackRun
 from spica_core.db.schema import SCHEMA_REVISION
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 
 NOW = datetime.now(UTC)
 STACK_KEYS = {
@@ -38,7 +39,7 @@ STACK_KEYS = {
 
 
 def spica(db_url: str, *args: str):
-    return run_spica(*args, env={"SPICA_DB_URL": db_url})
+    return invoke_spica(*args, env={"SPICA_DB_URL": db_url})
 
 
 @pytest.fixture
@@ -150,8 +151,8 @@ def test_db_init_registers_configured_nodes(tmp_path) -> None:
         '[db]\nurl = "sqlite:///d.sqlite"\n[[nodes]]\nname = "mix1"\nhost = "127.0.0.1"\n'
         'root = "/data/mix1"\n[[nodes.partitions]]\nname = "raid1"\ncapacity = "652 GB"\n'
     )
-    assert run_spica("--config", str(conf), "db", "init").returncode == 0
-    nodes = json.loads(run_spica("--config", str(conf), "nodes", "--recorded", "--json").stdout)
+    assert invoke_spica("--config", str(conf), "db", "init").returncode == 0
+    nodes = json.loads(invoke_spica("--config", str(conf), "nodes", "--recorded", "--json").stdout)
     assert [n["name"] for n in nodes] == ["mix1"]
     assert nodes[0]["disks"][0]["total_bytes"] == 652 * 10**9
 
