@@ -313,15 +313,18 @@ def invoke_spica(
     output consoles set up for them as at a process's start (width 200, or ``$COLUMNS``),
     click's help at its own width and prompts read as ``input()`` reads them (CliRunner's
     echo of the answer off), log records with no handler of the command's own on stderr (as
-    Python's last resort shows them), and an uncaught exception as Python reports it:
-    traceback on stderr, exit 1. Text as ``subprocess.run(text=True)`` gives it (newlines
-    translated). Engines the command opened are disposed of. For a command whose process is
-    what a test is about (a service, signals, a terminal), use :func:`run_spica`.
+    Python's last resort shows them), warnings on stderr under Python's default filters
+    (pytest's are for the test's own code; a warning raised once at an import shows only at
+    the first), and an uncaught exception as Python reports it: traceback on stderr, exit 1.
+    Text as ``subprocess.run(text=True)`` gives it (newlines translated). Engines the command
+    opened are disposed of. For a command whose process is what a test is about (a service,
+    signals, a fault point that ends it, a terminal), use :func:`run_spica`.
     """
     import builtins
     import contextlib
     import logging
     import traceback
+    import warnings
 
     from click import formatting, termui
     from click.testing import CliRunner
@@ -344,12 +347,19 @@ def invoke_spica(
         CliRunner().isolation(input=input, env=env) as (out, err, _),
         contextlib.chdir(cwd or Path.cwd()),
         pytest.MonkeyPatch.context() as mp,
+        warnings.catch_warnings(),
     ):
         formatting.FORCED_WIDTH = None
         mp.setattr(termui, "visible_prompt_func", builtins.input)
         mp.setattr(db_engine, "make_engine", recorded)
         root.handlers[:] = []
         root.setLevel(logging.WARNING)
+        warnings.resetwarnings()  # then Python's defaults, without -W or PYTHONWARNINGS
+        for ignored in (ResourceWarning, ImportWarning, PendingDeprecationWarning):
+            warnings.simplefilter("ignore", ignored)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        mp.setattr(warnings, "showwarning", _warning_on_stderr)
         renew_consoles()
         try:
             main(list(args))
@@ -379,3 +389,10 @@ def invoke_spica(
     return subprocess.CompletedProcess(
         ["spica", *args], code, stdout=text(stdout), stderr=text(stderr)
     )
+
+
+def _warning_on_stderr(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    """How Python shows a warning: formatted, on the stderr of the moment."""
+    import warnings
+
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
