@@ -27,7 +27,7 @@ def _cluster(directory: Path, nodes: int, daemons: bool) -> Iterator[DemoCluster
     cluster = DemoCluster(directory)
     cluster.up(nodes, daemons=daemons)
     try:
-        assert run_spica("--config", str(cluster.config_path), "db", "init").returncode == 0
+        assert invoke_spica("--config", str(cluster.config_path), "db", "init").returncode == 0
         yield cluster
     finally:
         cluster.down()
