@@ -257,3 +257,31 @@ def test_version() -> None:
 
     result = run_spica("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"spica {__version__}"
+
+
+def test_in_process_runs_show_what_a_process_shows(sqlite_migrated_url: str) -> None:
+    """``invoke_spica``, which most command-line tests use, against the real process: the
+    same exit code, stdout and stderr for help, tables (wide when piped, or at $COLUMNS),
+    a usage error and an error of SPICA's own."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlite_migrated_url)
+    with Session(engine) as s, s.begin():
+        s.add(Stack(name="805282p_V0003", state="failed", error="Failed on spica_copy.pl " * 8))
+    engine.dispose()
+    env = {"SPICA_DB_URL": sqlite_migrated_url}
+    for args, extra in [
+        (["--help"], {}),
+        (["stacks"], {}),
+        (["stacks"], {"COLUMNS": "60"}),
+        (["stacks", "--limit", "0"], {}),
+        (["stack", "show", "nope"], {}),
+        (["nosuch"], {}),
+    ]:
+        real = run_spica(*args, env={**env, **extra})
+        here = invoke_spica(*args, env={**env, **extra})
+        assert (here.returncode, here.stdout, here.stderr) == (
+            real.returncode,
+            real.stdout,
+            real.stderr,
+        ), (args, extra)
