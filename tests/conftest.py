@@ -301,3 +301,101 @@ def run_spica(
         input=input,
         timeout=timeout,
     )
+
+
+def invoke_spica(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``spica`` run in this process, as :func:`run_spica` would see it in a subprocess.
+
+    Through the entry point itself (:func:`spica_tui.cli.main`: its exit codes, its errors
+    on stderr), with stdin, stdout and stderr piped, ``env`` added to the environment, the
+    output consoles set up for them as at a process's start (width 200, or ``$COLUMNS``),
+    click's help at its own width and prompts read as ``input()`` reads them (CliRunner's
+    echo of the answer off), log records with no handler of the command's own on stderr (as
+    Python's last resort shows them), warnings on stderr under Python's default filters
+    (pytest's are for the test's own code; a warning raised once at an import shows only at
+    the first), and an uncaught exception as Python reports it: traceback on stderr, exit 1.
+    Text as ``subprocess.run(text=True)`` gives it (newlines translated). Engines the command
+    opened are disposed of. For a command whose process is what a test is about (a service,
+    signals, a fault point that ends it, a terminal), use :func:`run_spica`.
+    """
+    import builtins
+    import contextlib
+    import logging
+    import traceback
+    import warnings
+
+    from click import formatting, termui
+    from click.testing import CliRunner
+
+    import spica_core.db.engine as db_engine
+    from spica_tui.cli import main
+    from spica_tui.cli.output import renew_consoles
+
+    opened = []
+    make_engine = db_engine.make_engine
+
+    def recorded(*a, **kw):  # type: ignore[no-untyped-def]
+        engine = make_engine(*a, **kw)
+        opened.append(engine)
+        return engine
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    with (
+        CliRunner().isolation(input=input, env=env) as (out, err, _),
+        contextlib.chdir(cwd or Path.cwd()),
+        pytest.MonkeyPatch.context() as mp,
+        warnings.catch_warnings(),
+    ):
+        formatting.FORCED_WIDTH = None
+        mp.setattr(termui, "visible_prompt_func", builtins.input)
+        mp.setattr(db_engine, "make_engine", recorded)
+        root.handlers[:] = []
+        root.setLevel(logging.WARNING)
+        warnings.resetwarnings()  # then Python's defaults, without -W or PYTHONWARNINGS
+        for ignored in (ResourceWarning, ImportWarning, PendingDeprecationWarning):
+            warnings.simplefilter("ignore", ignored)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        mp.setattr(warnings, "showwarning", _warning_on_stderr)
+        renew_consoles()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+                code = 1
+        except Exception:
+            traceback.print_exc()
+            code = 1
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+            for engine in opened:
+                engine.dispose()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stdout, stderr = out.getvalue(), err.getvalue()
+    renew_consoles()
+
+    def text(data: bytes) -> str:
+        return data.decode().replace("\r\n", "\n").replace("\r", "\n")
+
+    return subprocess.CompletedProcess(
+        ["spica", *args], code, stdout=text(stdout), stderr=text(stderr)
+    )
+
+
+def _warning_on_stderr(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    """How Python shows a warning: formatted, on the stderr of the moment."""
+    import warnings
+
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from spica_core.config import ApplicationConfig, load_config
 from spica_core.db.models import Application, Node, NodeApplication, OperatorAction, Stack
 from spica_core.demo.cluster import DemoCluster
-from tests.conftest import require, run_spica
+from tests.conftest import invoke_spica, require, run_spica
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -107,6 +107,13 @@ def fake_tool(directory: Path, name: str, banner: str) -> Path:
 
 
 def spica(config: Path, *args: str) -> tuple[int, str, str]:
+    """``spica`` in this process (it asks the nodes over real SSH all the same)."""
+    done = invoke_spica("--config", str(config), *args)
+    return done.returncode, done.stdout, done.stderr
+
+
+def spica_process(config: Path, *args: str) -> tuple[int, str, str]:
+    """``spica`` in a process of its own, with no terminal to ask on."""
     done = run_spica("--config", str(config), *args, timeout=180)
     return done.returncode, done.stdout, done.stderr
 
@@ -176,7 +183,7 @@ def test_apps_detects_a_node_whose_binary_differs(
 
     # The same binary everywhere: registered, with what the nodes have (asked first).
     fake.rename(fake.with_name("psfex.off"))
-    code, _, err = spica(config, "apps", "register", "psfex")
+    code, _, err = spica_process(config, "apps", "register", "psfex")
     assert code == 2 and f"record psfex {version} sha256 {real}" in err
     assert "no terminal to confirm on: pass --yes" in err
     code, out, err = spica(config, "apps", "register", "psfex", "--yes", "--as", "alice", "--json")

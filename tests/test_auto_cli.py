@@ -18,7 +18,7 @@ from spica_core.db.engine import make_engine
 from spica_core.db.models import Stack, StackRelease
 from spica_core.demo.cluster import DemoCluster
 from tests.auto_support import RELEASE, A, B, auto_demo, edit_config, put
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 
 T1 = f"CFHTLS_W_r_004000-010000_{RELEASE}"
 T2 = f"CFHTLS_W_r_004200-010000_{RELEASE}"
@@ -30,7 +30,7 @@ def demo(tmp_path: Path, db_url: str) -> Iterator[DemoCluster]:
 
 
 def auto(demo: DemoCluster, *args: str) -> Any:
-    return run_spica("--config", str(demo.config_path), "auto", *args)
+    return invoke_spica("--config", str(demo.config_path), "auto", *args)
 
 
 def node_files(demo: DemoCluster) -> set[Path]:

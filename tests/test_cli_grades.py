@@ -1,4 +1,5 @@
-"""``spica grade`` and ``spica images`` through the real command line, on both engines."""
+"""``spica grade`` and ``spica images`` through the real command line, on both engines: run
+in-process, and in a subprocess with a terminal where the operator is asked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image
-from tests.conftest import run_spica, run_spica_at_a_terminal
+from tests.conftest import invoke_spica, run_spica_at_a_terminal
 from tests.image_support import audit, grades, seed_images
 
 
@@ -20,7 +21,7 @@ def db(db_url: str, db_engine: Engine) -> tuple[str, Engine]:
 
 
 def spica(url: str, *args: str, stdin: str | None = None):
-    return run_spica(*args, env={"SPICA_DB_URL": url}, input=stdin)
+    return invoke_spica(*args, env={"SPICA_DB_URL": url}, input=stdin)
 
 
 def test_grade_applies_and_audits(db: tuple[str, Engine]) -> None:

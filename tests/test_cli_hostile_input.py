@@ -10,7 +10,9 @@
 * ``--as ''`` is refused.
 * dbspica made read-only under a command: the "dbspica unreachable" message and exit 3.
 
-Each command runs in a subprocess with a timeout, so a regression fails instead of hanging.
+The catastrophic patterns run in a subprocess with a timeout, so a regression fails instead
+of hanging; the other commands run in-process (``invoke_spica``), one read-only case in a
+subprocess for the real entry point's exit 3.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session
 from spica_core.db.models import Node, OperatorAction, Problem, Stack, StackRun
 from spica_core.errors import UsageError
 from spica_core.read_model import REGEX_CHARS, StackSelection
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 
 EVIL = "(a+)+$"
 #: Exponential on a backtracking engine too, but not refused by the static checks.
@@ -44,7 +46,12 @@ TIMEOUT = 60  # seconds; a run with the pattern on a backtracking engine never e
 
 
 def spica(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """In a subprocess with a timeout: for what could hang."""
     return run_spica(*args, env={"SPICA_DB_URL": url, **env}, timeout=TIMEOUT)
+
+
+def spica_in_process(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return invoke_spica(*args, env={"SPICA_DB_URL": url, **env})
 
 
 def url_of(engine) -> str:
@@ -166,7 +173,7 @@ def test_patterns_re2_cannot_run_are_refused(hostile, pattern: str, reason: str)
     with Session(hostile) as s:
         audited = s.scalar(select(func.count()).select_from(OperatorAction))
     for args in (["stacks", "--match", pattern], ["remove", "--match", pattern, "--dry-run"]):
-        result = spica(url, *args)
+        result = spica_in_process(url, *args)
         assert result.returncode == 2, result.stderr
         assert f"--match {pattern!r}" in result.stderr and reason in result.stderr
         assert "Traceback" not in result.stderr and result.stdout == ""
@@ -182,9 +189,7 @@ def test_filter_that_is_not_utf8_is_refused(hostile, option: str) -> None:
     """Bytes that are not UTF-8 on the command line reach Python as lone surrogates, which
     RE2 and the database drivers cannot take: a usage error, not a traceback."""
     for args in (["stacks"], ["requeue", "--dry-run"]):
-        result = run_spica(
-            *args, option, "\udcff", env={"SPICA_DB_URL": url_of(hostile)}, timeout=TIMEOUT
-        )
+        result = spica_in_process(url_of(hostile), *args, option, "\udcff")
         assert result.returncode == 2, result.stderr
         assert f"{option} '\\udcff': not valid UTF-8" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
@@ -208,7 +213,7 @@ def test_filter_that_is_not_utf8_is_refused(hostile, option: str) -> None:
     ],
 )
 def test_out_of_range_options_are_usage_errors(hostile, args: list[str], option: str) -> None:
-    result = spica(url_of(hostile), *args)
+    result = spica_in_process(url_of(hostile), *args)
     assert result.returncode == 2, result.stderr
     assert option in result.stderr
     assert "Traceback" not in result.stderr and "OverflowError" not in result.stderr
@@ -216,10 +221,10 @@ def test_out_of_range_options_are_usage_errors(hostile, args: list[str], option:
 
 def test_stack_add_priority_out_of_range(tmp_path: Path, sqlite_url: str) -> None:
     config = _node_config(tmp_path, sqlite_url)
-    assert run_spica("--config", str(config), "db", "init").returncode == 0
+    assert invoke_spica("--config", str(config), "db", "init").returncode == 0
     commands = tmp_path / "commands.txt"
     commands.write_text("true\n")
-    result = run_spica(
+    result = invoke_spica(
         "--config",
         str(config),
         "stack",
@@ -246,7 +251,7 @@ def test_stack_add_priority_out_of_range(tmp_path: Path, sqlite_url: str) -> Non
     ids=["stacks", "stacks-failed", "stack-show", "problems"],
 )
 def test_control_sequences_are_shown_escaped(hostile, args: list[str]) -> None:
-    result = spica(url_of(hostile), *args, COLUMNS="400")
+    result = spica_in_process(url_of(hostile), *args, COLUMNS="400")
     assert result.returncode == 0, result.stderr
     assert not any(c in result.stdout + result.stderr for c in RAW), repr(result.stdout)
     assert "\\x1b]0;pwned\\x07" in result.stdout and "\\x1b[2J" in result.stdout
@@ -256,7 +261,7 @@ def test_control_sequences_are_shown_escaped(hostile, args: list[str]) -> None:
 
 
 def test_control_sequences_in_json_stay_exact(hostile) -> None:
-    result = spica(url_of(hostile), "stack", "show", "evil_T0003", "--json")
+    result = spica_in_process(url_of(hostile), "stack", "show", "evil_T0003", "--json")
     assert result.returncode == 0, result.stderr
     assert not any(c in result.stdout for c in RAW)
     data = json.loads(result.stdout)
@@ -270,7 +275,7 @@ def test_control_sequences_in_json_stay_exact(hostile) -> None:
     "args", [["requeue", "evil_T0003", "--yes"], ["reconcile"], ["remove", "evil_T0003"]]
 )
 def test_empty_operator_name_is_refused(hostile, args: list[str]) -> None:
-    result = spica(url_of(hostile), *args, "--as", "")
+    result = spica_in_process(url_of(hostile), *args, "--as", "")
     assert result.returncode == 2, result.stderr
     assert "--as ''" in result.stderr and "Traceback" not in result.stderr
     with Session(hostile) as s:
@@ -304,7 +309,7 @@ def read_only_db(request, tmp_path: Path):
     read it — SQLite's read-only mode, or a MariaDB user granted SELECT alone."""
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "mysql_url")
     config = _node_config(tmp_path, url)
-    init = run_spica("--config", str(config), "db", "init")
+    init = invoke_spica("--config", str(config), "db", "init")
     assert init.returncode == 0, init.stderr
     engine = create_engine(url)
     with Session(engine) as s, s.begin():
@@ -352,7 +357,9 @@ def test_read_only_dbspica_is_reported_with_exit_3(
     if args == ["db", "init"]:  # a node added to the configuration: its row is written
         with config.open("a") as f:
             f.write('[[nodes]]\nname = "mix2"\nhost = "127.0.0.1"\nroot = "/nonexistent"\n')
-    result = run_spica("--config", str(config), *args, env={"SPICA_DB_URL": ro}, timeout=TIMEOUT)
+    # db init in a subprocess: exit 3 from the real entry point too.
+    run = run_spica if args == ["db", "init"] else invoke_spica
+    result = run("--config", str(config), *args, env={"SPICA_DB_URL": ro})
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr
     assert "spica: error: dbspica unreachable at " in result.stderr

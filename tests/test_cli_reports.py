@@ -1,4 +1,5 @@
-"""The read-only command line: db init/status, stacks, stack show, nodes, problems."""
+"""The read-only command line: db init/status, stacks, stack show, nodes, problems. Run
+in-process; exit 3 and ``--version`` also from the real entry point in a subprocess."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from spica_core.db.models import Image, Node, NodeDisk, Problem, Stack, StackFile, StackRun
 from spica_core.db.schema import SCHEMA_REVISION
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 
 NOW = datetime.now(UTC)
 STACK_KEYS = {
@@ -38,7 +39,7 @@ STACK_KEYS = {
 
 
 def spica(db_url: str, *args: str):
-    return run_spica(*args, env={"SPICA_DB_URL": db_url})
+    return invoke_spica(*args, env={"SPICA_DB_URL": db_url})
 
 
 @pytest.fixture
@@ -150,8 +151,8 @@ def test_db_init_registers_configured_nodes(tmp_path) -> None:
         '[db]\nurl = "sqlite:///d.sqlite"\n[[nodes]]\nname = "mix1"\nhost = "127.0.0.1"\n'
         'root = "/data/mix1"\n[[nodes.partitions]]\nname = "raid1"\ncapacity = "652 GB"\n'
     )
-    assert run_spica("--config", str(conf), "db", "init").returncode == 0
-    nodes = json.loads(run_spica("--config", str(conf), "nodes", "--recorded", "--json").stdout)
+    assert invoke_spica("--config", str(conf), "db", "init").returncode == 0
+    nodes = json.loads(invoke_spica("--config", str(conf), "nodes", "--recorded", "--json").stdout)
     assert [n["name"] for n in nodes] == ["mix1"]
     assert nodes[0]["disks"][0]["total_bytes"] == 652 * 10**9
 
@@ -256,3 +257,31 @@ def test_version() -> None:
 
     result = run_spica("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"spica {__version__}"
+
+
+def test_in_process_runs_show_what_a_process_shows(sqlite_migrated_url: str) -> None:
+    """``invoke_spica``, which most command-line tests use, against the real process: the
+    same exit code, stdout and stderr for help, tables (wide when piped, or at $COLUMNS),
+    a usage error and an error of SPICA's own."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(sqlite_migrated_url)
+    with Session(engine) as s, s.begin():
+        s.add(Stack(name="805282p_V0003", state="failed", error="Failed on spica_copy.pl " * 8))
+    engine.dispose()
+    env = {"SPICA_DB_URL": sqlite_migrated_url}
+    for args, extra in [
+        (["--help"], {}),
+        (["stacks"], {}),
+        (["stacks"], {"COLUMNS": "60"}),
+        (["stacks", "--limit", "0"], {}),
+        (["stack", "show", "nope"], {}),
+        (["nosuch"], {}),
+    ]:
+        real = run_spica(*args, env={**env, **extra})
+        here = invoke_spica(*args, env={**env, **extra})
+        assert (here.returncode, here.stdout, here.stderr) == (
+            real.returncode,
+            real.stdout,
+            real.stderr,
+        ), (args, extra)

@@ -12,11 +12,12 @@ from spica_core.db.models import Stack, StackResult
 from spica_core.errors import SpicaError, UsageError
 from spica_core.read_model import Scope
 from spica_core.read_model.compare import FIGURE_KEYS, compare_releases, tile_key
-from tests.conftest import run_spica as _run
+from tests.conftest import invoke_spica
 
 
-def run_spica(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-    done = _run(*args, env=env)
+def spica(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """``spica`` in this process: (exit code, stdout, stderr)."""
+    done = invoke_spica(*args, env=env)
     return done.returncode, done.stdout, done.stderr
 
 
@@ -203,33 +204,31 @@ def test_stack_detail_result_and_scope_hides_paths(releases) -> None:
 
 def test_cli_compare(releases, db_url) -> None:
     env = {"SPICA_DB_URL": db_url}
-    code, out, err = run_spica("compare", "--release", "T0003", "--against", "T0002", env=env)
+    code, out, err = spica("compare", "--release", "T0003", "--against", "T0002", env=env)
     assert code == 0, err
     assert TILE_U in out and "SCAMP internal RMS" in out
     assert '0.047"' in out and '0.042"' in out and "(+12 %)" in out
     assert "only in T0003" in out and "only in T0002" in out
-    code, out, err = run_spica(
-        "compare", "--release", "T0003", "--against", "T0002", "--json", env=env
-    )
+    code, out, err = spica("compare", "--release", "T0003", "--against", "T0002", "--json", env=env)
     assert code == 0, err
     data = json.loads(out)
     assert data["release"] == "T0003" and len(data["tiles"]) == 4
-    code, out, err = run_spica("compare", "--release", "T0003", "--against", "T0009", env=env)
+    code, out, err = spica("compare", "--release", "T0003", "--against", "T0009", env=env)
     assert code == 1
     assert "release T0009: no stacks" in err and out == ""
-    code, _, err = run_spica("compare", "--release", "$(id)", "--against", "T0002", env=env)
+    code, _, err = spica("compare", "--release", "$(id)", "--against", "T0002", env=env)
     assert code == 2 and "release" in err
 
 
 def test_cli_stack_show_results(releases, db_url) -> None:
     env = {"SPICA_DB_URL": db_url}
-    code, out, err = run_spica("stack", "show", f"{TILE_U}_T0003", env=env)
+    code, out, err = spica("stack", "show", f"{TILE_U}_T0003", env=env)
     assert code == 0, err
     assert "results" in out and "SCAMP internal RMS" in out and '0.047"' in out
     assert "4200 s" in out and "25.10 mag" in out
     assert f"{TILE_U}_T0003.tif" in out and "1 min 20 s" in out
-    code, out, err = run_spica("stack", "show", f"{TILE_U}_T0003", "--json", env=env)
+    code, out, err = spica("stack", "show", f"{TILE_U}_T0003", "--json", env=env)
     assert code == 0, err
     assert json.loads(out)["result"]["completeness"] == pytest.approx(25.1)
-    code, out, _ = run_spica("stack", "show", f"{TILE_G}_T0002", "--json", env=env)
+    code, out, _ = spica("stack", "show", f"{TILE_G}_T0002", "--json", env=env)
     assert code == 0 and json.loads(out)["result"] is None

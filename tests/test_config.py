@@ -10,7 +10,7 @@ import pytest
 
 from spica_core.config import ConfigError, load_config, mask_url, parse_config, parse_size
 from spica_core.resources import example_config
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 
 GOOD = """
 cluster = "terapix"
@@ -158,7 +158,7 @@ def test_bad_config_exits_2_and_writes_nothing(
         text, expected = BAD_FILES[case]
         conf.write_text(text)
     before = sorted(p.name for p in work.iterdir())
-    result = run_spica("--config", str(conf), *command, cwd=work)
+    result = invoke_spica("--config", str(conf), *command, cwd=work)
     assert result.returncode == 2, result.stderr
     assert str(conf) in result.stderr
     assert expected in result.stderr

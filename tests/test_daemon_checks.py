@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from spica_core.db.models import Application
 from spica_core.node.protocol import ErrorRecord
 from spica_core.node.records import read_record
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 from tests.daemon_support import (
     Daemons,
     NodeEnv,
@@ -78,7 +78,7 @@ def test_bad_stacks_are_rejected_or_wait_and_the_daemon_serves_the_others(
     assert env.state("NEEDS_INPUT") == "spica"
     check = json.loads((env.stack_dir("NEEDS_INPUT") / "check.json").read_text())
     assert "raid1/805282p.fits" in check["reason"] and check["failures"] >= 1
-    listed = run_spica("--config", str(env.config_path), "stacks", "--state", "pending")
+    listed = invoke_spica("--config", str(env.config_path), "stacks", "--state", "pending")
     assert "check: missing input" in listed.stdout
     (env.root / "raid1" / "805282p.fits").write_bytes(b"SIMPLE  = T")
     wait_for(lambda: env.state("NEEDS_INPUT") == "processed", what="the stack once its input is")
@@ -124,12 +124,12 @@ def test_a_full_partition_or_a_changed_binary_keeps_stacks_pending(
     assert messages == [f"check failed, stack waits: {reason.removeprefix('check: ')}"]
 
     cli = ["--config", str(env.config_path), "check", "WAITS", "--node", "mix1"]
-    full = run_spica(*cli)
+    full = invoke_spica(*cli)
     assert full.returncode == 1 and "raid1" in full.stdout
 
     (env.root / "raid1" / "big.fits").unlink()
     tool.write_bytes(b"#!/bin/sh\necho scamp 2.11.0-patched\n")
-    changed = run_spica(*cli, "--json")
+    changed = invoke_spica(*cli, "--json")
     assert changed.returncode == 1
     report = json.loads(changed.stdout)
     failed = [c for c in report["checks"] if not c["ok"]]
@@ -137,7 +137,7 @@ def test_a_full_partition_or_a_changed_binary_keeps_stacks_pending(
     assert "differs from the application table" in failed[0]["detail"]
 
     tool.write_bytes(b"#!/bin/sh\necho scamp 2.10.0\n")
-    ready = run_spica(*cli, "--json")
+    ready = invoke_spica(*cli, "--json")
     assert ready.returncode == 0, ready.stdout
     assert json.loads(ready.stdout)["ok"] is True
     # The daemon's backoff is a minute here: `spica check` passing makes it look again now.
@@ -151,7 +151,7 @@ def test_stack_add_cli(tmp_path: Path, sqlite_url: str) -> None:
     commands = tmp_path / "commands.sh"
     commands.write_text("echo one\n\n# a comment\necho two\n")
 
-    added = run_spica(
+    added = invoke_spica(
         *cfg, "stack", "add", "ADHOC_1", "--node", "mix1", "--commands", str(commands),
         "--step", "image", "--priority", "5", "--launch", "--json",
     )  # fmt: skip
@@ -175,20 +175,20 @@ def test_stack_add_cli(tmp_path: Path, sqlite_url: str) -> None:
         "T0003",
     )
 
-    planned = run_spica(*cfg, "stack", "add", "ADHOC_2", "-n", "mix1", "-c", "-", input="true\n")
+    planned = invoke_spica(*cfg, "stack", "add", "ADHOC_2", "-n", "mix1", "-c", "-", input="true\n")
     assert planned.returncode == 0, planned.stderr
     assert env.row("ADHOC_2").state == "planned" and env.state("ADHOC_2") is None
 
-    again = run_spica(*cfg, "stack", "add", "ADHOC_1", "--node", "mix1", "-c", str(commands))
+    again = invoke_spica(*cfg, "stack", "add", "ADHOC_1", "--node", "mix1", "-c", str(commands))
     assert again.returncode == 1 and "already exists" in again.stderr
-    bad = run_spica(*cfg, "stack", "add", "../evil", "--node", "mix1", "-c", str(commands))
+    bad = invoke_spica(*cfg, "stack", "add", "../evil", "--node", "mix1", "-c", str(commands))
     assert bad.returncode == 2 and "invalid stack name" in bad.stderr
     empty = tmp_path / "empty.sh"
     empty.write_text("\n")
-    refused = run_spica(*cfg, "stack", "add", "ADHOC_3", "--node", "mix1", "-c", str(empty))
+    refused = invoke_spica(*cfg, "stack", "add", "ADHOC_3", "--node", "mix1", "-c", str(empty))
     assert refused.returncode == 2 and "holds no command" in refused.stderr
     assert env.row("ADHOC_3") is None and not env.stack_dir("ADHOC_3").exists()
-    unknown = run_spica(*cfg, "stack", "add", "ADHOC_4", "--node", "pix9", "-c", str(commands))
+    unknown = invoke_spica(*cfg, "stack", "add", "ADHOC_4", "--node", "pix9", "-c", str(commands))
     assert unknown.returncode == 2 and "pix9" in unknown.stderr
 
 
@@ -200,7 +200,7 @@ def test_stack_add_for_a_root_elsewhere_goes_over_ssh(tmp_path: Path, sqlite_url
     env.config_path.write_text(text)
     commands = tmp_path / "c.sh"
     commands.write_text("true\n")
-    result = run_spica(
+    result = invoke_spica(
         "--config", str(env.config_path), "stack", "add", "S", "--node", "mix1",
         "--commands", str(commands),
     )  # fmt: skip

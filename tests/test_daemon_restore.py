@@ -18,7 +18,7 @@ from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.models import Problem, Stack, StackRun
 from spica_core.demo.cluster import DemoCluster
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 from tests.daemon_support import wait_for
 
 #: Enough journal for a compaction (the journal is compacted once over 256 KiB and applied).
@@ -30,14 +30,14 @@ def demo(tmp_path: Path):
     cluster = DemoCluster(tmp_path / "cluster")
     cluster.up(1, daemons=True)
     try:
-        assert run_spica("--config", str(cluster.config_path), "db", "init").returncode == 0
+        assert invoke_spica("--config", str(cluster.config_path), "db", "init").returncode == 0
         yield cluster
     finally:
         cluster.down()
 
 
 def spica(demo: DemoCluster, *args: str):
-    return run_spica("--config", str(demo.config_path), *args)
+    return invoke_spica("--config", str(demo.config_path), *args)
 
 
 def add(demo: DemoCluster, tmp_path: Path, name: str, commands: str) -> None:

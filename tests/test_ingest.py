@@ -25,7 +25,7 @@ from spica_core.ingest.service import ingest_local
 from spica_core.synth.layout import ExposureSpec
 from spica_core.synth.runid import RunidPlan, exposure_specs, write_runid
 from spica_core.synth.writer import write_exposure
-from tests.conftest import run_spica, run_spica_at_a_terminal
+from tests.conftest import invoke_spica, run_spica_at_a_terminal
 
 
 def _rel(db_url: str) -> float:
@@ -218,7 +218,7 @@ def _cli(repo: Path, db_url: str, *args: str) -> tuple[int, str, str]:
     config.write_text(
         f'[[transfer.repositories]]\nname = "cadc1"\npath = "{repo}"\n', encoding="utf-8"
     )
-    done = run_spica("--config", str(config), "ingest", *args, env={"SPICA_DB_URL": db_url})
+    done = invoke_spica("--config", str(config), "ingest", *args, env={"SPICA_DB_URL": db_url})
     return done.returncode, done.stdout, done.stderr
 
 

@@ -22,7 +22,7 @@ from spica_core.demo.cluster import DemoCluster
 from spica_core.synth.layout import ExposureSpec
 from spica_core.synth.runid import RunidPlan, exposure_specs, write_runid
 from spica_core.synth.writer import write_exposure
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def _spica(demo: DemoCluster, db_url: str, *args: str, repository: str | None = 
         repositories = raw.setdefault("transfer", {}).setdefault("repositories", [])
         repositories.append({"name": "cadc2", "path": repository, "node": "mix1"})
         config.write_text(tomli_w.dumps(raw), encoding="utf-8")
-    done = run_spica("--config", str(config), *args, env={"SPICA_DB_URL": db_url})
+    done = invoke_spica("--config", str(config), *args, env={"SPICA_DB_URL": db_url})
     return done.returncode, done.stdout, done.stderr
 
 

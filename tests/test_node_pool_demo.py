@@ -18,7 +18,7 @@ from spica_core.db.schema import upgrade
 from spica_core.demo.cluster import DemoCluster
 from spica_core.liveness import LivenessRecorder
 from spica_core.node_pool import NodePool
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 
 REFRESH = 0.5
 
@@ -171,8 +171,8 @@ def test_unknown_client_key_is_refused(demo: DemoCluster, tmp_path: Path) -> Non
 
 def test_cli_nodes_json_and_exit_code(demo: DemoCluster) -> None:
     env = {"SPICA_CONFIG": str(demo.config_path)}
-    assert run_spica("db", "init", env=env).returncode == 0
-    ok = run_spica("nodes", "--json", env=env)
+    assert invoke_spica("db", "init", env=env).returncode == 0
+    ok = invoke_spica("nodes", "--json", env=env)
     assert ok.returncode == 0, ok.stderr
     rows = json.loads(ok.stdout)
     assert [r["status"] for r in rows] == ["up"] * 8
@@ -189,14 +189,14 @@ def test_cli_nodes_json_and_exit_code(demo: DemoCluster) -> None:
     }
     demo.stop_node("pix2")
     try:
-        down = run_spica("nodes", "--json", env=env)
+        down = invoke_spica("nodes", "--json", env=env)
     finally:
         demo.start_node("pix2")
     assert down.returncode == 3
     rows = json.loads(down.stdout)
     assert len(rows) == 8
     assert {r["name"]: r["status"] for r in rows}["pix2"] == "down"
-    human = run_spica("nodes", env=env)
+    human = invoke_spica("nodes", env=env)
     assert human.returncode == 0 and "mix1" in human.stdout and "raid1" in human.stdout
 
 

@@ -16,7 +16,7 @@ from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.models import Image, Node, OperatorAction, Stack, StackFile
 from spica_core.demo.cluster import DemoCluster
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 
 RAN_OR_QUEUED = {"pending", "running", "completed"}
 
@@ -40,6 +40,12 @@ def engine(demo: DemoCluster):
 
 
 def spica(demo: DemoCluster, *args: str, **kw):
+    """``spica`` in this process (over real SSH to the demo's nodes all the same)."""
+    return invoke_spica("--config", str(demo.config_path), *args, **kw)
+
+
+def spica_process(demo: DemoCluster, *args: str, **kw):
+    """``spica`` in a process of its own: one a fault point ends, or with no terminal."""
     return run_spica("--config", str(demo.config_path), *args, **kw)
 
 
@@ -268,7 +274,7 @@ def test_unreachable_node_is_refused_with_exit_3(demo, engine) -> None:
 
 def test_no_terminal_and_no_yes_refuses(demo, engine) -> None:
     make_stack(demo, engine, "ask_T0003")
-    result = spica(demo, "requeue", "ask_T0003")
+    result = spica_process(demo, "requeue", "ask_T0003")
     assert result.returncode == 2 and "--yes" in result.stderr
     assert queue_files(demo, "mix1", "ask_T0003") == ["ask_T0003.error"]
 
@@ -376,7 +382,7 @@ def test_two_concurrent_requeues_apply_once(demo, engine) -> None:
 
 def test_crash_between_node_rename_and_db_update_then_reconcile(demo, engine) -> None:
     make_stack(demo, engine, "crash_T0003", node="mix2", error="swarp: disk full")
-    crashed = spica(
+    crashed = spica_process(
         demo, "requeue", "crash_T0003", "--yes", env={"SPICA_FAULT_POINT": "after-node-commit"}
     )
     assert crashed.returncode == 70

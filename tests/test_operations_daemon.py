@@ -12,7 +12,7 @@ from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.models import Stack, StackRun
 from spica_core.demo.cluster import DemoCluster
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 from tests.daemon_support import wait_for
 
 
@@ -31,8 +31,8 @@ def test_requeue_resumes_at_the_failed_line_and_completes(demo: DemoCluster, tmp
     commands = tmp_path / "commands.sh"
     commands.write_text(f"echo one\necho two\ntest -f {fixed}\necho four\n")
     env = {"SPICA_CONFIG": str(demo.config_path)}
-    assert run_spica("db", "init", env=env).returncode == 0
-    added = run_spica(
+    assert invoke_spica("db", "init", env=env).returncode == 0
+    added = invoke_spica(
         "stack",
         "add",
         "resume_T0003",
@@ -53,11 +53,11 @@ def test_requeue_resumes_at_the_failed_line_and_completes(demo: DemoCluster, tmp
     wait_for(lambda: state() == "failed", 60, "the stack to fail at line 3")
     logs = demo.node_root("mix1") / "stacks" / "resume_T0003" / "logs"
     before = {n: (logs / n).stat().st_mtime_ns for n in ("001.log", "002.log")}
-    failed = json.loads(run_spica("stacks", "--state", "failed", "--json", env=env).stdout)
+    failed = json.loads(invoke_spica("stacks", "--state", "failed", "--json", env=env).stdout)
     assert [(s["name"], s["failed_line"]) for s in failed] == [("resume_T0003", 3)]
 
     fixed.write_text("ok")
-    requeued = run_spica("requeue", "resume_T0003", "--yes", env=env)
+    requeued = invoke_spica("requeue", "resume_T0003", "--yes", env=env)
     assert requeued.returncode == 0, requeued.stderr
     assert "resumes at line 3" in requeued.stderr
     wait_for(lambda: state() == "completed", 60, "the requeued stack to complete")

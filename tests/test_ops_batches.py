@@ -30,7 +30,7 @@ from spica_core.operations.model import (
     exit_code,
 )
 from spica_core.operations.session import Operations
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 from tests.daemon_support import plant_failed, toml_string, wait_for
 
 NODES = ("mix1", "mix2", "mix3")
@@ -220,13 +220,13 @@ def test_a_node_lost_mid_batch_leaves_its_batch_unknown_and_reconcile_converges(
     assert {s: intents[s] for s in names["mix2"][4:]} == {s: ["failed"] for s in names["mix2"][4:]}
     assert exit_code(results) == 3
 
-    fixed = run_spica("--config", str(plain), "reconcile", "--fix", "--yes")
+    fixed = invoke_spica("--config", str(plain), "reconcile", "--fix", "--yes")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert _intents(db_engine, first_batch) == {s: ["applied"] for s in first_batch}
     assert _intents(db_engine, first_batch, "reconcile") == {s: ["applied"] for s in first_batch}
     states = _states(db_engine, everyone)
     assert states == {s: "failed" if s in names["mix2"][4:] else "pending" for s in everyone}
-    again = run_spica("--config", str(plain), "reconcile", "--json")
+    again = invoke_spica("--config", str(plain), "reconcile", "--json")
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads(again.stdout)["drift"] == []
 

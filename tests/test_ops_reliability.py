@@ -22,7 +22,7 @@ from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.models import Node, OperatorAction, Stack, StackRun
 from spica_core.demo.cluster import DemoCluster
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 from tests.daemon_support import wait_for
 
 #: Bounds of the race loops: rounds, and seconds after which a loop stops early.
@@ -43,7 +43,7 @@ def _alive(pid: int) -> bool:
 def demo(tmp_path: Path):
     cluster = DemoCluster(tmp_path / "cluster")
     cluster.up(1, daemons=True)
-    assert run_spica("--config", str(cluster.config_path), "db", "init").returncode == 0
+    assert invoke_spica("--config", str(cluster.config_path), "db", "init").returncode == 0
     try:
         yield cluster
     finally:
@@ -71,7 +71,7 @@ def _orphaned(demo: DemoCluster, tmp_path: Path, stack: str) -> int:
     commands.write_text(
         "true\nsleep 12; echo B2-attempt$SPICA_ATTEMPT >> $SPICA_ROOT/trace\ntrue\n"
     )
-    added = run_spica(
+    added = invoke_spica(
         *("--config", str(demo.config_path), "stack", "add", stack, "--node", "mix1"),
         *("--commands", str(commands), "--launch"),
     )
@@ -108,11 +108,11 @@ def test_unlock_kills_the_orphan_line_before_the_stack_runs_again(
     orphan = _orphaned(demo, tmp_path, stack)
     engine = make_engine(load_config(demo.config_path).db)
 
-    dry = run_spica("unlock", stack, "--requeue", "--dry-run", env=env)
+    dry = invoke_spica("unlock", stack, "--requeue", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
     assert f"kill orphan line 2 (process group {orphan}, attempt 1)" in dry.stdout, dry.stdout
     assert "sleep 12; echo B2-attempt" in dry.stdout
-    unlocked = run_spica("unlock", stack, "--requeue", "--yes", env=env)
+    unlocked = invoke_spica("unlock", stack, "--requeue", "--yes", env=env)
     assert unlocked.returncode == 0, unlocked.stderr
     assert f"kill orphan line 2 (process group {orphan}" in unlocked.stderr
     # The daemon is down: nothing can have started the stack again, and the orphan is dead.
@@ -143,7 +143,7 @@ def test_reconcile_fix_of_a_stale_claim_kills_its_orphan_line(
 ) -> None:
     stack = "stale_orphan_T0003"
     orphan = _orphaned(demo, tmp_path, stack)
-    fixed = run_spica("--config", str(demo.config_path), "reconcile", "--fix", "--yes")
+    fixed = invoke_spica("--config", str(demo.config_path), "reconcile", "--fix", "--yes")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert not _alive(orphan)
     assert (demo.node_root("mix1") / "queue" / f"{stack}.error").exists()
@@ -367,9 +367,9 @@ def test_remove_then_remove_again_from_the_cli_names_who_removed_it(demo: DemoCl
     engine = make_engine(load_config(demo.config_path).db)
     _failed_stack(demo.node_root("mix1"), engine, "twice_T0003")
     config = ("--config", str(demo.config_path))
-    first = run_spica(*config, "remove", "twice_T0003", "--yes", "--as", "alice")
+    first = invoke_spica(*config, "remove", "twice_T0003", "--yes", "--as", "alice")
     assert first.returncode == 0, first.stderr
-    again = run_spica(*config, "remove", "twice_T0003", "--yes", "--as", "bob")
+    again = invoke_spica(*config, "remove", "twice_T0003", "--yes", "--as", "bob")
     assert again.returncode == 1, again.stderr
     assert "removed by alice at" in again.stderr
     engine.dispose()

@@ -25,7 +25,7 @@ from spica_core.db.models import Problem, Stack, StackRun
 from spica_core.demo.cluster import DemoCluster
 from spica_core.node.protocol import LockRecord
 from spica_core.stack_add import StackSpec, add_stacks
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 from tests.daemon_support import wait_for
 from tests.qfin_units_support import NODE, demo_cluster
 
@@ -218,14 +218,14 @@ def test_a_dead_daemons_lock_holds_until_unlock_qfin_then_the_unit_resumes(
     assert lock_holder(demo, "raid1") == holder
     assert len([m for m in problems(demo) if "unlock --qfin" in m]) == 1  # said once
 
-    nodes = run_spica("--config", str(demo.config_path), "nodes", "--poll", "--json")
+    nodes = invoke_spica("--config", str(demo.config_path), "nodes", "--poll", "--json")
     (shown,) = json.loads(nodes.stdout)
     assert [(lock["partition"], lock["alive"]) for lock in shown["qfin_locks"]] == [
         ("raid1", False)
     ]
 
     go.touch()
-    cleared = run_spica(
+    cleared = invoke_spica(
         "--config", str(demo.config_path), "unlock", "--qfin", "raid1", "--node", NODE, "--yes"
     )
     assert cleared.returncode == 0, cleared.stderr
@@ -354,7 +354,7 @@ def test_stack_add_stages_a_hand_made_qfin_units_partition(tmp_path: Path, db_ur
     commands.write_text("echo qfin\n")
 
     def add(name: str, *extra: str):  # type: ignore[no-untyped-def]
-        return run_spica(
+        return invoke_spica(
             "--config", str(env.config_path), "stack", "add", name, "--node", NODE,
             "--commands", str(commands), "--step", "qfin", *extra,
         )  # fmt: skip

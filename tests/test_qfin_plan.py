@@ -20,7 +20,7 @@ from spica_core.db.models import Image, OperatorAction, Stack, StackFile
 from spica_core.demo.cluster import DemoCluster
 from spica_core.qfin.commands import QfinUnitPaths, qfin_commands
 from spica_core.resources import astromatic_dir
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 from tests.qfin_units_support import NODE, demo_cluster, place_image
 
 RELEASE = "T0001"  # the demo's release
@@ -32,7 +32,7 @@ def demo(tmp_path: Path, db_url: str):
 
 
 def qfin(demo: DemoCluster, *args: str):  # type: ignore[no-untyped-def]
-    return run_spica("--config", str(demo.config_path), "qfin", *args)
+    return invoke_spica("--config", str(demo.config_path), "qfin", *args)
 
 
 def qfin_json(demo: DemoCluster, *args: str) -> dict:  # type: ignore[type-arg]
@@ -168,7 +168,9 @@ def test_plan_dry_run_then_idempotent_then_launch_and_remove(demo: DemoCluster) 
     assert [(a, t, r) for a, t, r in audit] == [("launch", ["811004p_qfin_T0001"], "applied")]
 
     # Removing a unit puts its (unmeasured) image back to new; it is planned again.
-    removed = run_spica("--config", str(demo.config_path), "remove", "811002p_qfin_T0001", "--yes")
+    removed = invoke_spica(
+        "--config", str(demo.config_path), "remove", "811002p_qfin_T0001", "--yes"
+    )
     assert removed.returncode == 0, removed.stderr
     assert image_states(demo)["811002p"] == "new"
     replanned = qfin_json(demo, "--image", "811002p")

@@ -22,7 +22,7 @@ from spica_core.db.engine import make_engine
 from spica_core.db.models import Application, Image, ImageCcd, Problem, Stack, StackApp
 from spica_core.demo.cluster import DemoCluster
 from spica_core.qfin.report import read_report
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 from tests.daemon_support import wait_for
 from tests.qfin_support import require_tools
 from tests.qfin_units_support import (
@@ -78,7 +78,7 @@ def test_qfin_units_measure_and_record_while_broken_exposures_fail_alone(
         graded = s.scalars(select(Image).where(Image.filename == "811003p")).one()
         graded.grade, graded.graded_by, graded.grade_comment = "C", "alice", "Defocus?"
 
-    launched = run_spica("--config", str(demo.config_path), "qfin", "--launch", "--json")
+    launched = invoke_spica("--config", str(demo.config_path), "qfin", "--launch", "--json")
     assert launched.returncode == 0, launched.stderr
     units = {u["image"]: u["unit"] for u in json.loads(launched.stdout)["units"]}
     assert sorted(units) == ["811001p", "811002p", "811003p", "811005p", "811006p"]
@@ -190,7 +190,7 @@ def node(tmp_path: Path, db_url: str):  # type: ignore[no-untyped-def]
 
 
 def record(env, workdir: Path, image: str = "811001p", **environ: str):  # type: ignore[no-untyped-def]
-    return run_spica(
+    return invoke_spica(
         "--config", str(env.config_path), "qfin", "record", image,
         "--workdir", str(workdir), "--release", "T0003",
         "--image-path", str(workdir.parent / f"{image}.fits.fz"),

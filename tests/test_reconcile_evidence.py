@@ -18,7 +18,7 @@ from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.models import OperatorAction, Stack, StackRun
 from spica_core.demo.cluster import DemoCluster
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 from tests.daemon_support import plant_failed, wait_for
 
 
@@ -27,7 +27,7 @@ def _cluster(directory: Path, nodes: int, daemons: bool) -> Iterator[DemoCluster
     cluster = DemoCluster(directory)
     cluster.up(nodes, daemons=daemons)
     try:
-        assert run_spica("--config", str(cluster.config_path), "db", "init").returncode == 0
+        assert invoke_spica("--config", str(cluster.config_path), "db", "init").returncode == 0
         yield cluster
     finally:
         cluster.down()
@@ -66,7 +66,8 @@ def bare_engine(bare: DemoCluster):
 
 
 def spica(config: Path, *args: str, **kw):
-    return run_spica("--config", str(config), *args, **kw)
+    """``spica`` in this process (over real SSH to the demo's nodes all the same)."""
+    return invoke_spica("--config", str(config), *args, **kw)
 
 
 def db_state(engine, name: str) -> str | None:
@@ -99,7 +100,9 @@ def add_failing_stack(demo: DemoCluster, engine, tmp_path: Path, name: str, line
 
 def crash(config: Path, point: str, action: str, name: str) -> None:
     """``spica ACTION NAME --yes`` killed at the fault point ``point`` (a real crash)."""
-    crashed = spica(config, action, name, "--yes", env={"SPICA_FAULT_POINT": point})
+    crashed = run_spica(
+        "--config", str(config), action, name, "--yes", env={"SPICA_FAULT_POINT": point}
+    )
     assert crashed.returncode == 70, crashed.stderr
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from spica_core.db.models import OperatorAction
 from spica_core.stack_add import LaunchNotApplied, add_stack
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 from tests.daemon_support import NodeEnv, make_node
 
 
@@ -48,7 +48,7 @@ def test_stack_add_launch_writes_the_launch_audit_rows(tmp_path: Path, sqlite_ur
     env = make_node(tmp_path, sqlite_url)
     commands = tmp_path / "c.sh"
     commands.write_text("echo one\n")
-    added = run_spica(
+    added = invoke_spica(
         "--config", str(env.config_path), "stack", "add", "ADHOC_1", "--node", "mix1",
         "--commands", str(commands), "--launch", "--json", env={"SPICA_OPERATOR": "ada"},
     )  # fmt: skip
@@ -72,7 +72,7 @@ def test_stack_add_launch_onto_a_pending_stack_is_refused_and_audited(
     # A queue file with no row (a hand-made launch): refused, audited, left as it was.
     theirs = _intruder_record("GHOST_1")
     (env.queue / "GHOST_1.spica").write_text(theirs)
-    ghost = run_spica(
+    ghost = invoke_spica(
         *cfg, "stack", "add", "GHOST_1", "-n", "mix1", "-c", str(commands), "--launch"
     )
     assert ghost.returncode == 1 and "already exists" in ghost.stderr, ghost.stderr
@@ -83,12 +83,12 @@ def test_stack_add_launch_onto_a_pending_stack_is_refused_and_audited(
     assert "GHOST_1.spica" in why
 
     # A second add of a launched stack: refused, audited, its .spica untouched.
-    first = run_spica(
+    first = invoke_spica(
         *cfg, "stack", "add", "TWICE_1", "-n", "mix1", "-c", str(commands), "--launch"
     )
     assert first.returncode == 0, first.stderr
     before = (env.queue / "TWICE_1.spica").read_bytes()
-    again = run_spica(
+    again = invoke_spica(
         *cfg, "stack", "add", "TWICE_1", "-n", "mix1", "-c", "-", "--launch", input="x\n"
     )
     assert again.returncode == 1 and "already exists" in again.stderr, again.stderr

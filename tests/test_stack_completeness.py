@@ -44,7 +44,7 @@ from spica_core.synth.refcat import write_reference_catalogue
 from spica_core.synth.render import header_wcs
 from spica_core.synth.sky import SkyModel
 from spica_core.synth.truth import truth_path, write_sky_exposure
-from tests.conftest import require, run_spica
+from tests.conftest import invoke_spica, require, run_spica
 
 TOOLS = ("SWarp", "source-extractor", "psfex")
 STACK = "CFHTLS_D_r_022720-072330_T0003"
@@ -289,7 +289,7 @@ def test_same_stack_same_stars(built: Built, tmp_path: Path) -> None:
     copy = StackOutputs(tmp_path, STACK)
     for name in ("coadd", "coadd_weight", "catalog", "psfex_xml"):
         shutil.copyfile(getattr(built.out, name), getattr(copy, name))
-    again = run_spica(
+    again = invoke_spica(
         "stack", "inject", STACK, "--workdir", str(tmp_path), "--refcat", str(built.refcat),
         "--json",
     )  # fmt: skip
@@ -307,7 +307,7 @@ def test_bad_inputs_named(built: Built, tmp_path: Path) -> None:
     out = StackOutputs(tmp_path, STACK)
 
     def inject(refcat: Path = built.refcat) -> subprocess.CompletedProcess[str]:
-        return run_spica(
+        return invoke_spica(
             "stack", "inject", STACK, "--workdir", str(tmp_path), "--refcat", str(refcat)
         )
 

@@ -21,7 +21,7 @@ from spica_core.stacking.figures import stack_figures
 from spica_core.stacking.outputs import StackOutputs
 from spica_core.stacking.prepare import StackFailed, prepare_input
 from spica_core.stacking.record import record_stack, step_of
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica
 from tests.stack_support import SyntheticStack, require_tools, run_lines, synthetic_stack
 
 DITHERS = ((0.0, 0.0), (15.0, 9.0), (-12.0, 14.0))
@@ -182,7 +182,7 @@ def test_truncated_exposure_fails_through_the_cli(one_input: SyntheticStack) -> 
     item = one_input.unit.inputs[0]
     path = Path(item.path)
     path.write_bytes(path.read_bytes()[:5000])
-    done = run_spica(
+    done = invoke_spica(
         "stack",
         "prepare",
         one_input.unit.name,

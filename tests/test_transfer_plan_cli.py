@@ -7,11 +7,9 @@ runid table, a plan printed as the seed's distribution row and stored, exit code
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from sqlalchemy.orm import Session
 from spica_core.db.models import Image, Node, Runid, Transfer
 from spica_core.demo.cluster import DemoCluster
 from spica_core.units import gigabytes
+from tests.conftest import invoke_spica, run_spica
 from tests.daemon_support import Mailbox, wait_for
 from tests.monitor_support import mailbox_fixture, monitor_config, running_demo, start_watch
 from tests.test_console_monitor import agent_starts, monitor_polled
@@ -51,15 +50,14 @@ def with_repository(path: Path) -> Path:
 
 
 def spica(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``spica transfer ARGS`` with tables as wide as the seed's (a terminal's COLUMNS
-    would fold their headers)."""
-    return subprocess.run(
-        [sys.executable, "-m", "spica_tui", "--config", str(config), "transfer", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    """``spica transfer ARGS`` in this process, with tables as wide as the seed's (a
+    terminal's COLUMNS would fold their headers)."""
+    return invoke_spica("--config", str(config), "transfer", *args, env={"COLUMNS": "200"})
+
+
+def spica_process(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same in a subprocess of its own, beside a running ``spica watch``."""
+    return run_spica("--config", str(config), "transfer", *args, env={"COLUMNS": "200"})
 
 
 def seed_runids(engine: Engine) -> None:
@@ -163,14 +161,14 @@ def test_status_uses_a_running_monitor_and_opens_no_ssh(
     try:
         wait_for(lambda: monitor_polled(db_engine), 60, "a monitor poll")
         before = agent_starts(demo)
-        status = spica(config, "status", "--json")
+        status = spica_process(config, "status", "--json")
         assert status.returncode == 0, status.stderr
         label = f"{socket.gethostname()}:{watcher.pid}"
         assert f"disk figures of monitor {label}" in status.stderr
         report = json.loads(status.stdout)
         assert report["figures_from"] == f"monitor {label}"
         assert all(n["status"] == "up" and n["partitions"] for n in report["nodes"])
-        planned = spica(config, "plan", "03AF19")
+        planned = spica_process(config, "plan", "03AF19")
         assert planned.returncode == 0, planned.stderr
         assert "100.0% [27 files]" in planned.stdout
         assert agent_starts(demo) == before  # neither command opened an SSH connection

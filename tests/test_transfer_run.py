@@ -21,7 +21,7 @@ from spica_core.executor.agents import AgentExecutor
 from spica_core.node.protocol import PrepareResult
 from spica_core.transfer.copy import CopyRun, FileEvent
 from spica_core.transfer.copy_rows import Claimed
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 from tests.transfer_support import make_sources, partials, plan, rows
 
 
@@ -164,17 +164,18 @@ def test_cli_run_history_and_no_plan(demo: DemoCluster, db_url: str, tmp_path: P
     env = {"SPICA_DB_URL": db_url}
     base = ["--config", str(demo.config_path), "transfer"]
 
-    missing = run_spica(*base, "run", "09ZZ99", env=env)
+    missing = invoke_spica(*base, "run", "09ZZ99", env=env)
     assert missing.returncode == 1
     assert "no plan for 09ZZ99: run `spica transfer plan 09ZZ99`" in missing.stderr
 
+    # The copy itself in a process of its own: it takes SIGTERM and SIGINT.
     done = run_spica(*base, "run", "08AQ03", "--json", env=env)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["counts"] == {"done": 3, "failed": 0, "interrupted": 0, "lost": 0, "skipped": 0}
     assert {f["filename"] for f in out["files"]} == {s.name for s in sources}
 
-    history = run_spica(*base, "history", "--runid", "08AQ03", "--json", env=env)
+    history = invoke_spica(*base, "history", "--runid", "08AQ03", "--json", env=env)
     assert history.returncode == 0, history.stderr
     hist = json.loads(history.stdout)
     assert [h["filename"] for h in hist] == [s.name for s in reversed(sources)]
@@ -184,7 +185,7 @@ def test_cli_run_history_and_no_plan(demo: DemoCluster, db_url: str, tmp_path: P
         assert h["checksum"] == h["node_checksum"] == checksum
         assert h["bytes"] == s.stat().st_size and h["path"] == f"raid1/08AQ03/{s.name}"
         assert h["finished_at"] and h["error"] is None
-    text = run_spica(*base, "history", env=env)
+    text = invoke_spica(*base, "history", env=env)
     assert text.returncode == 0 and sources[0].name in text.stdout
     engine.dispose()
 

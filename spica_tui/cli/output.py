@@ -35,8 +35,23 @@ def _width() -> int | None:
 #: hardware problems' red.
 SECURITY_STYLE = "bold white on red"
 
-stdout = Console(highlight=False, soft_wrap=False, width=_width())
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _consoles() -> tuple[Console, Console]:
+    return (
+        Console(highlight=False, soft_wrap=False, width=_width()),
+        Console(stderr=True, highlight=False, soft_wrap=True),
+    )
+
+
+stdout, stderr = _consoles()
+
+
+def renew_consoles() -> None:
+    """Set :data:`stdout` and :data:`stderr` up again, in place, for the streams and the
+    environment as they are now: what a new process would see (a command run in-process
+    under test). The commands' ``from ... import stdout`` keep working."""
+    for console, fresh in zip((stdout, stderr), _consoles(), strict=True):
+        console.__dict__.update(fresh.__dict__)
 
 
 #: C1 controls, which ``json.dumps(ensure_ascii=False)`` leaves raw (C0 it escapes itself).
