@@ -368,3 +368,23 @@ async def test_cli_up_status_down(tmp_path: Path) -> None:
     finally:
         with contextlib.suppress(DemoNotFound):
             demo.down()
+
+
+def test_options_given_to_spica_demo_reach_its_subcommand_or_are_refused(tmp_path: Path) -> None:
+    """``spica demo --dir D down`` acts on D, never on the default directory (it used to:
+    a ``--purge`` there would have deleted the wrong demo); an option a subcommand would
+    silently lose is refused."""
+    from tests.conftest import invoke_spica
+
+    d = tmp_path / "elsewhere"
+    for sub in ("status", "down"):
+        done = invoke_spica("demo", "--dir", str(d), sub, cwd=tmp_path)
+        assert done.returncode == 1 and f"no demo cluster in {d}" in done.stderr, done.stderr
+    same = invoke_spica("demo", "--dir", str(d), "status", "--dir", str(d), cwd=tmp_path)
+    assert same.returncode == 1 and f"no demo cluster in {d}" in same.stderr
+    twice = invoke_spica("demo", "--dir", str(d), "down", "--dir", str(tmp_path / "b"))
+    assert twice.returncode == 2 and "--dir given twice" in twice.stderr
+    for args in (("--nodes", "3", "status"), ("--read-only", "down")):
+        refused = invoke_spica("demo", *args, cwd=tmp_path)
+        assert refused.returncode == 2 and f"spica demo {args[-1]}" in refused.stderr
+    assert not (tmp_path / ".spica-demo").exists()
