@@ -114,3 +114,34 @@ def test_a_record_naming_anything_else_deletes_nothing(tmp_path: Path, named: st
     assert outside.is_dir()
     for path in kept[:1] + kept[2:]:
         assert (path / f"{STACK}.fits").is_file() and (path / "inputs" / "a1.fits").is_file()
+
+
+def test_a_remove_sweeps_what_a_killed_remove_left(tmp_path: Path) -> None:
+    """A remove killed between its renames and its deleting leaves hidden trash; the next
+    remove deletes it from the directories it renames into, and nothing else there."""
+    layout = node(tmp_path)
+    actions.stage(layout, STACK, b"true\n", None, unit=UnitRecord(step="stack", workdir=WORKDIR))
+    actions.launch(layout, STACK, 0, "op")
+    outputs(tmp_path, WORKDIR)
+    left = [
+        tmp_path / "stacks" / ".OLD_T0003.k2j3.removing",
+        tmp_path / "raid1" / "stacks" / "T0003" / ".OLD_T0003.x9.removing",
+    ]
+    for directory in left:
+        (directory / "logs").mkdir(parents=True)
+        (directory / "logs" / "001.log").write_text("old\n")
+    left_file = tmp_path / "queue" / ".OLD_T0003.error.removed"
+    left_file.write_text("{}")
+    kept = [
+        tmp_path / "queue" / ".keep",
+        tmp_path / "stacks" / "data.removing",
+        tmp_path / "raid1" / "stacks" / "T0003" / "OTHER_T0003",
+    ]
+    kept[0].write_text("")
+    kept[1].mkdir()
+    kept[2].mkdir()
+
+    actions.remove(layout, STACK, [], "op")
+    assert not any(path.exists() for path in [*left, left_file])
+    assert all(path.exists() for path in kept)
+    assert not (tmp_path / WORKDIR).exists()

@@ -501,12 +501,31 @@ def remove(
     with contextlib.nullcontext() if unlocked else node_lock(layout):
         result, trash = _remove(layout, stack, purge, by, stack_id, dry_run=dry_run)
     # The deleting itself (maybe many files) is outside the lock: nobody sees those names.
-    for path in trash:
+    # What an earlier remove renamed away and never deleted (killed meanwhile) goes too.
+    for path in [*trash, *(_left_by_a_killed_remove(trash) if trash else ())]:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
     return result
+
+
+def _left_by_a_killed_remove(trash: list[Path]) -> list[Path]:
+    """The names only a remove gives (``.<queue file>.removed``, ``.<stack>.*.removing``) in
+    the directories this one renamed into, but not its own: trash whose remove was killed
+    between its rename and its deleting."""
+    mine = set(trash)
+    found: list[Path] = []
+    for directory in {path.parent for path in trash if _renamed_away(path.name)}:
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(directory):
+                if _renamed_away(entry.name) and Path(entry.path) not in mine:
+                    found.append(Path(entry.path))
+    return found
+
+
+def _renamed_away(name: str) -> bool:
+    return name.startswith(".") and name.endswith((".removed", ".removing"))
 
 
 def _unit_workdir(layout: NodeLayout, stack: str) -> Path | None:
