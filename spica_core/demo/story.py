@@ -26,7 +26,8 @@ does what an operator and cron would do, through the same calls as the commands:
    waiting runid (the console's "transfer now"), steps 2 to 4 run for it too.
 
 Every step is idempotent and its progress is in ``D/story.json``, so a driver stopped (``spica
-demo down``) or killed resumes where it was; a finished story is not run again.
+demo down``) or killed resumes where it was; once the story is told, a new driver only
+follows (step 6).
 """
 
 from __future__ import annotations

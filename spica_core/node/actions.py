@@ -502,7 +502,7 @@ def remove(
         result, trash = _remove(layout, stack, purge, by, stack_id, dry_run=dry_run)
     # The deleting itself (maybe many files) is outside the lock: nobody sees those names.
     # What an earlier remove renamed away and never deleted (killed meanwhile) goes too.
-    for path in [*trash, *(_left_by_a_killed_remove(trash) if trash else ())]:
+    for path in [*trash, *_left_by_a_killed_remove(trash)]:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from spica_core.errors import UsageError
@@ -85,13 +86,13 @@ def _prepare(unit: StackUnit, item: StackInput, workdir: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _config_files(config_dir: str) -> dict[str, str]:
+def _config_files(config_dir: str) -> Mapping[str, str]:
     """Each configuration file's path as text: the same for every unit of a release."""
     return {name: str(Path(config_dir) / name) for name in CONFIG_FILES}
 
 
 def _sextractor(
-    config: dict[str, str], image: str, weight: str, catalog: str, *, xml: str | None = None
+    config: Mapping[str, str], image: str, weight: str, catalog: str, *, xml: str | None = None
 ) -> list[str]:
     line = [
         "source-extractor", image,

@@ -112,6 +112,11 @@ def _given(ctx: typer.Context, name: str, own: T | None) -> T | None:
     return own if own is not None else group
 
 
+def _directory(ctx: typer.Context, own: Path | None) -> Path:
+    """The demo directory a subcommand acts on (:func:`_given`, else the default)."""
+    return _given(ctx, "directory", own) or DEFAULT_DIR
+
+
 @app.callback()
 def demo(
     ctx: typer.Context,
@@ -199,7 +204,7 @@ def up(
     from spica_core.db.setup import prepare_database
     from spica_core.demo import DemoCluster
 
-    cluster = DemoCluster(_given(ctx, "directory", directory) or DEFAULT_DIR)
+    cluster = DemoCluster(_directory(ctx, directory))
     result = cluster.up(_given(ctx, "nodes", nodes), timeout=timeout, daemons=daemons)
     db = prepare_database(load_config(result.status.config_path), create=True)
     if monitor:
@@ -237,7 +242,7 @@ def down(
     stay unless --purge."""
     from spica_core.demo import DemoCluster
 
-    cluster = DemoCluster(_given(ctx, "directory", directory) or DEFAULT_DIR)
+    cluster = DemoCluster(_directory(ctx, directory))
     stopped = cluster.down(purge=purge)
     if as_json:
         emit_json({"directory": str(cluster.directory), "stopped": stopped, "purged": purge})
@@ -252,7 +257,7 @@ def status(ctx: typer.Context, directory: SubDirOpt = None, as_json: JsonOpt = F
     from spica_core.demo import DemoCluster
     from spica_core.demo.story import read_story
 
-    cluster = DemoCluster(_given(ctx, "directory", directory) or DEFAULT_DIR)
+    cluster = DemoCluster(_directory(ctx, directory))
     st = cluster.status()
     story = read_story(cluster.paths)
     if as_json:
