@@ -50,7 +50,7 @@ from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.models import Image, Node, Problem, Runid, Stack
 from spica_core.db.setup import prepare_database
-from spica_core.demo import DemoCluster
+from spica_core.demo.cluster import DemoCluster
 from spica_core.errors import UsageError
 from spica_core.monitor.figures import read_monitor_view
 from spica_core.read_model import StackSelection, count_stacks, list_stacks

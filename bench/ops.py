@@ -37,7 +37,7 @@ from spica_core.cluster_snapshot import Liveness
 from spica_core.config import SpicaConfig, load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.models import Node, Stack
-from spica_core.demo import DemoCluster
+from spica_core.demo.cluster import DemoCluster
 from spica_core.executor.agents import DEFAULT_BATCH, AgentExecutor
 from spica_core.node_pool import NodePool
 from spica_core.operations import actions

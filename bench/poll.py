@@ -28,7 +28,7 @@ from pathlib import Path
 
 from spica_core.cluster_snapshot import ClusterSnapshot, Liveness
 from spica_core.config import SpicaConfig, load_config
-from spica_core.demo import DemoCluster
+from spica_core.demo.cluster import DemoCluster
 from spica_core.node_pool import NodePool
 
 

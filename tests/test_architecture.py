@@ -67,6 +67,13 @@ def test_help_imports_no_heavy_library() -> None:
     assert not _loaded_after(_cli(["--help"])) & set(HEAVY)
 
 
+def test_demo_node_server_imports_no_database_layer() -> None:
+    """Each demo node is a process of its own, started by every demo and many tests: it
+    loads asyncssh to serve, never the dbspica stack (sqlalchemy, pydantic) or astropy."""
+    loaded = _loaded_after("import spica_core.demo.server")
+    assert not loaded & {"sqlalchemy", "pydantic", "astropy", "numpy", *UI}
+
+
 def test_stacks_json_imports_no_heavy_library(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'd.sqlite'}"
     init = subprocess.run(

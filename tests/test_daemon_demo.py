@@ -17,7 +17,7 @@ from pathlib import Path
 from spica_core.config import load_config
 from spica_core.db.engine import make_engine
 from spica_core.db.setup import prepare_database
-from spica_core.demo import DemoCluster, DemoNotFound
+from spica_core.demo.cluster import DemoCluster, DemoNotFound
 from spica_core.node.host import iso_utc
 from spica_core.stack_add import add_stack
 from tests.daemon_support import wait_for

@@ -19,13 +19,13 @@ import asyncssh
 import pytest
 
 from spica_core.config import load_config
-from spica_core.demo import (
+from spica_core.demo.cluster import (
     DemoCluster,
     DemoLayoutError,
     DemoNotFound,
     client_options,
-    demo_node_names,
 )
+from spica_core.demo.layout import demo_node_names
 from spica_core.errors import UsageError
 from tests.conftest import run_spica
 from tests.daemon_support import wait_for

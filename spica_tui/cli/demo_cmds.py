@@ -18,7 +18,7 @@ from spica_core.errors import UsageError
 from spica_tui.cli.output import emit_json, note, stdout, table
 
 if TYPE_CHECKING:
-    from spica_core.demo import DemoStatus
+    from spica_core.demo.cluster import DemoStatus
     from spica_core.demo.story import StoryState
 
 app = typer.Typer(
@@ -149,7 +149,7 @@ def demo(
 
     from spica_core.config import load_config
     from spica_core.db.setup import prepare_database
-    from spica_core.demo import DemoCluster
+    from spica_core.demo.cluster import DemoCluster
     from spica_tui.cli.console_cmds import run
 
     since = datetime.now(UTC)
@@ -202,7 +202,7 @@ def up(
     what is down)."""
     from spica_core.config import load_config
     from spica_core.db.setup import prepare_database
-    from spica_core.demo import DemoCluster
+    from spica_core.demo.cluster import DemoCluster
 
     cluster = DemoCluster(_directory(ctx, directory))
     result = cluster.up(_given(ctx, "nodes", nodes), timeout=timeout, daemons=daemons)
@@ -240,7 +240,7 @@ def down(
 ) -> None:
     """Stop the demo cluster's monitor, daemons and servers; keys, node roots and dbspica
     stay unless --purge."""
-    from spica_core.demo import DemoCluster
+    from spica_core.demo.cluster import DemoCluster
 
     cluster = DemoCluster(_directory(ctx, directory))
     stopped = cluster.down(purge=purge)
@@ -254,7 +254,7 @@ def down(
 @app.command()
 def status(ctx: typer.Context, directory: SubDirOpt = None, as_json: JsonOpt = False) -> None:
     """Show each node's port, pid and liveness; exit 3 if a node is down."""
-    from spica_core.demo import DemoCluster
+    from spica_core.demo.cluster import DemoCluster
     from spica_core.demo.story import read_story
 
     cluster = DemoCluster(_directory(ctx, directory))
