@@ -72,7 +72,7 @@ def auto(
     plan = plan_auto(engine, st.config, query)
     if not dry_run:
         plan = apply_auto(engine, st.config, plan, launch=launch)
-    finish_plan(plan, _print_plan, as_json=as_json)
+    finish_plan(plan, _print_plan, as_json=as_json, unreachable=plan.unreachable)
 
 
 def _print_plan(plan: AutoPlan) -> None:

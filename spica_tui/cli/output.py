@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
@@ -113,14 +113,17 @@ def check_launch(*, launch: bool, dry_run: bool) -> None:
         raise UsageError("--launch and --dry-run exclude each other")
 
 
-def finish_plan(plan: P, show: Callable[[P], None], *, as_json: bool) -> None:
+def finish_plan(
+    plan: P, show: Callable[[P], None], *, as_json: bool, unreachable: Sequence[str] = ()
+) -> None:
     """Print a unit plan (JSON, or ``show``'s table and notes) and exit as the commands
-    say: 3 when a node could not be reached, 1 when a unit was not added or launched."""
+    say: 3 when a node could not be reached (``unreachable``), 1 when a unit was not added
+    or launched."""
     if as_json:
         emit_json(plan.to_json())
     else:
         show(plan)
-    if getattr(plan, "unreachable", None):
+    if unreachable:
         raise typer.Exit(3)
     if not plan.ok:
         raise typer.Exit(1)
