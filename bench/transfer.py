@@ -9,9 +9,10 @@ too, so both go through the same SSH server and its SFTP subsystem; same cipher,
 
 Targets: ``demo`` (default) is a node of ``spica demo`` (an asyncssh server in Python);
 ``sshd`` is a real OpenSSH sshd on a loopback port (tests/openssh.py). Each round runs both,
-scp first in odd rounds and SPICA first in even ones; the figures are per round, and the
-ratio of the best of each. Target: SPICA
->= 0.7x scp with its checksums.
+scp first in odd rounds and SPICA first in even ones, with the page cache written back (``sync``,
+not timed) before each copy, so that neither pays for the other's writeback; the figures are
+per round, with the CPU seconds per GiB of the copying client (SPICA's engine in this process,
+or scp), and the ratio of the best of each. Target: SPICA >= 0.7x scp with its checksums.
 
     .venv/bin/python bench/transfer.py [--target demo|sshd] [--mib 1024] [--files 50] [--rounds 2]
 """
@@ -22,6 +23,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -113,6 +115,12 @@ def scp_round(files: list[Path], port: int, key: Path, known_hosts: Path, dest: 
     return took
 
 
+def client_cpu() -> float:
+    """CPU seconds of this process and of its finished children (scp) so far."""
+    usage = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=("demo", "sshd"), default="demo")
@@ -166,6 +174,8 @@ def main() -> None:
             dest = Path(node_cfg.root) / "raid1" / f"scp{r}"
             # Each round in the other order: the disk's writeback of one copy slows the next.
             for tool in ("scp", "spica") if r % 2 == 0 else ("spica", "scp"):
+                os.sync()
+                cpu = client_cpu()
                 if tool == "scp":
                     took = scp_round(files, node_cfg.port, key, known_hosts, dest)
                     note = ""
@@ -174,7 +184,9 @@ def main() -> None:
                     note = ", checksummed at the source and on the node"
                 best[tool] = min(best[tool], took)
                 rate = moved / took / 1e6
-                print(f"round {r + 1}: {tool:5} {rate:7.1f} MB/s ({took:.2f} s{note})")
+                per_gib = (client_cpu() - cpu) / (moved / 2**30)
+                print(f"round {r + 1}: {tool:5} {rate:7.1f} MB/s ({took:.2f} s, client "
+                      f"{per_gib:.2f} CPU-s/GiB{note})")  # fmt: skip
             shutil.rmtree(dest)
             shutil.rmtree(Path(node_cfg.root) / "raid1" / f"BENCH{r}")
         ratio = best["scp"] / best["spica"]
