@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,13 +42,21 @@ def _config(repo: Path, db_url: str) -> SpicaConfig:
     )
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """Three runids, one per container: 4 + 3 + 2 exposures of 36 CCDs."""
-    root = tmp_path / "from_CADC" / "headervalid"
+@pytest.fixture(scope="module")
+def drawn_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three runids, one per container: 4 + 3 + 2 exposures of 36 CCDs, written once."""
+    root = tmp_path_factory.mktemp("drawn") / "headervalid"
     write_runid(RunidPlan("03AF19", 4, seed=1), root, "fits")
     write_runid(RunidPlan("03AL01", 3, seed=2, first_odometer=812001), root, "fits.gz")
     write_runid(RunidPlan("03AQ97", 2, seed=3, first_odometer=813001), root, "fits.fz")
+    return root
+
+
+@pytest.fixture
+def repo(drawn_repo: Path, tmp_path: Path) -> Path:
+    """A copy of the drawn runids of this test's own (tests change and break files)."""
+    root = tmp_path / "from_CADC" / "headervalid"
+    shutil.copytree(drawn_repo, root, copy_function=shutil.copy2)
     return root
 
 
