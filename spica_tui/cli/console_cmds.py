@@ -35,6 +35,9 @@ def console(ctx: typer.Context, read_only: ReadOnlyOpt = False) -> None:
 def run(config: SpicaConfig, *, read_only: bool, demo: DemoPaths | None = None) -> None:
     """Check dbspica, then run the console on ``config`` until the operator quits
     (``demo``: the demo's console, which also tells the story's news)."""
+    from spica_tui.console import terminal_probe
+
+    probe = terminal_probe.start()  # the terminal answers while the rest loads
     from spica_core.db.engine import check_reachable, make_engine
     from spica_core.db.schema import require_current
     from spica_core.errors import DatabaseUnavailable, SchemaError
@@ -63,6 +66,7 @@ def run(config: SpicaConfig, *, read_only: bool, demo: DemoPaths | None = None) 
         app: SpicaConsole = DemoConsole(config, backend, operator=operator, paths=demo)
     else:
         app = SpicaConsole(config, backend, operator=operator)
+    terminal_probe.finish(probe)
     app.run()
 
 

@@ -3,8 +3,10 @@
 Half-block cells (two pixels a cell, one colour above the other) work in every terminal, in
 tmux and in the browser; where the terminal answers that it speaks a graphics protocol
 (Sixel, Kitty's), the picture is drawn with it instead. ``textual-image`` asks the terminal
-when it is imported, which must happen before Textual owns the terminal: the console's
-modules import this one as they load, before the app runs.
+when it is imported, which must happen before Textual owns the terminal, and waits up to
+0.1 s for each of its two questions (a terminal that speaks neither never answers the
+second): :mod:`spica_tui.console.terminal_probe` imports it on a thread while the console
+loads the rest. This module imports it only where a picture is drawn, by then loaded.
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import Static
-from textual_image import renderable as _renderable
-from textual_image.widget import HalfcellImage
-from textual_image.widget import Image as _GraphicsImage
 
 from spica_core.console_thumbnail import Thumbnail
 from spica_core.text import printable
@@ -37,7 +36,9 @@ WIDTH_CELLS = 48
 
 def graphics_protocol() -> bool:
     """Whether this terminal answered that it draws Sixel or Kitty graphics."""
-    return _renderable.Image in (_renderable.SixelImage, _renderable.TGPImage)
+    from textual_image import renderable
+
+    return renderable.Image in (renderable.SixelImage, renderable.TGPImage)
 
 
 def decode(data: bytes) -> Picture:
@@ -73,8 +74,11 @@ class ThumbnailView(Vertical):
         yield Static(Text("no thumbnail yet", "dim"), id="thumb-caption")
 
     def _image_class(self) -> Callable[..., Widget]:
+        from textual_image.widget import HalfcellImage
+        from textual_image.widget import Image as GraphicsImage
+
         if self.mode == "auto" and graphics_protocol():
-            return _GraphicsImage
+            return GraphicsImage
         return HalfcellImage
 
     async def show(self, thumbnail: Thumbnail) -> None:
