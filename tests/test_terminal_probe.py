@@ -67,3 +67,36 @@ def test_a_terminal_that_speaks_sixel_gets_pictures() -> None:
 def test_a_terminal_that_never_answers_gets_half_blocks_and_the_wait_ends() -> None:
     graphics, _, seen = run_at_a_terminal(None)  # communicate()'s timeout: never hangs
     assert b"\x1b[c" in seen and not graphics
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pty")
+def test_a_refused_start_leaves_the_terminal_as_it_found_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """dbspica without SPICA's schema: the console refuses to start (exit 3) while the
+    terminal is still answering (slowly, a character at a time), and the terminal's modes
+    are the ones it had before: the question is seen to its end, never abandoned in raw
+    mode."""
+    import termios
+
+    (tmp_path / "empty.sqlite").touch()
+    master, slave = pty.openpty()
+    before = termios.tcgetattr(slave)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "spica_tui", "console"],
+            stdin=slave,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "SPICA_DB_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}"},
+        )
+        seen, answer = b"", list(b"\x1b[?" + b"1;" * 20 + b"c")
+        while child.poll() is None:
+            if select.select([master], [], [], 0.05)[0]:
+                seen += os.read(master, 4096)  # drained: the child never blocks on it
+            if b"\x1b[c" in seen and answer:
+                os.write(master, bytes([answer.pop(0)]))  # within textual-image's 0.1 s
+        err = child.stderr.read().decode() if child.stderr else ""
+        assert child.returncode == 3, err
+        assert termios.tcgetattr(slave) == before
+    finally:
+        os.close(slave)
+        os.close(master)

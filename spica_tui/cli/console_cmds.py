@@ -17,6 +17,7 @@ from spica_tui.cli.context import state
 if TYPE_CHECKING:
     from spica_core.config import SpicaConfig
     from spica_core.demo.layout import DemoPaths
+    from spica_tui.console.app import SpicaConsole
 
 ReadOnlyOpt = Annotated[
     bool,
@@ -38,6 +39,16 @@ def run(config: SpicaConfig, *, read_only: bool, demo: DemoPaths | None = None) 
     from spica_tui.console import terminal_probe
 
     probe = terminal_probe.start()  # the terminal answers while the rest loads
+    try:
+        app = _console(config, read_only=read_only, demo=demo)
+    finally:
+        # Also on a refusal: the terminal is never left to a thread in the middle of a
+        # question (raw mode, unread answers) when the process ends.
+        terminal_probe.finish(probe)
+    app.run()
+
+
+def _console(config: SpicaConfig, *, read_only: bool, demo: DemoPaths | None) -> SpicaConsole:
     from spica_core.db.engine import check_reachable, make_engine
     from spica_core.db.schema import require_current
     from spica_core.errors import DatabaseUnavailable, SchemaError
@@ -63,11 +74,8 @@ def run(config: SpicaConfig, *, read_only: bool, demo: DemoPaths | None = None) 
     if demo is not None:
         from spica_tui.console.demo_story import DemoConsole
 
-        app: SpicaConsole = DemoConsole(config, backend, operator=operator, paths=demo)
-    else:
-        app = SpicaConsole(config, backend, operator=operator)
-    terminal_probe.finish(probe)
-    app.run()
+        return DemoConsole(config, backend, operator=operator, paths=demo)
+    return SpicaConsole(config, backend, operator=operator)
 
 
 def register(app: typer.Typer) -> None:
