@@ -56,7 +56,7 @@ def drawn_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def repo(drawn_repo: Path, tmp_path: Path) -> Path:
     """A copy of the drawn runids of this test's own (tests change and break files)."""
     root = tmp_path / "from_CADC" / "headervalid"
-    shutil.copytree(drawn_repo, root, copy_function=shutil.copy2)
+    shutil.copytree(drawn_repo, root)
     return root
 
 

@@ -1,6 +1,7 @@
 """The console asks the terminal what pictures it draws on a thread while it loads, and takes
 the answer before the app owns the terminal: a terminal that answers Sixel gets pictures
-drawn with it, one that never answers gets half-block cells, and the wait is bounded."""
+drawn with it, one that never answers gets half-block cells, and a start refused while the
+terminal is still answering leaves the terminal's modes as they were."""
 
 from __future__ import annotations
 
@@ -9,94 +10,87 @@ import pty
 import select
 import subprocess
 import sys
-import time
+import termios
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pty")
+
 CHILD = """
-import sys, time
+import sys
 from spica_tui.console import terminal_probe
-started = time.monotonic()
 probe = terminal_probe.start()
 import spica_tui.console.app  # the rest loads meanwhile
-terminal_probe.finish(probe)
+probe.join()
 from spica_tui.console.thumbnail import graphics_protocol
-sys.stderr.write(f"{graphics_protocol()} {time.monotonic() - started:.2f}\\n")
+sys.stderr.write(f"{graphics_protocol()}\\n")
 """
-#: The primary device attributes of a VT340-like terminal: 4 is Sixel.
+#: The device-attributes question, and a VT340-like terminal's answer: 4 is Sixel.
+QUESTION = b"\x1b[c"
 SIXEL_DA1 = b"\x1b[?63;1;4c"
 
 
-def run_at_a_terminal(answer: bytes | None) -> tuple[bool, float, bytes]:
-    """The probe in a process whose terminal answers the device-attributes question with
-    ``answer`` (None: never answers); (graphics, seconds, what the process wrote)."""
-    master, slave = pty.openpty()
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD], stdin=slave, stdout=slave, stderr=subprocess.PIPE
-    )
-    os.close(slave)
-    seen, deadline = b"", time.monotonic() + 60
-    try:
-        while child.poll() is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.05)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            seen += chunk
-            if answer is not None and b"\x1b[c" in chunk:
-                os.write(master, answer)
-        _, err = child.communicate(timeout=60)
-    finally:
-        os.close(master)
-    assert child.returncode == 0, err.decode()
-    graphics, seconds = err.decode().split()[-2:]
-    return graphics == "True", float(seconds), seen
+@dataclass
+class Seen:
+    code: int
+    stderr: str
+    #: What the process wrote to the terminal.
+    output: bytes
+    modes_kept: bool
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pty")
-def test_a_terminal_that_speaks_sixel_gets_pictures() -> None:
-    graphics, _, seen = run_at_a_terminal(SIXEL_DA1)
-    assert b"\x1b[c" in seen  # the question was asked at the terminal
-    assert graphics
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pty")
-def test_a_terminal_that_never_answers_gets_half_blocks_and_the_wait_ends() -> None:
-    graphics, _, seen = run_at_a_terminal(None)  # communicate()'s timeout: never hangs
-    assert b"\x1b[c" in seen and not graphics
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pty")
-def test_a_refused_start_leaves_the_terminal_as_it_found_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """dbspica without SPICA's schema: the console refuses to start (exit 3) while the
-    terminal is still answering (slowly, a character at a time), and the terminal's modes
-    are the ones it had before: the question is seen to its end, never abandoned in raw
-    mode."""
-    import termios
-
-    (tmp_path / "empty.sqlite").touch()
+def at_a_terminal(
+    argv: list[str], answer: bytes = b"", *, a_character_at_a_time: bool = False, **env: str
+) -> Seen:
+    """Run ``argv`` with a pty as stdin and stdout; once it asks :data:`QUESTION`, the
+    terminal answers ``answer`` (all at once, or a character per 50 ms at most: each within
+    textual-image's 0.1 s wait, keeping the question open)."""
     master, slave = pty.openpty()
     before = termios.tcgetattr(slave)
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "spica_tui", "console"],
-            stdin=slave,
-            stdout=slave,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "SPICA_DB_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}"},
+            argv, stdin=slave, stdout=slave, stderr=subprocess.PIPE, env={**os.environ, **env}
         )
-        seen, answer = b"", list(b"\x1b[?" + b"1;" * 20 + b"c")
+        output, left = b"", answer
         while child.poll() is None:
             if select.select([master], [], [], 0.05)[0]:
-                seen += os.read(master, 4096)  # drained: the child never blocks on it
-            if b"\x1b[c" in seen and answer:
-                os.write(master, bytes([answer.pop(0)]))  # within textual-image's 0.1 s
-        err = child.stderr.read().decode() if child.stderr else ""
-        assert child.returncode == 3, err
-        assert termios.tcgetattr(slave) == before
+                output += os.read(master, 4096)  # drained: the child never blocks on it
+            if QUESTION in output and left:
+                size = 1 if a_character_at_a_time else len(left)
+                os.write(master, left[:size])
+                left = left[size:]
+        _, err = child.communicate(timeout=60)
+        return Seen(child.returncode, err.decode(), output, termios.tcgetattr(slave) == before)
     finally:
         os.close(slave)
         os.close(master)
+
+
+def test_a_terminal_that_speaks_sixel_gets_pictures() -> None:
+    seen = at_a_terminal([sys.executable, "-c", CHILD], SIXEL_DA1)
+    assert seen.code == 0, seen.stderr
+    assert QUESTION in seen.output  # the question was asked at the terminal
+    assert seen.stderr.split()[-1] == "True"
+
+
+def test_a_terminal_that_never_answers_gets_half_blocks_and_the_wait_ends() -> None:
+    seen = at_a_terminal([sys.executable, "-c", CHILD])  # communicate()'s timeout: no hang
+    assert seen.code == 0, seen.stderr
+    assert QUESTION in seen.output and seen.stderr.split()[-1] == "False"
+
+
+def test_a_refused_start_leaves_the_terminal_as_it_found_it(tmp_path: Path) -> None:
+    """dbspica without SPICA's schema: the console refuses to start (exit 3) while the
+    terminal is still answering, slowly; the question is seen to its end, never abandoned
+    with the terminal in raw mode."""
+    (tmp_path / "empty.sqlite").touch()
+    seen = at_a_terminal(
+        [sys.executable, "-m", "spica_tui", "console"],
+        b"\x1b[?" + b"1;" * 20 + b"c",
+        a_character_at_a_time=True,
+        SPICA_DB_URL=f"sqlite:///{tmp_path / 'empty.sqlite'}",
+    )
+    assert seen.code == 3, seen.stderr
+    assert seen.modes_kept

@@ -42,9 +42,9 @@ def run(config: SpicaConfig, *, read_only: bool, demo: DemoPaths | None = None) 
     try:
         app = _console(config, read_only=read_only, demo=demo)
     finally:
-        # Also on a refusal: the terminal is never left to a thread in the middle of a
-        # question (raw mode, unread answers) when the process ends.
-        terminal_probe.finish(probe)
+        # The app must not take the terminal while the answers are read; on a refusal, the
+        # terminal is never left to a thread in the middle of a question (raw mode).
+        probe.join()
     app.run()
 
 

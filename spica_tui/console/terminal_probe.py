@@ -4,8 +4,9 @@
 protocol), waiting up to 0.1 s for each answer; a terminal that speaks neither never answers
 the second. The question must be asked before Textual owns the terminal (Textual's reader
 thread would take the answer), and costs nothing to ask early: :func:`start` imports it on
-a thread as the console command begins, :func:`finish` waits for it just before the app
-runs. Imports nothing heavy itself, so the question goes out first.
+a thread as the console command begins, and the command joins that thread before the app
+runs, or before it exits refusing to start. Imports nothing heavy itself, so the question
+goes out first.
 """
 
 from __future__ import annotations
@@ -24,8 +25,3 @@ def start() -> threading.Thread:
     )
     probe.start()
     return probe
-
-
-def finish(probe: threading.Thread) -> None:
-    """Wait for the answers: the app must not take the terminal while they are read."""
-    probe.join()
