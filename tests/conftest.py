@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,57 +80,62 @@ def _mysql_server_url() -> str:
     return url  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="session")
-def _mysql_databases() -> Iterator[Callable[[list[str]], str]]:
-    """Make a database of this process's own, run ``statements`` in it, return its URL;
-    every database made is dropped when the session ends (or when its test ends, below)."""
-    from sqlalchemy import create_engine, make_url, text
+class _MysqlDatabases:
+    """This process's own MariaDB databases, made and dropped over one admin engine.
 
-    server = make_url(_mysql_server_url())
-    admin = create_engine(server.set(database=None), connect_args={"connect_timeout": 5})
+    One engine for the whole session: a new engine per database would connect and inspect
+    the server again each time (measured: 69 ms of this process's CPU per database, 7 ms
+    over the one engine), on each of the few hundred MariaDB tests.
+    """
 
-    def make(statements: list[str]) -> str:
+    def __init__(self, server_url: str) -> None:
+        from sqlalchemy import create_engine, make_url
+
+        self.server = make_url(server_url).set(database=None)
+        self.admin = create_engine(self.server, connect_args={"connect_timeout": 5})
+
+    def make(self, statements: list[str]) -> str:
+        """A new database, ``statements`` run in it; its URL."""
         name = f"spica_test_{os.getpid()}_{next(_db_counter)}"
         try:
-            with admin.connect() as conn:
-                conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+            with self.admin.connect() as conn:
+                conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
         except Exception as exc:
             require(
                 False,
-                f"MariaDB at {server.render_as_string()} unreachable "
+                f"MariaDB at {self.server.render_as_string()} unreachable "
                 f"({exc.__class__.__name__}: {exc})",
             )
-        url = server.set(database=name)
         if statements:
-            engine = create_engine(url)
-            try:
-                with engine.begin() as conn:
-                    conn.execute(text("SET FOREIGN_KEY_CHECKS=0"))
+            with self.admin.connect() as conn:
+                conn.exec_driver_sql(f"USE `{name}`")
+                try:
+                    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=0")
                     for statement in statements:
                         conn.exec_driver_sql(statement)
-                    conn.execute(text("SET FOREIGN_KEY_CHECKS=1"))
-            finally:
-                engine.dispose()
-        return url.render_as_string(hide_password=False)
+                    conn.commit()
+                finally:
+                    conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS=1")
+                    conn.exec_driver_sql("USE mysql")  # the pooled connection in no test's
+        return self.server.set(database=name).render_as_string(hide_password=False)
 
-    yield make
-    admin.dispose()
+    def drop(self, url: str) -> None:
+        from sqlalchemy import make_url
 
-
-def _drop_mysql_database(url: str) -> None:
-    from sqlalchemy import create_engine, make_url, text
-
-    parsed = make_url(url)
-    admin = create_engine(parsed.set(database=None), connect_args={"connect_timeout": 5})
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{parsed.database}`"))
-    finally:
-        admin.dispose()
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{make_url(url).database}`")
 
 
 @pytest.fixture(scope="session")
-def _mysql_schema(_mysql_databases: Callable[[list[str]], str]) -> list[str]:
+def _mysql_databases() -> Iterator[_MysqlDatabases]:
+    """Databases of this process's own (each dropped when its test ends)."""
+    databases = _MysqlDatabases(_mysql_server_url())
+    yield databases
+    databases.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _mysql_schema(_mysql_databases: _MysqlDatabases) -> list[str]:
     """The statements that rebuild dbspica at head: read once per process from a database
     the real Alembic migrations built (then dropped)."""
     from sqlalchemy import text
@@ -139,7 +144,7 @@ def _mysql_schema(_mysql_databases: Callable[[list[str]], str]) -> list[str]:
     from spica_core.db.engine import make_engine
     from spica_core.db.schema import upgrade
 
-    url = _mysql_databases([])
+    url = _mysql_databases.make([])
     engine = make_engine(DatabaseConfig(url=url))
     try:
         upgrade(engine)
@@ -159,30 +164,30 @@ def _mysql_schema(_mysql_databases: Callable[[list[str]], str]) -> list[str]:
             ]
     finally:
         engine.dispose()
-        _drop_mysql_database(url)
+        _mysql_databases.drop(url)
     return statements
 
 
 @pytest.fixture
-def mysql_url(_mysql_databases: Callable[[list[str]], str]) -> Iterator[str]:
+def mysql_url(_mysql_databases: _MysqlDatabases) -> Iterator[str]:
     """A fresh, empty MariaDB database of this test's own; dropped afterwards."""
-    url = _mysql_databases([])
+    url = _mysql_databases.make([])
     try:
         yield url
     finally:
-        _drop_mysql_database(url)
+        _mysql_databases.drop(url)
 
 
 @pytest.fixture
 def mysql_migrated_url(
-    _mysql_databases: Callable[[list[str]], str], _mysql_schema: list[str]
+    _mysql_databases: _MysqlDatabases, _mysql_schema: list[str]
 ) -> Iterator[str]:
     """A MariaDB database of this test's own, at the Alembic head, without rows."""
-    url = _mysql_databases(_mysql_schema)
+    url = _mysql_databases.make(_mysql_schema)
     try:
         yield url
     finally:
-        _drop_mysql_database(url)
+        _mysql_databases.drop(url)
 
 
 @pytest.fixture
