@@ -5,8 +5,10 @@ read half an entry."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,15 +99,30 @@ def test_unset_writes_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     ]
 
 
-def test_other_sources_entries_are_dropped_and_nothing_else(tmp_path: Path, cache: Path) -> None:
+def test_other_sources_entries_unused_for_a_day_are_dropped_and_nothing_else(
+    tmp_path: Path, cache: Path
+) -> None:
+    """Another checkout's entries, used within the day, are kept; older ones go; our own
+    directory is marked as used however old it was."""
+    day = 24 * 3600
     stale = cache / ("0" * 20) / "somekey"
-    stale.mkdir(parents=True)
+    recent = cache / ("1" * 20) / "somekey"
+    own = cache / sources_digest()
+    for entry in (stale, recent, own):
+        entry.mkdir(parents=True)
+    old = time.time() - day - 60
+    os.utime(stale.parent, (old, old))
+    os.utime(own, (old, old))
+    os.utime(recent.parent, (old + 120, old + 120))  # a minute within the day
     kept = cache / "notes"
     kept.mkdir()
+    os.utime(kept, (old, old))
     found = SynthCache.from_env()
-    assert found is not None and found.generation == cache / sources_digest()
+    assert found is not None and found.generation == own
     assert not stale.parent.exists()
+    assert recent.is_dir()
     assert kept.is_dir()
+    assert time.time() - own.stat().st_mtime < day
 
 
 _WRITER = """

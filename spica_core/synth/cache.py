@@ -6,23 +6,27 @@ Drawing an exposure of the synthetic sky costs a third of a second of CPU per ex
 :class:`~spica_core.synth.layout.ExposureSpec`, the container, the
 :class:`~spica_core.synth.sky.SkyModel`, the sources of :mod:`spica_core.synth` and the
 versions of numpy and astropy, so an entry is keyed by all of them. The cache is used only
-when ``$SPICA_SYNTH_CACHE`` names a directory (``./run tests`` sets it to ``.synth-cache/``
-of the checkout); deleting that directory, whole or in part, is always safe.
+when ``$SPICA_SYNTH_CACHE`` names a directory (``./run tests`` sets it to ``spica/synth`` in
+the user's cache directory, so that every checkout on the machine, a fresh clone included,
+shares it); deleting that directory, whole or in part, is always safe.
 
 Layout: ``<cache>/<sources digest>/<key>/{image,truth}``. An entry is written in a private
 temporary directory and renamed into place in one step, so two processes (pytest-xdist
 workers) never see half of one; the loser of a race drops its copy. Files are copied out,
 never linked: a test may corrupt the exposure it was given without touching the cache.
-Directories of other sources digests (stale entries) are removed on first use.
+Each process marks its own sources' directory as used; directories of other sources digests
+not used for a day (another checkout's, or older sources') are removed on first use.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,6 +34,8 @@ from spica_core.synth.layout import ExposureSpec
 from spica_core.synth.sky import SkyModel
 
 ENV = "SPICA_SYNTH_CACHE"
+#: Seconds after its last use that another sources digest's directory is removed.
+STALE_AFTER = 24 * 3600
 IMAGE, TRUTH = "image", "truth"
 _DIGEST = re.compile(r"[0-9a-f]{20}")
 
@@ -117,11 +123,17 @@ def _copy_atomically(source: Path, target: Path) -> None:
 
 @lru_cache(maxsize=4)
 def _drop_stale(root: Path, generation: str) -> None:
-    """Remove the entries rendered by other sources than these (once per process); only
-    directories named as a digest, whatever else the directory holds."""
+    """Mark these sources' entries as used; remove those of other sources not used for
+    :data:`STALE_AFTER` (once per process). Only directories named as a digest, whatever
+    else the directory holds."""
     if not root.is_dir():
         return
+    with contextlib.suppress(OSError):
+        os.utime(root / generation)
+    now = time.time()
     for child in root.iterdir():
-        stale = child.name != generation and _DIGEST.fullmatch(child.name) is not None
-        if stale and child.is_dir():
-            shutil.rmtree(child, ignore_errors=True)
+        if child.name == generation or _DIGEST.fullmatch(child.name) is None:
+            continue
+        with contextlib.suppress(OSError):
+            if child.is_dir() and now - child.stat().st_mtime > STALE_AFTER:
+                shutil.rmtree(child, ignore_errors=True)
