@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event
 
 from spica_core.config import DatabaseConfig
 from spica_core.db.engine import make_engine
@@ -58,13 +58,3 @@ def test_tls_left_to_pymysql_and_the_operator_elsewhere(url: str) -> None:
     assert "ssl_disabled" not in params
     if "ssl_ca" in url:
         assert params["ssl"]["ca"] == "/etc/ssl/dbspica-ca.pem"
-
-
-def test_the_loopback_server_answers_without_tls(mysql_url: str) -> None:
-    engine = make_engine(DatabaseConfig(url=mysql_url))
-    try:
-        with engine.connect() as conn:
-            cipher = conn.execute(text("SHOW SESSION STATUS LIKE 'Ssl_cipher'")).one()[1]
-    finally:
-        engine.dispose()
-    assert cipher == ""

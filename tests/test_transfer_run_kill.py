@@ -140,10 +140,10 @@ def test_killed_midway_then_run_again(target: Target, db_url: str, tmp_path: Pat
                 select(func.count()).where(Transfer.state == "done", Transfer.runid == "07AQ09")
             )
             session.rollback()
-            if done and done >= 2 and any(p.stat().st_size for p in partials(target.root)):
+            if done and done >= 2 and any(_size(p) for p in partials(target.root)):
                 # Frozen, then killed only once a partial holds its source's first bytes:
-                # writes in flight when a client dies may land out of order, leaving a
-                # partial the next run rightly copies afresh instead of resuming.
+                # the partial just seen may be finished and placed before a kill lands,
+                # leaving only new, empty ones and nothing for the next run to resume.
                 first.send_signal(signal.SIGSTOP)
                 if _settled_prefix(target.root, planned):
                     break
