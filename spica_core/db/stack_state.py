@@ -21,6 +21,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
+from spica_core.db.keyed import through_key
 from spica_core.db.models import Image, Stack, StackFile
 from spica_core.db.types import affected_rows, utcnow
 from spica_core.node.layout import QFIN_STEP
@@ -255,7 +256,7 @@ def _write_groups(session: Session, transitions: Sequence[Transition]) -> list[M
             if ready:
                 done = affected_rows(
                     connection.execute(
-                        update(table)
+                        through_key(update(table), table.c.name)
                         .where(table.c.name.in_(ready), table.c.state == seen)
                         .values(state=target, updated_at=now, **dict(columns))
                     )
@@ -297,7 +298,7 @@ def _write_many(session: Session, transitions: Sequence[Transition]) -> list[Mov
         stmt = statements.get(keys)
         if stmt is None:
             stmt = statements[keys] = (
-                update(table)
+                through_key(update(table), table.c.name)
                 .where(table.c.name == bindparam("_name"), table.c.state == bindparam("_seen"))
                 .values(
                     state=bindparam("_target"),
