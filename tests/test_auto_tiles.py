@@ -6,9 +6,11 @@ Positions checked against astropy's own angles and separations, not SPICA's arit
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
+import numpy as np
 import pytest
 from astropy import units as u
 from astropy.coordinates import Angle, SkyCoord
@@ -16,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spica_core.auto.tiles import (
+    Tile,
     TileGrid,
     filter_letter,
     sexagesimal,
@@ -170,17 +173,24 @@ _OVERLAP_GRID = TileGridConfig(
 )  # fmt: skip
 
 
+@functools.cache
+def _overlap_grid() -> tuple[TileGrid, list[Tile], np.ndarray]:
+    """The grid, its tiles and their declinations: built once for every example."""
+    g = TileGrid(_OVERLAP_GRID)
+    tiles = list(g)
+    return g, tiles, np.array([t.dec for t in tiles])
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.floats(0, 359.999), st.floats(-60, 60))
 def test_touched_tiles_are_those_whose_box_overlaps(ra: float, dec: float) -> None:
     """Against a brute force over every nearby tile, projected by astropy's WCS on the
     exposure's tangent plane: each tile well inside reach is found, none well outside."""
-    import numpy as np
     from astropy.wcs import WCS
 
-    g = TileGrid(_OVERLAP_GRID)
+    g, every, decs = _overlap_grid()
     found = keys(g.touched_by(ra, dec))
-    tiles = [t for t in g if abs(t.dec - dec) < 3]
+    tiles = [every[i] for i in np.flatnonzero(np.abs(decs - dec) < 3)]
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
     wcs.wcs.crval = [ra, dec]

@@ -27,7 +27,7 @@ from spica_core.demo.cluster import (
 )
 from spica_core.demo.layout import demo_node_names
 from spica_core.errors import UsageError
-from tests.conftest import run_spica
+from tests.conftest import invoke_spica, run_spica
 from tests.daemon_support import wait_for
 
 
@@ -323,6 +323,8 @@ def _monitor_row(demo: DemoCluster, condition: Callable[[Any], bool]) -> Any:
 
 
 async def test_cli_up_status_down(tmp_path: Path) -> None:
+    """``spica demo up`` and ``down`` as processes of their own; the questions between them
+    (status, up again) in this one."""
     d = tmp_path / "cli-demo"
     up = await asyncio.to_thread(run_spica, "demo", "up", "--nodes", "3", "--dir", str(d))
     demo = DemoCluster(d)
@@ -331,7 +333,7 @@ async def test_cli_up_status_down(tmp_path: Path) -> None:
         assert "mix3" in up.stdout
         await _assert_nodes_answer(demo)
 
-        status = run_spica("demo", "status", "--dir", str(d), "--json")
+        status = await asyncio.to_thread(invoke_spica, "demo", "status", "--dir", str(d), "--json")
         assert status.returncode == 0, status.stderr
         data = json.loads(status.stdout)
         assert data["alive"] == data["total"] == 3
@@ -341,16 +343,17 @@ async def test_cli_up_status_down(tmp_path: Path) -> None:
         watched = await asyncio.to_thread(_monitor_row, demo, lambda row: row.polls >= 1)
         assert watched.pid == monitor_pid
 
-        again = run_spica("demo", "up", "--dir", str(d))
+        again = await asyncio.to_thread(invoke_spica, "demo", "up", "--dir", str(d))
         assert again.returncode == 0 and "already running" in again.stderr
         assert demo.node_pids() == {n["name"]: n["pid"] for n in data["nodes"]}
-        wrong = run_spica("demo", "up", "--nodes", "5", "--dir", str(d))
+        wrong = await asyncio.to_thread(invoke_spica, "demo", "up", "--nodes", "5", "--dir", str(d))
         assert wrong.returncode == 2 and "down" in wrong.stderr
 
         pid = data["nodes"][0]["pid"]
         os.kill(pid, signal.SIGKILL)
         await asyncio.to_thread(_wait_gone, pid)
-        assert run_spica("demo", "status", "--dir", str(d)).returncode == 3
+        gone = await asyncio.to_thread(invoke_spica, "demo", "status", "--dir", str(d))
+        assert gone.returncode == 3, gone.stderr
 
         down = run_spica("demo", "down", "--dir", str(d), "--json")
         assert down.returncode == 0, down.stderr
@@ -359,11 +362,12 @@ async def test_cli_up_status_down(tmp_path: Path) -> None:
         assert _wait_gone(monitor_pid, 5)
         stopped = _monitor_row(demo, lambda row: row.stopped_at is not None)
         assert stopped.pid == monitor_pid  # SIGTERM: a clean stop, recorded
-        assert run_spica("demo", "status", "--dir", str(d)).returncode == 3
+        gone = await asyncio.to_thread(invoke_spica, "demo", "status", "--dir", str(d))
+        assert gone.returncode == 3, gone.stderr
 
         purge = run_spica("demo", "down", "--purge", "--dir", str(d))
         assert purge.returncode == 0 and not d.exists()
-        missing = run_spica("demo", "status", "--dir", str(d))
+        missing = await asyncio.to_thread(invoke_spica, "demo", "status", "--dir", str(d))
         assert missing.returncode == 1 and "no demo cluster" in missing.stderr
     finally:
         with contextlib.suppress(DemoNotFound):
@@ -374,8 +378,6 @@ def test_options_given_to_spica_demo_reach_its_subcommand_or_are_refused(tmp_pat
     """``spica demo --dir D down`` acts on D, never on the default directory (it used to:
     a ``--purge`` there would have deleted the wrong demo); an option a subcommand would
     silently lose is refused."""
-    from tests.conftest import invoke_spica
-
     d = tmp_path / "elsewhere"
     for sub in ("status", "down"):
         done = invoke_spica("demo", "--dir", str(d), sub, cwd=tmp_path)

@@ -146,6 +146,21 @@ def _head_blocks(path: Path) -> list[fits.Header]:
     return [fits.Header.fromstring("\n".join(b), sep="\n") for b in blocks if b]
 
 
+def _box(
+    source: WCS, source_shape: tuple[int, ...], wcs: WCS, shape: tuple[int, int]
+) -> tuple[slice, slice] | None:
+    """The co-add's pixels (y, x slices) around a CCD's outline projected on them (None when
+    it falls outside): each CCD is resampled there, not over the whole co-add."""
+    ny, nx = source_shape
+    t = np.linspace(0.0, 1.0, 17)
+    xs = np.concatenate([t * (nx - 1), np.full_like(t, nx - 1), t * (nx - 1), np.zeros_like(t)])
+    ys = np.concatenate([np.zeros_like(t), t * (ny - 1), np.full_like(t, ny - 1), t * (ny - 1)])
+    ox, oy = wcs.world_to_pixel(source.pixel_to_world(xs, ys))
+    x0, x1 = max(int(np.floor(ox.min())) - 3, 0), min(int(np.ceil(ox.max())) + 4, shape[1])
+    y0, y1 = max(int(np.floor(oy.min())) - 3, 0), min(int(np.ceil(oy.max())) + 4, shape[0])
+    return (slice(y0, y1), slice(x0, x1)) if x1 > x0 and y1 > y0 else None
+
+
 def _independent_coadd(built: SyntheticStack, shape: tuple[int, int], wcs: WCS) -> tuple[
     np.ndarray, np.ndarray
 ]:  # fmt: skip
@@ -171,11 +186,14 @@ def _independent_coadd(built: SyntheticStack, shape: tuple[int, int], wcs: WCS) 
                 # FSCALASTRO_TYPE FIXED does) by the ratio of the pixels' areas.
                 area = proj_plane_pixel_area(wcs) / proj_plane_pixel_area(source)
                 data = hdu.data.astype(float) * float(head["FLXSCALE"]) * area
-                array, footprint = reproject_interp((data, source), wcs, shape_out=shape,
-                                                    order="bicubic")  # fmt: skip
+                box = _box(source, data.shape, wcs, shape)
+                if box is None:
+                    continue
+                array, footprint = reproject_interp((data, source), wcs[box], order="bicubic",
+                                                    shape_out=total[box].shape)  # fmt: skip
                 good = footprint > 0.99
-                total[good] += array[good]
-                count[good] += 1
+                total[box][good] += array[good]
+                count[box][good] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.maximum(count, 1), 0.0), count
 

@@ -127,14 +127,21 @@ def _fit_fwhm(stamp: np.ndarray, x: float, y: float, beta: float, guess: float) 
             @ (((design @ coef) - stamp.ravel()) * weights)
         )
 
+    # Each step keeps one inner point and its chi2: one model per step, down to 1e-4 of the
+    # guess (the test asks for 1 %).
     low, high = 0.7 * guess, 1.3 * guess
     ratio = (math.sqrt(5) - 1) / 2
-    for _ in range(40):
-        a, b = high - ratio * (high - low), low + ratio * (high - low)
-        if chi2(a) < chi2(b):
-            high = b
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    chi_a, chi_b = chi2(a), chi2(b)
+    while high - low > 1e-4 * guess:
+        if chi_a < chi_b:
+            high, b, chi_b = b, a, chi_a
+            a = high - ratio * (high - low)
+            chi_a = chi2(a)
         else:
-            low = a
+            low, a, chi_a = a, b, chi_b
+            b = low + ratio * (high - low)
+            chi_b = chi2(b)
     return (low + high) / 2
 
 
