@@ -9,9 +9,12 @@ that need them, never at start-up.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from functools import cache
+from typing import Annotated, Any
 
 import typer
+import typer.main
 
 from spica_tui.cli import (
     apps_cmds,
@@ -94,6 +97,15 @@ stack_inject_cmds.register(app)
 compare_cmds.register(app)
 
 
+@cache
+def command() -> Callable[..., Any]:
+    """The click command tree, built once per process. Typer derives it from every
+    command's signature (a few hundred annotations evaluated, some 50 ms), which an
+    in-process caller running several commands would otherwise pay at each one;
+    ``app(...)`` builds it anew at every call. Click keeps no state between invocations."""
+    return typer.main.get_command(app)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turns the engine's typed errors into a message and an exit code.
 
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     cli = CliState()
     try:
         try:
-            app(args=argv, prog_name="spica", obj=cli)
+            command()(args=argv, prog_name="spica", obj=cli)
         except Exception as exc:
             translated = cli.db_failure(exc)
             if translated is None:
