@@ -83,7 +83,7 @@ def test_a_requeue_does_not_wait_on_another_stacks_open_requeue(
         assert [(m.stack, m.applied, m.had) for m in moved] == [(n, True, "failed") for n in failed]
     with Session(first) as s:
         rows = s.execute(select(Stack.name, Stack.state).where(Stack.state != "completed"))
-        assert dict(rows.tuples().all()) == dict.fromkeys(["P1", *failed], "pending")
+        assert {name: state for name, state in rows} == dict.fromkeys(["P1", *failed], "pending")
 
 
 @contextmanager
