@@ -67,10 +67,10 @@ def _requeue(session: Session, *names: str) -> list[stack_state.Moved]:
 
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["one stack", "a group"])
-def test_a_requeue_does_not_wait_on_another_stacks_open_requeue(
+def test_a_requeue_does_not_wait_on_another_stacks_open_launch(
     engines: tuple[Engine, Engine], grouped: bool
 ) -> None:
-    """One operator launches P1 (the only pending stack, its transaction still open) while
+    """One operator launches P1, the only planned stack (its transaction still open), while
     another requeues every failed stack."""
     first, second = engines
     failed = ["F2", "F3"] if grouped else ["F2"]
