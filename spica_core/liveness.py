@@ -15,9 +15,8 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -27,8 +26,6 @@ from spica_core.db.models import Node, NodeDisk, Problem
 from spica_core.db.types import affected_rows, utcnow
 
 log = logging.getLogger(__name__)
-
-_NODE_NAME = cast(Table, Node.__table__).c.name
 
 DOWN_MESSAGE = "Unable to contact {node} via ssh"
 BACK_MESSAGE = "{node} is back to life"
@@ -95,7 +92,7 @@ class LivenessRecorder:
         if after == before:
             return None
         result = session.execute(
-            through_key(update(Node), _NODE_NAME)
+            through_key(update(Node), "name")
             .where(Node.name == snap.name, Node.status == before)
             .values(
                 status=after,

@@ -13,27 +13,27 @@ it names. SQLite has no row locks: no hint there.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import cast
 
-from sqlalchemy import Column, UniqueConstraint, Update
+from sqlalchemy import Table, UniqueConstraint, Update
 
 _DIALECTS = ("mysql", "mariadb")
 
 
-def through_key(stmt: Update, column: Column[Any]) -> Update:
-    """``stmt`` with its table read through ``column``'s own index: the primary key or a
-    unique constraint of that column alone (MariaDB/MySQL)."""
-    hint = f"FORCE INDEX ({_key_index(column)})"
+def through_key(stmt: Update, column: str) -> Update:
+    """``stmt`` with its table read through the index of its ``column``: the primary key or
+    a unique constraint of that column alone (MariaDB/MySQL)."""
+    hint = f"FORCE INDEX ({_key_index(cast(Table, stmt.table), column)})"
     for dialect in _DIALECTS:
         stmt = stmt.with_hint(hint, dialect_name=dialect)
     return stmt
 
 
 @cache
-def _key_index(column: Column[Any]) -> str:
-    if list(column.table.primary_key.columns) == [column]:
+def _key_index(table: Table, column: str) -> str:
+    if [c.name for c in table.primary_key.columns] == [column]:
         return "PRIMARY"
-    for constraint in column.table.constraints:
-        if isinstance(constraint, UniqueConstraint) and list(constraint.columns) == [column]:
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint) and constraint.columns.keys() == [column]:
             return str(constraint.name)
-    raise ValueError(f"{column.table.name}.{column.name} is not a key of its own")
+    raise ValueError(f"{table.name}.{column} is not a key of its own")

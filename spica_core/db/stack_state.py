@@ -256,7 +256,7 @@ def _write_groups(session: Session, transitions: Sequence[Transition]) -> list[M
             if ready:
                 done = affected_rows(
                     connection.execute(
-                        through_key(update(table), table.c.name)
+                        through_key(update(table), "name")
                         .where(table.c.name.in_(ready), table.c.state == seen)
                         .values(state=target, updated_at=now, **dict(columns))
                     )
@@ -298,7 +298,7 @@ def _write_many(session: Session, transitions: Sequence[Transition]) -> list[Mov
         stmt = statements.get(keys)
         if stmt is None:
             stmt = statements[keys] = (
-                through_key(update(table), table.c.name)
+                through_key(update(table), "name")
                 .where(table.c.name == bindparam("_name"), table.c.state == bindparam("_seen"))
                 .values(
                     state=bindparam("_target"),

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
 
-from sqlalchemy import ColumnElement, Engine, Table, and_, or_, select, update
+from sqlalchemy import ColumnElement, Engine, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from spica_core.db.keyed import through_key
@@ -36,8 +35,6 @@ INTERRUPTED = "interrupted"
 RUN_STATES = (PLANNED, INTERRUPTED, FAILED)
 WATCH_STATES = (PLANNED, INTERRUPTED)
 ERROR_CHARS = 2000
-
-_ID = cast(Table, Transfer.__table__).c.id
 
 
 @dataclass(frozen=True)
@@ -120,7 +117,7 @@ def claim(
             return None
         taken_back = before.state == RUNNING
         done = session.execute(
-            through_key(update(Transfer), _ID)
+            through_key(update(Transfer), "id")
             .where(Transfer.id == row_id, runnable(states, stale_before))
             .values(state=RUNNING, attempts=Transfer.attempts + 1, started_at=now, updated_at=now)
             .execution_options(synchronize_session=False)
@@ -151,7 +148,7 @@ def claim(
 
 def _cas(session: Session, c: Claimed, now: datetime, **values: object) -> bool:
     done = session.execute(
-        through_key(update(Transfer), _ID)
+        through_key(update(Transfer), "id")
         .where(Transfer.id == c.id, Transfer.state == RUNNING, Transfer.updated_at == c.stamp)
         .values(updated_at=now, **values)
         .execution_options(synchronize_session=False)
