@@ -7,8 +7,8 @@ memory speed, which is all DataTransfer asks of it. The algorithm is part of the
 
 from __future__ import annotations
 
+import io
 import os
-from typing import BinaryIO
 
 import xxhash
 
@@ -31,11 +31,14 @@ class Hasher:
         return f"{ALGORITHM}:{self._h.hexdigest()}"
 
 
-def stream_checksum(stream: BinaryIO, chunk: int = CHUNK) -> tuple[str, int]:
-    """Checksum and size of what is left in ``stream``."""
+def stream_checksum(stream: io.BufferedIOBase, chunk: int = CHUNK) -> tuple[str, int]:
+    """Checksum and size of what is left in ``stream``, read into one buffer (a fresh
+    block per read would be faulted in and zeroed again each time)."""
     hasher = Hasher()
-    while block := stream.read(chunk):
-        hasher.update(block)
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    while n := stream.readinto(buffer):
+        hasher.update(view[:n])
     return hasher.value(), hasher.size
 
 

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from spica_core.demo.layout import HOST, NODE_SUBDIRS, DemoPaths
 from spica_core.errors import InvalidName
+from spica_core.heap import keep_freed_memory
 from spica_core.names import validate_name
 
 if TYPE_CHECKING:
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     server = NodeServer(DemoPaths.at(args.dir), name, args.port)
+    keep_freed_memory()  # its SFTP server receives DataTransfer's bulk bytes
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

@@ -68,7 +68,7 @@ def destination(path: str) -> str:
 def _sum(real: Path, shown: str, *, size: int | None = None) -> FileSum:
     """Size and checksum of one file, never following a final symlink nor blocking on a
     FIFO; with ``size``, a file of another size is answered without being read."""
-    from spica_core.checksum import CHUNK, Hasher
+    from spica_core.checksum import stream_checksum
 
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -83,10 +83,8 @@ def _sum(real: Path, shown: str, *, size: int | None = None) -> FileSum:
     with os.fdopen(fd, "rb") as f:
         if size is not None and st.st_size != size:
             return FileSum(path=shown, exists=True, size=st.st_size)
-        hasher = Hasher()
-        while block := f.read(CHUNK):
-            hasher.update(block)
-    return FileSum(path=shown, exists=True, size=hasher.size, checksum=hasher.value())
+        value, read = stream_checksum(f)
+    return FileSum(path=shown, exists=True, size=read, checksum=value)
 
 
 def checksum(layout: NodeLayout, args: ChecksumArgs) -> ChecksumResult:
