@@ -194,8 +194,10 @@ def main() -> None:
                 per_gib = (client_cpu() - cpu) / (moved / 2**30)
                 print(f"round {r + 1}: {tool:5} {rate:7.1f} MB/s ({took:.2f} s, client "
                       f"{per_gib:.2f} CPU-s/GiB{note})")  # fmt: skip
-            shutil.rmtree(dest)
-            shutil.rmtree(Path(node_cfg.root) / "raid1" / f"BENCH{r}")
+                # Each copy starts just after the last one's files were deleted.
+                shutil.rmtree(
+                    dest if tool == "scp" else Path(node_cfg.root) / "raid1" / f"BENCH{r}"
+                )
         for name, pick in (("best", min), ("median", statistics.median)):
             scp, spica = pick(times["scp"]), pick(times["spica"])
             print(f"{name}: scp {moved / scp / 1e6:.1f} MB/s, spica {moved / spica / 1e6:.1f} "
