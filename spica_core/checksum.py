@@ -33,13 +33,24 @@ class Hasher:
 
 def stream_checksum(stream: io.BufferedIOBase, chunk: int = CHUNK) -> tuple[str, int]:
     """Checksum and size of what is left in ``stream``, read into one buffer (a fresh
-    block per read would be faulted in and zeroed again each time)."""
+    block per read would be faulted in and zeroed again each time) no larger than what is
+    left: a 3 KB file must not pay for zeroing a 4 MiB buffer."""
     hasher = Hasher()
-    buffer = bytearray(chunk)
+    buffer = bytearray(_buffer_size(stream, chunk))
     view = memoryview(buffer)
     while n := stream.readinto(buffer):
         hasher.update(view[:n])
     return hasher.value(), hasher.size
+
+
+def _buffer_size(stream: io.BufferedIOBase, chunk: int) -> int:
+    """``chunk``, or less when the stream is a file with less than that left (a file that
+    grows meanwhile is still read whole, a buffer at a time)."""
+    try:
+        left = os.fstat(stream.fileno()).st_size - stream.tell()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return chunk
+    return max(4096, min(chunk, left))
 
 
 def file_checksum(path: str | os.PathLike[str], chunk: int = CHUNK) -> tuple[str, int]:
