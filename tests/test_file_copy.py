@@ -11,7 +11,7 @@ import asyncssh
 
 from spica_core.checksum import Hasher, file_checksum
 from spica_core.demo.server import CHANNEL_PACKET
-from spica_core.executor.file_copy import BLOCK, WRITE, LocalSource, sftp_write
+from spica_core.executor.file_copy import BLOCK, WRITE, LocalSource, SftpSource, sftp_write
 
 #: An SFTP write request's bytes besides its data: length, type, id, handle string (asyncssh
 #: and OpenSSH hand out handles of at most 8 bytes), offset and data length.
@@ -31,7 +31,9 @@ class _Recording(asyncssh.SFTPServer):
         return super().write(file_obj, offset, data)  # type: ignore[return-value]
 
 
-async def _copy(root: Path, source: Path) -> Hasher:
+async def _copy(root: Path, source: Path) -> tuple[Hasher, Hasher]:
+    """``source`` to ``copy.fits`` on the server, then that file relayed to ``relay.fits``
+    (as from one node to another): the hashers of both copies."""
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
 
@@ -59,7 +61,7 @@ async def _copy(root: Path, source: Path) -> Hasher:
         kbdint_auth=False,
     )
     port = server.sockets[0].getsockname()[1]
-    hasher = Hasher()
+    hasher, relayed = Hasher(), Hasher()
     try:
         async with (
             asyncssh.connect(
@@ -72,10 +74,12 @@ async def _copy(root: Path, source: Path) -> Hasher:
             conn.start_sftp_client() as sftp,
         ):
             await sftp_write(sftp, LocalSource(source), "copy.fits", hasher)
+            handle = await sftp.open("copy.fits", "rb", encoding=None)
+            await sftp_write(sftp, SftpSource(handle), "relay.fits", relayed)
     finally:
         server.close()
         await server.wait_closed()
-    return hasher
+    return hasher, relayed
 
 
 def test_blocks_go_as_whole_requests_that_fit_one_channel_packet(tmp_path: Path) -> None:
@@ -89,11 +93,15 @@ def test_blocks_go_as_whole_requests_that_fit_one_channel_packet(tmp_path: Path)
     root.mkdir()
     _Recording.writes = []
 
-    hasher = asyncio.run(_copy(root, source))
+    hasher, relayed = asyncio.run(_copy(root, source))
 
-    assert (root / "copy.fits").read_bytes() == source.read_bytes()
-    assert (hasher.value(), hasher.size) == file_checksum(source)
+    for copy, copy_hasher in (("copy.fits", hasher), ("relay.fits", relayed)):
+        assert (root / copy).read_bytes() == source.read_bytes(), copy
+        assert (copy_hasher.value(), copy_hasher.size) == file_checksum(source), copy
+    # The writes of both copies, each the same sequence of offsets and lengths.
     writes = sorted(_Recording.writes)
+    assert writes[::2] == writes[1::2]
+    writes = writes[::2]
     assert [offset for offset, _ in writes] == list(range(0, size, WRITE))
     assert {length for _, length in writes[:-1]} == {WRITE}
     assert writes[-1][1] == size % WRITE

@@ -474,7 +474,7 @@ class AgentExecutor:
         hasher, data = Hasher(), bytearray()
         try:
             while block := await src.read(hasher):
-                data += block
+                data += b"".join(block)
                 if len(data) > limit:
                     raise ValueError(f"{path} on node {node}: larger than {limit} bytes")
         finally:

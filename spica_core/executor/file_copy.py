@@ -2,11 +2,11 @@
 
 The source — a file here, or a file on another node read over its SFTP session — is read
 once, in order, each block hashed as it is read (the checksum the node's copy must match)
-and written at its offset. Over SFTP, several blocks are written at once (each split by
-asyncssh into :data:`WRITE`-byte requests, or the server's largest if smaller, themselves
-pipelined): a round trip per block would cap a copy at a fraction of the link. Reads and
-hashing run in a worker thread, so the event loop driving every node's SSH channel never
-waits on the disk.
+and written at its offset. Over SFTP a block is read as pieces of :data:`WRITE` bytes (or
+the server's largest write, if smaller), each sent as one write request, :data:`DEPTH` of
+them in flight: a round trip per request would cap a copy at a fraction of the link. Reads
+and hashing run in a worker thread, so the event loop driving every node's SSH channel
+never waits on the disk.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ WRITE = 255 * 1024
 #: Bytes read, hashed and written as one block: a whole number of writes, so that no block
 #: ends in a sliver of a request.
 BLOCK = 4 * WRITE
-#: Blocks of one file being written at once over SFTP.
-DEPTH = 8
+#: Write requests of one file in flight at once over SFTP (8 MiB: a demo node's window).
+DEPTH = 32
 
 #: Test hook: with ``SPICA_FAULT_POINT=transfer-slow-copy`` in the environment, each block
 #: waits ``SPICA_FAULT_SECONDS`` (default 0.05) before it is written: the time to kill a copy
@@ -47,10 +47,16 @@ async def _fault_pause() -> None:
         await asyncio.sleep(float(os.environ.get("SPICA_FAULT_SECONDS", "0.05")))
 
 
-def _read(src: BinaryIO, hasher: Hasher) -> bytes:
-    data = src.read(BLOCK)
-    hasher.update(data)
-    return data
+def _read(src: BinaryIO, hasher: Hasher, piece: int) -> list[bytes]:
+    """The next block, read a piece at a time: each piece becomes one write request whole
+    (asyncssh would slice a larger buffer into requests, a copy of every byte)."""
+    pieces: list[bytes] = []
+    left = BLOCK
+    while left > 0 and (data := src.read(min(piece, left))):
+        hasher.update(data)
+        pieces.append(data)
+        left -= len(data)
+    return pieces
 
 
 def open_source(source: Path, offset: int) -> BinaryIO:
@@ -76,7 +82,9 @@ class NodeFile:
 class BlockSource(Protocol):
     """Where a copy reads from, a block at a time, each block hashed as it is read."""
 
-    async def read(self, hasher: Hasher) -> bytes: ...
+    async def read(self, hasher: Hasher, piece: int = BLOCK) -> list[bytes]:
+        """The next block as pieces of at most ``piece`` bytes; empty at the end."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -87,8 +95,8 @@ class LocalSource:
     def __init__(self, path: Path, offset: int = 0) -> None:
         self._file = open_source(path, offset)
 
-    async def read(self, hasher: Hasher) -> bytes:
-        return await asyncio.to_thread(_read, self._file, hasher)
+    async def read(self, hasher: Hasher, piece: int = BLOCK) -> list[bytes]:
+        return await asyncio.to_thread(_read, self._file, hasher, piece)
 
     async def close(self) -> None:
         self._file.close()
@@ -101,11 +109,11 @@ class SftpSource:
     def __init__(self, file: asyncssh.SFTPClientFile) -> None:
         self._file = file
 
-    async def read(self, hasher: Hasher) -> bytes:
+    async def read(self, hasher: Hasher, piece: int = BLOCK) -> list[bytes]:
         data = await self._file.read(BLOCK)
         assert isinstance(data, bytes)
         hasher.update(data)
-        return data
+        return [data[i : i + piece] for i in range(0, len(data), piece)]
 
     async def close(self) -> None:
         await self._file.close()
@@ -127,18 +135,20 @@ async def sftp_write(
     try:
         mode = "r+b" if offset else "wb"
         write = min(WRITE, sftp.limits.max_write_len or WRITE)  # never above the server's
-        async with sftp.open(remote, mode, encoding=None, block_size=write) as dst:
-            while data := await src.read(hasher):
+        # block_size None (documented): each write is one request, as cut here.
+        async with sftp.open(remote, mode, encoding=None, block_size=None) as dst:
+            while pieces := await src.read(hasher, write):
                 await _fault_pause()
-                while len(pending) >= DEPTH:
-                    done, pending = await asyncio.wait(pending, return_when="FIRST_COMPLETED")
-                    for task in done:
-                        task.result()
-                task = asyncio.ensure_future(dst.write(data, position))
-                if progress is not None:
-                    task.add_done_callback(_reporter(progress, len(data)))
-                pending.add(task)
-                position += len(data)
+                for data in pieces:
+                    while len(pending) >= DEPTH:
+                        done, pending = await asyncio.wait(pending, return_when="FIRST_COMPLETED")
+                        for task in done:
+                            task.result()
+                    task = asyncio.ensure_future(dst.write(data, position))
+                    if progress is not None:
+                        task.add_done_callback(_reporter(progress, len(data)))
+                    pending.add(task)
+                    position += len(data)
             if pending:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -153,7 +163,7 @@ async def sftp_write(
 
 
 def _reporter(progress: Callable[[int], None], size: int) -> Callable[[asyncio.Future[int]], None]:
-    """A block's done-callback: its bytes reported once it is written."""
+    """A write request's done-callback: its bytes reported once they are written."""
 
     def done(task: asyncio.Future[int]) -> None:
         if not task.cancelled() and task.exception() is None:
@@ -177,13 +187,14 @@ async def local_write(
             dst.seek(offset)
             while True:
                 await _fault_pause()
-                data = await src.read(hasher)
-                if not data:
+                pieces = await src.read(hasher)
+                if not pieces:
                     break
-                await asyncio.to_thread(dst.write, data)
-                position += len(data)
-                if progress is not None:
-                    progress(len(data))
+                for piece in pieces:
+                    await asyncio.to_thread(dst.write, piece)
+                    position += len(piece)
+                    if progress is not None:
+                        progress(len(piece))
     finally:
         await src.close()
     return position
