@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 #: Bytes of one SFTP write request: the most OpenSSH's sftp-server accepts (its 256 KiB
 #: message less 1 KiB), whose request then still fits a 256 KiB channel packet whole (what
 #: demo nodes offer). A larger write is cut by the channel into a full packet and a sliver,
-#: which the node's server must join again: 10 to 25 % of a copy's throughput into a demo
-#: node (bench/transfer.py).
+#: which the node's server must join again; without that, copies into a demo node ran 15 to
+#: 35 % faster (bench/transfer.py, median of four rounds, three runs each way).
 WRITE = 255 * 1024
 #: Bytes read, hashed and written as one block: a whole number of writes, so that no block
 #: ends in a sliver of a request.
