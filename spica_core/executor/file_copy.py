@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 #: message less 1 KiB), whose request then still fits a 256 KiB channel packet whole (what
 #: demo nodes offer). A larger write is cut by the channel into a full packet and a sliver,
 #: which the node's server must join again; without that, copies into a demo node ran 15 to
-#: 35 % faster (bench/transfer.py, median of four rounds, three runs each way).
+#: 35 % faster (bench/transfer.py, median of four rounds, three runs each way). Packets and
+#: writes of 1 MiB, or of 128 KiB, were both slower than 256 KiB on a two-core machine.
 WRITE = 255 * 1024
 #: Bytes read, hashed and written as one block: a whole number of writes, so that no block
 #: ends in a sliver of a request.
