@@ -92,14 +92,23 @@ def read_small(path: str | Path, limit: int = MAX_RECORD_BYTES) -> bytes:
     file or is over ``limit`` bytes.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
-        data = f.read(limit + 1)
-    if len(data) > limit:
+        # Reads sized by the file (a record is a few hundred bytes; a buffer of ``limit``
+        # would be allocated and freed for each), until its end or past ``limit``.
+        chunks: list[bytes] = []
+        size, want = 0, min(st.st_size, limit) + 1
+        while size <= limit and (chunk := os.read(fd, want)):
+            chunks.append(chunk)
+            size += len(chunk)
+            want = limit + 1 - size
+    finally:
+        os.close(fd)
+    if size > limit:
         raise ValueError(f"over {limit} bytes")
-    return data
+    return b"".join(chunks)
 
 
 def one_line(exc: BaseException) -> str:
