@@ -82,6 +82,18 @@ TRANSITIONS: tuple[Transition, ...] = (
 del S, A, Ac
 
 
+def _by_move() -> dict[tuple[StackState, StackState, Actor], tuple[Transition, ...]]:
+    table: dict[tuple[StackState, StackState, Actor], tuple[Transition, ...]] = {}
+    for t in TRANSITIONS:
+        key = (t.source, t.target, t.actor)
+        table[key] = (*table.get(key, ()), t)
+    return table
+
+
+#: TRANSITIONS by (source, target, actor), in their order.
+_BY_MOVE = _by_move()
+
+
 def allowed_from(state: StackState, actor: Actor | None = None) -> list[Transition]:
     """The moves that exist from ``state`` (for ``actor`` only, when given)."""
     return [t for t in TRANSITIONS if t.source == state and (actor is None or t.actor == actor)]
@@ -108,21 +120,17 @@ def check_transition(
     """
     source, target, actor = StackState(source), StackState(target), Actor(actor)
     action = Action(action) if action is not None else None
-    wanted = f"{action} (as {actor})" if action else f"move to {target} (as {actor})"
     candidates = [
-        t
-        for t in TRANSITIONS
-        if t.source == source
-        and t.target == target
-        and t.actor == actor
-        and (action is None or t.action == action)
+        t for t in _BY_MOVE.get((source, target, actor), ()) if action is None or t.action == action
     ]
-    options = [describe(t) for t in allowed_from(source, actor)]
-    if not candidates:
-        raise StackStateError(stack, source.value, wanted, options)
     for t in candidates:
         if stale or not t.needs_stale:
             return t
+    # Refused: only now the message (a bulk plan checks every stack, nearly all allowed).
+    wanted = f"{action} (as {actor})" if action else f"move to {target} (as {actor})"
+    options = [describe(t) for t in allowed_from(source, actor)]
+    if not candidates:
+        raise StackStateError(stack, source.value, wanted, options)
     raise StackStateError(
         stack,
         source.value,
