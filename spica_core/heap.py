@@ -1,15 +1,16 @@
-"""Keeping freed heap memory for reuse in processes that move bulk bytes.
+"""Keeping freed heap memory for reuse in a process that receives bulk bytes.
 
-A verified copy allocates and frees megabyte buffers by the thousand per GiB (the block read,
-then asyncssh's SFTP request, channel and packet copies of it). glibc serves blocks that
-large with ``mmap`` and gives back the top of the heap as soon as 128 KiB lie free there, so
-nearly every buffer is faulted in and zeroed afresh — on a virtual machine whose host takes
-freed pages back, at several times the usual cost (``copy_folio_from_iter_atomic`` and page
-faults led the kernel's profile of ``bench/transfer.py``). Raising the two thresholds keeps
-those pages in the process and reused. On the development machine the DataTransfer client
-used about a tenth less CPU per GiB, and its median in ``bench/transfer.py`` rose from about
-330 to 420 MB/s; what it keeps is bounded by its peak use (about 50 MiB more resident after a
-1 GiB copy).
+A demo node's SSH server joins each SFTP write of a few hundred KiB from the channel
+packets it arrives in (scp's come as many small packets), allocating and freeing buffers of
+that size by the thousand per GiB. glibc serves blocks that large with ``mmap`` and gives
+back the top of the heap as soon as 128 KiB lie free there, so nearly every buffer is
+faulted in and zeroed afresh — on a virtual machine whose host takes freed pages back, at
+several times the usual cost (``copy_folio_from_iter_atomic`` and page faults led the
+kernel's profile of ``bench/transfer.py``). Raising the two thresholds keeps those pages in
+the process and reused: on the development machine, scp's median into an untuned demo node
+was 319 and 383 MB/s against 540 and 553 MB/s tuned; what the server keeps is bounded by
+its peak use. DataTransfer's own client gained nothing measurable from it once its SFTP
+writes were one packet each (three runs each way), so only the demo server is tuned.
 
 Only glibc on Linux is tuned (musl's ``mallopt`` refuses, other systems have none).
 """
@@ -32,7 +33,7 @@ _tuned = False
 
 
 def keep_freed_memory() -> bool:
-    """Tune this process's allocator for bulk copies, once; whether it is tuned."""
+    """Tune this process's allocator for bulk transfers, once; whether it is tuned."""
     global _tuned
     if _tuned:
         return True

@@ -41,7 +41,6 @@ from spica_core.db.types import utcnow
 from spica_core.errors import ConfigError, NodeUnreachable, SpicaError
 from spica_core.executor.base import FileCopier
 from spica_core.executor.file_copy import NodeFile
-from spica_core.heap import keep_freed_memory
 from spica_core.node.protocol import ErrorCode, PrepareResult, ProtocolError
 from spica_core.transfer import copy_rows
 from spica_core.transfer.copy_rows import Claimed
@@ -165,7 +164,6 @@ class CopyRun:
         on_event: Callable[[FileEvent], None] | None = None,
         before_place: BeforePlace | None = None,
     ) -> None:
-        keep_freed_memory()
         self.config = config
         self.engine = engine
         self.copier = copier
