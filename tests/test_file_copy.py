@@ -105,5 +105,4 @@ def test_blocks_go_as_whole_requests_that_fit_one_channel_packet(tmp_path: Path)
     assert [offset for offset, _ in writes] == list(range(0, size, WRITE))
     assert {length for _, length in writes[:-1]} == {WRITE}
     assert writes[-1][1] == size % WRITE
-    assert BLOCK % WRITE == 0
     assert WRITE + REQUEST_HEADER <= CHANNEL_PACKET
